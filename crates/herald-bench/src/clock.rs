@@ -1,0 +1,72 @@
+//! The benchmark's time base: nanoseconds on the monotonic clock since an epoch shared by the parent
+//! process and its workers, so that a send time stamped by one process can be compared with a receive
+//! time read by another.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Monotonic nanoseconds since a shared epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+    epoch_unix_ns: u64,
+}
+
+impl Clock {
+    /// Starts a new epoch now (the parent process does this once).
+    pub fn start() -> Self {
+        Self {
+            epoch: Instant::now(),
+            epoch_unix_ns: unix_now_ns(),
+        }
+    }
+
+    /// Joins the epoch a parent started at wall-clock time `epoch_unix_ns`.
+    ///
+    /// The wall clock is read only here, once, to line the two monotonic clocks up; after that all
+    /// readings are monotonic, so a later wall-clock step does not disturb the measurement.
+    pub fn join(epoch_unix_ns: u64) -> Self {
+        let now = Instant::now();
+        let since = Duration::from_nanos(unix_now_ns().saturating_sub(epoch_unix_ns));
+        Self {
+            epoch: now.checked_sub(since).unwrap_or(now),
+            epoch_unix_ns,
+        }
+    }
+
+    /// The wall-clock time of the epoch, to hand to workers.
+    pub fn epoch_unix_ns(&self) -> u64 {
+        self.epoch_unix_ns
+    }
+
+    /// Nanoseconds since the epoch.
+    pub fn now_ns(&self) -> u64 {
+        self.ns_at(Instant::now())
+    }
+
+    /// Nanoseconds from the epoch to `at` (zero if `at` is earlier).
+    pub fn ns_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joined_clock_agrees_with_its_parent() {
+        let parent = Clock::start();
+        let child = Clock::join(parent.epoch_unix_ns());
+        let (a, b) = (parent.now_ns(), child.now_ns());
+        // Same process, same instant: the two readings differ only by the wall-clock read jitter.
+        assert!(a.abs_diff(b) < 50_000_000, "{a} vs {b}");
+        assert!(child.now_ns() >= b);
+    }
+}

@@ -1,0 +1,609 @@
+//! The `fanout` scenario: N subscribers over C channels, publishers sending R messages per second in
+//! total (message k to channel k % C) for S seconds, each payload stamped with its send time; reports
+//! deliveries against expectations, end-to-end latency percentiles and the server's CPU per delivery.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::conn::{self, HEARTBEAT, OPEN_TIMEOUT, Ws};
+use crate::fleet::{Fleet, Reasons};
+use crate::http;
+use crate::payload::{self, PayloadBuilder};
+use crate::phoenix::{self, Reply};
+use crate::procfs;
+use crate::progress::Progress;
+use crate::report::{Detail, FanoutDetail, Report};
+use crate::stats::round3;
+use crate::{Context, PublisherKind};
+
+/// Channels joined per WebSocket publisher connection (servers commonly cap channels per socket).
+const CHANNELS_PER_PUBLISHER: u64 = 100;
+/// Most messages sent before the loop looks at the clock again.
+const MAX_BATCH: u64 = 1_000;
+/// Most messages in one HTTP request.
+const HTTP_BATCH: usize = 100;
+/// Drain: stop waiting when nothing arrived for this long...
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
+/// ... or after this long in any case.
+const DRAIN_MAX: Duration = Duration::from_secs(15);
+
+/// Options of a fanout run.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutOpts {
+    /// Subscribers to open.
+    pub subscribers: u64,
+    /// Channels.
+    pub channels: u64,
+    /// Messages per second, in total.
+    pub rate: u64,
+    /// Seconds of publishing.
+    pub duration: u64,
+    /// Payload bytes.
+    pub payload: usize,
+    /// How to publish.
+    pub publisher: PublisherKind,
+}
+
+/// Running totals of the publishing side.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    expected: u64,
+    errors: u64,
+    reasons: Reasons,
+}
+
+impl Tally {
+    fn sent_to(&mut self, channel: u64, joined: &[u64]) {
+        self.sent += 1;
+        self.expected += subscribers_of(joined, channel);
+    }
+
+    fn failed(&mut self, n: u64, reason: String) {
+        self.errors += n;
+        self.reasons.add(reason, n);
+    }
+}
+
+fn subscribers_of(joined: &[u64], channel: u64) -> u64 {
+    usize::try_from(channel)
+        .ok()
+        .and_then(|c| joined.get(c))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Number of messages due `elapsed` after the start at `rate` per second (message k is due at k / rate).
+fn due_by(elapsed: Duration, rate: u64, total: u64) -> u64 {
+    let due = elapsed.as_nanos() * u128::from(rate) / 1_000_000_000 + 1;
+    u64::try_from(due).unwrap_or(u64::MAX).min(total)
+}
+
+/// When message `k` is due.
+fn due_at(start: Instant, k: u64, rate: u64) -> Instant {
+    let ns = u128::from(k) * 1_000_000_000 / u128::from(rate.max(1));
+    start + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// Refusals the server sent back to WebSocket publishers (pushes are sent without ack, so only
+/// errors come back), with what those messages had been expected to deliver.
+#[derive(Debug, Default)]
+struct Refusals {
+    count: AtomicU64,
+    expected: AtomicU64,
+    reasons: Mutex<Reasons>,
+    lost: AtomicBool,
+}
+
+/// WebSocket publishers: connection `s` joins channels `s*100 .. s*100+99`.
+struct WsPublishers {
+    sinks: Vec<Option<SplitSink<Ws, Message>>>,
+    readers: Vec<JoinHandle<()>>,
+    refusals: Arc<Refusals>,
+    next_heartbeat: u64,
+}
+
+impl WsPublishers {
+    async fn open(ctx: &Context, channels: u64, joined: Arc<Vec<u64>>) -> anyhow::Result<Self> {
+        let refusals = Arc::new(Refusals::default());
+        let mut sinks = Vec::new();
+        let mut readers = Vec::new();
+        for first in (0..channels).step_by(usize::try_from(CHANNELS_PER_PUBLISHER).unwrap_or(100)) {
+            let mut ws =
+                tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
+                    .await
+                    .map_err(|_| conn::ConnError::Timeout("publisher connect"))?
+                    .context("opening a publisher connection")?;
+            for channel in first..(first + CHANNELS_PER_PUBLISHER).min(channels) {
+                tokio::time::timeout(
+                    OPEN_TIMEOUT,
+                    conn::join(&mut ws, &join_ref(channel), channel),
+                )
+                .await
+                .map_err(|_| conn::ConnError::Timeout("publisher join"))?
+                .with_context(|| format!("publisher joining {}", phoenix::topic(channel)))?;
+            }
+            let (sink, stream) = ws.split();
+            sinks.push(Some(sink));
+            readers.push(tokio::spawn(read_publisher(
+                stream,
+                channels,
+                Arc::clone(&joined),
+                Arc::clone(&refusals),
+            )));
+        }
+        Ok(Self {
+            sinks,
+            readers,
+            refusals,
+            next_heartbeat: 1,
+        })
+    }
+
+    async fn send(
+        &mut self,
+        ks: Range<u64>,
+        channels: u64,
+        joined: &[u64],
+        ctx: &Context,
+        builder: &PayloadBuilder,
+        tally: &mut Tally,
+    ) {
+        let mut touched = vec![false; self.sinks.len()];
+        for k in ks {
+            let channel = k % channels;
+            let socket = usize::try_from(channel / CHANNELS_PER_PUBLISHER).unwrap_or(usize::MAX);
+            let Some(slot) = self.sinks.get_mut(socket) else {
+                continue;
+            };
+            let Some(sink) = slot.as_mut() else {
+                tally.failed(1, "publisher connection lost".to_owned());
+                continue;
+            };
+            let frame = payload::ws_push(
+                &join_ref(channel),
+                &format!("p{k}"),
+                channel,
+                &builder.build(ctx.clock.now_ns()),
+            );
+            match sink.feed(Message::text(frame)).await {
+                Ok(()) => {
+                    tally.sent_to(channel, joined);
+                    if let Some(t) = touched.get_mut(socket) {
+                        *t = true;
+                    }
+                }
+                Err(e) => {
+                    tally.failed(1, format!("publisher send: {e}"));
+                    *slot = None;
+                }
+            }
+        }
+        for (slot, touched) in self.sinks.iter_mut().zip(touched) {
+            if let (true, Some(sink)) = (touched, slot.as_mut())
+                && let Err(e) = sink.flush().await
+            {
+                tally.failed(0, format!("publisher flush: {e}"));
+                *slot = None;
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        for slot in &mut self.sinks {
+            if let Some(sink) = slot.as_mut()
+                && sink
+                    .send(Message::text(phoenix::heartbeat_frame(self.next_heartbeat)))
+                    .await
+                    .is_err()
+            {
+                *slot = None;
+            }
+        }
+        self.next_heartbeat += 1;
+    }
+
+    async fn close(mut self) {
+        for slot in &mut self.sinks {
+            if let Some(mut sink) = slot.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+            }
+        }
+        for reader in self.readers {
+            reader.abort();
+        }
+    }
+}
+
+fn join_ref(channel: u64) -> String {
+    (channel + 1).to_string()
+}
+
+/// Drains a publisher's incoming frames, counting refused pushes (their ref is `p<k>`).
+async fn read_publisher(
+    mut stream: SplitStream<Ws>,
+    channels: u64,
+    joined: Arc<Vec<u64>>,
+    refusals: Arc<Refusals>,
+) {
+    while let Some(msg) = stream.next().await {
+        let text = match msg {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let Some(frame) = phoenix::parse_frame(&text) else {
+            continue;
+        };
+        let Some(k) = frame
+            .msg_ref
+            .as_deref()
+            .and_then(|r| r.strip_prefix('p'))
+            .and_then(|k| k.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Some(Reply::Error(reason)) = phoenix::reply_to(&frame, &format!("p{k}")) else {
+            continue;
+        };
+        refusals.count.fetch_add(1, Relaxed);
+        refusals
+            .expected
+            .fetch_add(subscribers_of(&joined, k % channels.max(1)), Relaxed);
+        if let Ok(mut reasons) = refusals.reasons.lock() {
+            reasons.add(format!("refused: {reason}"), 1);
+        }
+    }
+    refusals.lost.store(true, Relaxed);
+}
+
+/// The HTTP publisher: batches of at most [`HTTP_BATCH`] messages per `POST /api/broadcast`.
+struct HttpPublisher {
+    client: http::Client,
+    path: String,
+    token: String,
+}
+
+impl HttpPublisher {
+    async fn send(
+        &mut self,
+        ks: Range<u64>,
+        channels: u64,
+        joined: &[u64],
+        ctx: &Context,
+        builder: &PayloadBuilder,
+        tally: &mut Tally,
+    ) {
+        let ks: Vec<u64> = ks.collect();
+        for chunk in ks.chunks(HTTP_BATCH) {
+            let payloads: Vec<(u64, String)> = chunk
+                .iter()
+                .map(|k| (k % channels, builder.build(ctx.clock.now_ns())))
+                .collect();
+            let body = payload::http_batch(payloads.iter().map(|(c, p)| (*c, p.as_str())));
+            let n = chunk.len() as u64;
+            match self
+                .client
+                .post_json(&self.path, &self.token, body.as_bytes())
+                .await
+            {
+                Ok(resp) if resp.status == 202 || resp.status == 200 => {
+                    for (channel, _) in &payloads {
+                        tally.sent_to(*channel, joined);
+                    }
+                }
+                Ok(resp) => {
+                    let body: String = String::from_utf8_lossy(&resp.body)
+                        .chars()
+                        .take(160)
+                        .collect();
+                    tally.failed(n, format!("HTTP {} {}", resp.status, body.trim()));
+                }
+                Err(e) => tally.failed(n, e.to_string()),
+            }
+        }
+    }
+}
+
+enum Publisher {
+    Ws(WsPublishers),
+    Http(HttpPublisher),
+}
+
+impl Publisher {
+    fn connections(&self) -> u64 {
+        match self {
+            Publisher::Ws(p) => p.sinks.len() as u64,
+            Publisher::Http(_) => 1,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        ks: Range<u64>,
+        channels: u64,
+        joined: &[u64],
+        ctx: &Context,
+        builder: &PayloadBuilder,
+        tally: &mut Tally,
+    ) {
+        match self {
+            Publisher::Ws(p) => p.send(ks, channels, joined, ctx, builder, tally).await,
+            Publisher::Http(p) => p.send(ks, channels, joined, ctx, builder, tally).await,
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        if let Publisher::Ws(p) = self {
+            p.heartbeat().await;
+        }
+    }
+}
+
+/// Server CPU ticks, if a server PID was given.
+fn server_cpu(ctx: &Context) -> anyhow::Result<Option<u64>> {
+    ctx.server_pid
+        .map(procfs::cpu_ticks)
+        .transpose()
+        .context("reading the server's CPU time (--server-pid)")
+}
+
+/// Runs the scenario.
+pub async fn run(ctx: &Context, opts: FanoutOpts) -> anyhow::Result<Report> {
+    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
+    server_cpu(ctx)?;
+
+    // Subscribers.
+    let mut fleet = Fleet::start(
+        ctx.fleet_spec(opts.channels, opts.subscribers, true),
+        ctx.per_process,
+        &ctx.token,
+    )?;
+    let processes = fleet.processes();
+    let live = fleet.live();
+    let total_subs = opts.subscribers;
+    let progress = Progress::start(move || {
+        let l = live.snapshot();
+        format!(
+            "fanout: {}/{total_subs} subscribers joined, {} failed",
+            l.established, l.failed
+        )
+    });
+    let ready = fleet.wait_ready().await;
+    progress.finish();
+    if ready.established == 0 {
+        fleet.stop().await;
+        bail!("no subscriber could join: {:?}", ready.reasons.0);
+    }
+    let joined: Vec<u64> = (0..opts.channels)
+        .map(|c| ready.joined_per_channel.get(&c).copied().unwrap_or(0))
+        .collect();
+    let joined = Arc::new(joined);
+
+    // Publishers.
+    let publisher = match opts.publisher {
+        PublisherKind::Ws => WsPublishers::open(ctx, opts.channels, Arc::clone(&joined))
+            .await
+            .map(Publisher::Ws),
+        PublisherKind::Http => Ok(Publisher::Http(HttpPublisher {
+            client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
+            path: ctx.target.broadcast_path(),
+            token: ctx.token.clone(),
+        })),
+    };
+    let mut publisher = match publisher {
+        Ok(p) => p,
+        Err(e) => {
+            fleet.stop().await;
+            return Err(e);
+        }
+    };
+
+    let publishers = publisher.connections();
+
+    // Publish.
+    let builder = PayloadBuilder::new(opts.payload);
+    let total = opts.rate * opts.duration;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let interrupted = Arc::clone(&interrupted);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Relaxed);
+            }
+        })
+    };
+    let sent_live = Arc::new(AtomicU64::new(0));
+    let expected_live = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let (live, sent, expected) = (
+            fleet.live(),
+            Arc::clone(&sent_live),
+            Arc::clone(&expected_live),
+        );
+        Progress::start(move || {
+            let l = live.snapshot();
+            format!(
+                "fanout: sent {}/{total}, delivered {}/{}, {} subscribers dropped",
+                sent.load(Relaxed),
+                l.delivered,
+                expected.load(Relaxed),
+                l.disconnects
+            )
+        })
+    };
+    let cpu_start = server_cpu(ctx)?;
+    let start = Instant::now();
+    let start_ns = ctx.clock.ns_at(start);
+    let mut tally = Tally::default();
+    let mut next_heartbeat = start + HEARTBEAT;
+    let mut k = 0;
+    while k < total && !interrupted.load(Relaxed) {
+        let now = Instant::now();
+        if now >= next_heartbeat {
+            publisher.heartbeat().await;
+            next_heartbeat += HEARTBEAT;
+        }
+        let due = due_by(now.saturating_duration_since(start), opts.rate, total);
+        if k < due {
+            let end = due.min(k + MAX_BATCH);
+            publisher
+                .send(k..end, opts.channels, &joined, ctx, &builder, &mut tally)
+                .await;
+            k = end;
+            sent_live.store(tally.sent, Relaxed);
+            expected_live.store(tally.expected, Relaxed);
+        } else {
+            tokio::time::sleep_until(due_at(start, k, opts.rate).into()).await;
+        }
+    }
+    let publish_end = Instant::now();
+
+    // Drain.
+    let live = fleet.live();
+    let mut last = live.snapshot().delivered;
+    let mut last_change = Instant::now();
+    while !interrupted.load(Relaxed) && publish_end.elapsed() < DRAIN_MAX {
+        let delivered = live.snapshot().delivered;
+        if delivered >= tally.expected {
+            break;
+        }
+        if delivered != last {
+            (last, last_change) = (delivered, Instant::now());
+        } else if last_change.elapsed() >= DRAIN_QUIET {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu_end = server_cpu(ctx)?;
+    let window = start.elapsed().as_secs_f64();
+    progress.finish();
+    watcher.abort();
+    if interrupted.load(Relaxed) {
+        eprintln!("interrupted: stopped publishing early");
+    }
+
+    let done = fleet.stop().await;
+    if let Publisher::Ws(p) = publisher {
+        let refusals = Arc::clone(&p.refusals);
+        p.close().await;
+        let refused = refusals.count.load(Relaxed);
+        tally.sent = tally.sent.saturating_sub(refused);
+        tally.expected = tally
+            .expected
+            .saturating_sub(refusals.expected.load(Relaxed));
+        tally.errors += refused;
+        if let Ok(reasons) = refusals.reasons.lock() {
+            tally.reasons.merge(reasons.clone());
+        }
+        if refusals.lost.load(Relaxed) {
+            tally
+                .reasons
+                .add("publisher connection closed by the server".to_owned(), 0);
+        }
+    }
+
+    let publish_secs = publish_end.duration_since(start).as_secs_f64();
+    let end_ns = done.last_delivery_ns.max(ctx.clock.ns_at(publish_end));
+    let elapsed = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let delivered = done.delivered;
+    let drops = i64::try_from(tally.expected).unwrap_or(i64::MAX)
+        - i64::try_from(delivered).unwrap_or(i64::MAX);
+    let cpu_secs = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
+        _ => None,
+    };
+    let latency = done.latencies();
+    let detail = FanoutDetail {
+        subscribers_requested: opts.subscribers,
+        subscriber_failures: ready.failed,
+        failure_reasons: ready.reasons.0.clone(),
+        channels: opts.channels,
+        publisher: match opts.publisher {
+            PublisherKind::Ws => "ws",
+            PublisherKind::Http => "http",
+        },
+        publishers,
+        rate: opts.rate,
+        duration_secs: opts.duration,
+        payload_bytes: opts.payload,
+        sent: tally.sent,
+        sent_per_sec: round3(if publish_secs > 0.0 {
+            tally.sent as f64 / publish_secs
+        } else {
+            0.0
+        }),
+        publish_errors: tally.errors,
+        publish_error_reasons: tally.reasons.0.clone(),
+        expected: tally.expected,
+        delivered,
+        drops,
+        disconnects: done.disconnects,
+        processes,
+        elapsed_secs: round3(elapsed),
+        server_cpu_secs: cpu_secs.map(round3),
+    };
+    Ok(Report {
+        scenario: "fanout",
+        connections: ready.established,
+        rss_per_connection_kib: None,
+        kernel_per_connection_kib: None,
+        connect_rate: ready.connect_rate().map(round3),
+        delivered_per_sec: (elapsed > 0.0).then(|| round3(delivered as f64 / elapsed)),
+        latency_ms: latency.summary(),
+        server_cpu_pct: cpu_secs
+            .filter(|_| window > 0.0)
+            .map(|c| round3(c / window * 100.0)),
+        cpu_us_per_delivery: cpu_secs
+            .filter(|_| delivered > 0)
+            .map(|c| round3(c * 1e6 / delivered as f64)),
+        errors: ready.failed
+            + done.disconnects
+            + tally.errors
+            + u64::try_from(drops.max(0)).unwrap_or(0),
+        detail: Detail::Fanout(detail),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_spreads_messages_over_the_second() {
+        let s = Duration::from_secs;
+        assert_eq!(due_by(Duration::ZERO, 100, 300), 1);
+        assert_eq!(due_by(Duration::from_millis(9), 100, 300), 1);
+        assert_eq!(due_by(Duration::from_millis(10), 100, 300), 2);
+        assert_eq!(due_by(s(1), 100, 300), 101);
+        assert_eq!(due_by(s(10), 100, 300), 300);
+        assert_eq!(due_by(s(3_600), 1_000_000, u64::MAX), 3_600_000_001);
+        let start = Instant::now();
+        assert_eq!(due_at(start, 0, 100), start);
+        assert_eq!(
+            due_at(start, 150, 100),
+            start + Duration::from_millis(1_500)
+        );
+    }
+
+    #[test]
+    fn tally_counts_expected_deliveries_per_channel() {
+        let joined = [3, 0, 5];
+        let mut t = Tally::default();
+        for k in 0..6u64 {
+            t.sent_to(k % 3, &joined);
+        }
+        t.sent_to(7, &joined);
+        t.failed(2, "x".into());
+        assert_eq!((t.sent, t.expected, t.errors), (7, 16, 2));
+    }
+}

@@ -1,0 +1,486 @@
+//! A fleet of benchmark subscribers: opening `count` connections with global indices
+//! `base..base + count` (bounded concurrency, rotating source addresses, connection `i` on channel
+//! `i % channels`), holding them, and collecting their results, either in this process or spread over
+//! worker processes when one process cannot hold that many sockets.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::clock::Clock;
+use crate::conn::{self, Shared};
+use crate::stats::Latencies;
+use crate::target::Target;
+use crate::worker::{WorkerError, WorkerFleet};
+
+/// How long stopped connections get to close before they are dropped.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Distinct failure reasons kept; the rest are counted under "other".
+const MAX_REASONS: usize = 16;
+
+/// What to open.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// The server.
+    pub target: Target,
+    /// WebSocket URL including the API key.
+    pub ws_url: String,
+    /// Number of channels; connection `i` joins `i % channels`.
+    pub channels: u64,
+    /// Global index of the first connection.
+    pub base: u64,
+    /// Number of connections.
+    pub count: u64,
+    /// Connections being opened at once.
+    pub concurrency: usize,
+    /// Connections per source address.
+    pub per_address: u64,
+    /// Whether to time benchmark broadcasts.
+    pub record_latency: bool,
+    /// The shared time base.
+    pub clock: Clock,
+}
+
+/// Live counts, updated as connections open, receive and drop.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections joined.
+    pub established: AtomicU64,
+    /// Connections that failed to open or join.
+    pub failed: AtomicU64,
+    /// Benchmark broadcasts received.
+    pub delivered: AtomicU64,
+    /// Joined connections that ended before being told to stop.
+    pub disconnects: AtomicU64,
+    /// Clock time of the latest delivery, in ns.
+    pub last_delivery_ns: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// Connections joined.
+    pub established: u64,
+    /// Connections that failed to open or join.
+    pub failed: u64,
+    /// Benchmark broadcasts received.
+    pub delivered: u64,
+    /// Joined connections that ended early.
+    pub disconnects: u64,
+}
+
+impl Counters {
+    /// Reads all counts.
+    pub fn snapshot(&self) -> Live {
+        Live {
+            established: self.established.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
+            disconnects: self.disconnects.load(Relaxed),
+        }
+    }
+
+    /// Overwrites the counts with a worker's latest report.
+    pub fn store(&self, live: Live) {
+        self.established.store(live.established, Relaxed);
+        self.failed.store(live.failed, Relaxed);
+        self.delivered.store(live.delivered, Relaxed);
+        self.disconnects.store(live.disconnects, Relaxed);
+    }
+}
+
+/// Sums the live counts of every process of a fleet; cheap to clone into a progress printer.
+#[derive(Debug, Clone, Default)]
+pub struct LiveHandle(Vec<Arc<Counters>>);
+
+impl LiveHandle {
+    /// A handle over these parts.
+    pub fn new(parts: Vec<Arc<Counters>>) -> Self {
+        Self(parts)
+    }
+
+    /// The current totals.
+    pub fn snapshot(&self) -> Live {
+        self.0
+            .iter()
+            .map(|c| c.snapshot())
+            .fold(Live::default(), |a, b| Live {
+                established: a.established + b.established,
+                failed: a.failed + b.failed,
+                delivered: a.delivered + b.delivered,
+                disconnects: a.disconnects + b.disconnects,
+            })
+    }
+}
+
+/// Failure reasons with counts, bounded in size.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reasons(pub BTreeMap<String, u64>);
+
+impl Reasons {
+    /// Counts `n` failures for `reason`.
+    pub fn add(&mut self, reason: String, n: u64) {
+        let key = if self.0.len() < MAX_REASONS || self.0.contains_key(&reason) {
+            reason
+        } else {
+            "other".to_owned()
+        };
+        *self.0.entry(key).or_default() += n;
+    }
+
+    /// Adds another set of reasons.
+    pub fn merge(&mut self, other: Reasons) {
+        for (reason, n) in other.0 {
+            self.add(reason, n);
+        }
+    }
+}
+
+/// The state once every connection of a fleet has been tried.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyStats {
+    /// Connections joined.
+    pub established: u64,
+    /// Connections that failed.
+    pub failed: u64,
+    /// Why they failed.
+    pub reasons: Reasons,
+    /// Joined connections per channel.
+    pub joined_per_channel: BTreeMap<u64, u64>,
+    /// Clock time the first connection started, ns.
+    pub connect_start_ns: u64,
+    /// Clock time the last connection finished, ns.
+    pub connect_end_ns: u64,
+}
+
+impl ReadyStats {
+    /// Combines the stats of the parts of a fleet.
+    pub fn combine(parts: impl IntoIterator<Item = ReadyStats>) -> ReadyStats {
+        let mut parts = parts.into_iter();
+        let Some(mut all) = parts.next() else {
+            return ReadyStats::default();
+        };
+        for other in parts {
+            all.established += other.established;
+            all.failed += other.failed;
+            all.reasons.merge(other.reasons);
+            for (channel, n) in other.joined_per_channel {
+                *all.joined_per_channel.entry(channel).or_default() += n;
+            }
+            all.connect_start_ns = all.connect_start_ns.min(other.connect_start_ns);
+            all.connect_end_ns = all.connect_end_ns.max(other.connect_end_ns);
+        }
+        all
+    }
+
+    /// Joined connections per second over the connect phase.
+    pub fn connect_rate(&self) -> Option<f64> {
+        let secs = self.connect_end_ns.saturating_sub(self.connect_start_ns) as f64 / 1e9;
+        (self.established > 0 && secs > 0.0).then(|| self.established as f64 / secs)
+    }
+}
+
+/// The state after a fleet was stopped.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneStats {
+    /// Benchmark broadcasts received.
+    pub delivered: u64,
+    /// Joined connections that ended before the stop.
+    pub disconnects: u64,
+    /// Clock time of the latest delivery, ns (0 if none).
+    pub last_delivery_ns: u64,
+    /// Latencies in µs as `(value, count)` pairs.
+    pub latency_us: Vec<(u64, u64)>,
+}
+
+impl DoneStats {
+    /// Combines the results of two parts of a fleet.
+    pub fn merge(&mut self, other: DoneStats) {
+        self.delivered += other.delivered;
+        self.disconnects += other.disconnects;
+        self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
+        if self.latency_us.is_empty() {
+            self.latency_us = other.latency_us;
+        } else {
+            self.latency_us.extend(other.latency_us);
+        }
+    }
+
+    /// The latencies as a histogram.
+    pub fn latencies(&self) -> Latencies {
+        let mut l = Latencies::new();
+        l.add_pairs(&self.latency_us);
+        l
+    }
+}
+
+/// Connections held by this process.
+#[derive(Debug)]
+pub struct LocalFleet {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    connector: Option<JoinHandle<(ReadyStats, JoinSet<()>)>>,
+    holders: Option<JoinSet<()>>,
+    ready: Option<ReadyStats>,
+}
+
+impl LocalFleet {
+    /// Starts opening the connections in the background.
+    pub fn start(spec: FleetSpec) -> Self {
+        let shared = Arc::new(Shared {
+            counters: Arc::new(Counters::default()),
+            latency: spec.record_latency.then(|| Mutex::new(Latencies::new())),
+            clock: spec.clock,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let connector = tokio::spawn(connect_all(spec, Arc::clone(&shared), stop_rx));
+        Self {
+            shared,
+            stop,
+            connector: Some(connector),
+            holders: None,
+            ready: None,
+        }
+    }
+
+    /// The live counts.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.shared.counters)
+    }
+
+    /// Waits until every connection has been tried. Cancel-safe.
+    pub async fn wait_ready(&mut self) -> ReadyStats {
+        if let Some(handle) = self.connector.as_mut() {
+            let (ready, holders) = match handle.await {
+                Ok(done) => done,
+                // The connector only ends abnormally if it panicked; report what the counters saw.
+                Err(e) => {
+                    let live = self.shared.counters.snapshot();
+                    let mut reasons = Reasons::default();
+                    reasons.add(format!("connector task failed: {e}"), 1);
+                    let ready = ReadyStats {
+                        established: live.established,
+                        failed: live.failed,
+                        reasons,
+                        ..ReadyStats::default()
+                    };
+                    (ready, JoinSet::new())
+                }
+            };
+            self.connector = None;
+            self.holders = Some(holders);
+            self.ready = Some(ready);
+        }
+        self.ready.clone().unwrap_or_default()
+    }
+
+    /// Stops every connection (stopping the opening too, if still under way) and collects results.
+    pub async fn stop(mut self) -> DoneStats {
+        let _ = self.stop.send(true);
+        self.wait_ready().await;
+        if let Some(mut holders) = self.holders.take() {
+            let drain = async { while holders.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(STOP_GRACE, drain).await;
+        }
+        let latency_us = self
+            .shared
+            .latency
+            .as_ref()
+            .and_then(|l| l.lock().ok().map(|h| h.to_pairs()))
+            .unwrap_or_default();
+        let counters = &self.shared.counters;
+        DoneStats {
+            delivered: counters.delivered.load(Relaxed),
+            disconnects: counters.disconnects.load(Relaxed),
+            last_delivery_ns: counters.last_delivery_ns.load(Relaxed),
+            latency_us,
+        }
+    }
+}
+
+async fn connect_all(
+    spec: FleetSpec,
+    shared: Arc<Shared>,
+    stop_rx: watch::Receiver<bool>,
+) -> (ReadyStats, JoinSet<()>) {
+    let mut ready = ReadyStats {
+        connect_start_ns: spec.clock.now_ns(),
+        ..ReadyStats::default()
+    };
+    let mut holders = JoinSet::new();
+    let spec = Arc::new(spec);
+    let channels = spec.channels.max(1);
+    let attempts = futures_util::stream::iter(spec.base..spec.base.saturating_add(spec.count))
+        .map(|i| {
+            let spec = Arc::clone(&spec);
+            async move {
+                let source = spec.target.source_for(i, spec.per_address);
+                (
+                    i,
+                    conn::open(&spec.target, &spec.ws_url, source, i % channels).await,
+                )
+            }
+        })
+        .buffer_unordered(spec.concurrency.max(1));
+    tokio::pin!(attempts);
+    let mut stop = stop_rx.clone();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            next = attempts.next() => next,
+        };
+        let Some((i, result)) = next else { break };
+        match result {
+            Ok(ws) => {
+                shared.counters.established.fetch_add(1, Relaxed);
+                ready.established += 1;
+                *ready.joined_per_channel.entry(i % channels).or_default() += 1;
+                holders.spawn(conn::hold(ws, i, stop_rx.clone(), Arc::clone(&shared)));
+            }
+            Err(e) => {
+                shared.counters.failed.fetch_add(1, Relaxed);
+                ready.failed += 1;
+                ready.reasons.add(e.to_string(), 1);
+            }
+        }
+    }
+    ready.connect_end_ns = spec.clock.now_ns();
+    (ready, holders)
+}
+
+/// Subscribers in this process or in worker processes.
+#[derive(Debug)]
+pub enum Fleet {
+    /// All connections in this process.
+    Local(LocalFleet),
+    /// Connections spread over child processes.
+    Workers(WorkerFleet),
+}
+
+impl Fleet {
+    /// Starts opening `spec`, in this process when `spec.count <= per_process`, else in
+    /// `ceil(count / per_process)` workers that get the API key `token`.
+    pub fn start(spec: FleetSpec, per_process: u64, token: &str) -> Result<Self, WorkerError> {
+        if spec.count <= per_process {
+            Ok(Fleet::Local(LocalFleet::start(spec)))
+        } else {
+            WorkerFleet::spawn(&spec, per_process, token).map(Fleet::Workers)
+        }
+    }
+
+    /// Number of client processes holding connections.
+    pub fn processes(&self) -> usize {
+        match self {
+            Fleet::Local(_) => 1,
+            Fleet::Workers(w) => w.processes(),
+        }
+    }
+
+    /// A handle on the live counts.
+    pub fn live(&self) -> LiveHandle {
+        match self {
+            Fleet::Local(l) => LiveHandle::new(vec![l.counters()]),
+            Fleet::Workers(w) => w.live(),
+        }
+    }
+
+    /// Waits until every connection has been tried.
+    pub async fn wait_ready(&mut self) -> ReadyStats {
+        match self {
+            Fleet::Local(l) => l.wait_ready().await,
+            Fleet::Workers(w) => w.wait_ready().await,
+        }
+    }
+
+    /// Stops all connections and collects the results.
+    pub async fn stop(self) -> DoneStats {
+        match self {
+            Fleet::Local(l) => l.stop().await,
+            Fleet::Workers(w) => w.stop().await,
+        }
+    }
+}
+
+/// Splits `count` connections starting at `base` into shares of at most `per_process`, as even as
+/// possible: `(base, count)` per share.
+pub fn shares(base: u64, count: u64, per_process: u64) -> Vec<(u64, u64)> {
+    let per_process = per_process.max(1);
+    let n = count.div_ceil(per_process).max(1);
+    let (each, extra) = (count / n, count % n);
+    let mut next = base;
+    (0..n)
+        .map(|k| {
+            let size = each + u64::from(k < extra);
+            let share = (next, size);
+            next += size;
+            share
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_the_range_evenly() {
+        assert_eq!(shares(0, 10, 100), vec![(0, 10)]);
+        assert_eq!(
+            shares(0, 50_000, 19_000),
+            vec![(0, 16_667), (16_667, 16_667), (33_334, 16_666)]
+        );
+        assert_eq!(shares(5, 4, 2), vec![(5, 2), (7, 2)]);
+        for (count, per) in [(1u64, 1u64), (19_001, 19_000), (1_000_000, 19_000), (7, 3)] {
+            let s = shares(0, count, per);
+            assert_eq!(s.iter().map(|x| x.1).sum::<u64>(), count);
+            assert!(s.iter().all(|x| x.1 <= per));
+            assert!(s.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
+        }
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        let mut r = Reasons::default();
+        for i in 0..40 {
+            r.add(format!("reason {i}"), 1);
+        }
+        r.add("reason 0".into(), 2);
+        assert_eq!(r.0.len(), MAX_REASONS + 1);
+        assert_eq!(r.0["other"], 40 - MAX_REASONS as u64);
+        assert_eq!(r.0["reason 0"], 3);
+    }
+
+    #[test]
+    fn ready_stats_combine() {
+        let a = ReadyStats::combine([
+            ReadyStats {
+                established: 10,
+                failed: 1,
+                joined_per_channel: [(0, 5), (1, 5)].into(),
+                connect_start_ns: 100,
+                connect_end_ns: 1_000_000_100,
+                ..ReadyStats::default()
+            },
+            ReadyStats {
+                established: 10,
+                joined_per_channel: [(1, 10)].into(),
+                connect_start_ns: 50,
+                connect_end_ns: 2_000_000_050,
+                ..ReadyStats::default()
+            },
+        ]);
+        assert_eq!((a.established, a.failed), (20, 1));
+        assert_eq!(a.joined_per_channel, [(0, 5), (1, 15)].into());
+        assert_eq!((a.connect_start_ns, a.connect_end_ns), (50, 2_000_000_050));
+        assert_eq!(a.connect_rate(), Some(10.0));
+        assert_eq!(ReadyStats::combine([]), ReadyStats::default());
+    }
+}

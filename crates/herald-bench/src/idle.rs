@@ -1,0 +1,142 @@
+//! The `idle` scenario: open N connections over C channels, wait until every one has joined, hold
+//! them with heartbeats, and report the connect rate and the memory the server (RSS) and the kernel
+//! (TCP buffer pages) spent per connection.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::Context;
+use crate::fleet::Fleet;
+use crate::procfs;
+use crate::progress::Progress;
+use crate::report::{Detail, IdleDetail, Report};
+use crate::stats::round3;
+
+/// Options of an idle run.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleOpts {
+    /// Connections to open.
+    pub connections: u64,
+    /// Channels to spread them over.
+    pub channels: u64,
+    /// Seconds to hold them once joined.
+    pub hold: u64,
+}
+
+/// Server RSS in KiB, if a server PID was given.
+fn server_rss(ctx: &Context) -> anyhow::Result<Option<u64>> {
+    ctx.server_pid
+        .map(procfs::vm_rss_kib)
+        .transpose()
+        .context("reading the server's memory (--server-pid)")
+}
+
+/// Kernel TCP buffer memory in KiB (machine-wide), if readable.
+fn tcp_mem_kib(page: u64) -> Option<u64> {
+    procfs::tcp_mem_pages()
+        .ok()
+        .map(|pages| pages * page / 1024)
+}
+
+/// Growth per connection in KiB.
+fn per_connection(before: Option<u64>, after: Option<u64>, connections: u64) -> Option<f64> {
+    let (before, after) = (before?, after?);
+    (connections > 0).then(|| round3((after as f64 - before as f64) / connections as f64))
+}
+
+/// Runs the scenario.
+pub async fn run(ctx: &Context, opts: IdleOpts) -> anyhow::Result<Report> {
+    let (page, _) = procfs::page_size_and_clock_ticks();
+    let rss_before = server_rss(ctx)?;
+    let tcp_before = tcp_mem_kib(page);
+
+    let mut fleet = Fleet::start(
+        ctx.fleet_spec(opts.channels, opts.connections, false),
+        ctx.per_process,
+        &ctx.token,
+    )?;
+    let processes = fleet.processes();
+    let live = fleet.live();
+    let started = Instant::now();
+    let total = opts.connections;
+    let progress = Progress::start(move || {
+        let l = live.snapshot();
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        format!(
+            "idle: {}/{total} joined, {} failed, {:.0} conn/s",
+            l.established,
+            l.failed,
+            l.established as f64 / secs
+        )
+    });
+    let ready = fleet.wait_ready().await;
+    progress.finish();
+    let connect_secs = started.elapsed().as_secs_f64();
+
+    let rss_after = server_rss(ctx)?;
+    let tcp_after = tcp_mem_kib(page);
+
+    let live = fleet.live();
+    let hold = Duration::from_secs(opts.hold);
+    let hold_start = Instant::now();
+    let established = ready.established;
+    let progress = Progress::start(move || {
+        let l = live.snapshot();
+        let left = hold.saturating_sub(hold_start.elapsed()).as_secs();
+        format!(
+            "idle: holding {established} connections, {} dropped, {left} s left",
+            l.disconnects
+        )
+    });
+    tokio::select! {
+        _ = tokio::time::sleep(hold) => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping early"),
+    }
+    progress.finish();
+    let hold_secs = hold_start.elapsed().as_secs_f64();
+    let rss_end = server_rss(ctx).unwrap_or(None);
+    let done = fleet.stop().await;
+
+    let detail = IdleDetail {
+        requested: opts.connections,
+        channels: opts.channels,
+        failed: ready.failed,
+        failure_reasons: ready.reasons.0.clone(),
+        disconnects: done.disconnects,
+        processes,
+        connect_secs: round3(connect_secs),
+        hold_secs: round3(hold_secs),
+        server_rss_before_kib: rss_before,
+        server_rss_after_kib: rss_after,
+        server_rss_end_kib: rss_end,
+        tcp_mem_before_kib: tcp_before,
+        tcp_mem_after_kib: tcp_after,
+    };
+    Ok(Report {
+        scenario: "idle",
+        connections: established,
+        rss_per_connection_kib: per_connection(rss_before, rss_after, established),
+        kernel_per_connection_kib: per_connection(tcp_before, tcp_after, established),
+        connect_rate: ready.connect_rate().map(round3),
+        delivered_per_sec: None,
+        latency_ms: None,
+        server_cpu_pct: None,
+        cpu_us_per_delivery: None,
+        errors: ready.failed + done.disconnects,
+        detail: Detail::Idle(detail),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_per_connection() {
+        assert_eq!(per_connection(Some(1_000), Some(21_000), 1_000), Some(20.0));
+        assert_eq!(per_connection(Some(1_000), Some(900), 100), Some(-1.0));
+        assert_eq!(per_connection(None, Some(900), 100), None);
+        assert_eq!(per_connection(Some(1), Some(2), 0), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! Benchmark message payloads: `{"t":<send time ns>,"pad":"xxx..."}` padded to an exact byte size, and
+//! the JSON bodies that carry them (WebSocket broadcast push, HTTP batch broadcast).
+
+use crate::phoenix;
+
+/// Smallest payload, reached when the pad is empty and `t` has one digit: `{"t":0,"pad":""}`.
+pub const MIN_PAYLOAD: usize = 16;
+
+/// Builds payloads of one fixed size.
+#[derive(Debug, Clone)]
+pub struct PayloadBuilder {
+    size: usize,
+    pad: String,
+}
+
+impl PayloadBuilder {
+    /// Payloads will be `size` bytes long whenever `size` leaves room for `t` (otherwise as short as
+    /// possible, with an empty pad).
+    pub fn new(size: usize) -> Self {
+        Self {
+            size,
+            pad: "x".repeat(size),
+        }
+    }
+
+    /// The payload JSON for send time `t_ns`.
+    pub fn build(&self, t_ns: u64) -> String {
+        let digits = decimal_digits(t_ns);
+        let fixed = MIN_PAYLOAD - 1 + digits;
+        let pad_len = self.size.saturating_sub(fixed).min(self.pad.len());
+        let mut out = String::with_capacity(fixed + pad_len);
+        out.push_str("{\"t\":");
+        out.push_str(&t_ns.to_string());
+        out.push_str(",\"pad\":\"");
+        out.push_str(self.pad.get(..pad_len).unwrap_or_default());
+        out.push_str("\"}");
+        out
+    }
+}
+
+fn decimal_digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// A v2 text broadcast push of `payload` on channel `channel`, event `b`.
+pub fn ws_push(join_ref: &str, push_ref: &str, channel: u64, payload: &str) -> String {
+    format!(
+        "[{},{},\"{}\",\"broadcast\",{{\"type\":\"broadcast\",\"event\":\"b\",\"payload\":{payload}}}]",
+        json_str(join_ref),
+        json_str(push_ref),
+        phoenix::topic(channel)
+    )
+}
+
+/// The body of `POST /api/broadcast` for `(channel, payload)` pairs.
+pub fn http_batch<'a>(messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
+    let mut body = String::from("{\"messages\":[");
+    for (i, (channel, payload)) in messages.into_iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            "{{\"topic\":\"{}\",\"event\":\"b\",\"payload\":{payload}}}",
+            phoenix::channel_name(channel)
+        ));
+    }
+    body.push_str("]}");
+    body
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_requested_size() {
+        for size in [16usize, 20, 64, 100, 1024, 4096] {
+            let b = PayloadBuilder::new(size);
+            for t in [0u64, 9, 10, 123_456_789, 9_999_999_999, u64::MAX] {
+                let p = b.build(t);
+                let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+                assert_eq!(v["t"].as_u64(), Some(t));
+                let min = MIN_PAYLOAD - 1 + decimal_digits(t);
+                assert_eq!(p.len(), size.max(min), "size {size} t {t}: {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiny_sizes_give_the_shortest_payload() {
+        assert_eq!(PayloadBuilder::new(0).build(7), "{\"t\":7,\"pad\":\"\"}");
+        assert_eq!(decimal_digits(0), 1);
+        assert_eq!(decimal_digits(u64::MAX), 20);
+    }
+
+    #[test]
+    fn frames_are_valid_json() {
+        let p = PayloadBuilder::new(40).build(5);
+        let f: serde_json::Value = serde_json::from_str(&ws_push("3", "p9", 2, &p)).unwrap();
+        assert_eq!(f[0], "3");
+        assert_eq!(f[1], "p9");
+        assert_eq!(f[2], "realtime:bench-2");
+        assert_eq!(f[3], "broadcast");
+        assert_eq!(f[4]["payload"]["t"], 5);
+        let body: serde_json::Value =
+            serde_json::from_str(&http_batch([(1, p.as_str()), (4, p.as_str())])).unwrap();
+        assert_eq!(body["messages"][1]["topic"], "bench-4");
+        assert_eq!(body["messages"][0]["payload"]["t"], 5);
+        assert_eq!(http_batch(std::iter::empty()), "{\"messages\":[]}");
+    }
+}

@@ -1,0 +1,218 @@
+//! The few Phoenix v2 text frames the benchmark speaks (`vsn=2.0.0`): building the join and heartbeat
+//! frames, and reading replies and broadcasts out of server frames without copying their payloads.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// Channel name (without the `realtime:` prefix) of benchmark channel `channel`.
+pub fn channel_name(channel: u64) -> String {
+    format!("bench-{channel}")
+}
+
+/// Topic of benchmark channel `channel`.
+pub fn topic(channel: u64) -> String {
+    format!("realtime:bench-{channel}")
+}
+
+/// A `phx_join` for a public channel with broadcast `self` and `ack` off and presence off.
+pub fn join_frame(join_ref: &str, channel: u64) -> String {
+    format!(
+        "[\"{join_ref}\",\"{join_ref}\",\"{}\",\"phx_join\",{{\"config\":{{\"broadcast\":{{\"self\":false,\"ack\":false}},\"presence\":{{\"key\":\"\",\"enabled\":false}},\"postgres_changes\":[],\"private\":false}}}}]",
+        topic(channel)
+    )
+}
+
+/// A heartbeat with ref `push_ref`.
+pub fn heartbeat_frame(push_ref: u64) -> String {
+    format!("[null,\"{push_ref}\",\"phoenix\",\"heartbeat\",{{}}]")
+}
+
+/// One server frame, `[join_ref, ref, topic, event, payload, ...]`, borrowing from the text.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    /// The message reference (`null` on pushes).
+    pub msg_ref: Option<Cow<'a, str>>,
+    /// Topic, for example `realtime:bench-0`.
+    pub topic: Cow<'a, str>,
+    /// Event, for example `phx_reply` or `broadcast`.
+    pub event: Cow<'a, str>,
+    /// The payload, not yet parsed.
+    pub payload: &'a RawValue,
+}
+
+/// Parses a v2 text frame; `None` if it is not one.
+pub fn parse_frame(text: &str) -> Option<Frame<'_>> {
+    serde_json::from_str(text).ok()
+}
+
+/// What a `phx_reply` said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `status: ok`.
+    Ok,
+    /// Any other status, with the `response.reason` if there was one.
+    Error(String),
+}
+
+/// If `frame` is the reply to `push_ref`, what it said.
+pub fn reply_to(frame: &Frame<'_>, push_ref: &str) -> Option<Reply> {
+    if frame.event != "phx_reply" || frame.msg_ref.as_deref() != Some(push_ref) {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct ReplyPayload<'a> {
+        #[serde(borrow)]
+        status: Cow<'a, str>,
+        #[serde(default, borrow)]
+        response: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Reason<'a> {
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+    }
+    let Ok(reply) = serde_json::from_str::<ReplyPayload<'_>>(frame.payload.get()) else {
+        return Some(Reply::Error(format!(
+            "unreadable reply {}",
+            frame.payload.get()
+        )));
+    };
+    if reply.status == "ok" {
+        return Some(Reply::Ok);
+    }
+    let reason = reply
+        .response
+        .and_then(|r| serde_json::from_str::<Reason<'_>>(r.get()).ok())
+        .map(|r| r.reason.into_owned())
+        .unwrap_or_else(|| format!("status {}", reply.status));
+    Some(Reply::Error(reason))
+}
+
+/// The send time `t` of a benchmark broadcast (event `b`), if `text` is one.
+pub fn broadcast_send_time(text: &str) -> Option<u64> {
+    let frame = parse_frame(text)?;
+    if frame.event != "broadcast" {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        event: Cow<'a, str>,
+        payload: BenchPayload,
+    }
+    #[derive(Deserialize)]
+    struct BenchPayload {
+        t: u64,
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(frame.payload.get()).ok()?;
+    (envelope.event == "b").then_some(envelope.payload.t)
+}
+
+/// A string that borrows from the input when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Frame<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Phoenix v2 frame [join_ref, ref, topic, event, payload]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let missing = |i| de::Error::invalid_length(i, &"5 elements");
+                // The join ref is not needed by these clients.
+                seq.next_element::<IgnoredAny>()?
+                    .ok_or_else(|| missing(0))?;
+                let msg_ref: Option<Str<'de>> = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let topic: Str<'de> = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let event: Str<'de> = seq.next_element()?.ok_or_else(|| missing(3))?;
+                let payload: &'de RawValue = seq.next_element()?.ok_or_else(|| missing(4))?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Frame {
+                    msg_ref: msg_ref.map(|s| s.0),
+                    topic: topic.0,
+                    event: event.0,
+                    payload,
+                })
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_frame_matches_the_protocol() {
+        let v: serde_json::Value = serde_json::from_str(&join_frame("1", 0)).unwrap();
+        let want: serde_json::Value = serde_json::from_str(
+            r#"["1","1","realtime:bench-0","phx_join",{"config":{"broadcast":{"self":false,"ack":false},"presence":{"key":"","enabled":false},"postgres_changes":[],"private":false}}]"#,
+        )
+        .unwrap();
+        assert_eq!(v, want);
+        assert_eq!(heartbeat_frame(7), r#"[null,"7","phoenix","heartbeat",{}]"#);
+    }
+
+    #[test]
+    fn reads_replies() {
+        let ok = r#"["1","1","realtime:bench-0","phx_reply",{"status":"ok","response":{"postgres_changes":[]}}]"#;
+        let f = parse_frame(ok).unwrap();
+        assert_eq!(f.topic, "realtime:bench-0");
+        assert_eq!(reply_to(&f, "1"), Some(Reply::Ok));
+        assert_eq!(reply_to(&f, "2"), None);
+
+        let err = r#"["1","1","realtime:bench-0","phx_reply",{"status":"error","response":{"reason":"ChannelRateLimitReached: Too many channels"}},"extra"]"#;
+        let f = parse_frame(err).unwrap();
+        assert_eq!(
+            reply_to(&f, "1"),
+            Some(Reply::Error(
+                "ChannelRateLimitReached: Too many channels".into()
+            ))
+        );
+        assert!(parse_frame("[1,2]").is_none());
+        assert!(parse_frame("{}").is_none());
+        assert!(parse_frame("not json").is_none());
+    }
+
+    #[test]
+    fn reads_broadcast_send_times() {
+        let b = r#"[null,null,"realtime:bench-0","broadcast",{"type":"broadcast","event":"b","payload":{"t":123456,"pad":"xx\"x"},"meta":{"offset":1}}]"#;
+        assert_eq!(broadcast_send_time(b), Some(123_456));
+        let other = r#"[null,null,"realtime:bench-0","broadcast",{"type":"broadcast","event":"c","payload":{"t":1}}]"#;
+        assert_eq!(broadcast_send_time(other), None);
+        let escaped = r#"[null,null,"realtime:bench\u002d0","broadcast",{"type":"broadcast","event":"b","payload":{"t":5}}]"#;
+        assert_eq!(broadcast_send_time(escaped), Some(5));
+        assert_eq!(
+            broadcast_send_time(
+                r#"[null,"3","phoenix","phx_reply",{"status":"ok","response":{}}]"#
+            ),
+            None
+        );
+    }
+}

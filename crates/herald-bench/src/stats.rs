@@ -1,0 +1,118 @@
+//! End-to-end latency accounting: an HDR histogram of microseconds, its percentiles in milliseconds,
+//! and the compact `(value, count)` form in which workers hand their histograms to the parent.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest value seen.
+    pub max: f64,
+}
+
+/// A latency histogram in microseconds.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    hist: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Latencies {
+    /// An empty histogram (3 significant figures, grows as needed).
+    // The only error `Histogram::new` can return is for a precision above 5; 3 is a constant.
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Self {
+        Self {
+            hist: Histogram::new(3).expect("3 significant figures is a valid precision"),
+        }
+    }
+
+    /// Records one latency.
+    pub fn record_us(&mut self, us: u64) {
+        // An auto-resizing histogram only refuses values it cannot represent at all.
+        let _ = self.hist.record(us);
+    }
+
+    /// The recorded values as `(value, count)` pairs, for a worker's result line.
+    pub fn to_pairs(&self) -> Vec<(u64, u64)> {
+        self.hist
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// Adds `(value, count)` pairs from a worker.
+    pub fn add_pairs(&mut self, pairs: &[(u64, u64)]) {
+        for &(value, count) in pairs {
+            let _ = self.hist.record_n(value, count);
+        }
+    }
+
+    /// Percentiles in milliseconds, or `None` when empty.
+    pub fn summary(&self) -> Option<LatencySummary> {
+        if self.hist.is_empty() {
+            return None;
+        }
+        let ms = |us: u64| round3(us as f64 / 1000.0);
+        Some(LatencySummary {
+            p50: ms(self.hist.value_at_quantile(0.5)),
+            p90: ms(self.hist.value_at_quantile(0.9)),
+            p99: ms(self.hist.value_at_quantile(0.99)),
+            p999: ms(self.hist.value_at_quantile(0.999)),
+            max: ms(self.hist.max()),
+        })
+    }
+}
+
+/// Rounds to three decimals (for reports).
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_in_milliseconds() {
+        let mut l = Latencies::new();
+        assert_eq!(l.summary(), None);
+        for us in 1..=10_000u64 {
+            l.record_us(us);
+        }
+        let s = l.summary().unwrap();
+        assert!((s.p50 - 5.0).abs() < 0.01, "{s:?}");
+        assert!((s.p90 - 9.0).abs() < 0.01, "{s:?}");
+        assert!((s.p99 - 9.9).abs() < 0.01, "{s:?}");
+        assert!((s.p999 - 9.99).abs() < 0.01, "{s:?}");
+        assert!((s.max - 10.0).abs() < 0.01, "{s:?}");
+    }
+
+    #[test]
+    fn pairs_round_trip_and_add_up() {
+        let mut a = Latencies::new();
+        for us in [5u64, 5, 700, 1_500_000] {
+            a.record_us(us);
+        }
+        let mut b = Latencies::new();
+        b.add_pairs(&a.to_pairs());
+        assert_eq!(b.summary(), a.summary());
+        b.add_pairs(&a.to_pairs());
+        assert_eq!(b.to_pairs().iter().map(|p| p.1).sum::<u64>(), 8);
+        assert_eq!(b.summary(), a.summary());
+    }
+}

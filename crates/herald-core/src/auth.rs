@@ -1,0 +1,243 @@
+//! Token verification and minting (HS256/384/512 JWTs), and the error texts clients see.
+//!
+//! A token must carry `role` and `exp`; `exp` must be in the future. The texts of [`AuthError`] are the
+//! ones `@supabase/realtime-js` users already know from Supabase Realtime.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// Roles with a meaning to Herald.
+pub mod roles {
+    /// The public, anonymous role.
+    pub const ANON: &str = "anon";
+    /// A signed-in user.
+    pub const AUTHENTICATED: &str = "authenticated";
+    /// The server's own role: may do anything.
+    pub const SERVICE_ROLE: &str = "service_role";
+}
+
+/// Verified claims of a token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claims {
+    /// The `role` claim.
+    pub role: String,
+    /// The `exp` claim (seconds since the Unix epoch).
+    pub exp: u64,
+    /// The `sub` claim, when present.
+    pub sub: Option<String>,
+    /// Every claim, for policies.
+    pub all: Map<String, Value>,
+}
+
+impl Claims {
+    /// Seconds until the token expires (0 when already expired).
+    pub fn seconds_left(&self, now: u64) -> u64 {
+        self.exp.saturating_sub(now)
+    }
+
+    /// True for the service role, which passes every channel policy.
+    pub fn is_service(&self) -> bool {
+        self.role == roles::SERVICE_ROLE
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No token was given.
+    #[error("API key is missing")]
+    Missing,
+    /// The token's `exp` has passed.
+    #[error("Token has expired {ago} seconds ago")]
+    Expired {
+        /// How long ago it expired, in seconds.
+        ago: u64,
+    },
+    /// `role` or `exp` is missing.
+    #[error("Fields `role` and `exp` are required in JWT")]
+    MissingClaims,
+    /// Not a JWT at all.
+    #[error("The token provided is not a valid JWT")]
+    Malformed,
+    /// The signature does not verify with the configured secret.
+    #[error("Failed to validate JWT signature")]
+    BadSignature,
+}
+
+impl AuthError {
+    /// The `error` text of a refused WebSocket handshake (HTTP 401).
+    pub fn handshake_message(&self) -> String {
+        match self {
+            AuthError::Expired { .. } => "Token has expired".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The `reason` of a refused join: `Code: message`.
+    pub fn join_reason(&self) -> String {
+        let code = match self {
+            AuthError::Missing | AuthError::Expired { .. } | AuthError::MissingClaims => "InvalidJWTToken",
+            AuthError::Malformed => "MalformedJWT",
+            AuthError::BadSignature => "JwtSignatureError",
+        };
+        format!("{code}: {self}")
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Expired { .. } => "token_expired",
+            AuthError::MissingClaims => "token_claims_missing",
+            AuthError::Malformed => "token_malformed",
+            AuthError::BadSignature => "token_bad_signature",
+        }
+    }
+}
+
+/// Errors minting a token.
+#[derive(Debug, Error)]
+pub enum MintError {
+    /// The signing library refused.
+    #[error("could not sign the token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Verifies and mints tokens with one shared secret.
+pub struct Authenticator {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Authenticator {
+    /// An authenticator for an HMAC secret.
+    pub fn new(secret: &[u8]) -> Authenticator {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::new();
+        Authenticator {
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Verifies a token now.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// Verifies a token as of `now` (seconds since the Unix epoch).
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
+                    AuthError::BadSignature
+                }
+                _ => AuthError::Malformed,
+            })?;
+        let all = data.claims;
+        let role = all.get("role").and_then(Value::as_str).map(str::to_owned);
+        let exp = all.get("exp").and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f.max(0.0) as u64)));
+        let (Some(role), Some(exp)) = (role, exp) else {
+            return Err(AuthError::MissingClaims);
+        };
+        if role.is_empty() {
+            return Err(AuthError::MissingClaims);
+        }
+        if let Some(iat) = all.get("iat")
+            && !iat.is_number()
+        {
+            return Err(AuthError::Malformed);
+        }
+        if exp <= now {
+            return Err(AuthError::Expired { ago: now - exp });
+        }
+        let sub = all.get("sub").and_then(Value::as_str).map(str::to_owned);
+        Ok(Claims { role, exp, sub, all })
+    }
+
+    /// Mints an HS256 token for `role`, valid for `ttl_secs`.
+    pub fn mint(&self, role: &str, sub: Option<&str>, ttl_secs: u64) -> Result<String, MintError> {
+        let now = unix_now();
+        let mut claims = Map::new();
+        claims.insert("role".to_owned(), Value::from(role));
+        claims.insert("iat".to_owned(), Value::from(now));
+        claims.insert("exp".to_owned(), Value::from(now.saturating_add(ttl_secs)));
+        claims.insert("iss".to_owned(), Value::from("herald"));
+        if let Some(sub) = sub {
+            claims.insert("sub".to_owned(), Value::from(sub));
+        }
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sign(secret: &[u8], claims: Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn verifies_minted_tokens() {
+        let a = Authenticator::new(b"secret-secret-secret-secret-1234");
+        let t = a.mint("anon", Some("u1"), 60).unwrap();
+        let c = a.verify(&t).unwrap();
+        assert_eq!(c.role, "anon");
+        assert_eq!(c.sub.as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn refusals_carry_the_known_texts() {
+        let a = Authenticator::new(b"k");
+        assert_eq!(a.verify(""), Err(AuthError::Missing));
+        assert_eq!(a.verify("abc"), Err(AuthError::Malformed));
+        let forged = sign(b"other", json!({"role":"anon","exp": unix_now() + 60}));
+        assert_eq!(a.verify(&forged), Err(AuthError::BadSignature));
+        let no_role = sign(b"k", json!({"exp": unix_now() + 60}));
+        assert_eq!(a.verify(&no_role), Err(AuthError::MissingClaims));
+        let expired = sign(b"k", json!({"role":"anon","exp": 1000}));
+        assert_eq!(a.verify_at(&expired, 1010), Err(AuthError::Expired { ago: 10 }));
+        assert_eq!(
+            AuthError::Expired { ago: 10 }.join_reason(),
+            "InvalidJWTToken: Token has expired 10 seconds ago"
+        );
+        assert_eq!(AuthError::Expired { ago: 10 }.handshake_message(), "Token has expired");
+        assert_eq!(
+            AuthError::MissingClaims.join_reason(),
+            "InvalidJWTToken: Fields `role` and `exp` are required in JWT"
+        );
+        assert_eq!(AuthError::Malformed.join_reason(), "MalformedJWT: The token provided is not a valid JWT");
+        assert_eq!(AuthError::BadSignature.join_reason(), "JwtSignatureError: Failed to validate JWT signature");
+    }
+}

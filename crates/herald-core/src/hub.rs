@@ -1,0 +1,134 @@
+//! The hub: the one place where subscriptions are made and messages are published.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backplane::{Backplane, BackplaneError, InProcess};
+use crate::channel::ChannelKey;
+use crate::message::Broadcast;
+use crate::registry::{Fanout, Registry, Subscriber};
+use crate::session::SessionHandle;
+use crate::stats::Stats;
+
+/// Routes messages between publishers and local subscribers, through the backplane.
+pub struct Hub {
+    registry: Arc<Registry>,
+    backplane: Arc<dyn Backplane>,
+    stats: Stats,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A single-node hub with the in-process backplane.
+    pub fn in_process(stats: Stats) -> Arc<Hub> {
+        let registry = Arc::new(Registry::new(stats.clone()));
+        let backplane = Arc::new(InProcess::new(registry.clone()));
+        Arc::new(Hub {
+            registry,
+            backplane,
+            stats,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A node-unique id (connections, subscriptions).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The node's metric handles.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Subscribes a session to a channel; returns the subscription id.
+    pub fn subscribe(&self, key: &ChannelKey, session: Arc<SessionHandle>, self_broadcast: bool) -> u64 {
+        let id = self.next_id();
+        if self.registry.add(key, id, Subscriber { session, self_broadcast }) {
+            self.backplane.interest(key, true);
+        }
+        id
+    }
+
+    /// Ends a subscription.
+    pub fn unsubscribe(&self, key: &ChannelKey, id: u64) {
+        if self.registry.remove(key, id) {
+            self.backplane.interest(key, false);
+        }
+    }
+
+    /// Publishes a broadcast to every subscriber of its channel, on every node.
+    pub async fn publish(&self, msg: Broadcast) -> Result<Fanout, BackplaneError> {
+        self.backplane.publish(Arc::new(msg)).await
+    }
+
+    /// Local subscribers of a channel.
+    pub fn subscriber_count(&self, key: &ChannelKey) -> usize {
+        self.registry.subscriber_count(key)
+    }
+
+    /// Channels with local subscribers and their counts.
+    pub fn channels(&self) -> Vec<(ChannelKey, usize)> {
+        self.registry.channels()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Body, Origin};
+    use axum::extract::ws::Message;
+    use herald_protocol::Vsn;
+    use serde_json::value::RawValue;
+
+    fn body() -> Body {
+        Body::Json(RawValue::from_string("{}".into()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn fans_out_and_honours_self() {
+        let hub = Hub::in_process(Stats::new());
+        let key = ChannelKey::new("room", false);
+        let (a, mut ra) = SessionHandle::new(1, Vsn::V2, 8);
+        let (b, mut rb) = SessionHandle::new(2, Vsn::V1, 8);
+        let sa = hub.subscribe(&key, a, false);
+        hub.subscribe(&key, b, true);
+        let f = hub
+            .publish(Broadcast::new(key.clone(), "e".into(), body(), Origin::Text, Some(1)))
+            .await
+            .unwrap();
+        assert_eq!(f.queued, 1);
+        assert!(ra.try_recv().is_err());
+        assert!(matches!(rb.try_recv(), Ok(Message::Text(_))));
+        hub.unsubscribe(&key, sa);
+        assert_eq!(hub.subscriber_count(&key), 1);
+        assert_eq!(hub.channels().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn raw_bytes_skip_v1_and_empty_channels_cost_nothing() {
+        let hub = Hub::in_process(Stats::new());
+        let key = ChannelKey::new("room", false);
+        let f = hub
+            .publish(Broadcast::new(key.clone(), "e".into(), body(), Origin::Text, None))
+            .await
+            .unwrap();
+        assert_eq!(f, Fanout::default());
+        let (v1, _r) = SessionHandle::new(1, Vsn::V1, 8);
+        let id = hub.subscribe(&key, v1, false);
+        let raw = Body::Raw(bytes::Bytes::from_static(b"x"));
+        let f = hub
+            .publish(Broadcast::new(key.clone(), "e".into(), raw, Origin::Binary, None))
+            .await
+            .unwrap();
+        assert_eq!(f.incompatible, 1);
+        hub.unsubscribe(&key, id);
+        assert!(hub.channels().is_empty());
+    }
+}

@@ -1,0 +1,111 @@
+//! Limits a node enforces, and the token bucket that enforces the per-second ones.
+//!
+//! Time comes from `tokio::time::Instant`, so tests can pause and advance it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Every limit, with its default. Each one has a configuration key of the same name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest WebSocket message (and frame) accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest broadcast payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// Channels one connection may have joined at once.
+    pub max_channels_per_connection: usize,
+    /// Joins per second one connection may make (bursts up to the same number).
+    pub max_joins_per_second: u32,
+    /// Concurrent connections per node.
+    pub max_connections: usize,
+    /// Messages per second one connection may send (bursts up to the same number).
+    pub max_messages_per_second: u32,
+    /// Messages per second the HTTP API accepts on this node.
+    pub max_http_messages_per_second: u32,
+    /// Messages in one HTTP batch.
+    pub max_http_batch: usize,
+    /// Frames that may wait for one slow connection before it is closed.
+    pub outbound_queue_frames: usize,
+    /// Seconds without any frame from a client before its socket is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 1024 * 1024,
+            max_payload_bytes: 256 * 1024,
+            max_channels_per_connection: 100,
+            max_joins_per_second: 100,
+            max_connections: 10_000,
+            max_messages_per_second: 1_000,
+            max_http_messages_per_second: 10_000,
+            max_http_batch: 1_000,
+            outbound_queue_frames: 1_024,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+impl Limits {
+    /// The idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `rate` (a burst of one second).
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    /// A full bucket refilled at `per_second`.
+    pub fn new(per_second: u32) -> RateLimiter {
+        let rate = f64::from(per_second.max(1));
+        RateLimiter {
+            rate,
+            tokens: rate,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens if they are there; false means the limit is exceeded.
+    pub fn try_take(&mut self, n: u32) -> bool {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_refills_with_time() {
+        let mut r = RateLimiter::new(3);
+        assert!(r.try_take(1) && r.try_take(1) && r.try_take(1));
+        assert!(!r.try_take(1));
+        tokio::time::advance(Duration::from_millis(340)).await;
+        assert!(r.try_take(1));
+        assert!(!r.try_take(1));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(r.try_take(3));
+        assert!(!r.try_take(1));
+    }
+}

@@ -1,0 +1,146 @@
+//! The broadcast message model, and its encodings, made once per wire format and then shared.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Message;
+use bytes::Bytes;
+use herald_protocol::{PayloadEncoding, Vsn, encode_broadcast_binary, encode_broadcast_text};
+use serde_json::value::RawValue;
+
+use crate::channel::ChannelKey;
+
+/// A broadcast's user payload.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// JSON (any value), kept as text.
+    Json(Box<RawValue>),
+    /// Raw bytes (only deliverable to `vsn=2.0.0` sockets).
+    Raw(Bytes),
+}
+
+impl Body {
+    /// The payload size in bytes, as limits count it.
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Json(raw) => raw.get().len(),
+            Body::Raw(b) => b.len(),
+        }
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How a broadcast reached Herald, which decides its frame type for `vsn=2.0.0` subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A text push or an HTTP batch: delivered as a text frame.
+    Text,
+    /// A binary push (kind 3) or an HTTP single message: delivered as binary kind 4.
+    Binary,
+}
+
+/// One broadcast on its way to subscribers.
+#[derive(Debug)]
+pub struct Broadcast {
+    /// The channel.
+    pub channel: ChannelKey,
+    /// The user event name.
+    pub event: String,
+    /// The user payload.
+    pub body: Body,
+    /// Metadata delivered as `meta` (positions, message id), if any.
+    pub meta: Option<Box<RawValue>>,
+    /// How it arrived.
+    pub origin: Origin,
+    /// The WebSocket session that sent it, so that `self: false` subscribers can skip it.
+    pub sender: Option<u64>,
+    v1: OnceLock<Option<Message>>,
+    v2: OnceLock<Option<Message>>,
+}
+
+impl Broadcast {
+    /// A broadcast ready to publish.
+    pub fn new(
+        channel: ChannelKey,
+        event: String,
+        body: Body,
+        origin: Origin,
+        sender: Option<u64>,
+    ) -> Broadcast {
+        Broadcast {
+            channel,
+            event,
+            body,
+            meta: None,
+            origin,
+            sender,
+            v1: OnceLock::new(),
+            v2: OnceLock::new(),
+        }
+    }
+
+    /// The frame for a subscriber speaking `vsn`, encoded on first use and shared afterwards.
+    /// `None` when the message cannot be shown to that protocol (raw bytes to a v1 socket).
+    pub fn frame(&self, vsn: Vsn) -> Option<&Message> {
+        let cell = match vsn {
+            Vsn::V1 => &self.v1,
+            Vsn::V2 => &self.v2,
+        };
+        cell.get_or_init(|| self.encode(vsn)).as_ref()
+    }
+
+    fn encode(&self, vsn: Vsn) -> Option<Message> {
+        let topic = self.channel.topic();
+        let meta = self.meta.as_deref();
+        let binary = |encoding: PayloadEncoding, bytes: &[u8]| {
+            encode_broadcast_binary(&topic, &self.event, meta, encoding, bytes)
+                .ok()
+                .map(Message::Binary)
+        };
+        match (&self.body, vsn, self.origin) {
+            (Body::Raw(_), Vsn::V1, _) => None,
+            (Body::Raw(bytes), Vsn::V2, _) => binary(PayloadEncoding::Raw, bytes),
+            (Body::Json(raw), Vsn::V2, Origin::Binary) => binary(PayloadEncoding::Json, raw.get().as_bytes())
+                // A field too long for the binary header: fall back to a text frame.
+                .or_else(|| text(vsn, &topic, &self.event, raw, meta)),
+            (Body::Json(raw), _, _) => text(vsn, &topic, &self.event, raw, meta),
+        }
+    }
+}
+
+fn text(vsn: Vsn, topic: &str, event: &str, raw: &RawValue, meta: Option<&RawValue>) -> Option<Message> {
+    encode_broadcast_text(vsn, topic, event, raw, meta)
+        .ok()
+        .map(|s| Message::Text(s.into()))
+}
+
+/// A shared broadcast.
+pub type SharedBroadcast = Arc<Broadcast>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(s: &str) -> Body {
+        Body::Json(RawValue::from_string(s.to_owned()).unwrap())
+    }
+
+    #[test]
+    fn frames_per_format() {
+        let key = ChannelKey::new("room", false);
+        let b = Broadcast::new(key.clone(), "evt".into(), json(r#"{"a":1}"#), Origin::Binary, None);
+        assert!(matches!(b.frame(Vsn::V2), Some(Message::Binary(_))));
+        let Some(Message::Text(t)) = b.frame(Vsn::V1) else { panic!() };
+        assert_eq!(
+            t.as_str(),
+            r#"{"topic":"realtime:room","event":"broadcast","payload":{"type":"broadcast","event":"evt","payload":{"a":1}},"ref":null}"#
+        );
+        let raw = Broadcast::new(key.clone(), "evt".into(), Body::Raw(Bytes::from_static(b"\x01")), Origin::Binary, None);
+        assert!(raw.frame(Vsn::V1).is_none());
+        let text = Broadcast::new(key, "evt".into(), json("[1]"), Origin::Text, None);
+        assert!(matches!(text.frame(Vsn::V2), Some(Message::Text(_))));
+    }
+}

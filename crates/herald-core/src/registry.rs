@@ -1,0 +1,137 @@
+//! Local subscriptions: which sessions on this node listen to which channel, and the fan-out to them.
+//!
+//! The map is sharded by channel so joins on different channels do not contend; fan-out holds a read
+//! lock on one shard and never awaits. A channel without subscribers has no entry at all.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use parking_lot::RwLock;
+
+use crate::channel::ChannelKey;
+use crate::message::Broadcast;
+use crate::session::{Delivery, SessionHandle};
+use crate::stats::Stats;
+
+const SHARDS: usize = 64;
+
+/// One session's subscription to a channel.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The session.
+    pub session: Arc<SessionHandle>,
+    /// Whether the session receives its own broadcasts.
+    pub self_broadcast: bool,
+}
+
+type Shard = HashMap<ChannelKey, IndexMap<u64, Subscriber>>;
+
+/// Counts of one fan-out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fanout {
+    /// Frames queued.
+    pub queued: usize,
+    /// Subscribers that could not be shown the message (raw bytes to a v1 socket).
+    pub incompatible: usize,
+    /// Subscribers closed as slow consumers by this message.
+    pub overflowed: usize,
+}
+
+/// The node's subscriptions.
+#[derive(Debug)]
+pub struct Registry {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: RandomState,
+    stats: Stats,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(stats: Stats) -> Registry {
+        Registry {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            stats,
+        }
+    }
+
+    fn shard(&self, key: &ChannelKey) -> &RwLock<Shard> {
+        let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        &self.shards[i]
+    }
+
+    /// Adds a subscription; true when the channel had no local subscriber before.
+    pub fn add(&self, key: &ChannelKey, id: u64, sub: Subscriber) -> bool {
+        let mut shard = self.shard(key).write();
+        let created = !shard.contains_key(key);
+        shard.entry(key.clone()).or_default().insert(id, sub);
+        if created {
+            self.stats.channels.increment(1.0);
+        }
+        created
+    }
+
+    /// Removes a subscription; true when the channel has no local subscriber left.
+    pub fn remove(&self, key: &ChannelKey, id: u64) -> bool {
+        let mut shard = self.shard(key).write();
+        let Some(subs) = shard.get_mut(key) else {
+            return false;
+        };
+        subs.swap_remove(&id);
+        if subs.is_empty() {
+            shard.remove(key);
+            self.stats.channels.decrement(1.0);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Queues the broadcast for every local subscriber of its channel.
+    pub fn deliver(&self, msg: &Broadcast) -> Fanout {
+        let mut out = Fanout::default();
+        let shard = self.shard(&msg.channel).read();
+        let Some(subs) = shard.get(&msg.channel) else {
+            return out;
+        };
+        for sub in subs.values() {
+            if !sub.self_broadcast && msg.sender == Some(sub.session.id) {
+                continue;
+            }
+            let Some(frame) = msg.frame(sub.session.vsn) else {
+                out.incompatible += 1;
+                continue;
+            };
+            match sub.session.push(frame.clone()) {
+                Delivery::Queued => out.queued += 1,
+                Delivery::Closed => {}
+                Delivery::Overflow => out.overflowed += 1,
+            }
+        }
+        drop(shard);
+        if out.incompatible > 0 {
+            self.stats.dropped_binary_to_v1.increment(out.incompatible as u64);
+        }
+        if out.overflowed > 0 {
+            self.stats.slow_consumers.increment(out.overflowed as u64);
+        }
+        out
+    }
+
+    /// Local subscribers of a channel.
+    pub fn subscriber_count(&self, key: &ChannelKey) -> usize {
+        self.shard(key).read().get(key).map_or(0, IndexMap::len)
+    }
+
+    /// Every channel with local subscribers, with its subscriber count.
+    pub fn channels(&self) -> Vec<(ChannelKey, usize)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            all.extend(shard.read().iter().map(|(k, v)| (k.clone(), v.len())));
+        }
+        all.sort();
+        all
+    }
+}

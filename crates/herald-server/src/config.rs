@@ -1,0 +1,38 @@
+//! What a node needs to run: address, secret, limits and switches. Loading it from files, the
+//! environment and flags is the binary's job.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use herald_core::Limits;
+
+/// The settings of one running node.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The HMAC secret tokens are signed with.
+    pub jwt_secret: String,
+    /// Every limit.
+    pub limits: Limits,
+    /// How long a graceful shutdown may take before remaining connections are dropped.
+    pub shutdown_grace: Duration,
+    /// Serve `/_test/echo`, a plain WebSocket echo used by the conformance suite. Off by default.
+    pub test_echo_route: bool,
+    /// Production mode (no development conveniences).
+    pub production: bool,
+}
+
+impl ServerConfig {
+    /// A config for tests and embedding: loopback, an ephemeral port, default limits.
+    pub fn local(jwt_secret: &str) -> ServerConfig {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            jwt_secret: jwt_secret.to_owned(),
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(5),
+            test_echo_route: false,
+            production: false,
+        }
+    }
+}

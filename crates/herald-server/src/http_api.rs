@@ -1,0 +1,277 @@
+//! The HTTP API: broadcast from servers (batch and single, under `/api` and `/realtime/v1/api`),
+//! `/healthz` and `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use herald_core::channel::{self, ChannelKey};
+use herald_core::{Body, Broadcast, Claims, Limits, Origin};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::listener::RemoteAddr;
+use crate::state::AppState;
+
+/// The HTTP API routes.
+pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
+    let body_limit = limits
+        .max_payload_bytes
+        .saturating_mul(limits.max_http_batch.min(64))
+        .max(limits.max_payload_bytes + 64 * 1024);
+    let api = Router::new()
+        .route("/broadcast", post(batch))
+        .route("/broadcast/{topic}/events/{event}", post(single))
+        .layer(DefaultBodyLimit::max(body_limit));
+    Router::new()
+        .nest("/api", api.clone())
+        .nest("/realtime/v1/api", api)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (status, axum::Json(json!({ "message": text }))).into_response()
+}
+
+fn unprocessable(errors: Value) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "errors": errors }))).into_response()
+}
+
+/// The bearer token, else the `apikey` header, else the `apikey` query parameter.
+fn request_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_owned());
+    bearer
+        .or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .or_else(|| query.get("apikey").cloned())
+        .filter(|t| !t.is_empty())
+}
+
+fn authenticate(app: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Claims, Response> {
+    let Some(token) = request_token(headers, query) else {
+        herald_core::stats::error("http_unauthorized");
+        return Err(message(StatusCode::UNAUTHORIZED, "Unauthorized"));
+    };
+    app.auth.verify(&token).map_err(|e| {
+        herald_core::stats::error("http_unauthorized");
+        info!(reason = %e, "http request refused");
+        message(StatusCode::UNAUTHORIZED, "Unauthorized")
+    })
+}
+
+fn take_rate(app: &AppState, n: usize) -> Result<(), Response> {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    if app.http_limiter.lock().try_take(n) {
+        Ok(())
+    } else {
+        herald_core::stats::error("http_rate_limited");
+        Err(message(StatusCode::TOO_MANY_REQUESTS, "Too many requests"))
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchIn {
+    messages: Vec<MessageIn>,
+}
+
+#[derive(Deserialize)]
+struct MessageIn {
+    topic: String,
+    event: String,
+    payload: Box<RawValue>,
+    #[serde(default)]
+    private: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+}
+
+fn flexible_bool(v: Option<&Value>) -> Option<bool> {
+    match v {
+        None | Some(Value::Null) => Some(false),
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
+        Some(_) => None,
+    }
+}
+
+async fn batch(
+    State(app): State<Arc<AppState>>,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match authenticate(&app, &headers, &query) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let batch: BatchIn = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            herald_core::stats::error("http_invalid_body");
+            return unprocessable(json!({ "body": e.to_string() }));
+        }
+    };
+    if batch.messages.len() > app.limits.max_http_batch {
+        herald_core::stats::error("http_batch_too_large");
+        return message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many messages to broadcast, please reduce the batch size",
+        );
+    }
+    // Validate everything first: a batch is accepted whole or not at all.
+    let mut errors = Vec::new();
+    let mut ready = Vec::with_capacity(batch.messages.len());
+    for (index, m) in batch.messages.into_iter().enumerate() {
+        let Some(private) = flexible_bool(m.private.as_ref()) else {
+            errors.push(json!({"index": index, "private": "must be a boolean"}));
+            continue;
+        };
+        if m.topic.is_empty() {
+            errors.push(json!({"index": index, "topic": "can't be blank"}));
+            continue;
+        }
+        if m.payload.get().len() > app.limits.max_payload_bytes {
+            errors.push(json!({"index": index, "payload": "Payload size exceeds the limit"}));
+            continue;
+        }
+        let key = ChannelKey::new(&m.topic, private);
+        if !channel::may_write(&claims, &key) {
+            herald_core::stats::error("write_denied");
+            return message(
+                StatusCode::FORBIDDEN,
+                &format!("You do not have permissions to write to this Channel topic: {}", m.topic),
+            );
+        }
+        let mut msg = Broadcast::new(key, m.event, Body::Json(m.payload), Origin::Text, None);
+        if let Some(id) = m.id.filter(|v| !v.is_null()) {
+            msg.meta = serde_json::value::to_raw_value(&json!({ "id": id })).ok();
+        }
+        ready.push(msg);
+    }
+    if !errors.is_empty() {
+        herald_core::stats::error("http_invalid_message");
+        return unprocessable(json!({ "messages": errors }));
+    }
+    if let Err(r) = take_rate(&app, ready.len()) {
+        return r;
+    }
+    let stats = app.hub.stats();
+    for msg in ready {
+        stats.http_messages_in.increment(1);
+        stats.http_bytes_in.increment(msg.body.len() as u64);
+        if let Err(e) = app.hub.publish(msg).await {
+            warn!(%remote, error = %e, "publish failed");
+            herald_core::stats::error("publish_failed");
+            return message(StatusCode::SERVICE_UNAVAILABLE, "Publish failed; retry");
+        }
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn single(
+    State(app): State<Arc<AppState>>,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    Path((topic, event)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match authenticate(&app, &headers, &query) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let payload = match content_type.as_str() {
+        "application/json" => match String::from_utf8(body.to_vec()).ok().and_then(|t| RawValue::from_string(t).ok()) {
+            Some(raw) => Body::Json(raw),
+            None => {
+                herald_core::stats::error("http_invalid_body");
+                return unprocessable(json!({ "payload": "is not valid JSON" }));
+            }
+        },
+        "application/octet-stream" => Body::Raw(body),
+        _ => {
+            herald_core::stats::error("http_unsupported_media_type");
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                axum::Json(json!({"error": "Unsupported Media Type. Use application/json or application/octet-stream"})),
+            )
+                .into_response();
+        }
+    };
+    if payload.len() > app.limits.max_payload_bytes {
+        herald_core::stats::error("payload_too_large");
+        return unprocessable(json!({ "payload": "Payload size exceeds the limit" }));
+    }
+    if topic.is_empty() || event.is_empty() || event.len() > 255 || topic.len() + channel::TOPIC_PREFIX.len() > 255 {
+        herald_core::stats::error("http_invalid_message");
+        return unprocessable(json!({ "topic": "topic and event must be 1 to 255 bytes" }));
+    }
+    let Some(private) = flexible_bool(query.get("private").map(|s| Value::String(s.clone())).as_ref()) else {
+        return unprocessable(json!({ "private": "must be true or false" }));
+    };
+    let key = ChannelKey::new(&topic, private);
+    if !channel::may_write(&claims, &key) {
+        herald_core::stats::error("write_denied");
+        return message(
+            StatusCode::FORBIDDEN,
+            &format!("You do not have permissions to write to this Channel topic: {topic}"),
+        );
+    }
+    if let Err(r) = take_rate(&app, 1) {
+        return r;
+    }
+    let stats = app.hub.stats();
+    stats.http_messages_in.increment(1);
+    stats.http_bytes_in.increment(payload.len() as u64);
+    match app
+        .hub
+        .publish(Broadcast::new(key, event, payload, Origin::Binary, None))
+        .await
+    {
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => {
+            warn!(%remote, error = %e, "publish failed");
+            herald_core::stats::error("publish_failed");
+            message(StatusCode::SERVICE_UNAVAILABLE, "Publish failed; retry")
+        }
+    }
+}
+
+async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    let connections = app.connections.load(std::sync::atomic::Ordering::Relaxed);
+    let channels = app.hub.channels().len();
+    axum::Json(json!({ "status": "ok", "connections": connections, "channels": channels })).into_response()
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    match &app.prometheus {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics recorder not installed").into_response(),
+    }
+}

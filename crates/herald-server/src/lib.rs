@@ -1,0 +1,12 @@
+//! Herald's transports: the accept loop (HTTP/1.1 and h2c on one port), the WebSocket endpoint, the
+//! HTTP API, health and metrics. [`start`] runs a node and returns a handle to stop it.
+
+pub mod config;
+pub mod http_api;
+pub mod listener;
+pub mod state;
+pub mod ws;
+
+pub use config::ServerConfig;
+pub use listener::{Running, StartError, start};
+pub use state::AppState;

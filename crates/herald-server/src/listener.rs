@@ -1,0 +1,147 @@
+//! The accept loop: one TCP listener serving HTTP/1.1 (with WebSocket upgrades) and h2c, the router,
+//! and graceful shutdown (stop accepting, close sessions with 1001, wait a bounded time).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::PrometheusHandle;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::state::AppState;
+use crate::{http_api, ws};
+
+/// The remote address of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Shared state, for embedding and tests.
+    pub state: Arc<AppState>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "accept loop ended abnormally");
+        }
+    }
+
+    /// Waits until the node has stopped (after a shutdown was requested elsewhere).
+    pub async fn wait(self) {
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "accept loop ended abnormally");
+        }
+    }
+}
+
+/// Builds the router of a node.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .merge(ws::routes())
+        .merge(http_api::routes(&state.limits));
+    if state.config.test_echo_route {
+        router = router.merge(ws::echo::routes());
+    }
+    router.with_state(state)
+}
+
+/// Binds and starts serving. Returns once the listener is bound.
+pub async fn start(config: ServerConfig, prometheus: Option<PrometheusHandle>) -> Result<Running, StartError> {
+    let addr = config.addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let state = AppState::new(config, prometheus);
+    let app = router(state.clone());
+    let task = tokio::spawn(accept_loop(listener, app, state.clone()));
+    info!(%addr, "listening");
+    Ok(Running { addr, state, task })
+}
+
+async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(64 * 1024);
+    builder.http2().max_concurrent_streams(256);
+    loop {
+        let accepted = tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: log, back off briefly, keep serving.
+                warn!(error = %e, "accept failed");
+                herald_core::stats::error("accept_failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            warn!(error = %e, %remote, "set_nodelay failed");
+        }
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(RemoteAddr(remote));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %remote, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    info!("shutting down: no longer accepting connections");
+    let grace = state.config.shutdown_grace;
+    state.sessions.close();
+    let sessions = state.sessions.clone();
+    let drained = tokio::time::timeout(grace, async move {
+        graceful.shutdown().await;
+        sessions.wait().await;
+    })
+    .await;
+    match drained {
+        Ok(()) => info!("shutdown complete"),
+        Err(_) => warn!(grace_secs = grace.as_secs(), "shutdown grace elapsed; dropping remaining connections"),
+    }
+}

@@ -1,0 +1,92 @@
+//! State shared by every connection of a node.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use herald_core::{Authenticator, Hub, Limits, RateLimiter, Stats};
+use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+
+/// Everything a request handler or a session needs.
+pub struct AppState {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Limits in force.
+    pub limits: Limits,
+    /// The node's settings.
+    pub config: ServerConfig,
+    /// Open WebSocket connections (counted against `max_connections`).
+    pub connections: AtomicUsize,
+    /// Messages per second accepted by the HTTP API, node-wide.
+    pub http_limiter: Mutex<RateLimiter>,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+    /// Tracks sessions so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// Renders `/metrics`, when a Prometheus recorder is installed.
+    pub prometheus: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State for a node with the in-process backplane.
+    pub fn new(config: ServerConfig, prometheus: Option<PrometheusHandle>) -> Arc<AppState> {
+        let stats = Stats::new();
+        Arc::new(AppState {
+            hub: Hub::in_process(stats),
+            auth: Authenticator::new(config.jwt_secret.as_bytes()),
+            limits: config.limits.clone(),
+            http_limiter: Mutex::new(RateLimiter::new(config.limits.max_http_messages_per_second)),
+            config,
+            connections: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            prometheus,
+        })
+    }
+
+    /// Reserves a connection slot, or `None` when the node is full.
+    pub fn try_reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.limits.max_connections;
+        let mut current = self.connections.load(Ordering::Relaxed);
+        loop {
+            if current >= max {
+                return None;
+            }
+            match self
+                .connections
+                .compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    self.hub.stats().ws_connections.increment(1.0);
+                    return Some(ConnectionSlot { app: self.clone() });
+                }
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+/// A reserved connection slot; released on drop (also when an upgrade never completes).
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    app: Arc<AppState>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.app.connections.fetch_sub(1, Ordering::AcqRel);
+        self.app.hub.stats().ws_connections.decrement(1.0);
+    }
+}

@@ -1,0 +1,651 @@
+//! One WebSocket connection speaking the Phoenix channel protocol: heartbeats, joins and leaves,
+//! broadcasts, token refresh and expiry, limits, and the writer that drains the outbound queue.
+//!
+//! The session is a single task. It never holds a lock across an await: hub calls are synchronous
+//! apart from `publish`, and the socket is only touched by this task.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use bytes::Bytes;
+use herald_core::auth::unix_now;
+use herald_core::channel::{self, TopicError};
+use herald_core::session::close;
+use herald_core::{Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle};
+use herald_protocol::{
+    BinaryPush, Inbound, InboundPayload, JoinConfig, OutFrame, PayloadEncoding, Vsn, decode_binary, decode_text,
+    encode_frame,
+};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite;
+use tracing::{debug, info, warn};
+
+use crate::state::AppState;
+
+/// Frames written in one batch before flushing, at most.
+const MAX_BATCH_FRAMES: usize = 256;
+/// Bytes written in one batch before flushing, at most.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// How long a close frame may take to go out before the socket is simply dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who is on the other end, as established by the handshake.
+#[derive(Debug)]
+pub struct Peer {
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// Protocol version.
+    pub vsn: Vsn,
+    /// The socket's API key.
+    pub token: String,
+    /// Its verified claims.
+    pub claims: Claims,
+}
+
+/// A channel this connection has joined.
+#[derive(Debug)]
+struct Joined {
+    key: ChannelKey,
+    join_ref: Option<String>,
+    subscription: u64,
+    ack: bool,
+    token: String,
+    claims: Claims,
+    expires_at: Instant,
+}
+
+/// The close frame that answers a read error, if any.
+pub fn close_for_error(err: &axum::Error) -> Option<CloseFrame> {
+    let inner = std::error::Error::source(err)?;
+    let ws = inner.downcast_ref::<tungstenite::Error>()?;
+    let (code, reason) = match ws {
+        tungstenite::Error::Capacity(_) => (close::TOO_BIG, "message too big"),
+        tungstenite::Error::Utf8(_) => (1007, "invalid UTF-8 in text frame"),
+        tungstenite::Error::Protocol(_) => (1002, "protocol error"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
+}
+
+/// Runs a connection until it closes.
+pub async fn run(app: Arc<AppState>, socket: WebSocket, peer: Peer) {
+    let id = app.hub.next_id();
+    let (handle, rx) = SessionHandle::new(id, peer.vsn, app.limits.outbound_queue_frames);
+    info!(conn = id, remote = %peer.remote, vsn = peer.vsn.as_str(), role = %peer.claims.role, "open");
+    let mut session = Session {
+        join_limiter: RateLimiter::new(app.limits.max_joins_per_second),
+        message_limiter: RateLimiter::new(app.limits.max_messages_per_second),
+        last_seen: Instant::now(),
+        channels: HashMap::new(),
+        out: Vec::new(),
+        app,
+        handle,
+        peer,
+        id,
+    };
+    let ending = session.serve(socket, rx).await;
+    session.leave_all();
+    match ending {
+        Ending::Closed(frame) => {
+            info!(conn = id, remote = %session.peer.remote, code = frame.code, reason = %frame.reason, "close")
+        }
+        Ending::PeerClosed(code) => info!(conn = id, remote = %session.peer.remote, code, "close by client"),
+        Ending::Dropped(why) => info!(conn = id, remote = %session.peer.remote, reason = why, "connection lost"),
+    }
+}
+
+enum Ending {
+    /// Herald closed the socket with this frame.
+    Closed(CloseFrame),
+    /// The client closed it.
+    PeerClosed(u16),
+    /// The connection dropped without a close handshake.
+    Dropped(&'static str),
+}
+
+struct Session {
+    app: Arc<AppState>,
+    handle: Arc<SessionHandle>,
+    peer: Peer,
+    id: u64,
+    channels: HashMap<String, Joined>,
+    join_limiter: RateLimiter,
+    message_limiter: RateLimiter,
+    last_seen: Instant,
+    /// Frames produced while handling input, written before the next wait.
+    out: Vec<Message>,
+}
+
+impl Session {
+    async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Message>) -> Ending {
+        let handle = self.handle.clone();
+        let shutdown = self.app.shutdown.clone();
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                () = handle.closing() => {
+                    let reason = handle.close_reason().unwrap_or(herald_core::CloseReason {
+                        code: close::NORMAL,
+                        reason: String::new(),
+                    });
+                    if reason.code == close::SLOW_CONSUMER {
+                        warn!(conn = self.id, remote = %self.peer.remote, "slow consumer: closing");
+                    }
+                    return close_socket(socket, &mut self.out, reason.code, &reason.reason).await;
+                }
+                () = shutdown.cancelled() => {
+                    return close_socket(socket, &mut self.out, close::GOING_AWAY, "server shutting down").await;
+                }
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { return Ending::Dropped("queue closed") };
+                    self.out.push(frame);
+                }
+                inbound = socket.recv() => {
+                    match inbound {
+                        Some(Ok(msg)) => {
+                            self.last_seen = Instant::now();
+                            if let Some(code) = self.on_message(msg).await {
+                                // Let the automatic close reply go out before the socket is dropped.
+                                use futures_util::SinkExt;
+                                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, socket.flush()).await;
+                                return Ending::PeerClosed(code);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            debug!(conn = self.id, error = %e, "read error");
+                            if let Some(frame) = close_for_error(&e) {
+                                herald_core::stats::error(if frame.code == close::TOO_BIG { "frame_too_big" } else { "ws_protocol" });
+                                warn!(conn = self.id, remote = %self.peer.remote, code = frame.code, reason = %frame.reason, "bad frame");
+                                return close_socket(socket, &mut self.out, frame.code, &frame.reason).await;
+                            }
+                            return Ending::Dropped("read error");
+                        }
+                        None => return Ending::Dropped("eof"),
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if let Some(ending) = self.on_timer() {
+                        return close_socket(socket, &mut self.out, ending.0, ending.1).await;
+                    }
+                }
+            }
+            if self.handle.is_closing() {
+                continue;
+            }
+            if !self.out.is_empty() {
+                let written = tokio::select! {
+                    r = write_batch(&mut socket, &mut self.out, &mut rx, &self.app) => r,
+                    () = handle.closing() => Ok(()),
+                };
+                if written.is_err() {
+                    return Ending::Dropped("write error");
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let idle = self.last_seen + self.app.limits.idle_timeout();
+        self.channels.values().map(|c| c.expires_at).fold(idle, Instant::min)
+    }
+
+    /// Timer work: idle timeout (returns the close to send) and token expiry of channels.
+    fn on_timer(&mut self) -> Option<(u16, &'static str)> {
+        let now = Instant::now();
+        if now >= self.last_seen + self.app.limits.idle_timeout() {
+            herald_core::stats::error("idle_timeout");
+            return Some((close::IDLE_TIMEOUT, "idle timeout: no heartbeat received"));
+        }
+        let expired: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.expires_at <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let unix = unix_now();
+        for topic in expired {
+            if let Some(joined) = self.channels.get(&topic) {
+                let ago = unix.saturating_sub(joined.claims.exp);
+                let message = format!("Token has expired {ago} seconds ago");
+                herald_core::stats::error("token_expired");
+                self.stop_channel(&topic, "system", &message);
+            }
+        }
+        None
+    }
+
+    /// Handles one frame; returns the close code when the client closed the socket.
+    async fn on_message(&mut self, msg: Message) -> Option<u16> {
+        let stats = self.app.hub.stats();
+        let decoded = match msg {
+            Message::Text(text) => {
+                stats.ws_messages_in.increment(1);
+                stats.ws_bytes_in.increment(text.len() as u64);
+                decode_text(self.peer.vsn, text.as_str())
+            }
+            Message::Binary(bytes) => {
+                stats.ws_messages_in.increment(1);
+                stats.ws_bytes_in.increment(bytes.len() as u64);
+                decode_binary(self.peer.vsn, &bytes)
+            }
+            Message::Ping(_) | Message::Pong(_) => return None,
+            Message::Close(frame) => return Some(frame.map_or(1005, |f| f.code)),
+        };
+        match decoded {
+            Ok(inbound) => self.dispatch(inbound).await,
+            Err(e) => {
+                herald_core::stats::error("malformed_frame");
+                warn!(conn = self.id, remote = %self.peer.remote, error = %e, "malformed frame ignored");
+            }
+        }
+        None
+    }
+
+    async fn dispatch(&mut self, msg: Inbound) {
+        if msg.topic == "phoenix" {
+            if msg.event == "heartbeat" {
+                self.reply(None, msg.ref_.as_deref(), "phoenix", "ok", json!({}));
+            } else {
+                self.reply(None, msg.ref_.as_deref(), "phoenix", "error", json!({"reason": "unknown event"}));
+            }
+            return;
+        }
+        match msg.event.as_str() {
+            "phx_join" => return self.join(msg),
+            "phx_leave" => return self.leave(msg),
+            _ => {}
+        }
+        if !self.channels.contains_key(&msg.topic) {
+            herald_core::stats::error("unmatched_topic");
+            debug!(conn = self.id, topic = %msg.topic, event = %msg.event, "push to a topic not joined");
+            self.reply(None, msg.ref_.as_deref(), &msg.topic, "error", json!({"reason": "unmatched topic"}));
+            return;
+        }
+        match msg.event.as_str() {
+            "access_token" => self.refresh_token(msg),
+            "broadcast" => self.broadcast(msg).await,
+            "presence" => {
+                let join_ref = self.join_ref(&msg.topic);
+                self.reply(
+                    join_ref.as_deref(),
+                    msg.ref_.as_deref(),
+                    &msg.topic,
+                    "error",
+                    json!({"reason": "presence is not available on this server"}),
+                );
+            }
+            other => {
+                herald_core::stats::error("unknown_event");
+                debug!(conn = self.id, topic = %msg.topic, event = other, "unknown event");
+                let join_ref = self.join_ref(&msg.topic);
+                self.reply(
+                    join_ref.as_deref(),
+                    msg.ref_.as_deref(),
+                    &msg.topic,
+                    "error",
+                    json!({"reason": format!("unknown event: {other}")}),
+                );
+            }
+        }
+    }
+
+    fn join_ref(&self, topic: &str) -> Option<String> {
+        self.channels.get(topic).and_then(|c| c.join_ref.clone())
+    }
+
+    fn join(&mut self, msg: Inbound) {
+        let ref_ = msg.ref_.as_deref();
+        let join_ref = msg.join_ref.clone().or_else(|| msg.ref_.clone());
+        let topic = msg.topic.as_str();
+        let refuse = |s: &mut Session, reason: String| {
+            herald_core::stats::error("join_refused");
+            info!(conn = s.id, remote = %s.peer.remote, topic, reason = %reason, "join refused");
+            s.reply(join_ref.as_deref(), ref_, topic, "error", json!({ "reason": reason }));
+        };
+        let name = match channel::channel_name(topic) {
+            Ok(name) => name.to_owned(),
+            Err(TopicError::Unmatched) => return refuse(self, "unmatched topic".to_owned()),
+            Err(TopicError::NameRequired) => {
+                return refuse(self, "TopicNameRequired: You must provide a topic name".to_owned());
+            }
+        };
+        if !self.join_limiter.try_take(1) {
+            refuse(self, "ClientJoinRateLimitReached: Too many joins per second".to_owned());
+            self.handle.close_with(close::JOIN_FLOOD, "too many joins per second");
+            return;
+        }
+        let payload = match &msg.payload {
+            InboundPayload::Json(raw) => serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null),
+            InboundPayload::Binary(_) => Value::Null,
+        };
+        let config = JoinConfig::parse(&payload);
+        if !config.warnings.is_empty() {
+            info!(conn = self.id, topic, warnings = ?config.warnings, "join config has invalid values; defaults used");
+        }
+        if self.channels.contains_key(topic) {
+            // A second join of the same topic replaces the first.
+            self.stop_channel(topic, "", "");
+        }
+        if self.channels.len() >= self.app.limits.max_channels_per_connection {
+            return refuse(self, "ChannelRateLimitReached: Too many channels".to_owned());
+        }
+        let token = match config.access_token.as_deref() {
+            Some(t) if !t.is_empty() && !t.starts_with("sb_") => t.to_owned(),
+            _ => self.peer.token.clone(),
+        };
+        let claims = match self.app.auth.verify(&token) {
+            Ok(c) => c,
+            Err(e) => return refuse(self, e.join_reason()),
+        };
+        let key = ChannelKey::new(&name, config.private);
+        if !channel::may_read(&claims, &key) {
+            return refuse(
+                self,
+                format!("Unauthorized: You do not have permissions to read from this Channel topic: {name}"),
+            );
+        }
+        let subscription = self
+            .app
+            .hub
+            .subscribe(&key, self.handle.clone(), config.broadcast_self);
+        let expires_at = Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
+        self.channels.insert(
+            topic.to_owned(),
+            Joined {
+                key,
+                join_ref: join_ref.clone(),
+                subscription,
+                ack: config.broadcast_ack,
+                token,
+                claims,
+                expires_at,
+            },
+        );
+        self.app.hub.stats().joins.increment(1);
+        info!(conn = self.id, remote = %self.peer.remote, topic, private = config.private, "join");
+        let bindings: Vec<Value> = config.postgres_changes.iter().map(|b| b.echo()).collect();
+        self.reply(
+            join_ref.as_deref(),
+            ref_,
+            topic,
+            "ok",
+            json!({ "postgres_changes": bindings }),
+        );
+        if !config.postgres_changes.is_empty() {
+            self.push(
+                join_ref.as_deref(),
+                topic,
+                "system",
+                &json!({
+                    "extension": "postgres_changes",
+                    "status": "error",
+                    "message": "Postgres Changes are not configured on this server (no database URL is set)",
+                    "channel": name,
+                }),
+            );
+        }
+        if config.presence_enabled || !config.presence_key.is_empty() {
+            self.push(join_ref.as_deref(), topic, "presence_state", &json!({}));
+        }
+    }
+
+    fn leave(&mut self, msg: Inbound) {
+        let Some(joined) = self.channels.remove(&msg.topic) else {
+            self.reply(msg.join_ref.as_deref(), msg.ref_.as_deref(), &msg.topic, "ok", json!({}));
+            return;
+        };
+        self.app.hub.unsubscribe(&joined.key, joined.subscription);
+        info!(conn = self.id, remote = %self.peer.remote, topic = %msg.topic, "leave");
+        let join_ref = joined.join_ref.as_deref();
+        self.reply(join_ref, msg.ref_.as_deref(), &msg.topic, "ok", json!({}));
+        self.push_close(join_ref, &msg.topic);
+    }
+
+    /// Ends a channel from the server side: an optional `system` error, then `phx_close`.
+    fn stop_channel(&mut self, topic: &str, extension: &str, message: &str) {
+        let Some(joined) = self.channels.remove(topic) else {
+            return;
+        };
+        self.app.hub.unsubscribe(&joined.key, joined.subscription);
+        let join_ref = joined.join_ref.as_deref();
+        if !message.is_empty() {
+            info!(conn = self.id, remote = %self.peer.remote, topic, reason = message, "channel closed by server");
+            self.push(
+                join_ref,
+                topic,
+                "system",
+                &json!({
+                    "extension": extension,
+                    "status": "error",
+                    "message": message,
+                    "channel": &*joined.key.name,
+                }),
+            );
+        }
+        self.push_close(join_ref, topic);
+    }
+
+    fn refresh_token(&mut self, msg: Inbound) {
+        let InboundPayload::Json(raw) = &msg.payload else { return };
+        let token = serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .and_then(|v| v.get("access_token").and_then(Value::as_str).map(str::to_owned));
+        let Some(token) = token else { return };
+        let Some(joined) = self.channels.get(&msg.topic) else { return };
+        if token.is_empty() || token.starts_with("sb_") || token == joined.token {
+            return;
+        }
+        match self.app.auth.verify(&token) {
+            Err(e) => {
+                herald_core::stats::error(e.label());
+                self.stop_channel(&msg.topic, "system", &e.to_string());
+            }
+            Ok(claims) if !channel::may_read(&claims, &joined.key) => {
+                let message = format!(
+                    "You no longer have permission to read from this Channel topic: {}",
+                    joined.key.name
+                );
+                self.stop_channel(&msg.topic, "system", &message);
+            }
+            Ok(claims) => {
+                if let Some(joined) = self.channels.get_mut(&msg.topic) {
+                    joined.expires_at = Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
+                    joined.claims = claims;
+                    joined.token = token;
+                    debug!(conn = self.id, topic = %msg.topic, "access token refreshed");
+                }
+            }
+        }
+    }
+
+    async fn broadcast(&mut self, msg: Inbound) {
+        let topic = msg.topic.clone();
+        let Some(joined) = self.channels.get(&topic) else { return };
+        let (key, ack, join_ref) = (joined.key.clone(), joined.ack, joined.join_ref.clone());
+        let may_write = channel::may_write(&joined.claims, &key);
+        let ref_ = msg.ref_.as_deref();
+        if !self.message_limiter.try_take(1) {
+            herald_core::stats::error("message_rate");
+            self.stop_channel(&topic, "system", "Too many messages per second");
+            return;
+        }
+        let (event, body, origin) = match broadcast_parts(msg.payload) {
+            Ok(parts) => parts,
+            Err(reason) => {
+                herald_core::stats::error("malformed_broadcast");
+                info!(conn = self.id, topic = %topic, reason, "broadcast refused");
+                self.reply(join_ref.as_deref(), ref_, &topic, "error", json!({ "reason": reason }));
+                return;
+            }
+        };
+        if body.len() > self.app.limits.max_payload_bytes {
+            herald_core::stats::error("payload_too_large");
+            info!(conn = self.id, topic = %topic, size = body.len(), "broadcast refused: payload too large");
+            self.reply(
+                join_ref.as_deref(),
+                ref_,
+                &topic,
+                "error",
+                json!({"reason": "payload_size_exceeded"}),
+            );
+            return;
+        }
+        if !may_write {
+            herald_core::stats::error("write_denied");
+            self.reply(
+                join_ref.as_deref(),
+                ref_,
+                &topic,
+                "error",
+                json!({"reason": "Unauthorized: You do not have permissions to write to this Channel topic"}),
+            );
+            return;
+        }
+        let message = Broadcast::new(key, event, body, origin, Some(self.id));
+        match self.app.hub.publish(message).await {
+            Ok(_) if ack => self.reply(join_ref.as_deref(), ref_, &topic, "ok", json!({})),
+            Ok(_) => {}
+            Err(e) => {
+                herald_core::stats::error("publish_failed");
+                warn!(conn = self.id, topic = %topic, error = %e, "publish failed");
+                self.reply(join_ref.as_deref(), ref_, &topic, "error", json!({"reason": "publish failed"}));
+            }
+        }
+    }
+
+    fn reply(&mut self, join_ref: Option<&str>, ref_: Option<&str>, topic: &str, status: &str, response: Value) {
+        let payload = json!({ "status": status, "response": response });
+        self.encode(join_ref, ref_, topic, "phx_reply", &payload);
+    }
+
+    fn push(&mut self, join_ref: Option<&str>, topic: &str, event: &str, payload: &Value) {
+        self.encode(join_ref, None, topic, event, payload);
+    }
+
+    fn push_close(&mut self, join_ref: Option<&str>, topic: &str) {
+        self.encode(join_ref, join_ref, topic, "phx_close", &json!({}));
+    }
+
+    fn encode(&mut self, join_ref: Option<&str>, ref_: Option<&str>, topic: &str, event: &str, payload: &Value) {
+        let frame = OutFrame {
+            join_ref,
+            ref_,
+            topic,
+            event,
+            payload,
+        };
+        match encode_frame(self.peer.vsn, &frame) {
+            Ok(text) => self.out.push(Message::Text(text.into())),
+            Err(e) => warn!(conn = self.id, error = %e, "could not encode a frame"),
+        }
+    }
+
+    fn leave_all(&mut self) {
+        for (_, joined) in self.channels.drain() {
+            self.app.hub.unsubscribe(&joined.key, joined.subscription);
+        }
+    }
+}
+
+/// Splits a broadcast push into (event, body, origin), or gives the reason it is malformed.
+fn broadcast_parts(payload: InboundPayload) -> Result<(String, Body, Origin), &'static str> {
+    match payload {
+        InboundPayload::Binary(BinaryPush {
+            event,
+            encoding,
+            payload,
+            ..
+        }) => {
+            let body = match encoding {
+                PayloadEncoding::Raw => Body::Raw(payload),
+                PayloadEncoding::Json => Body::Json(json_body(payload)?),
+            };
+            Ok((event, body, Origin::Binary))
+        }
+        InboundPayload::Json(raw) => {
+            #[derive(serde::Deserialize)]
+            struct Push<'a> {
+                event: Option<String>,
+                #[serde(borrow)]
+                payload: Option<&'a RawValue>,
+            }
+            let push: Push<'_> = serde_json::from_str(raw.get()).map_err(|_| "broadcast payload must be an object")?;
+            let event = push.event.ok_or("broadcast needs an `event` string")?;
+            let body = match push.payload {
+                Some(p) => p.to_owned(),
+                None => herald_protocol::decode::empty_object(),
+            };
+            Ok((event, Body::Json(body), Origin::Text))
+        }
+    }
+}
+
+fn json_body(bytes: Bytes) -> Result<Box<RawValue>, &'static str> {
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| "payload is not valid UTF-8")?;
+    RawValue::from_string(text).map_err(|_| "payload is not valid JSON")
+}
+
+/// Writes the pending frames, plus whatever else is queued (up to a batch), then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    pending: &mut Vec<Message>,
+    rx: &mut mpsc::Receiver<Message>,
+    app: &AppState,
+) -> Result<(), axum::Error> {
+    use futures_util::SinkExt;
+    let stats = app.hub.stats();
+    let mut frames = 0usize;
+    let mut bytes = 0usize;
+    for frame in pending.drain(..) {
+        bytes += frame_len(&frame);
+        frames += 1;
+        socket.feed(frame).await?;
+    }
+    while frames < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
+        let Ok(frame) = rx.try_recv() else { break };
+        bytes += frame_len(&frame);
+        frames += 1;
+        socket.feed(frame).await?;
+    }
+    socket.flush().await?;
+    stats.ws_messages_out.increment(frames as u64);
+    stats.ws_bytes_out.increment(bytes as u64);
+    Ok(())
+}
+
+fn frame_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// Writes what is pending (best effort, bounded in time), then the close frame.
+async fn close_socket(mut socket: WebSocket, pending: &mut Vec<Message>, code: u16, reason: &str) -> Ending {
+    use futures_util::SinkExt;
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let mut frames: Vec<Message> = std::mem::take(pending);
+    frames.push(Message::Close(Some(frame.clone())));
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+        for f in frames {
+            socket.feed(f).await?;
+        }
+        socket.flush().await
+    })
+    .await;
+    Ending::Closed(frame)
+}

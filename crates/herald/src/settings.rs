@@ -1,0 +1,187 @@
+//! Settings: defaults, then the TOML file, then `HERALD_*` environment variables, then flags.
+//! Also the development secret kept in the data directory.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use herald_core::Limits;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Every setting. Each field is documented in `docs/configuration.md`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub port: u16,
+    pub bind: IpAddr,
+    pub data_dir: PathBuf,
+    pub jwt_secret: Option<String>,
+    /// `HERALD_ENV`: `production` turns production mode on.
+    pub env: Option<String>,
+    pub production: bool,
+    pub shutdown_grace_secs: u64,
+    pub test_echo_route: bool,
+    pub log_format: String,
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: 4000,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            data_dir: PathBuf::from("./data"),
+            jwt_secret: None,
+            env: None,
+            production: false,
+            shutdown_grace_secs: 10,
+            test_echo_route: false,
+            log_format: "text".to_owned(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Values given as command-line flags (only those given).
+#[derive(Debug, Default, Serialize)]
+pub struct CliOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub production: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_echo_route: Option<bool>,
+}
+
+/// The secret in use and where it came from.
+#[derive(Debug)]
+pub struct Secret {
+    pub value: String,
+    pub generated: bool,
+    pub source: String,
+}
+
+impl Settings {
+    /// Loads settings in order of precedence.
+    pub fn load(config: Option<&Path>, overrides: &CliOverrides) -> Result<Settings> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("HERALD_"))
+            .merge(Serialized::defaults(overrides));
+        figment.extract().context("invalid configuration")
+    }
+
+    /// Production mode, by flag, setting or `HERALD_ENV=production`.
+    pub fn is_production(&self) -> bool {
+        self.production || self.env.as_deref() == Some("production")
+    }
+
+    /// The configured secret, or (outside production) the development secret from the data dir,
+    /// generated on first use.
+    pub fn resolve_secret(&self) -> Result<Secret> {
+        if let Some(value) = self.jwt_secret.clone().filter(|s| !s.is_empty()) {
+            return Ok(Secret {
+                value,
+                generated: false,
+                source: "configuration".to_owned(),
+            });
+        }
+        let path = self.data_dir.join("dev-jwt-secret");
+        if self.is_production() {
+            return Ok(Secret {
+                value: String::new(),
+                generated: true,
+                source: path.display().to_string(),
+            });
+        }
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            let value = existing.trim().to_owned();
+            if !value.is_empty() {
+                return Ok(Secret {
+                    value,
+                    generated: true,
+                    source: path.display().to_string(),
+                });
+            }
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data dir {}", self.data_dir.display()))?;
+        let value: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(48)
+            .map(char::from)
+            .collect();
+        write_private(&path, &value).with_context(|| format!("writing {}", path.display()))?;
+        Ok(Secret {
+            value,
+            generated: true,
+            source: path.display().to_string(),
+        })
+    }
+}
+
+fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(value.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_env_and_flags_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("h.toml", "port = 5000\nidle_timeout_secs = 30\nmax_payload_bytes = 10\n")?;
+            jail.set_env("HERALD_PORT", "6000");
+            jail.set_env("HERALD_MAX_CHANNELS_PER_CONNECTION", "7");
+            let s = Settings::load(Some(Path::new("h.toml")), &CliOverrides::default()).unwrap();
+            assert_eq!(s.port, 6000);
+            assert_eq!(s.limits.idle_timeout_secs, 30);
+            assert_eq!(s.limits.max_payload_bytes, 10);
+            assert_eq!(s.limits.max_channels_per_connection, 7);
+            let flags = CliOverrides { port: Some(7000), ..CliOverrides::default() };
+            let s = Settings::load(Some(Path::new("h.toml")), &flags).unwrap();
+            assert_eq!(s.port, 7000);
+            jail.set_env("HERALD_ENV", "production");
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            assert!(s.is_production());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn development_secret_is_generated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings { data_dir: dir.path().join("d"), ..Settings::default() };
+        let a = s.resolve_secret().unwrap();
+        let b = s.resolve_secret().unwrap();
+        assert!(a.generated && a.value.len() == 48);
+        assert_eq!(a.value, b.value);
+        let prod = Settings { production: true, ..s };
+        assert!(prod.resolve_secret().unwrap().generated);
+    }
+}
