@@ -64,6 +64,18 @@ for (const vsn of VSNS) {
       assertBroadcast(await nextBroadcast(b.inbox, b.client), 'acked', { n: 7 });
     });
 
+    test("an oversize payload with ack: true is refused ('error') and not delivered", async () => {
+      const topic = uniqueTopic();
+      const a = await member(vsn, topic, { broadcast: { ack: true } });
+      const b = await member(vsn, topic);
+
+      const huge = { blob: 'x'.repeat(300_000) }; // above HERALD_MAX_PAYLOAD_BYTES (262144)
+      const status = await send(a, 'huge', huge, { timeout: 3000 });
+      assert.equal(status, 'error', `send() resolved ${status}; ${wire(a.client)}`);
+      assert.equal(await send(a, 'small', { n: 1 }, { timeout: 3000 }), 'ok');
+      assertBroadcast(await nextBroadcast(b.inbox, b.client), 'small', { n: 1 });
+    });
+
     test('300 messages from one sender arrive in order', async () => {
       const topic = uniqueTopic();
       const a = await member(vsn, topic);

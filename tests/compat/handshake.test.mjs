@@ -108,6 +108,21 @@ describe('accepted connections', () => {
     }
   }
 
+  for (const vsn of VSNS) {
+    test(`vsn ${vsn}: the client's heartbeats are answered`, async () => {
+      const client = makeClient(server, { vsn, heartbeatIntervalMs: 200 });
+      const beats = new Inbox('heartbeat statuses');
+      client.onHeartbeat((status) => beats.push(status));
+      await subscribed(client.channel(uniqueTopic()));
+      await beats.find(
+        () => beats.items.filter((s) => s === 'ok').length >= 2,
+        5000,
+        () => `two answered heartbeats (statuses: ${beats.items.join(', ')}); ${wire(client)}`,
+      );
+      assert.deepEqual(beats.items.filter((s) => s !== 'sent' && s !== 'ok'), [], beats.items.join(', '));
+    });
+  }
+
   test('/realtime/v1: httpSend() goes to /realtime/v1/api/broadcast and is delivered', async () => {
     const topic = uniqueTopic();
     const receiver = makeClient(server, { path: '/realtime/v1' });

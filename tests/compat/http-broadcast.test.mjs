@@ -84,6 +84,26 @@ describe('POST /api/broadcast (batch)', () => {
     assertBroadcast(await nextBroadcast(subs['2.0.0'].inbox, subs['2.0.0'].client), 'via-apikey', { ok: true });
   });
 
+  test('an oversize message gets 422 and is not delivered', async () => {
+    const topic = uniqueTopic();
+    const subs = await subscribers(topic);
+    const res = await post(server, '/api/broadcast', {
+      token: serviceToken(),
+      json: batch({ topic, event: 'huge', payload: { blob: 'x'.repeat(300_000) } }),
+    });
+    assert.equal(res.status, 422, res.text.slice(0, 300));
+    assert.equal(typeof res.json?.errors, 'object', res.text.slice(0, 300));
+
+    const ok = await post(server, '/api/broadcast', {
+      token: serviceToken(),
+      json: batch({ topic, event: 'small', payload: { n: 1 } }),
+    });
+    assert.equal(ok.status, 202, ok.text);
+    for (const vsn of VSNS) {
+      assertBroadcast(await nextBroadcast(subs[vsn].inbox, subs[vsn].client), 'small', { n: 1 });
+    }
+  });
+
   for (const [name, headers] of [
     ['no token', {}],
     ['a forged token', { authorization: `Bearer ${forgedToken()}` }],

@@ -48,7 +48,7 @@ pub enum ConnError {
     Handshake(String),
     /// The frame could not be sent or the connection broke while waiting.
     #[error("websocket: {0}")]
-    Io(#[from] tungstenite::Error),
+    Io(tungstenite::Error),
     /// The server answered the join with an error.
     #[error("join refused: {0}")]
     JoinRefused(String),
@@ -58,6 +58,13 @@ pub enum ConnError {
     /// A step took longer than [`OPEN_TIMEOUT`].
     #[error("{0} timed out")]
     Timeout(&'static str),
+}
+
+impl From<tungstenite::Error> for ConnError {
+    fn from(e: tungstenite::Error) -> Self {
+        // Not `#[from]`: that would also make it the `source`, and error chains would print it twice.
+        ConnError::Io(e)
+    }
 }
 
 fn ws_config() -> WebSocketConfig {

@@ -152,7 +152,9 @@ pub struct ReadyStats {
     pub failed: u64,
     /// Why they failed.
     pub reasons: Reasons,
-    /// Joined connections per channel.
+    /// Joined connections per channel (on the wire as `[channel, count]` pairs: JSON object keys
+    /// would be strings).
+    #[serde(with = "pairs")]
     pub joined_per_channel: BTreeMap<u64, u64>,
     /// Clock time the first connection started, ns.
     pub connect_start_ns: u64,
@@ -184,6 +186,20 @@ impl ReadyStats {
     pub fn connect_rate(&self) -> Option<f64> {
         let secs = self.connect_end_ns.saturating_sub(self.connect_start_ns) as f64 / 1e9;
         (self.established > 0 && secs > 0.0).then(|| self.established as f64 / secs)
+    }
+}
+
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<u64, u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, D::Error> {
+        Vec::<(u64, u64)>::deserialize(d).map(|v| v.into_iter().collect())
     }
 }
 

@@ -30,6 +30,9 @@ mod target;
 mod token;
 mod worker;
 
+#[cfg(test)]
+mod mock;
+
 use anyhow::Context as _;
 
 use crate::clock::Clock;

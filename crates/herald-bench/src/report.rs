@@ -156,6 +156,12 @@ impl Report {
                     opt(self.kernel_per_connection_kib, 2, "KiB"),
                 ));
                 reason_rows(&mut rows, "failure", &d.failure_reasons);
+                rows.push((
+                    "note",
+                    "kernel TCP mem is machine-wide socket buffer memory (/proc/net/sockstat), both ends \
+                     of every loopback connection; it is not part of the server's RSS"
+                        .to_owned(),
+                ));
             }
             Detail::Fanout(d) => {
                 rows.push(("subscribers requested", int(d.subscribers_requested)));

@@ -81,7 +81,9 @@ impl AuthError {
     /// The `reason` of a refused join: `Code: message`.
     pub fn join_reason(&self) -> String {
         let code = match self {
-            AuthError::Missing | AuthError::Expired { .. } | AuthError::MissingClaims => "InvalidJWTToken",
+            AuthError::Missing | AuthError::Expired { .. } | AuthError::MissingClaims => {
+                "InvalidJWTToken"
+            }
             AuthError::Malformed => "MalformedJWT",
             AuthError::BadSignature => "JwtSignatureError",
         };
@@ -156,16 +158,19 @@ impl Authenticator {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
-                    AuthError::BadSignature
-                }
-                _ => AuthError::Malformed,
-            })?;
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &self.validation)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidAlgorithm
+                    | ErrorKind::InvalidKeyFormat => AuthError::BadSignature,
+                    _ => AuthError::Malformed,
+                })?;
         let all = data.claims;
         let role = all.get("role").and_then(Value::as_str).map(str::to_owned);
-        let exp = all.get("exp").and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f.max(0.0) as u64)));
+        let exp = all
+            .get("exp")
+            .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f.max(0.0) as u64)));
         let (Some(role), Some(exp)) = (role, exp) else {
             return Err(AuthError::MissingClaims);
         };
@@ -181,7 +186,12 @@ impl Authenticator {
             return Err(AuthError::Expired { ago: now - exp });
         }
         let sub = all.get("sub").and_then(Value::as_str).map(str::to_owned);
-        Ok(Claims { role, exp, sub, all })
+        Ok(Claims {
+            role,
+            exp,
+            sub,
+            all,
+        })
     }
 
     /// Mints an HS256 token for `role`, valid for `ttl_secs`.
@@ -195,7 +205,11 @@ impl Authenticator {
         if let Some(sub) = sub {
             claims.insert("sub".to_owned(), Value::from(sub));
         }
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 }
 
@@ -205,7 +219,12 @@ mod tests {
     use serde_json::json;
 
     fn sign(secret: &[u8], claims: Value) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -227,17 +246,29 @@ mod tests {
         let no_role = sign(b"k", json!({"exp": unix_now() + 60}));
         assert_eq!(a.verify(&no_role), Err(AuthError::MissingClaims));
         let expired = sign(b"k", json!({"role":"anon","exp": 1000}));
-        assert_eq!(a.verify_at(&expired, 1010), Err(AuthError::Expired { ago: 10 }));
+        assert_eq!(
+            a.verify_at(&expired, 1010),
+            Err(AuthError::Expired { ago: 10 })
+        );
         assert_eq!(
             AuthError::Expired { ago: 10 }.join_reason(),
             "InvalidJWTToken: Token has expired 10 seconds ago"
         );
-        assert_eq!(AuthError::Expired { ago: 10 }.handshake_message(), "Token has expired");
+        assert_eq!(
+            AuthError::Expired { ago: 10 }.handshake_message(),
+            "Token has expired"
+        );
         assert_eq!(
             AuthError::MissingClaims.join_reason(),
             "InvalidJWTToken: Fields `role` and `exp` are required in JWT"
         );
-        assert_eq!(AuthError::Malformed.join_reason(), "MalformedJWT: The token provided is not a valid JWT");
-        assert_eq!(AuthError::BadSignature.join_reason(), "JwtSignatureError: Failed to validate JWT signature");
+        assert_eq!(
+            AuthError::Malformed.join_reason(),
+            "MalformedJWT: The token provided is not a valid JWT"
+        );
+        assert_eq!(
+            AuthError::BadSignature.join_reason(),
+            "JwtSignatureError: Failed to validate JWT signature"
+        );
     }
 }

@@ -48,9 +48,21 @@ impl Hub {
     }
 
     /// Subscribes a session to a channel; returns the subscription id.
-    pub fn subscribe(&self, key: &ChannelKey, session: Arc<SessionHandle>, self_broadcast: bool) -> u64 {
+    pub fn subscribe(
+        &self,
+        key: &ChannelKey,
+        session: Arc<SessionHandle>,
+        self_broadcast: bool,
+    ) -> u64 {
         let id = self.next_id();
-        if self.registry.add(key, id, Subscriber { session, self_broadcast }) {
+        if self.registry.add(
+            key,
+            id,
+            Subscriber {
+                session,
+                self_broadcast,
+            },
+        ) {
             self.backplane.interest(key, true);
         }
         id
@@ -100,7 +112,13 @@ mod tests {
         let sa = hub.subscribe(&key, a, false);
         hub.subscribe(&key, b, true);
         let f = hub
-            .publish(Broadcast::new(key.clone(), "e".into(), body(), Origin::Text, Some(1)))
+            .publish(Broadcast::new(
+                key.clone(),
+                "e".into(),
+                body(),
+                Origin::Text,
+                Some(1),
+            ))
             .await
             .unwrap();
         assert_eq!(f.queued, 1);
@@ -116,7 +134,13 @@ mod tests {
         let hub = Hub::in_process(Stats::new());
         let key = ChannelKey::new("room", false);
         let f = hub
-            .publish(Broadcast::new(key.clone(), "e".into(), body(), Origin::Text, None))
+            .publish(Broadcast::new(
+                key.clone(),
+                "e".into(),
+                body(),
+                Origin::Text,
+                None,
+            ))
             .await
             .unwrap();
         assert_eq!(f, Fanout::default());
@@ -124,7 +148,13 @@ mod tests {
         let id = hub.subscribe(&key, v1, false);
         let raw = Body::Raw(bytes::Bytes::from_static(b"x"));
         let f = hub
-            .publish(Broadcast::new(key.clone(), "e".into(), raw, Origin::Binary, None))
+            .publish(Broadcast::new(
+                key.clone(),
+                "e".into(),
+                raw,
+                Origin::Binary,
+                None,
+            ))
             .await
             .unwrap();
         assert_eq!(f.incompatible, 1);

@@ -103,15 +103,23 @@ impl Broadcast {
         match (&self.body, vsn, self.origin) {
             (Body::Raw(_), Vsn::V1, _) => None,
             (Body::Raw(bytes), Vsn::V2, _) => binary(PayloadEncoding::Raw, bytes),
-            (Body::Json(raw), Vsn::V2, Origin::Binary) => binary(PayloadEncoding::Json, raw.get().as_bytes())
-                // A field too long for the binary header: fall back to a text frame.
-                .or_else(|| text(vsn, &topic, &self.event, raw, meta)),
+            (Body::Json(raw), Vsn::V2, Origin::Binary) => {
+                binary(PayloadEncoding::Json, raw.get().as_bytes())
+                    // A field too long for the binary header: fall back to a text frame.
+                    .or_else(|| text(vsn, &topic, &self.event, raw, meta))
+            }
             (Body::Json(raw), _, _) => text(vsn, &topic, &self.event, raw, meta),
         }
     }
 }
 
-fn text(vsn: Vsn, topic: &str, event: &str, raw: &RawValue, meta: Option<&RawValue>) -> Option<Message> {
+fn text(
+    vsn: Vsn,
+    topic: &str,
+    event: &str,
+    raw: &RawValue,
+    meta: Option<&RawValue>,
+) -> Option<Message> {
     encode_broadcast_text(vsn, topic, event, raw, meta)
         .ok()
         .map(|s| Message::Text(s.into()))
@@ -131,14 +139,28 @@ mod tests {
     #[test]
     fn frames_per_format() {
         let key = ChannelKey::new("room", false);
-        let b = Broadcast::new(key.clone(), "evt".into(), json(r#"{"a":1}"#), Origin::Binary, None);
+        let b = Broadcast::new(
+            key.clone(),
+            "evt".into(),
+            json(r#"{"a":1}"#),
+            Origin::Binary,
+            None,
+        );
         assert!(matches!(b.frame(Vsn::V2), Some(Message::Binary(_))));
-        let Some(Message::Text(t)) = b.frame(Vsn::V1) else { panic!() };
+        let Some(Message::Text(t)) = b.frame(Vsn::V1) else {
+            panic!()
+        };
         assert_eq!(
             t.as_str(),
             r#"{"topic":"realtime:room","event":"broadcast","payload":{"type":"broadcast","event":"evt","payload":{"a":1}},"ref":null}"#
         );
-        let raw = Broadcast::new(key.clone(), "evt".into(), Body::Raw(Bytes::from_static(b"\x01")), Origin::Binary, None);
+        let raw = Broadcast::new(
+            key.clone(),
+            "evt".into(),
+            Body::Raw(Bytes::from_static(b"\x01")),
+            Origin::Binary,
+            None,
+        );
         assert!(raw.frame(Vsn::V1).is_none());
         let text = Broadcast::new(key, "evt".into(), json("[1]"), Origin::Text, None);
         assert!(matches!(text.frame(Vsn::V2), Some(Message::Text(_))));

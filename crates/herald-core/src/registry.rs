@@ -112,7 +112,9 @@ impl Registry {
         }
         drop(shard);
         if out.incompatible > 0 {
-            self.stats.dropped_binary_to_v1.increment(out.incompatible as u64);
+            self.stats
+                .dropped_binary_to_v1
+                .increment(out.incompatible as u64);
         }
         if out.overflowed > 0 {
             self.stats.slow_consumers.increment(out.overflowed as u64);

@@ -61,7 +61,11 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// A handle and the receiving end of its outbound queue, which holds at most `queue_frames`.
-    pub fn new(id: u64, vsn: Vsn, queue_frames: usize) -> (Arc<SessionHandle>, mpsc::Receiver<Message>) {
+    pub fn new(
+        id: u64,
+        vsn: Vsn,
+        queue_frames: usize,
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Message>) {
         let (tx, rx) = mpsc::channel(queue_frames.max(1));
         let handle = SessionHandle {
             id,

@@ -105,7 +105,8 @@ pub fn decode_push(frame: &Bytes) -> Result<BinaryPush, BinaryError> {
         usize::from(frame[4]),
         usize::from(frame[5]),
     ];
-    let encoding = PayloadEncoding::from_byte(frame[6]).ok_or(BinaryError::BadEncoding(frame[6]))?;
+    let encoding =
+        PayloadEncoding::from_byte(frame[6]).ok_or(BinaryError::BadEncoding(frame[6]))?;
     let needed = PUSH_HEADER + lens.iter().sum::<usize>();
     if frame.len() < needed {
         return Err(BinaryError::Truncated {
@@ -155,12 +156,15 @@ pub fn encode_broadcast(
     encoding: PayloadEncoding,
     payload: &[u8],
 ) -> Result<Bytes, BinaryError> {
-    let len_byte = |len: usize, field: &'static str| u8::try_from(len).map_err(|_| BinaryError::TooLong(field));
+    let len_byte = |len: usize, field: &'static str| {
+        u8::try_from(len).map_err(|_| BinaryError::TooLong(field))
+    };
     let t = len_byte(topic.len(), "topic")?;
     let e = len_byte(event.len(), "event")?;
     let m = len_byte(metadata.len(), "metadata")?;
-    let mut out =
-        BytesMut::with_capacity(BROADCAST_HEADER + topic.len() + event.len() + metadata.len() + payload.len());
+    let mut out = BytesMut::with_capacity(
+        BROADCAST_HEADER + topic.len() + event.len() + metadata.len() + payload.len(),
+    );
     out.put_u8(KIND_USER_BROADCAST);
     out.put_u8(t);
     out.put_u8(e);
@@ -175,11 +179,19 @@ pub fn encode_broadcast(
 
 /// Encodes a kind-3 push frame, as the client does. Used by tests, tools and the load generator.
 pub fn encode_push(push: &BinaryPush) -> Result<Bytes, BinaryError> {
-    let len_byte = |len: usize, field: &'static str| u8::try_from(len).map_err(|_| BinaryError::TooLong(field));
+    let len_byte = |len: usize, field: &'static str| {
+        u8::try_from(len).map_err(|_| BinaryError::TooLong(field))
+    };
     let jr = push.join_ref.as_deref().unwrap_or("");
     let r = push.ref_.as_deref().unwrap_or("");
     let mut out = BytesMut::with_capacity(
-        PUSH_HEADER + jr.len() + r.len() + push.topic.len() + push.event.len() + push.metadata.len() + push.payload.len(),
+        PUSH_HEADER
+            + jr.len()
+            + r.len()
+            + push.topic.len()
+            + push.event.len()
+            + push.metadata.len()
+            + push.payload.len(),
     );
     out.put_u8(KIND_USER_BROADCAST_PUSH);
     out.put_u8(len_byte(jr.len(), "join_ref")?);
@@ -244,7 +256,10 @@ mod tests {
         );
         assert_eq!(
             decode_push(&Bytes::from_static(&[3, 200, 0, 0, 0, 0, 1, b'x'])),
-            Err(BinaryError::Truncated { needed: 207, have: 8 })
+            Err(BinaryError::Truncated {
+                needed: 207,
+                have: 8
+            })
         );
         assert_eq!(
             decode_push(&Bytes::from_static(&[3, 0, 0, 0, 0, 0, 7])),

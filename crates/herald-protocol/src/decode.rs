@@ -214,9 +214,18 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
-        assert!(matches!(decode_text(Vsn::V2, "nope"), Err(DecodeError::InvalidJson(_))));
-        assert_eq!(decode_text(Vsn::V2, r#"{"a":1}"#).unwrap_err(), DecodeError::WrongShape("array"));
-        assert_eq!(decode_text(Vsn::V2, r#"[1,2,3]"#).unwrap_err(), DecodeError::WrongArity(3));
+        assert!(matches!(
+            decode_text(Vsn::V2, "nope"),
+            Err(DecodeError::InvalidJson(_))
+        ));
+        assert_eq!(
+            decode_text(Vsn::V2, r#"{"a":1}"#).unwrap_err(),
+            DecodeError::WrongShape("array")
+        );
+        assert_eq!(
+            decode_text(Vsn::V2, r#"[1,2,3]"#).unwrap_err(),
+            DecodeError::WrongArity(3)
+        );
         assert_eq!(
             decode_text(Vsn::V2, r#"[null,null,5,"e",{}]"#).unwrap_err(),
             DecodeError::WrongType("topic")
@@ -225,7 +234,10 @@ mod tests {
             decode_text(Vsn::V2, r#"[{},null,"t","e",{}]"#).unwrap_err(),
             DecodeError::WrongType("join_ref")
         );
-        assert_eq!(decode_text(Vsn::V1, "[]").unwrap_err(), DecodeError::WrongShape("object"));
+        assert_eq!(
+            decode_text(Vsn::V1, "[]").unwrap_err(),
+            DecodeError::WrongShape("object")
+        );
         assert_eq!(
             decode_text(Vsn::V1, r#"{"event":"e"}"#).unwrap_err(),
             DecodeError::Missing("topic")

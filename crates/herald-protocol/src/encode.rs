@@ -31,7 +31,10 @@ struct V1Out<'a, P: Serialize + ?Sized> {
 }
 
 /// Encodes a frame as text for the given protocol version.
-pub fn encode_frame<P: Serialize + ?Sized>(vsn: Vsn, frame: &OutFrame<'_, P>) -> Result<String, serde_json::Error> {
+pub fn encode_frame<P: Serialize + ?Sized>(
+    vsn: Vsn,
+    frame: &OutFrame<'_, P>,
+) -> Result<String, serde_json::Error> {
     match vsn {
         Vsn::V1 => serde_json::to_string(&V1Out {
             topic: frame.topic,
@@ -39,7 +42,13 @@ pub fn encode_frame<P: Serialize + ?Sized>(vsn: Vsn, frame: &OutFrame<'_, P>) ->
             payload: frame.payload,
             ref_: frame.ref_,
         }),
-        Vsn::V2 => serde_json::to_string(&(frame.join_ref, frame.ref_, frame.topic, frame.event, frame.payload)),
+        Vsn::V2 => serde_json::to_string(&(
+            frame.join_ref,
+            frame.ref_,
+            frame.topic,
+            frame.event,
+            frame.payload,
+        )),
     }
 }
 
@@ -115,7 +124,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(s, r#"[null,"9","phoenix","phx_reply",{"response":{},"status":"ok"}]"#);
+        assert_eq!(
+            s,
+            r#"[null,"9","phoenix","phx_reply",{"response":{},"status":"ok"}]"#
+        );
     }
 
     #[test]
@@ -132,7 +144,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(s, r#"{"topic":"realtime:a","event":"phx_close","payload":{},"ref":"6"}"#);
+        assert_eq!(
+            s,
+            r#"{"topic":"realtime:a","event":"phx_close","payload":{},"ref":"6"}"#
+        );
     }
 
     #[test]
@@ -145,7 +160,9 @@ mod tests {
         );
         let m = raw(r#"{"id":"x"}"#);
         let s = encode_broadcast_text(Vsn::V1, "realtime:r", "evt", &p, Some(&m)).unwrap();
-        assert!(s.starts_with(r#"{"topic":"realtime:r","event":"broadcast","payload":{"type":"broadcast""#));
+        assert!(s.starts_with(
+            r#"{"topic":"realtime:r","event":"broadcast","payload":{"type":"broadcast""#
+        ));
         assert!(s.ends_with(r#""meta":{"id":"x"}},"ref":null}"#));
     }
 }

@@ -60,7 +60,8 @@ impl JoinConfig {
         let mut cfg = JoinConfig::default();
         let Some(obj) = payload.as_object() else {
             if !payload.is_null() {
-                cfg.warnings.push("join payload is not an object".to_owned());
+                cfg.warnings
+                    .push("join payload is not an object".to_owned());
             }
             return cfg;
         };
@@ -83,13 +84,16 @@ impl JoinConfig {
                     cfg.broadcast_ack = flag(b.get("ack"), "broadcast.ack", &mut cfg.warnings);
                 }
                 None if b.is_null() => {}
-                None => cfg.warnings.push("config.broadcast is not an object".to_owned()),
+                None => cfg
+                    .warnings
+                    .push("config.broadcast is not an object".to_owned()),
             }
         }
         if let Some(p) = config.get("presence") {
             match p.as_object() {
                 Some(p) => {
-                    cfg.presence_enabled = flag(p.get("enabled"), "presence.enabled", &mut cfg.warnings);
+                    cfg.presence_enabled =
+                        flag(p.get("enabled"), "presence.enabled", &mut cfg.warnings);
                     cfg.presence_key = match p.get("key") {
                         None | Some(Value::Null) => String::new(),
                         Some(Value::String(s)) => s.clone(),
@@ -97,7 +101,9 @@ impl JoinConfig {
                     };
                 }
                 None if p.is_null() => {}
-                None => cfg.warnings.push("config.presence is not an object".to_owned()),
+                None => cfg
+                    .warnings
+                    .push("config.presence is not an object".to_owned()),
             }
         }
         cfg.private = flag(config.get("private"), "private", &mut cfg.warnings);
@@ -106,15 +112,20 @@ impl JoinConfig {
             Some(Value::Array(items)) => {
                 for item in items {
                     match item {
-                        Value::Object(raw) => cfg.postgres_changes.push(PostgresBinding { raw: raw.clone() }),
+                        Value::Object(raw) => cfg
+                            .postgres_changes
+                            .push(PostgresBinding { raw: raw.clone() }),
                         Value::Null => {}
-                        _ => cfg
-                            .warnings
-                            .push("config.postgres_changes holds a value that is not an object".to_owned()),
+                        _ => cfg.warnings.push(
+                            "config.postgres_changes holds a value that is not an object"
+                                .to_owned(),
+                        ),
                     }
                 }
             }
-            Some(_) => cfg.warnings.push("config.postgres_changes is not an array".to_owned()),
+            Some(_) => cfg
+                .warnings
+                .push("config.postgres_changes is not an array".to_owned()),
         }
         cfg
     }
@@ -159,7 +170,9 @@ mod tests {
 
     #[test]
     fn bad_values_fall_back_to_defaults() {
-        let cfg = JoinConfig::parse(&json!({"config": {"broadcast": {"self": 3}, "presence": 1, "private": "maybe"}}));
+        let cfg = JoinConfig::parse(
+            &json!({"config": {"broadcast": {"self": 3}, "presence": 1, "private": "maybe"}}),
+        );
         assert!(!cfg.broadcast_self && !cfg.private);
         assert_eq!(cfg.warnings.len(), 3);
         assert_eq!(JoinConfig::parse(&json!([1])).warnings.len(), 1);
@@ -167,8 +180,18 @@ mod tests {
 
     #[test]
     fn binding_ids_are_stable() {
-        let a = PostgresBinding { raw: json!({"event":"*","schema":"public"}).as_object().unwrap().clone() };
-        let b = PostgresBinding { raw: json!({"schema":"public","event":"*"}).as_object().unwrap().clone() };
+        let a = PostgresBinding {
+            raw: json!({"event":"*","schema":"public"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let b = PostgresBinding {
+            raw: json!({"schema":"public","event":"*"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
         assert_eq!(a.id(), b.id());
     }
 }

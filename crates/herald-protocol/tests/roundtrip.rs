@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 use herald_protocol::binary::{decode_push, encode_push};
-use herald_protocol::{BinaryPush, InboundPayload, OutFrame, PayloadEncoding, Vsn, decode_binary, decode_text, encode_frame};
+use herald_protocol::{
+    BinaryPush, InboundPayload, OutFrame, PayloadEncoding, Vsn, decode_binary, decode_text,
+    encode_frame,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

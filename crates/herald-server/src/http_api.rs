@@ -37,12 +37,31 @@ pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
         .route("/metrics", get(metrics))
 }
 
-fn message(status: StatusCode, text: &str) -> Response {
-    (status, axum::Json(json!({ "message": text }))).into_response()
+/// An error answer of the HTTP API: a status and its JSON body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
 }
 
-fn unprocessable(errors: Value) -> Response {
-    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "errors": errors }))).into_response()
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+fn message(status: StatusCode, text: &str) -> ApiError {
+    ApiError {
+        status,
+        body: json!({ "message": text }),
+    }
+}
+
+fn unprocessable(errors: Value) -> ApiError {
+    ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        body: json!({ "errors": errors }),
+    }
 }
 
 /// The bearer token, else the `apikey` header, else the `apikey` query parameter.
@@ -50,15 +69,27 @@ fn request_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|t| t.trim().to_owned());
     bearer
-        .or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .or_else(|| {
+            headers
+                .get("apikey")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
         .or_else(|| query.get("apikey").cloned())
         .filter(|t| !t.is_empty())
 }
 
-fn authenticate(app: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Claims, Response> {
+fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Claims, ApiError> {
     let Some(token) = request_token(headers, query) else {
         herald_core::stats::error("http_unauthorized");
         return Err(message(StatusCode::UNAUTHORIZED, "Unauthorized"));
@@ -70,7 +101,7 @@ fn authenticate(app: &AppState, headers: &HeaderMap, query: &HashMap<String, Str
     })
 }
 
-fn take_rate(app: &AppState, n: usize) -> Result<(), Response> {
+fn take_rate(app: &AppState, n: usize) -> Result<(), ApiError> {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
     if app.http_limiter.lock().try_take(n) {
         Ok(())
@@ -112,24 +143,21 @@ async fn batch(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let claims = match authenticate(&app, &headers, &query) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+) -> Result<StatusCode, ApiError> {
+    let claims = authenticate(&app, &headers, &query)?;
     let batch: BatchIn = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             herald_core::stats::error("http_invalid_body");
-            return unprocessable(json!({ "body": e.to_string() }));
+            return Err(unprocessable(json!({ "body": e.to_string() })));
         }
     };
     if batch.messages.len() > app.limits.max_http_batch {
         herald_core::stats::error("http_batch_too_large");
-        return message(
+        return Err(message(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many messages to broadcast, please reduce the batch size",
-        );
+        ));
     }
     // Validate everything first: a batch is accepted whole or not at all.
     let mut errors = Vec::new();
@@ -150,10 +178,13 @@ async fn batch(
         let key = ChannelKey::new(&m.topic, private);
         if !channel::may_write(&claims, &key) {
             herald_core::stats::error("write_denied");
-            return message(
+            return Err(message(
                 StatusCode::FORBIDDEN,
-                &format!("You do not have permissions to write to this Channel topic: {}", m.topic),
-            );
+                &format!(
+                    "You do not have permissions to write to this Channel topic: {}",
+                    m.topic
+                ),
+            ));
         }
         let mut msg = Broadcast::new(key, m.event, Body::Json(m.payload), Origin::Text, None);
         if let Some(id) = m.id.filter(|v| !v.is_null()) {
@@ -163,11 +194,9 @@ async fn batch(
     }
     if !errors.is_empty() {
         herald_core::stats::error("http_invalid_message");
-        return unprocessable(json!({ "messages": errors }));
+        return Err(unprocessable(json!({ "messages": errors })));
     }
-    if let Err(r) = take_rate(&app, ready.len()) {
-        return r;
-    }
+    take_rate(&app, ready.len())?;
     let stats = app.hub.stats();
     for msg in ready {
         stats.http_messages_in.increment(1);
@@ -175,10 +204,13 @@ async fn batch(
         if let Err(e) = app.hub.publish(msg).await {
             warn!(%remote, error = %e, "publish failed");
             herald_core::stats::error("publish_failed");
-            return message(StatusCode::SERVICE_UNAVAILABLE, "Publish failed; retry");
+            return Err(message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Publish failed; retry",
+            ));
         }
     }
-    StatusCode::ACCEPTED.into_response()
+    Ok(StatusCode::ACCEPTED)
 }
 
 async fn single(
@@ -188,11 +220,8 @@ async fn single(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let claims = match authenticate(&app, &headers, &query) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+) -> Result<StatusCode, ApiError> {
+    let claims = authenticate(&app, &headers, &query)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -203,45 +232,58 @@ async fn single(
         .trim()
         .to_ascii_lowercase();
     let payload = match content_type.as_str() {
-        "application/json" => match String::from_utf8(body.to_vec()).ok().and_then(|t| RawValue::from_string(t).ok()) {
+        "application/json" => match String::from_utf8(body.to_vec())
+            .ok()
+            .and_then(|t| RawValue::from_string(t).ok())
+        {
             Some(raw) => Body::Json(raw),
             None => {
                 herald_core::stats::error("http_invalid_body");
-                return unprocessable(json!({ "payload": "is not valid JSON" }));
+                return Err(unprocessable(json!({ "payload": "is not valid JSON" })));
             }
         },
         "application/octet-stream" => Body::Raw(body),
         _ => {
             herald_core::stats::error("http_unsupported_media_type");
-            return (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                axum::Json(json!({"error": "Unsupported Media Type. Use application/json or application/octet-stream"})),
-            )
-                .into_response();
+            return Err(ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                body: json!({"error": "Unsupported Media Type. Use application/json or application/octet-stream"}),
+            });
         }
     };
     if payload.len() > app.limits.max_payload_bytes {
         herald_core::stats::error("payload_too_large");
-        return unprocessable(json!({ "payload": "Payload size exceeds the limit" }));
+        return Err(unprocessable(
+            json!({ "payload": "Payload size exceeds the limit" }),
+        ));
     }
-    if topic.is_empty() || event.is_empty() || event.len() > 255 || topic.len() + channel::TOPIC_PREFIX.len() > 255 {
+    if topic.is_empty()
+        || event.is_empty()
+        || event.len() > 255
+        || topic.len() + channel::TOPIC_PREFIX.len() > 255
+    {
         herald_core::stats::error("http_invalid_message");
-        return unprocessable(json!({ "topic": "topic and event must be 1 to 255 bytes" }));
+        return Err(unprocessable(
+            json!({ "topic": "topic and event must be 1 to 255 bytes" }),
+        ));
     }
-    let Some(private) = flexible_bool(query.get("private").map(|s| Value::String(s.clone())).as_ref()) else {
-        return unprocessable(json!({ "private": "must be true or false" }));
+    let Some(private) = flexible_bool(
+        query
+            .get("private")
+            .map(|s| Value::String(s.clone()))
+            .as_ref(),
+    ) else {
+        return Err(unprocessable(json!({ "private": "must be true or false" })));
     };
     let key = ChannelKey::new(&topic, private);
     if !channel::may_write(&claims, &key) {
         herald_core::stats::error("write_denied");
-        return message(
+        return Err(message(
             StatusCode::FORBIDDEN,
             &format!("You do not have permissions to write to this Channel topic: {topic}"),
-        );
+        ));
     }
-    if let Err(r) = take_rate(&app, 1) {
-        return r;
-    }
+    take_rate(&app, 1)?;
     let stats = app.hub.stats();
     stats.http_messages_in.increment(1);
     stats.http_bytes_in.increment(payload.len() as u64);
@@ -250,11 +292,14 @@ async fn single(
         .publish(Broadcast::new(key, event, payload, Origin::Binary, None))
         .await
     {
-        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Ok(_) => Ok(StatusCode::ACCEPTED),
         Err(e) => {
             warn!(%remote, error = %e, "publish failed");
             herald_core::stats::error("publish_failed");
-            message(StatusCode::SERVICE_UNAVAILABLE, "Publish failed; retry")
+            Err(message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Publish failed; retry",
+            ))
         }
     }
 }
@@ -262,7 +307,8 @@ async fn single(
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     let connections = app.connections.load(std::sync::atomic::Ordering::Relaxed);
     let channels = app.hub.channels().len();
-    axum::Json(json!({ "status": "ok", "connections": connections, "channels": channels })).into_response()
+    axum::Json(json!({ "status": "ok", "connections": connections, "channels": channels }))
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {

@@ -2,11 +2,12 @@
 //! HTTP API, health and metrics. [`start`] runs a node and returns a handle to stop it.
 
 pub mod config;
+pub mod demo;
 pub mod http_api;
 pub mod listener;
 pub mod state;
 pub mod ws;
 
 pub use config::ServerConfig;
-pub use listener::{Running, StartError, start};
+pub use listener::{Running, StartError, serve, start};
 pub use state::AppState;

@@ -69,6 +69,7 @@ impl Running {
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .merge(ws::routes())
+        .merge(crate::demo::routes())
         .merge(http_api::routes(&state.limits));
     if state.config.test_echo_route {
         router = router.merge(ws::echo::routes());
@@ -77,13 +78,22 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Binds and starts serving. Returns once the listener is bound.
-pub async fn start(config: ServerConfig, prometheus: Option<PrometheusHandle>) -> Result<Running, StartError> {
-    let addr = config.addr;
+pub async fn start(
+    config: ServerConfig,
+    prometheus: Option<PrometheusHandle>,
+) -> Result<Running, StartError> {
+    serve(AppState::new(config, prometheus)).await
+}
+
+/// Binds and starts serving an already built state.
+pub async fn serve(state: Arc<AppState>) -> Result<Running, StartError> {
+    let addr = state.config.addr;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let state = AppState::new(config, prometheus);
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
     let app = router(state.clone());
     let task = tokio::spawn(accept_loop(listener, app, state.clone()));
     info!(%addr, "listening");
@@ -142,6 +152,9 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
     .await;
     match drained {
         Ok(()) => info!("shutdown complete"),
-        Err(_) => warn!(grace_secs = grace.as_secs(), "shutdown grace elapsed; dropping remaining connections"),
+        Err(_) => warn!(
+            grace_secs = grace.as_secs(),
+            "shutdown grace elapsed; dropping remaining connections"
+        ),
     }
 }

@@ -64,10 +64,12 @@ impl AppState {
             if current >= max {
                 return None;
             }
-            match self
-                .connections
-                .compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.connections.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     self.hub.stats().ws_connections.increment(1.0);
                     return Some(ConnectionSlot { app: self.clone() });

@@ -37,15 +37,33 @@ struct Case {
 const ROOM: &str = "realtime:room";
 
 fn text(name: &'static str, input: &str, expect: Expect) -> Case {
-    Case { name, vsn: "2.0.0", joined: true, input: Input::Text(input.to_owned()), expect }
+    Case {
+        name,
+        vsn: "2.0.0",
+        joined: true,
+        input: Input::Text(input.to_owned()),
+        expect,
+    }
 }
 
 fn v1(name: &'static str, input: &str, expect: Expect) -> Case {
-    Case { name, vsn: "1.0.0", joined: true, input: Input::Text(input.to_owned()), expect }
+    Case {
+        name,
+        vsn: "1.0.0",
+        joined: true,
+        input: Input::Text(input.to_owned()),
+        expect,
+    }
 }
 
 fn bin(name: &'static str, input: Vec<u8>, expect: Expect) -> Case {
-    Case { name, vsn: "2.0.0", joined: true, input: Input::Binary(input), expect }
+    Case {
+        name,
+        vsn: "2.0.0",
+        joined: true,
+        input: Input::Binary(input),
+        expect,
+    }
 }
 
 fn push(event: &str, payload: Value) -> String {
@@ -53,16 +71,23 @@ fn push(event: &str, payload: Value) -> String {
 }
 
 fn join_with(token: &str, config: Value) -> String {
-    json!(["9", "r1", "realtime:other", "phx_join", {"config": config, "access_token": token}]).to_string()
+    json!(["9", "r1", "realtime:other", "phx_join", {"config": config, "access_token": token}])
+        .to_string()
 }
 
 fn cases(server: &Server) -> Vec<Case> {
     let s = SECRET;
-    let forged = sign(json!({"role": "anon", "exp": now() + 600}), "not-the-secret");
+    let forged = sign(
+        json!({"role": "anon", "exp": now() + 600}),
+        "not-the-secret",
+    );
     let expired = sign(json!({"role": "anon", "exp": now() - 30}), s);
     let no_role = sign(json!({"exp": now() + 600}), s);
     let no_exp = sign(json!({"role": "anon"}), s);
-    let string_iat = sign(json!({"role": "anon", "exp": now() + 600, "iat": "yesterday"}), s);
+    let string_iat = sign(
+        json!({"role": "anon", "exp": now() + 600, "iat": "yesterday"}),
+        s,
+    );
     let anon = server.token("anon");
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     vec![
@@ -71,57 +96,229 @@ fn cases(server: &Server) -> Vec<Case> {
         text("empty text", "", Expect::Silent),
         text("empty array", "[]", Expect::Silent),
         text("wrong arity", r#"[1,2,3]"#, Expect::Silent),
-        text("object on v2", r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"1"}"#, Expect::Silent),
+        text(
+            "object on v2",
+            r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"1"}"#,
+            Expect::Silent,
+        ),
         text("number topic", r#"[null,"r1",5,"e",{}]"#, Expect::Silent),
-        text("number event", r#"[null,"r1","realtime:room",7,{}]"#, Expect::Silent),
-        text("object join_ref", r#"[{},"r1","realtime:room","broadcast",{}]"#, Expect::Silent),
-        text("array ref", r#"[null,[],"realtime:room","broadcast",{}]"#, Expect::Silent),
-        text("truncated json", r#"["1","r1","realtime:room","broadcast",{"type":"#, Expect::Silent),
+        text(
+            "number event",
+            r#"[null,"r1","realtime:room",7,{}]"#,
+            Expect::Silent,
+        ),
+        text(
+            "object join_ref",
+            r#"[{},"r1","realtime:room","broadcast",{}]"#,
+            Expect::Silent,
+        ),
+        text(
+            "array ref",
+            r#"[null,[],"realtime:room","broadcast",{}]"#,
+            Expect::Silent,
+        ),
+        text(
+            "truncated json",
+            r#"["1","r1","realtime:room","broadcast",{"type":"#,
+            Expect::Silent,
+        ),
         text("deeply nested", &deep, Expect::Silent),
         text("json scalar", "42", Expect::Silent),
         text("null frame", "null", Expect::Silent),
-        v1("v1 array frame", r#"["1","r1","phoenix","heartbeat",{}]"#, Expect::Silent),
-        v1("v1 missing event", r#"{"topic":"phoenix","payload":{},"ref":"r1"}"#, Expect::Silent),
-        v1("v1 missing topic", r#"{"event":"heartbeat","payload":{},"ref":"r1"}"#, Expect::Silent),
-        Case { name: "binary on v1", vsn: "1.0.0", joined: true, input: Input::Binary(kind3("1", "r1", ROOM, "e", 1, b"{}")), expect: Expect::Silent },
+        v1(
+            "v1 array frame",
+            r#"["1","r1","phoenix","heartbeat",{}]"#,
+            Expect::Silent,
+        ),
+        v1(
+            "v1 missing event",
+            r#"{"topic":"phoenix","payload":{},"ref":"r1"}"#,
+            Expect::Silent,
+        ),
+        v1(
+            "v1 missing topic",
+            r#"{"event":"heartbeat","payload":{},"ref":"r1"}"#,
+            Expect::Silent,
+        ),
+        Case {
+            name: "binary on v1",
+            vsn: "1.0.0",
+            joined: true,
+            input: Input::Binary(kind3("1", "r1", ROOM, "e", 1, b"{}")),
+            expect: Expect::Silent,
+        },
         // Binary frames with lying or unknown headers.
         bin("binary empty", vec![], Expect::Silent),
-        bin("binary kind 0", vec![0, 1, 1, 1, b'a', b'b', b'c'], Expect::Silent),
-        bin("binary kind 4 from client", vec![4, 1, 1, 0, 1, b't', b'e', b'{', b'}'], Expect::Silent),
+        bin(
+            "binary kind 0",
+            vec![0, 1, 1, 1, b'a', b'b', b'c'],
+            Expect::Silent,
+        ),
+        bin(
+            "binary kind 4 from client",
+            vec![4, 1, 1, 0, 1, b't', b'e', b'{', b'}'],
+            Expect::Silent,
+        ),
         bin("binary truncated header", vec![3, 1, 1], Expect::Silent),
-        bin("binary lying lengths", vec![3, 200, 200, 200, 200, 200, 1, b'x'], Expect::Silent),
-        bin("binary bad encoding", vec![3, 0, 0, 0, 0, 0, 9], Expect::Silent),
-        bin("binary non-utf8 topic", vec![3, 0, 0, 2, 0, 0, 1, 0xff, 0xfe], Expect::Silent),
-        bin("binary to unjoined topic", kind3("1", "r1", "realtime:elsewhere", "e", 1, b"{}"), Expect::Error("unmatched topic")),
-        bin("binary invalid json payload", kind3("1", "r1", ROOM, "e", 1, b"{nope"), Expect::Error("payload is not valid JSON")),
-        bin("binary oversize payload", kind3("1", "r1", ROOM, "e", 0, &vec![7u8; 5000]), Expect::Error("payload_size_exceeded")),
+        bin(
+            "binary lying lengths",
+            vec![3, 200, 200, 200, 200, 200, 1, b'x'],
+            Expect::Silent,
+        ),
+        bin(
+            "binary bad encoding",
+            vec![3, 0, 0, 0, 0, 0, 9],
+            Expect::Silent,
+        ),
+        bin(
+            "binary non-utf8 topic",
+            vec![3, 0, 0, 2, 0, 0, 1, 0xff, 0xfe],
+            Expect::Silent,
+        ),
+        bin(
+            "binary to unjoined topic",
+            kind3("1", "r1", "realtime:elsewhere", "e", 1, b"{}"),
+            Expect::Error("unmatched topic"),
+        ),
+        bin(
+            "binary invalid json payload",
+            kind3("1", "r1", ROOM, "e", 1, b"{nope"),
+            Expect::Error("payload is not valid JSON"),
+        ),
+        bin(
+            "binary oversize payload",
+            kind3("1", "r1", ROOM, "e", 0, &vec![7u8; 5000]),
+            Expect::Error("payload_size_exceeded"),
+        ),
         // Messages that parse but make no sense.
-        text("push to unjoined topic", &json!(["1", "r1", "realtime:elsewhere", "broadcast", {"event": "e", "payload": {}}]).to_string(), Expect::Error("unmatched topic")),
-        text("unknown event", &push("frobnicate", json!({})), Expect::Error("unknown event: frobnicate")),
-        text("unknown phoenix event", r#"[null,"r1","phoenix","reboot",{}]"#, Expect::Error("unknown event")),
-        text("broadcast payload is a string", &push("broadcast", json!("hello")), Expect::Error("must be an object")),
-        text("broadcast without event", &push("broadcast", json!({"type": "broadcast", "payload": {}})), Expect::Error("needs an `event`")),
-        text("broadcast event not a string", &push("broadcast", json!({"event": 5, "payload": {}})), Expect::Error("must be an object")),
-        text("oversize broadcast", &push("broadcast", json!({"event": "e", "payload": {"x": "y".repeat(5000)}})), Expect::Error("payload_size_exceeded")),
-        text("leave of a topic never joined", &json!(["1", "r1", "realtime:never", "phx_leave", {}]).to_string(), Expect::Ok),
-        text("presence on unjoined topic", &json!(["1", "r1", "realtime:never", "presence", {"event": "track", "payload": {}}]).to_string(), Expect::Error("unmatched topic")),
+        text(
+            "push to unjoined topic",
+            &json!(["1", "r1", "realtime:elsewhere", "broadcast", {"event": "e", "payload": {}}])
+                .to_string(),
+            Expect::Error("unmatched topic"),
+        ),
+        text(
+            "unknown event",
+            &push("frobnicate", json!({})),
+            Expect::Error("unknown event: frobnicate"),
+        ),
+        text(
+            "unknown phoenix event",
+            r#"[null,"r1","phoenix","reboot",{}]"#,
+            Expect::Error("unknown event"),
+        ),
+        text(
+            "broadcast payload is a string",
+            &push("broadcast", json!("hello")),
+            Expect::Error("must be an object"),
+        ),
+        text(
+            "broadcast without event",
+            &push("broadcast", json!({"type": "broadcast", "payload": {}})),
+            Expect::Error("needs an `event`"),
+        ),
+        text(
+            "broadcast event not a string",
+            &push("broadcast", json!({"event": 5, "payload": {}})),
+            Expect::Error("must be an object"),
+        ),
+        text(
+            "oversize broadcast",
+            &push(
+                "broadcast",
+                json!({"event": "e", "payload": {"x": "y".repeat(5000)}}),
+            ),
+            Expect::Error("payload_size_exceeded"),
+        ),
+        text(
+            "leave of a topic never joined",
+            &json!(["1", "r1", "realtime:never", "phx_leave", {}]).to_string(),
+            Expect::Ok,
+        ),
+        text(
+            "presence on unjoined topic",
+            &json!(["1", "r1", "realtime:never", "presence", {"event": "track", "payload": {}}])
+                .to_string(),
+            Expect::Error("unmatched topic"),
+        ),
         // Joins that must be refused with the documented reason.
-        text("join without prefix", &json!(["9", "r1", "room", "phx_join", {}]).to_string(), Expect::Error("unmatched topic")),
-        text("join of realtime: alone", &json!(["9", "r1", "realtime:", "phx_join", {}]).to_string(), Expect::Error("TopicNameRequired: You must provide a topic name")),
-        text("join with malformed token", &join_with("not.a.jwt", json!({})), Expect::Error("MalformedJWT: The token provided is not a valid JWT")),
-        text("join with forged token", &join_with(&forged, json!({})), Expect::Error("JwtSignatureError: Failed to validate JWT signature")),
-        text("join with expired token", &join_with(&expired, json!({})), Expect::Error("InvalidJWTToken: Token has expired")),
-        text("join with token without role", &join_with(&no_role, json!({})), Expect::Error("InvalidJWTToken: Fields `role` and `exp` are required in JWT")),
-        text("join with token without exp", &join_with(&no_exp, json!({})), Expect::Error("InvalidJWTToken: Fields `role` and `exp` are required in JWT")),
-        text("join with non-numeric iat", &join_with(&string_iat, json!({})), Expect::Error("MalformedJWT")),
-        text("anon joins a private channel", &join_with(&anon, json!({"private": true})), Expect::Error("Unauthorized: You do not have permissions to read from this Channel topic: other")),
+        text(
+            "join without prefix",
+            &json!(["9", "r1", "room", "phx_join", {}]).to_string(),
+            Expect::Error("unmatched topic"),
+        ),
+        text(
+            "join of realtime: alone",
+            &json!(["9", "r1", "realtime:", "phx_join", {}]).to_string(),
+            Expect::Error("TopicNameRequired: You must provide a topic name"),
+        ),
+        text(
+            "join with malformed token",
+            &join_with("not.a.jwt", json!({})),
+            Expect::Error("MalformedJWT: The token provided is not a valid JWT"),
+        ),
+        text(
+            "join with forged token",
+            &join_with(&forged, json!({})),
+            Expect::Error("JwtSignatureError: Failed to validate JWT signature"),
+        ),
+        text(
+            "join with expired token",
+            &join_with(&expired, json!({})),
+            Expect::Error("InvalidJWTToken: Token has expired"),
+        ),
+        text(
+            "join with token without role",
+            &join_with(&no_role, json!({})),
+            Expect::Error("InvalidJWTToken: Fields `role` and `exp` are required in JWT"),
+        ),
+        text(
+            "join with token without exp",
+            &join_with(&no_exp, json!({})),
+            Expect::Error("InvalidJWTToken: Fields `role` and `exp` are required in JWT"),
+        ),
+        text(
+            "join with non-numeric iat",
+            &join_with(&string_iat, json!({})),
+            Expect::Error("MalformedJWT"),
+        ),
+        text(
+            "anon joins a private channel",
+            &join_with(&anon, json!({"private": true})),
+            Expect::Error(
+                "Unauthorized: You do not have permissions to read from this Channel topic: other",
+            ),
+        ),
         // Lenient where the reference server is lenient: bad config values fall back to defaults.
-        text("join payload is an array", &json!(["9", "r1", "realtime:other", "phx_join", [1, 2]]).to_string(), Expect::Ok),
-        text("join config of wrong types", &join_with(&anon, json!({"broadcast": "yes", "presence": 3, "private": "maybe"})), Expect::Ok),
+        text(
+            "join payload is an array",
+            &json!(["9", "r1", "realtime:other", "phx_join", [1, 2]]).to_string(),
+            Expect::Ok,
+        ),
+        text(
+            "join config of wrong types",
+            &join_with(
+                &anon,
+                json!({"broadcast": "yes", "presence": 3, "private": "maybe"}),
+            ),
+            Expect::Ok,
+        ),
         // Token refresh with bad tokens closes only that channel.
-        text("access_token refresh with garbage", &push("access_token", json!({"access_token": "garbage"})), Expect::SystemClose("The token provided is not a valid JWT")),
-        text("access_token refresh with expired token", &push("access_token", json!({"access_token": expired})), Expect::SystemClose("Token has expired")),
-        text("access_token refresh with forged token", &push("access_token", json!({"access_token": forged})), Expect::SystemClose("Failed to validate JWT signature")),
+        text(
+            "access_token refresh with garbage",
+            &push("access_token", json!({"access_token": "garbage"})),
+            Expect::SystemClose("The token provided is not a valid JWT"),
+        ),
+        text(
+            "access_token refresh with expired token",
+            &push("access_token", json!({"access_token": expired})),
+            Expect::SystemClose("Token has expired"),
+        ),
+        text(
+            "access_token refresh with forged token",
+            &push("access_token", json!({"access_token": forged})),
+            Expect::SystemClose("Failed to validate JWT signature"),
+        ),
     ]
 }
 
@@ -129,7 +326,14 @@ async fn run_case(server: &Server, case: &Case) {
     let mut c = server.client(case.vsn).await;
     if case.joined {
         let r = "j1";
-        c.push(Some(r), r, ROOM, "phx_join", json!({"config": {"broadcast": {"ack": true}}})).await;
+        c.push(
+            Some(r),
+            r,
+            ROOM,
+            "phx_join",
+            json!({"config": {"broadcast": {"ack": true}}}),
+        )
+        .await;
         let p = c.reply(r).await;
         assert_eq!(p["status"], "ok", "{}: setup join failed", case.name);
     }
@@ -151,7 +355,11 @@ async fn run_case(server: &Server, case: &Case) {
             assert_eq!(f.ref_, json!("r1"), "{}: {f:?}", case.name);
             assert_eq!(f.payload["status"], "error", "{}: {f:?}", case.name);
             let got = f.payload["response"]["reason"].as_str().unwrap_or_default();
-            assert!(got.contains(reason), "{}: reason {got:?} lacks {reason:?}", case.name);
+            assert!(
+                got.contains(reason),
+                "{}: reason {got:?} lacks {reason:?}",
+                case.name
+            );
             c.assert_quiet_and_alive().await;
         }
         Expect::SystemClose(message) => {
@@ -159,10 +367,19 @@ async fn run_case(server: &Server, case: &Case) {
             assert_eq!(f.event, "system", "{}: {f:?}", case.name);
             assert_eq!(f.payload["status"], "error", "{}: {f:?}", case.name);
             let got = f.payload["message"].as_str().unwrap_or_default();
-            assert!(got.contains(message), "{}: message {got:?} lacks {message:?}", case.name);
+            assert!(
+                got.contains(message),
+                "{}: message {got:?} lacks {message:?}",
+                case.name
+            );
             let f = c.next_text().await;
             assert_eq!(f.event, "phx_close", "{}: {f:?}", case.name);
-            assert_eq!(f.ref_, json!("j1"), "{}: phx_close must carry the join ref", case.name);
+            assert_eq!(
+                f.ref_,
+                json!("j1"),
+                "{}: phx_close must carry the join ref",
+                case.name
+            );
             c.assert_quiet_and_alive().await;
         }
     }
@@ -170,70 +387,128 @@ async fn run_case(server: &Server, case: &Case) {
 
 #[tokio::test]
 async fn hostile_frames_get_documented_answers_and_spare_bystanders() {
-    let limits = Limits { max_payload_bytes: 1024, ..Limits::default() };
+    let limits = Limits {
+        max_payload_bytes: 1024,
+        ..Limits::default()
+    };
     let server = Server::start(limits).await;
     let mut bystander = server.client("2.0.0").await;
     bystander.join_ok("realtime:watch", json!({})).await;
     let all = cases(&server);
-    assert!(all.len() >= 40, "the suite must hold at least 40 cases, has {}", all.len());
+    assert!(
+        all.len() >= 40,
+        "the suite must hold at least 40 cases, has {}",
+        all.len()
+    );
     for (i, case) in all.iter().enumerate() {
         run_case(&server, case).await;
-        assert_eq!(server.http_broadcast("watch", "alive", json!({"after": case.name})).await, 202);
+        assert_eq!(
+            server
+                .http_broadcast("watch", "alive", json!({"after": case.name}))
+                .await,
+            202
+        );
         let f = bystander.next_text().await;
-        assert_eq!(f.event, "broadcast", "bystander after case {i} ({}): {f:?}", case.name);
+        assert_eq!(
+            f.event, "broadcast",
+            "bystander after case {i} ({}): {f:?}",
+            case.name
+        );
         assert_eq!(f.payload["payload"]["after"], case.name);
     }
 }
 
 #[tokio::test]
 async fn frame_over_the_limit_closes_with_1009() {
-    let server = Server::start(Limits { max_frame_bytes: 16 * 1024, ..Limits::default() }).await;
+    let server = Server::start(Limits {
+        max_frame_bytes: 16 * 1024,
+        ..Limits::default()
+    })
+    .await;
     let mut bystander = server.client("2.0.0").await;
     bystander.join_ok("realtime:watch", json!({})).await;
     let mut c = server.client("2.0.0").await;
     c.send_text(&"x".repeat(64 * 1024)).await;
     assert_eq!(c.expect_close().await, Some(1009));
-    assert_eq!(server.http_broadcast("watch", "alive", json!({})).await, 202);
+    assert_eq!(
+        server.http_broadcast("watch", "alive", json!({})).await,
+        202
+    );
     assert_eq!(bystander.next_text().await.event, "broadcast");
 }
 
 #[tokio::test]
 async fn join_flood_is_refused_and_the_socket_closed() {
-    let server = Server::start(Limits { max_joins_per_second: 5, ..Limits::default() }).await;
+    let server = Server::start(Limits {
+        max_joins_per_second: 5,
+        ..Limits::default()
+    })
+    .await;
     let mut c = server.client("2.0.0").await;
     for i in 0..5 {
         c.join_ok(&format!("realtime:flood{i}"), json!({})).await;
     }
     let p = c.join("realtime:flood5", json!({})).await;
-    assert_eq!(p["response"]["reason"], "ClientJoinRateLimitReached: Too many joins per second");
+    assert_eq!(
+        p["response"]["reason"],
+        "ClientJoinRateLimitReached: Too many joins per second"
+    );
     assert_eq!(c.expect_close().await, Some(herald_core::close::JOIN_FLOOD));
 }
 
 #[tokio::test]
 async fn too_many_channels_refuses_the_extra_join_only() {
-    let server = Server::start(Limits { max_channels_per_connection: 3, ..Limits::default() }).await;
+    let server = Server::start(Limits {
+        max_channels_per_connection: 3,
+        ..Limits::default()
+    })
+    .await;
     let mut c = server.client("2.0.0").await;
     for i in 0..3 {
         c.join_ok(&format!("realtime:c{i}"), json!({})).await;
     }
     let p = c.join("realtime:c3", json!({})).await;
-    assert_eq!(p["response"]["reason"], "ChannelRateLimitReached: Too many channels");
+    assert_eq!(
+        p["response"]["reason"],
+        "ChannelRateLimitReached: Too many channels"
+    );
     c.assert_quiet_and_alive().await;
 }
 
 #[tokio::test]
 async fn message_flood_closes_the_channel_with_a_system_error() {
-    let server = Server::start(Limits { max_messages_per_second: 5, ..Limits::default() }).await;
+    let server = Server::start(Limits {
+        max_messages_per_second: 5,
+        ..Limits::default()
+    })
+    .await;
     let mut c = server.client("2.0.0").await;
     let jr = c.join_ok(ROOM, json!({"broadcast": {"ack": true}})).await;
     for i in 0..5 {
         let r = format!("m{i}");
-        c.push(Some(&jr), &r, ROOM, "broadcast", json!({"event": "e", "payload": {}})).await;
+        c.push(
+            Some(&jr),
+            &r,
+            ROOM,
+            "broadcast",
+            json!({"event": "e", "payload": {}}),
+        )
+        .await;
         assert_eq!(c.reply(&r).await["status"], "ok");
     }
-    c.push(Some(&jr), "m5", ROOM, "broadcast", json!({"event": "e", "payload": {}})).await;
+    c.push(
+        Some(&jr),
+        "m5",
+        ROOM,
+        "broadcast",
+        json!({"event": "e", "payload": {}}),
+    )
+    .await;
     let f = c.next_text().await;
-    assert_eq!((f.event.as_str(), f.payload["message"].as_str()), ("system", Some("Too many messages per second")));
+    assert_eq!(
+        (f.event.as_str(), f.payload["message"].as_str()),
+        ("system", Some("Too many messages per second"))
+    );
     assert_eq!(c.next_text().await.event, "phx_close");
     c.assert_quiet_and_alive().await;
 }
@@ -242,28 +517,47 @@ async fn message_flood_closes_the_channel_with_a_system_error() {
 async fn refused_handshakes_carry_the_known_errors() {
     let server = Server::default().await;
     let addr = server.addr;
-    let (status, body) = refused_handshake(&format!("ws://{addr}/socket/websocket?vsn=2.0.0")).await;
-    assert_eq!((status, body.as_str()), (401, r#"{"error":"API key is missing"}"#));
+    let (status, body) =
+        refused_handshake(&format!("ws://{addr}/socket/websocket?vsn=2.0.0")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"error":"API key is missing"}"#)
+    );
     let bad = sign(json!({"role": "anon", "exp": now() + 60}), "nope");
     let (status, body) = refused_handshake(&server.url(&bad, "2.0.0")).await;
-    assert_eq!((status, body.as_str()), (401, r#"{"error":"Failed to validate JWT signature"}"#));
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"error":"Failed to validate JWT signature"}"#)
+    );
     let (status, _) = refused_handshake(&server.url(&server.token("anon"), "3.0.0")).await;
     assert_eq!(status, 400);
 }
 
 #[tokio::test]
 async fn connection_limit_refuses_with_429() {
-    let server = Server::start(Limits { max_connections: 2, ..Limits::default() }).await;
+    let server = Server::start(Limits {
+        max_connections: 2,
+        ..Limits::default()
+    })
+    .await;
     let _a = server.client("2.0.0").await;
     let mut b = server.client("2.0.0").await;
     let (status, body) = refused_handshake(&server.url(&server.token("anon"), "2.0.0")).await;
-    assert_eq!((status, body.as_str()), (429, r#"{"error":"Too many connected users"}"#));
+    assert_eq!(
+        (status, body.as_str()),
+        (429, r#"{"error":"Too many connected users"}"#)
+    );
     b.assert_quiet_and_alive().await;
 }
 
 #[tokio::test]
 async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
-    let server = Server::start(Limits { outbound_queue_frames: 8, max_payload_bytes: 200_000, ..Limits::default() }).await;
+    let server = Server::start(Limits {
+        outbound_queue_frames: 8,
+        max_payload_bytes: 200_000,
+        ..Limits::default()
+    })
+    .await;
     let mut fast = server.client("2.0.0").await;
     fast.join_ok("realtime:big", json!({})).await;
     let mut slow = server.client("2.0.0").await;
@@ -274,7 +568,10 @@ async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
     let hub = server.running.as_ref().unwrap().state.hub.clone();
     let mut sent = 0;
     while hub.subscriber_count(&key) == 2 && sent < 400 {
-        assert_eq!(server.http_broadcast("big", "e", payload.clone()).await, 202);
+        assert_eq!(
+            server.http_broadcast("big", "e", payload.clone()).await,
+            202
+        );
         let f = fast.next_text().await;
         assert_eq!(f.event, "broadcast", "fast client, message {sent}");
         sent += 1;
@@ -282,7 +579,10 @@ async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
     // The slow session leaves the channel once its close is under way (bounded by the close timeout).
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while hub.subscriber_count(&key) != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the slow consumer was never disconnected ({sent} sent)");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow consumer was never disconnected ({sent} sent)"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -290,7 +590,10 @@ async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
     loop {
         match slow.next().await {
             Got::Closed(code) => {
-                assert!(code.is_none() || code == Some(herald_core::close::SLOW_CONSUMER), "close code {code:?}");
+                assert!(
+                    code.is_none() || code == Some(herald_core::close::SLOW_CONSUMER),
+                    "close code {code:?}"
+                );
                 break;
             }
             _ => continue,

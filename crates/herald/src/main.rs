@@ -116,7 +116,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let secret = settings.resolve_secret()?;
     let production = settings.is_production();
     if production && secret.generated {
-        bail!("production mode needs a configured secret: set HERALD_JWT_SECRET (or jwt_secret in the config file)");
+        bail!(
+            "production mode needs a configured secret: set HERALD_JWT_SECRET (or jwt_secret in the config file)"
+        );
     }
     let config = ServerConfig {
         addr: std::net::SocketAddr::new(settings.bind, settings.port),
@@ -126,7 +128,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         test_echo_route: settings.test_echo_route,
         production,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let running = herald_server::start(config, Some(prometheus)).await?;
         let url = format!("http://{}", running.addr);
@@ -137,9 +141,18 @@ fn serve(args: ServeArgs) -> Result<()> {
             if secret.generated {
                 println!("  secret: generated and kept in {}", secret.source);
             }
-            println!("  anon token:         {}", auth.mint(roles::ANON, None, year)?);
-            println!("  service_role token: {}", auth.mint(roles::SERVICE_ROLE, None, year)?);
-            println!("  demo: {url}/   websocket: {}/socket/websocket", url.replacen("http", "ws", 1));
+            println!(
+                "  anon token:         {}",
+                auth.mint(roles::ANON, None, year)?
+            );
+            println!(
+                "  service_role token: {}",
+                auth.mint(roles::SERVICE_ROLE, None, year)?
+            );
+            println!(
+                "  demo: {url}/   websocket: {}/socket/websocket",
+                url.replacen("http", "ws", 1)
+            );
         }
         info!(%url, production, "herald started");
         wait_for_signal().await;

@@ -153,9 +153,13 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn defaults_file_env_and_flags_layer_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("h.toml", "port = 5000\nidle_timeout_secs = 30\nmax_payload_bytes = 10\n")?;
+            jail.create_file(
+                "h.toml",
+                "port = 5000\nidle_timeout_secs = 30\nmax_payload_bytes = 10\n",
+            )?;
             jail.set_env("HERALD_PORT", "6000");
             jail.set_env("HERALD_MAX_CHANNELS_PER_CONNECTION", "7");
             let s = Settings::load(Some(Path::new("h.toml")), &CliOverrides::default()).unwrap();
@@ -163,7 +167,10 @@ mod tests {
             assert_eq!(s.limits.idle_timeout_secs, 30);
             assert_eq!(s.limits.max_payload_bytes, 10);
             assert_eq!(s.limits.max_channels_per_connection, 7);
-            let flags = CliOverrides { port: Some(7000), ..CliOverrides::default() };
+            let flags = CliOverrides {
+                port: Some(7000),
+                ..CliOverrides::default()
+            };
             let s = Settings::load(Some(Path::new("h.toml")), &flags).unwrap();
             assert_eq!(s.port, 7000);
             jail.set_env("HERALD_ENV", "production");
@@ -176,12 +183,18 @@ mod tests {
     #[test]
     fn development_secret_is_generated_once() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Settings { data_dir: dir.path().join("d"), ..Settings::default() };
+        let s = Settings {
+            data_dir: dir.path().join("d"),
+            ..Settings::default()
+        };
         let a = s.resolve_secret().unwrap();
         let b = s.resolve_secret().unwrap();
         assert!(a.generated && a.value.len() == 48);
         assert_eq!(a.value, b.value);
-        let prod = Settings { production: true, ..s };
+        let prod = Settings {
+            production: true,
+            ..s
+        };
         assert!(prod.resolve_secret().unwrap().generated);
     }
 }

@@ -4,14 +4,14 @@ import assert from 'node:assert/strict';
 /** `message` is a JSON broadcast of `event` carrying `payload` (any `meta` is ignored). */
 export function assertBroadcast(message, event, payload) {
   assert.equal(message?.type, 'broadcast', `not a broadcast: ${JSON.stringify(message)}`);
-  assert.equal(message.event, event);
+  assert.equal(message.event, event, `unexpected broadcast: ${JSON.stringify(message)}`);
   assert.deepEqual(message.payload, payload);
 }
 
 /** `message` is a binary broadcast of `event` whose payload is an ArrayBuffer equal to `bytes`. */
 export function assertBinaryBroadcast(message, event, bytes) {
-  assert.equal(message?.type, 'broadcast');
-  assert.equal(message.event, event);
+  assert.equal(message?.type, 'broadcast', `not a broadcast: ${JSON.stringify(message)}`);
+  assert.equal(message.event, event, `unexpected broadcast: ${JSON.stringify(message)}`);
   assert.ok(
     message.payload instanceof ArrayBuffer,
     `payload should be an ArrayBuffer, got ${Object.prototype.toString.call(message.payload)}: ${JSON.stringify(message.payload)}`,

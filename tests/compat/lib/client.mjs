@@ -90,7 +90,3 @@ export async function disconnectAll() {
   );
 }
 
-/** True once the client's socket has opened. */
-export function whenConnected(client, ms = 5000) {
-  return waitFor(() => client.isConnected(), ms, () => `client to connect; ${wire(client)}`);
-}

@@ -46,7 +46,10 @@ async fn handshake(
     let Some(vsn) = Vsn::parse(params.get("vsn").map(String::as_str)) else {
         info!(%remote, vsn = ?params.get("vsn"), "handshake refused: unsupported vsn");
         herald_core::stats::error("handshake_bad_vsn");
-        return refuse(StatusCode::BAD_REQUEST, "Unsupported serializer version: vsn must be 1.0.0 or 2.0.0");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Unsupported serializer version: vsn must be 1.0.0 or 2.0.0",
+        );
     };
     let token = headers
         .get("x-api-key")
@@ -87,6 +90,16 @@ async fn handshake(
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             let _tracked = token_guard;
-            session::run(app2, socket, session::Peer { remote, vsn, token, claims }).await;
+            session::run(
+                app2,
+                socket,
+                session::Peer {
+                    remote,
+                    vsn,
+                    token,
+                    claims,
+                },
+            )
+            .await;
         })
 }

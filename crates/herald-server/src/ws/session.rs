@@ -16,8 +16,8 @@ use herald_core::channel::{self, TopicError};
 use herald_core::session::close;
 use herald_core::{Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle};
 use herald_protocol::{
-    BinaryPush, Inbound, InboundPayload, JoinConfig, OutFrame, PayloadEncoding, Vsn, decode_binary, decode_text,
-    encode_frame,
+    BinaryPush, Inbound, InboundPayload, JoinConfig, OutFrame, PayloadEncoding, Vsn, decode_binary,
+    decode_text, encode_frame,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -98,8 +98,12 @@ pub async fn run(app: Arc<AppState>, socket: WebSocket, peer: Peer) {
         Ending::Closed(frame) => {
             info!(conn = id, remote = %session.peer.remote, code = frame.code, reason = %frame.reason, "close")
         }
-        Ending::PeerClosed(code) => info!(conn = id, remote = %session.peer.remote, code, "close by client"),
-        Ending::Dropped(why) => info!(conn = id, remote = %session.peer.remote, reason = why, "connection lost"),
+        Ending::PeerClosed(code) => {
+            info!(conn = id, remote = %session.peer.remote, code, "close by client")
+        }
+        Ending::Dropped(why) => {
+            info!(conn = id, remote = %session.peer.remote, reason = why, "connection lost")
+        }
     }
 }
 
@@ -196,7 +200,10 @@ impl Session {
 
     fn next_deadline(&self) -> Instant {
         let idle = self.last_seen + self.app.limits.idle_timeout();
-        self.channels.values().map(|c| c.expires_at).fold(idle, Instant::min)
+        self.channels
+            .values()
+            .map(|c| c.expires_at)
+            .fold(idle, Instant::min)
     }
 
     /// Timer work: idle timeout (returns the close to send) and token expiry of channels.
@@ -256,7 +263,13 @@ impl Session {
             if msg.event == "heartbeat" {
                 self.reply(None, msg.ref_.as_deref(), "phoenix", "ok", json!({}));
             } else {
-                self.reply(None, msg.ref_.as_deref(), "phoenix", "error", json!({"reason": "unknown event"}));
+                self.reply(
+                    None,
+                    msg.ref_.as_deref(),
+                    "phoenix",
+                    "error",
+                    json!({"reason": "unknown event"}),
+                );
             }
             return;
         }
@@ -268,7 +281,13 @@ impl Session {
         if !self.channels.contains_key(&msg.topic) {
             herald_core::stats::error("unmatched_topic");
             debug!(conn = self.id, topic = %msg.topic, event = %msg.event, "push to a topic not joined");
-            self.reply(None, msg.ref_.as_deref(), &msg.topic, "error", json!({"reason": "unmatched topic"}));
+            self.reply(
+                None,
+                msg.ref_.as_deref(),
+                &msg.topic,
+                "error",
+                json!({"reason": "unmatched topic"}),
+            );
             return;
         }
         match msg.event.as_str() {
@@ -310,22 +329,37 @@ impl Session {
         let refuse = |s: &mut Session, reason: String| {
             herald_core::stats::error("join_refused");
             info!(conn = s.id, remote = %s.peer.remote, topic, reason = %reason, "join refused");
-            s.reply(join_ref.as_deref(), ref_, topic, "error", json!({ "reason": reason }));
+            s.reply(
+                join_ref.as_deref(),
+                ref_,
+                topic,
+                "error",
+                json!({ "reason": reason }),
+            );
         };
         let name = match channel::channel_name(topic) {
             Ok(name) => name.to_owned(),
             Err(TopicError::Unmatched) => return refuse(self, "unmatched topic".to_owned()),
             Err(TopicError::NameRequired) => {
-                return refuse(self, "TopicNameRequired: You must provide a topic name".to_owned());
+                return refuse(
+                    self,
+                    "TopicNameRequired: You must provide a topic name".to_owned(),
+                );
             }
         };
         if !self.join_limiter.try_take(1) {
-            refuse(self, "ClientJoinRateLimitReached: Too many joins per second".to_owned());
-            self.handle.close_with(close::JOIN_FLOOD, "too many joins per second");
+            refuse(
+                self,
+                "ClientJoinRateLimitReached: Too many joins per second".to_owned(),
+            );
+            self.handle
+                .close_with(close::JOIN_FLOOD, "too many joins per second");
             return;
         }
         let payload = match &msg.payload {
-            InboundPayload::Json(raw) => serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null),
+            InboundPayload::Json(raw) => {
+                serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null)
+            }
             InboundPayload::Binary(_) => Value::Null,
         };
         let config = JoinConfig::parse(&payload);
@@ -337,7 +371,10 @@ impl Session {
             self.stop_channel(topic, "", "");
         }
         if self.channels.len() >= self.app.limits.max_channels_per_connection {
-            return refuse(self, "ChannelRateLimitReached: Too many channels".to_owned());
+            return refuse(
+                self,
+                "ChannelRateLimitReached: Too many channels".to_owned(),
+            );
         }
         let token = match config.access_token.as_deref() {
             Some(t) if !t.is_empty() && !t.starts_with("sb_") => t.to_owned(),
@@ -351,7 +388,9 @@ impl Session {
         if !channel::may_read(&claims, &key) {
             return refuse(
                 self,
-                format!("Unauthorized: You do not have permissions to read from this Channel topic: {name}"),
+                format!(
+                    "Unauthorized: You do not have permissions to read from this Channel topic: {name}"
+                ),
             );
         }
         let subscription = self
@@ -401,7 +440,13 @@ impl Session {
 
     fn leave(&mut self, msg: Inbound) {
         let Some(joined) = self.channels.remove(&msg.topic) else {
-            self.reply(msg.join_ref.as_deref(), msg.ref_.as_deref(), &msg.topic, "ok", json!({}));
+            self.reply(
+                msg.join_ref.as_deref(),
+                msg.ref_.as_deref(),
+                &msg.topic,
+                "ok",
+                json!({}),
+            );
             return;
         };
         self.app.hub.unsubscribe(&joined.key, joined.subscription);
@@ -436,12 +481,18 @@ impl Session {
     }
 
     fn refresh_token(&mut self, msg: Inbound) {
-        let InboundPayload::Json(raw) = &msg.payload else { return };
-        let token = serde_json::from_str::<Value>(raw.get())
-            .ok()
-            .and_then(|v| v.get("access_token").and_then(Value::as_str).map(str::to_owned));
+        let InboundPayload::Json(raw) = &msg.payload else {
+            return;
+        };
+        let token = serde_json::from_str::<Value>(raw.get()).ok().and_then(|v| {
+            v.get("access_token")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
         let Some(token) = token else { return };
-        let Some(joined) = self.channels.get(&msg.topic) else { return };
+        let Some(joined) = self.channels.get(&msg.topic) else {
+            return;
+        };
         if token.is_empty() || token.starts_with("sb_") || token == joined.token {
             return;
         }
@@ -459,7 +510,8 @@ impl Session {
             }
             Ok(claims) => {
                 if let Some(joined) = self.channels.get_mut(&msg.topic) {
-                    joined.expires_at = Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
+                    joined.expires_at =
+                        Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
                     joined.claims = claims;
                     joined.token = token;
                     debug!(conn = self.id, topic = %msg.topic, "access token refreshed");
@@ -470,7 +522,9 @@ impl Session {
 
     async fn broadcast(&mut self, msg: Inbound) {
         let topic = msg.topic.clone();
-        let Some(joined) = self.channels.get(&topic) else { return };
+        let Some(joined) = self.channels.get(&topic) else {
+            return;
+        };
         let (key, ack, join_ref) = (joined.key.clone(), joined.ack, joined.join_ref.clone());
         let may_write = channel::may_write(&joined.claims, &key);
         let ref_ = msg.ref_.as_deref();
@@ -484,7 +538,13 @@ impl Session {
             Err(reason) => {
                 herald_core::stats::error("malformed_broadcast");
                 info!(conn = self.id, topic = %topic, reason, "broadcast refused");
-                self.reply(join_ref.as_deref(), ref_, &topic, "error", json!({ "reason": reason }));
+                self.reply(
+                    join_ref.as_deref(),
+                    ref_,
+                    &topic,
+                    "error",
+                    json!({ "reason": reason }),
+                );
                 return;
             }
         };
@@ -518,12 +578,25 @@ impl Session {
             Err(e) => {
                 herald_core::stats::error("publish_failed");
                 warn!(conn = self.id, topic = %topic, error = %e, "publish failed");
-                self.reply(join_ref.as_deref(), ref_, &topic, "error", json!({"reason": "publish failed"}));
+                self.reply(
+                    join_ref.as_deref(),
+                    ref_,
+                    &topic,
+                    "error",
+                    json!({"reason": "publish failed"}),
+                );
             }
         }
     }
 
-    fn reply(&mut self, join_ref: Option<&str>, ref_: Option<&str>, topic: &str, status: &str, response: Value) {
+    fn reply(
+        &mut self,
+        join_ref: Option<&str>,
+        ref_: Option<&str>,
+        topic: &str,
+        status: &str,
+        response: Value,
+    ) {
         let payload = json!({ "status": status, "response": response });
         self.encode(join_ref, ref_, topic, "phx_reply", &payload);
     }
@@ -536,7 +609,14 @@ impl Session {
         self.encode(join_ref, join_ref, topic, "phx_close", &json!({}));
     }
 
-    fn encode(&mut self, join_ref: Option<&str>, ref_: Option<&str>, topic: &str, event: &str, payload: &Value) {
+    fn encode(
+        &mut self,
+        join_ref: Option<&str>,
+        ref_: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: &Value,
+    ) {
         let frame = OutFrame {
             join_ref,
             ref_,
@@ -579,7 +659,8 @@ fn broadcast_parts(payload: InboundPayload) -> Result<(String, Body, Origin), &'
                 #[serde(borrow)]
                 payload: Option<&'a RawValue>,
             }
-            let push: Push<'_> = serde_json::from_str(raw.get()).map_err(|_| "broadcast payload must be an object")?;
+            let push: Push<'_> = serde_json::from_str(raw.get())
+                .map_err(|_| "broadcast payload must be an object")?;
             let event = push.event.ok_or("broadcast needs an `event` string")?;
             let body = match push.payload {
                 Some(p) => p.to_owned(),
@@ -632,7 +713,12 @@ fn frame_len(m: &Message) -> usize {
 }
 
 /// Writes what is pending (best effort, bounded in time), then the close frame.
-async fn close_socket(mut socket: WebSocket, pending: &mut Vec<Message>, code: u16, reason: &str) -> Ending {
+async fn close_socket(
+    mut socket: WebSocket,
+    pending: &mut Vec<Message>,
+    code: u16,
+    reason: &str,
+) -> Ending {
     use futures_util::SinkExt;
     let frame = CloseFrame {
         code,

@@ -28,7 +28,9 @@ impl Server {
         let mut config = ServerConfig::local(SECRET);
         config.limits = limits;
         config.shutdown_grace = Duration::from_secs(3);
-        let running = herald_server::start(config, None).await.expect("server starts");
+        let running = herald_server::start(config, None)
+            .await
+            .expect("server starts");
         Server {
             addr: running.addr,
             running: Some(running),
@@ -45,7 +47,10 @@ impl Server {
     }
 
     pub fn url(&self, token: &str, vsn: &str) -> String {
-        format!("ws://{}/socket/websocket?apikey={token}&vsn={vsn}", self.addr)
+        format!(
+            "ws://{}/socket/websocket?apikey={token}&vsn={vsn}",
+            self.addr
+        )
     }
 
     pub async fn client(&self, vsn: &str) -> Client {
@@ -53,13 +58,17 @@ impl Server {
     }
 
     pub async fn http_broadcast(&self, topic: &str, event: &str, payload: Value) -> u16 {
-        let body = json!({"messages": [{"topic": topic, "event": event, "payload": payload}]}).to_string();
+        let body =
+            json!({"messages": [{"topic": topic, "event": event, "payload": payload}]}).to_string();
         http_request(
             self.addr,
             "POST",
             "/api/broadcast",
             &[
-                ("Authorization", &format!("Bearer {}", self.token("service_role"))),
+                (
+                    "Authorization",
+                    &format!("Bearer {}", self.token("service_role")),
+                ),
                 ("Content-Type", "application/json"),
             ],
             body.as_bytes(),
@@ -85,7 +94,10 @@ pub async fn http_request(
 ) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -93,10 +105,16 @@ pub async fn http_request(
     stream.write_all(req.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -106,7 +124,11 @@ pub async fn refused_handshake(url: &str) -> (u16, String) {
         Ok(_) => panic!("handshake unexpectedly accepted"),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
-            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).to_string()).unwrap_or_default();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default();
             (status, body)
         }
         Err(e) => panic!("unexpected error {e}"),
@@ -139,8 +161,22 @@ pub enum Got {
 impl Client {
     pub async fn connect(url: &str, vsn: &str) -> Client {
         let req = url.into_client_request().unwrap();
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("websocket connects");
-        Client { ws, vsn: vsn.to_owned(), next_ref: 100 }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket connects");
+        Client {
+            ws,
+            vsn: vsn.to_owned(),
+            next_ref: 100,
+        }
+    }
+
+    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>, vsn: &str) -> Client {
+        Client {
+            ws,
+            vsn: vsn.to_owned(),
+            next_ref: 100,
+        }
     }
 
     pub fn next_ref(&mut self) -> String {
@@ -157,7 +193,14 @@ impl Client {
     }
 
     /// Sends a message in this client's protocol version.
-    pub async fn push(&mut self, join_ref: Option<&str>, ref_: &str, topic: &str, event: &str, payload: Value) {
+    pub async fn push(
+        &mut self,
+        join_ref: Option<&str>,
+        ref_: &str,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) {
         let text = if self.vsn == "1.0.0" {
             json!({"topic": topic, "event": event, "payload": payload, "ref": ref_, "join_ref": join_ref}).to_string()
         } else {
@@ -169,10 +212,14 @@ impl Client {
     /// The next frame (pings skipped), within the deadline.
     pub async fn next(&mut self) -> Got {
         loop {
-            let msg = tokio::time::timeout(DEADLINE, self.ws.next()).await.expect("a frame within the deadline");
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("a frame within the deadline");
             match msg {
                 None | Some(Err(_)) => return Got::Closed(None),
-                Some(Ok(Message::Close(frame))) => return Got::Closed(frame.map(|f: CloseFrame| f.code.into())),
+                Some(Ok(Message::Close(frame))) => {
+                    return Got::Closed(frame.map(|f: CloseFrame| f.code.into()));
+                }
                 Some(Ok(Message::Text(t))) => return Got::Text(parse_frame(&t)),
                 Some(Ok(Message::Binary(b))) => return Got::Binary(b.to_vec()),
                 Some(Ok(_)) => continue,
@@ -190,20 +237,25 @@ impl Client {
     /// Reads until a `phx_reply` with this ref; returns its payload. Fails on anything else.
     pub async fn reply(&mut self, ref_: &str) -> Value {
         let f = self.next_text().await;
-        assert_eq!(f.event, "phx_reply", "expected a reply to {ref_}, got {f:?}");
+        assert_eq!(
+            f.event, "phx_reply",
+            "expected a reply to {ref_}, got {f:?}"
+        );
         assert_eq!(f.ref_, json!(ref_), "reply to another ref: {f:?}");
         f.payload
     }
 
     pub async fn join(&mut self, topic: &str, config: Value) -> Value {
         let r = self.next_ref();
-        self.push(Some(&r), &r, topic, "phx_join", json!({ "config": config })).await;
+        self.push(Some(&r), &r, topic, "phx_join", json!({ "config": config }))
+            .await;
         self.reply(&r).await
     }
 
     pub async fn join_ok(&mut self, topic: &str, config: Value) -> String {
         let r = self.next_ref();
-        self.push(Some(&r), &r, topic, "phx_join", json!({ "config": config })).await;
+        self.push(Some(&r), &r, topic, "phx_join", json!({ "config": config }))
+            .await;
         let p = self.reply(&r).await;
         assert_eq!(p["status"], "ok", "join failed: {p}");
         r
@@ -249,9 +301,30 @@ pub fn parse_frame(text: &str) -> Frame {
 }
 
 /// A kind-3 frame as the client builds it.
-pub fn kind3(join_ref: &str, ref_: &str, topic: &str, event: &str, encoding: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![3, join_ref.len() as u8, ref_.len() as u8, topic.len() as u8, event.len() as u8, 0, encoding];
-    for part in [join_ref.as_bytes(), ref_.as_bytes(), topic.as_bytes(), event.as_bytes(), payload] {
+pub fn kind3(
+    join_ref: &str,
+    ref_: &str,
+    topic: &str,
+    event: &str,
+    encoding: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![
+        3,
+        join_ref.len() as u8,
+        ref_.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+        0,
+        encoding,
+    ];
+    for part in [
+        join_ref.as_bytes(),
+        ref_.as_bytes(),
+        topic.as_bytes(),
+        event.as_bytes(),
+        payload,
+    ] {
         f.extend_from_slice(part);
     }
     f
