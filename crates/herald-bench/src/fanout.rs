@@ -2,19 +2,20 @@
 //! total (message k to channel k % C) for S seconds, each payload stamped with its send time; reports
 //! deliveries against expectations, end-to-end latency percentiles and the server's CPU per delivery.
 
+use std::io;
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::conn::{self, HEARTBEAT, OPEN_TIMEOUT, Ws};
+use crate::conn::{self, ConnError, HEARTBEAT, OPEN_TIMEOUT, Ws};
+use crate::error::ScenarioError;
 use crate::fleet::{Fleet, Reasons};
 use crate::http;
 use crate::payload::{self, PayloadBuilder};
@@ -25,10 +26,13 @@ use crate::report::{Detail, FanoutDetail, Report};
 use crate::stats::round3;
 use crate::{Context, PublisherKind};
 
-/// Channels joined per WebSocket publisher connection (servers commonly cap channels per socket).
+/// Most channels one WebSocket publisher connection joins (servers commonly cap channels per
+/// connection; Herald's default is 100).
 const CHANNELS_PER_PUBLISHER: u64 = 100;
 /// Most messages sent before the loop looks at the clock again.
 const MAX_BATCH: u64 = 1_000;
+/// Longest a publisher may block on one write (a server that stops reading must not hang the run).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most messages in one HTTP request.
 const HTTP_BATCH: usize = 100;
 /// Drain: stop waiting when nothing arrived for this long...
@@ -51,6 +55,17 @@ pub struct FanoutOpts {
     pub payload: usize,
     /// How to publish.
     pub publisher: PublisherKind,
+    /// Most messages per second one WebSocket publisher connection sends.
+    pub publisher_rate: u64,
+}
+
+/// Number of WebSocket publisher connections: enough that none joins more than
+/// [`CHANNELS_PER_PUBLISHER`] channels and, as far as channels allow, none sends more than
+/// `per_connection` messages per second. Channel `c` is published by connection `c % n`.
+fn publisher_connections(channels: u64, rate: u64, per_connection: u64) -> u64 {
+    let for_channels = channels.div_ceil(CHANNELS_PER_PUBLISHER);
+    let for_rate = rate.div_ceil(per_connection.max(1)).min(channels);
+    for_channels.max(for_rate).max(1)
 }
 
 /// Running totals of the publishing side.
@@ -101,10 +116,11 @@ struct Refusals {
     count: AtomicU64,
     expected: AtomicU64,
     reasons: Mutex<Reasons>,
-    lost: AtomicBool,
+    /// Publisher connections that ended while publishing.
+    lost: AtomicU64,
 }
 
-/// WebSocket publishers: connection `s` joins channels `s*100 .. s*100+99`.
+/// WebSocket publishers: of `n` connections, connection `s` joins the channels `c` with `c % n == s`.
 struct WsPublishers {
     sinks: Vec<Option<SplitSink<Ws, Message>>>,
     readers: Vec<JoinHandle<()>>,
@@ -113,24 +129,34 @@ struct WsPublishers {
 }
 
 impl WsPublishers {
-    async fn open(ctx: &Context, channels: u64, joined: Arc<Vec<u64>>) -> anyhow::Result<Self> {
+    async fn open(
+        ctx: &Context,
+        channels: u64,
+        connections: u64,
+        joined: Arc<Vec<u64>>,
+    ) -> Result<Self, ScenarioError> {
         let refusals = Arc::new(Refusals::default());
         let mut sinks = Vec::new();
         let mut readers = Vec::new();
-        for first in (0..channels).step_by(usize::try_from(CHANNELS_PER_PUBLISHER).unwrap_or(100)) {
+        let stride = usize::try_from(connections.max(1)).unwrap_or(usize::MAX);
+        for first in 0..connections {
+            let failed = |source| ScenarioError::Publisher {
+                index: first,
+                source,
+            };
             let mut ws =
                 tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
                     .await
-                    .map_err(|_| conn::ConnError::Timeout("publisher connect"))?
-                    .context("opening a publisher connection")?;
-            for channel in first..(first + CHANNELS_PER_PUBLISHER).min(channels) {
+                    .unwrap_or(Err(ConnError::Timeout("connect")))
+                    .map_err(failed)?;
+            for channel in (first..channels).step_by(stride) {
                 tokio::time::timeout(
                     OPEN_TIMEOUT,
                     conn::join(&mut ws, &join_ref(channel), channel),
                 )
                 .await
-                .map_err(|_| conn::ConnError::Timeout("publisher join"))?
-                .with_context(|| format!("publisher joining {}", phoenix::topic(channel)))?;
+                .unwrap_or(Err(ConnError::Timeout("join")))
+                .map_err(failed)?;
             }
             let (sink, stream) = ws.split();
             sinks.push(Some(sink));
@@ -161,7 +187,8 @@ impl WsPublishers {
         let mut touched = vec![false; self.sinks.len()];
         for k in ks {
             let channel = k % channels;
-            let socket = usize::try_from(channel / CHANNELS_PER_PUBLISHER).unwrap_or(usize::MAX);
+            let socket =
+                usize::try_from(channel % self.sinks.len().max(1) as u64).unwrap_or(usize::MAX);
             let Some(slot) = self.sinks.get_mut(socket) else {
                 continue;
             };
@@ -175,7 +202,10 @@ impl WsPublishers {
                 channel,
                 &builder.build(ctx.clock.now_ns()),
             );
-            match sink.feed(Message::text(frame)).await {
+            match tokio::time::timeout(SEND_TIMEOUT, sink.feed(Message::text(frame)))
+                .await
+                .unwrap_or_else(|_| Err(WsError::Io(io::ErrorKind::TimedOut.into())))
+            {
                 Ok(()) => {
                     tally.sent_to(channel, joined);
                     if let Some(t) = touched.get_mut(socket) {
@@ -190,9 +220,12 @@ impl WsPublishers {
         }
         for (slot, touched) in self.sinks.iter_mut().zip(touched) {
             if let (true, Some(sink)) = (touched, slot.as_mut())
-                && let Err(e) = sink.flush().await
+                && let Err(e) = tokio::time::timeout(SEND_TIMEOUT, sink.flush())
+                    .await
+                    .unwrap_or_else(|_| Err(WsError::Io(io::ErrorKind::TimedOut.into())))
             {
-                tally.failed(0, format!("publisher flush: {e}"));
+                // The messages were counted as sent; whether they left is unknown.
+                tally.reasons.add(format!("publisher flush: {e}"), 1);
                 *slot = None;
             }
         }
@@ -200,11 +233,12 @@ impl WsPublishers {
 
     async fn heartbeat(&mut self) {
         for slot in &mut self.sinks {
+            let frame = Message::text(phoenix::heartbeat_frame(self.next_heartbeat));
             if let Some(sink) = slot.as_mut()
-                && sink
-                    .send(Message::text(phoenix::heartbeat_frame(self.next_heartbeat)))
-                    .await
-                    .is_err()
+                && !matches!(
+                    tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await,
+                    Ok(Ok(()))
+                )
             {
                 *slot = None;
             }
@@ -244,6 +278,15 @@ async fn read_publisher(
         let Some(frame) = phoenix::parse_frame(&text) else {
             continue;
         };
+        if let Some(message) = phoenix::system_error(&frame) {
+            if let Ok(mut reasons) = refusals.reasons.lock() {
+                reasons.add(
+                    format!("{} closed by the server: {message}", frame.topic),
+                    1,
+                );
+            }
+            continue;
+        }
         let Some(k) = frame
             .msg_ref
             .as_deref()
@@ -263,7 +306,7 @@ async fn read_publisher(
             reasons.add(format!("refused: {reason}"), 1);
         }
     }
-    refusals.lost.store(true, Relaxed);
+    refusals.lost.fetch_add(1, Relaxed);
 }
 
 /// The HTTP publisher: batches of at most [`HTTP_BATCH`] messages per `POST /api/broadcast`.
@@ -350,15 +393,15 @@ impl Publisher {
 }
 
 /// Server CPU ticks, if a server PID was given.
-fn server_cpu(ctx: &Context) -> anyhow::Result<Option<u64>> {
+fn server_cpu(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
     ctx.server_pid
         .map(procfs::cpu_ticks)
         .transpose()
-        .context("reading the server's CPU time (--server-pid)")
+        .map_err(ScenarioError::Server)
 }
 
 /// Runs the scenario.
-pub async fn run(ctx: &Context, opts: FanoutOpts) -> anyhow::Result<Report> {
+pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioError> {
     let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     server_cpu(ctx)?;
 
@@ -382,7 +425,13 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> anyhow::Result<Report> {
     progress.finish();
     if ready.established == 0 {
         fleet.stop().await;
-        bail!("no subscriber could join: {:?}", ready.reasons.0);
+        let reasons: Vec<String> = ready
+            .reasons
+            .0
+            .iter()
+            .map(|(reason, n)| format!("{n} x {reason}"))
+            .collect();
+        return Err(ScenarioError::NoSubscribers(reasons.join("; ")));
     }
     let joined: Vec<u64> = (0..opts.channels)
         .map(|c| ready.joined_per_channel.get(&c).copied().unwrap_or(0))
@@ -391,9 +440,20 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> anyhow::Result<Report> {
 
     // Publishers.
     let publisher = match opts.publisher {
-        PublisherKind::Ws => WsPublishers::open(ctx, opts.channels, Arc::clone(&joined))
-            .await
-            .map(Publisher::Ws),
+        PublisherKind::Ws => {
+            let n = publisher_connections(opts.channels, opts.rate, opts.publisher_rate);
+            if opts.rate.div_ceil(n) > opts.publisher_rate {
+                eprintln!(
+                    "warning: {} msg/s over {} channels is more than --publisher-rate {} per \
+                     publisher connection; the server may refuse some (use more channels or \
+                     --publisher http)",
+                    opts.rate, opts.channels, opts.publisher_rate
+                );
+            }
+            WsPublishers::open(ctx, opts.channels, n, Arc::clone(&joined))
+                .await
+                .map(Publisher::Ws)
+        }
         PublisherKind::Http => Ok(Publisher::Http(HttpPublisher {
             client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
             path: ctx.target.broadcast_path(),
@@ -441,7 +501,8 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> anyhow::Result<Report> {
             )
         })
     };
-    let cpu_start = server_cpu(ctx)?;
+    // From here on a server that went away costs the CPU figures, not the report.
+    let cpu_start = server_cpu(ctx).unwrap_or(None);
     let start = Instant::now();
     let start_ns = ctx.clock.ns_at(start);
     let mut tally = Tally::default();
@@ -484,7 +545,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> anyhow::Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cpu_end = server_cpu(ctx)?;
+    let cpu_end = server_cpu(ctx).unwrap_or(None);
     let window = start.elapsed().as_secs_f64();
     progress.finish();
     watcher.abort();
@@ -495,6 +556,8 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> anyhow::Result<Report> {
     let done = fleet.stop().await;
     if let Publisher::Ws(p) = publisher {
         let refusals = Arc::clone(&p.refusals);
+        // Read before closing: closing ends the readers too.
+        let lost = refusals.lost.load(Relaxed);
         p.close().await;
         let refused = refusals.count.load(Relaxed);
         tally.sent = tally.sent.saturating_sub(refused);
@@ -505,10 +568,10 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> anyhow::Result<Report> {
         if let Ok(reasons) = refusals.reasons.lock() {
             tally.reasons.merge(reasons.clone());
         }
-        if refusals.lost.load(Relaxed) {
+        if lost > 0 {
             tally
                 .reasons
-                .add("publisher connection closed by the server".to_owned(), 0);
+                .add("publisher connection closed by the server".to_owned(), lost);
         }
     }
 
@@ -593,6 +656,16 @@ mod tests {
             due_at(start, 150, 100),
             start + Duration::from_millis(1_500)
         );
+    }
+
+    #[test]
+    fn publisher_connections_respect_channel_and_rate_caps() {
+        assert_eq!(publisher_connections(10, 100, 500), 1);
+        assert_eq!(publisher_connections(250, 100, 500), 3);
+        assert_eq!(publisher_connections(10, 2_000, 500), 4);
+        // One connection per channel at most: the rate cap cannot be met with 2 channels.
+        assert_eq!(publisher_connections(2, 10_000, 500), 2);
+        assert_eq!(publisher_connections(1, 1, 0), 1);
     }
 
     #[test]

@@ -3,12 +3,15 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// Longest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// Longest one request may take, connecting included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest response body accepted.
 const MAX_BODY: usize = 1 << 20;
 
@@ -18,6 +21,9 @@ pub enum HttpError {
     /// Connecting, writing or reading failed.
     #[error("http i/o: {0}")]
     Io(#[from] io::Error),
+    /// No complete response within [`REQUEST_TIMEOUT`].
+    #[error("http request timed out")]
+    Timeout,
     /// The response was not HTTP/1.x as this client understands it.
     #[error("bad http response: {0}")]
     Malformed(&'static str),
@@ -86,7 +92,9 @@ impl Client {
     }
 
     async fn exchange(&mut self, request: &[u8]) -> Result<Response, HttpError> {
-        let result = self.exchange_inner(request).await;
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange_inner(request))
+            .await
+            .unwrap_or(Err(HttpError::Timeout));
         if result.is_err() {
             self.conn = None;
         }

@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-
 use crate::Context;
+use crate::error::ScenarioError;
 use crate::fleet::Fleet;
 use crate::procfs;
 use crate::progress::Progress;
@@ -25,11 +24,11 @@ pub struct IdleOpts {
 }
 
 /// Server RSS in KiB, if a server PID was given.
-fn server_rss(ctx: &Context) -> anyhow::Result<Option<u64>> {
+fn server_rss(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
     ctx.server_pid
         .map(procfs::vm_rss_kib)
         .transpose()
-        .context("reading the server's memory (--server-pid)")
+        .map_err(ScenarioError::Server)
 }
 
 /// Kernel TCP buffer memory in KiB (machine-wide), if readable.
@@ -46,7 +45,7 @@ fn per_connection(before: Option<u64>, after: Option<u64>, connections: u64) -> 
 }
 
 /// Runs the scenario.
-pub async fn run(ctx: &Context, opts: IdleOpts) -> anyhow::Result<Report> {
+pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError> {
     let (page, _) = procfs::page_size_and_clock_ticks();
     let rss_before = server_rss(ctx)?;
     let tcp_before = tcp_mem_kib(page);
@@ -74,7 +73,8 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> anyhow::Result<Report> {
     progress.finish();
     let connect_secs = started.elapsed().as_secs_f64();
 
-    let rss_after = server_rss(ctx)?;
+    // The PID was checked above; if the server has gone since, report without its memory.
+    let rss_after = server_rss(ctx).unwrap_or(None);
     let tcp_after = tcp_mem_kib(page);
 
     let live = fleet.live();

@@ -16,6 +16,7 @@
 
 mod clock;
 mod conn;
+mod error;
 mod fanout;
 mod fleet;
 mod http;
@@ -100,6 +101,11 @@ pub enum Scenario {
         /// How messages are published.
         #[arg(long, value_enum, default_value_t = PublisherKind::Ws)]
         publisher: PublisherKind,
+        /// Most messages per second one WebSocket publisher connection sends; more connections are
+        /// opened (one channel each at most) to reach --rate. Keep it under the server's
+        /// per-connection message limit (Herald: 1,000).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        publisher_rate: u64,
         /// How clients are opened.
         #[command(flatten)]
         clients: ClientOpts,
@@ -259,6 +265,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             duration,
             payload,
             publisher,
+            publisher_rate,
             ..
         } => {
             let opts = fanout::FanoutOpts {
@@ -268,6 +275,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 duration,
                 payload: usize::try_from(payload).unwrap_or(usize::MAX),
                 publisher,
+                publisher_rate,
             };
             fanout::run(&ctx, opts).await?
         }

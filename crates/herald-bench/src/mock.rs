@@ -199,6 +199,7 @@ mod smoke {
                 duration: 1,
                 payload: 200,
                 publisher,
+                publisher_rate: 500,
             };
             let report = fanout::run(&ctx, opts).await.unwrap();
             let Detail::Fanout(d) = &report.detail else {

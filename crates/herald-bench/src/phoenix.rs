@@ -92,6 +92,23 @@ pub fn reply_to(frame: &Frame<'_>, push_ref: &str) -> Option<Reply> {
     Some(Reply::Error(reason))
 }
 
+/// If `frame` is a `system` message with status `error` (the server is about to close the
+/// channel), its message.
+pub fn system_error(frame: &Frame<'_>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct System<'a> {
+        #[serde(borrow)]
+        status: Cow<'a, str>,
+        #[serde(default, borrow)]
+        message: Option<Cow<'a, str>>,
+    }
+    if frame.event != "system" {
+        return None;
+    }
+    let system: System<'_> = serde_json::from_str(frame.payload.get()).ok()?;
+    (system.status == "error").then(|| system.message.unwrap_or_default().into_owned())
+}
+
 /// The send time `t` of a benchmark broadcast (event `b`), if `text` is one.
 pub fn broadcast_send_time(text: &str) -> Option<u64> {
     let frame = parse_frame(text)?;
@@ -198,6 +215,18 @@ mod tests {
         assert!(parse_frame("[1,2]").is_none());
         assert!(parse_frame("{}").is_none());
         assert!(parse_frame("not json").is_none());
+    }
+
+    #[test]
+    fn reads_system_errors() {
+        let sys = r#"["3",null,"realtime:bench-1","system",{"extension":"system","status":"error","message":"Too many messages per second","channel":"bench-1"}]"#;
+        let f = parse_frame(sys).unwrap();
+        assert_eq!(
+            system_error(&f).as_deref(),
+            Some("Too many messages per second")
+        );
+        let ok = r#"["3",null,"realtime:bench-1","system",{"status":"ok","message":"Subscribed"}]"#;
+        assert_eq!(system_error(&parse_frame(ok).unwrap()), None);
     }
 
     #[test]

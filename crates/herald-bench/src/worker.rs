@@ -148,9 +148,11 @@ impl WorkerFleet {
                 let _ = stdin.flush().await;
             }
         }
+        // One deadline for all: workers stop in parallel, so a stuck one costs the timeout once.
+        let done_by = tokio::time::Instant::now() + DONE_TIMEOUT;
         let mut all = DoneStats::default();
         for mut w in self.workers {
-            match tokio::time::timeout(DONE_TIMEOUT, w.done_rx).await {
+            match tokio::time::timeout_at(done_by, w.done_rx).await {
                 Ok(Ok(done)) => all.merge(done),
                 _ => {
                     let held = w.ready.as_ref().map_or(0, |r| r.established);
@@ -164,6 +166,7 @@ impl WorkerFleet {
                 .await
                 .is_err()
             {
+                // `kill` also reaps the child.
                 let _ = w.child.kill().await;
             }
         }

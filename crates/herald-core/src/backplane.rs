@@ -46,7 +46,7 @@ impl InProcess {
 
 impl Backplane for InProcess {
     fn publish(&self, msg: SharedBroadcast) -> BoxFuture<'_, Result<Fanout, BackplaneError>> {
-        let fanout = self.registry.deliver(&msg);
+        let fanout = self.registry.deliver(&*msg);
         Box::pin(std::future::ready(Ok(fanout)))
     }
 

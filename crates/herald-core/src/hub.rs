@@ -1,21 +1,49 @@
 //! The hub: the one place where subscriptions are made and messages are published.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
 
 use crate::backplane::{Backplane, BackplaneError, InProcess};
 use crate::channel::ChannelKey;
-use crate::message::Broadcast;
+use crate::message::{Broadcast, ChannelEvent};
+use crate::presence::{Presence, TrackOutcome};
 use crate::registry::{Fanout, Registry, Subscriber};
 use crate::session::SessionHandle;
 use crate::stats::Stats;
+
+/// Settings of a hub.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// This node's id (owner of its presences).
+    pub node_id: String,
+    /// Presence changes within this window go out as one diff (zero: one diff per change).
+    pub presence_batch: Duration,
+    /// Presence metas per channel at most (0: unlimited).
+    pub max_presence_members: usize,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        HubSettings {
+            node_id: "node".to_owned(),
+            presence_batch: Duration::from_millis(50),
+            max_presence_members: 0,
+        }
+    }
+}
 
 /// Routes messages between publishers and local subscribers, through the backplane.
 pub struct Hub {
     registry: Arc<Registry>,
     backplane: Arc<dyn Backplane>,
+    presence: Presence,
+    settings: HubSettings,
     stats: Stats,
     next_id: AtomicU64,
+    me: Weak<Hub>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -26,14 +54,17 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A single-node hub with the in-process backplane.
-    pub fn in_process(stats: Stats) -> Arc<Hub> {
+    pub fn in_process(stats: Stats, settings: HubSettings) -> Arc<Hub> {
         let registry = Arc::new(Registry::new(stats.clone()));
         let backplane = Arc::new(InProcess::new(registry.clone()));
-        Arc::new(Hub {
+        Arc::new_cyclic(|me| Hub {
             registry,
             backplane,
+            presence: Presence::new(&settings.node_id, settings.max_presence_members),
+            settings,
             stats,
             next_id: AtomicU64::new(1),
+            me: me.clone(),
         })
     }
 
@@ -68,10 +99,78 @@ impl Hub {
         id
     }
 
-    /// Ends a subscription.
+    /// Ends a subscription (and its presence, if it tracked one).
     pub fn unsubscribe(&self, key: &ChannelKey, id: u64) {
         if self.registry.remove(key, id) {
             self.backplane.interest(key, false);
+        }
+        self.presence_untrack(key, id);
+    }
+
+    /// Tracks the presence state of a subscription.
+    pub fn presence_track(
+        &self,
+        key: &ChannelKey,
+        member_key: &str,
+        id: u64,
+        payload: Map<String, Value>,
+    ) -> TrackOutcome {
+        let change = self.presence.track(key, member_key, id, payload);
+        if change.schedule_flush {
+            self.schedule_presence_flush(key);
+        }
+        change.outcome
+    }
+
+    /// Removes the presence of a subscription, if any.
+    pub fn presence_untrack(&self, key: &ChannelKey, id: u64) {
+        if self.presence.untrack(key, id) {
+            self.schedule_presence_flush(key);
+        }
+    }
+
+    /// The presence state of a channel: `{key: {metas: [...]}}`.
+    pub fn presence_state(&self, key: &ChannelKey) -> Value {
+        self.presence.state(key)
+    }
+
+    /// Presence metas in a channel.
+    pub fn presence_count(&self, key: &ChannelKey) -> usize {
+        self.presence.count(key)
+    }
+
+    /// Presence metas on this node.
+    pub fn presence_total(&self) -> usize {
+        self.presence.total()
+    }
+
+    fn schedule_presence_flush(&self, key: &ChannelKey) {
+        let window = self.settings.presence_batch;
+        let runtime = tokio::runtime::Handle::try_current();
+        let (false, Ok(runtime)) = (window.is_zero(), runtime) else {
+            // No batching (or no runtime to wait on): send the diff now.
+            self.flush_presence(key);
+            return;
+        };
+        let hub = self.me.clone();
+        let key = key.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(window).await;
+            if let Some(hub) = hub.upgrade() {
+                hub.flush_presence(&key);
+            }
+        });
+    }
+
+    /// Sends the pending presence diff of a channel to its members.
+    pub fn flush_presence(&self, key: &ChannelKey) {
+        if let Some(diff) = self.presence.take_diff(key) {
+            self.stats.presence_diffs.increment(1);
+            let fanout =
+                self.registry
+                    .deliver(&ChannelEvent::new(key.clone(), "presence_diff", diff));
+            self.stats.presence_frames.increment(fanout.queued as u64);
+            self.stats.presences.set(self.presence.total() as f64);
         }
     }
 
@@ -105,7 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn fans_out_and_honours_self() {
-        let hub = Hub::in_process(Stats::new());
+        let hub = Hub::in_process(Stats::new(), HubSettings::default());
         let key = ChannelKey::new("room", false);
         let (a, mut ra) = SessionHandle::new(1, Vsn::V2, 8);
         let (b, mut rb) = SessionHandle::new(2, Vsn::V1, 8);
@@ -131,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn raw_bytes_skip_v1_and_empty_channels_cost_nothing() {
-        let hub = Hub::in_process(Stats::new());
+        let hub = Hub::in_process(Stats::new(), HubSettings::default());
         let key = ChannelKey::new("room", false);
         let f = hub
             .publish(Broadcast::new(

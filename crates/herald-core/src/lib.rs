@@ -7,13 +7,14 @@ pub mod channel;
 pub mod hub;
 pub mod limits;
 pub mod message;
+pub mod presence;
 pub mod registry;
 pub mod session;
 pub mod stats;
 
 pub use auth::{AuthError, Authenticator, Claims};
 pub use channel::ChannelKey;
-pub use hub::Hub;
+pub use hub::{Hub, HubSettings};
 pub use limits::{Limits, RateLimiter};
 pub use message::{Body, Broadcast, Origin};
 pub use session::{CloseReason, Delivery, SessionHandle, close};

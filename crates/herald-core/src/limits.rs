@@ -31,6 +31,16 @@ pub struct Limits {
     pub outbound_queue_frames: usize,
     /// Seconds without any frame from a client before its socket is closed.
     pub idle_timeout_secs: u64,
+    /// Presence changes within this many milliseconds go out as one diff (0: one diff per change).
+    pub presence_batch_ms: u64,
+    /// Presence metas per channel (0: unlimited).
+    pub max_presence_members: usize,
+    /// Largest presence state a client may track, in bytes (as JSON).
+    pub max_presence_payload_bytes: usize,
+    /// Presence calls (track, untrack) one connection may make per window.
+    pub presence_calls_per_window: u32,
+    /// The window of `presence_calls_per_window`, in seconds.
+    pub presence_window_secs: u64,
 }
 
 impl Default for Limits {
@@ -46,6 +56,11 @@ impl Default for Limits {
             max_http_batch: 1_000,
             outbound_queue_frames: 1_024,
             idle_timeout_secs: 60,
+            presence_batch_ms: 50,
+            max_presence_members: 0,
+            max_presence_payload_bytes: 16 * 1024,
+            presence_calls_per_window: 50,
+            presence_window_secs: 10,
         }
     }
 }
@@ -57,21 +72,28 @@ impl Limits {
     }
 }
 
-/// A token bucket: `rate` tokens per second, holding at most `rate` (a burst of one second).
+/// A token bucket: `capacity` tokens, refilled at `rate` tokens per second.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     rate: f64,
+    capacity: f64,
     tokens: f64,
     last: Instant,
 }
 
 impl RateLimiter {
-    /// A full bucket refilled at `per_second`.
+    /// A full bucket of `per_second` tokens refilled at `per_second` (a burst of one second).
     pub fn new(per_second: u32) -> RateLimiter {
-        let rate = f64::from(per_second.max(1));
+        RateLimiter::per_window(per_second, Duration::from_secs(1))
+    }
+
+    /// A full bucket of `n` tokens refilled at `n` per `window`.
+    pub fn per_window(n: u32, window: Duration) -> RateLimiter {
+        let capacity = f64::from(n.max(1));
         RateLimiter {
-            rate,
-            tokens: rate,
+            rate: capacity / window.as_secs_f64().max(0.001),
+            capacity,
+            tokens: capacity,
             last: Instant::now(),
         }
     }
@@ -81,7 +103,7 @@ impl RateLimiter {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
         let n = f64::from(n);
         if self.tokens >= n {
             self.tokens -= n;

@@ -128,6 +128,92 @@ fn text(
 /// A shared broadcast.
 pub type SharedBroadcast = Arc<Broadcast>;
 
+/// Anything the registry can fan out to a channel's subscribers.
+pub trait Outgoing {
+    /// The channel it goes to.
+    fn channel(&self) -> &ChannelKey;
+    /// The session that sent it (skipped unless it subscribed with `self`).
+    fn sender(&self) -> Option<u64>;
+    /// Its frame for a protocol version, encoded once; `None` when it cannot be shown there.
+    fn frame(&self, vsn: Vsn) -> Option<&Message>;
+}
+
+impl Outgoing for Broadcast {
+    fn channel(&self) -> &ChannelKey {
+        &self.channel
+    }
+
+    fn sender(&self) -> Option<u64> {
+        self.sender
+    }
+
+    fn frame(&self, vsn: Vsn) -> Option<&Message> {
+        Broadcast::frame(self, vsn)
+    }
+}
+
+/// A protocol event pushed to every subscriber of a channel (for example `presence_diff`):
+/// `[null, null, topic, event, payload]`.
+#[derive(Debug)]
+pub struct ChannelEvent {
+    /// The channel.
+    pub channel: ChannelKey,
+    /// The protocol event name.
+    pub event: &'static str,
+    /// The payload.
+    pub payload: serde_json::Value,
+    v1: OnceLock<Option<Message>>,
+    v2: OnceLock<Option<Message>>,
+}
+
+impl ChannelEvent {
+    /// An event ready to fan out.
+    pub fn new(
+        channel: ChannelKey,
+        event: &'static str,
+        payload: serde_json::Value,
+    ) -> ChannelEvent {
+        ChannelEvent {
+            channel,
+            event,
+            payload,
+            v1: OnceLock::new(),
+            v2: OnceLock::new(),
+        }
+    }
+}
+
+impl Outgoing for ChannelEvent {
+    fn channel(&self) -> &ChannelKey {
+        &self.channel
+    }
+
+    fn sender(&self) -> Option<u64> {
+        None
+    }
+
+    fn frame(&self, vsn: Vsn) -> Option<&Message> {
+        let cell = match vsn {
+            Vsn::V1 => &self.v1,
+            Vsn::V2 => &self.v2,
+        };
+        cell.get_or_init(|| {
+            let topic = self.channel.topic();
+            let frame = herald_protocol::OutFrame {
+                join_ref: None,
+                ref_: None,
+                topic: &topic,
+                event: self.event,
+                payload: &self.payload,
+            };
+            herald_protocol::encode_frame(vsn, &frame)
+                .ok()
+                .map(|s| Message::Text(s.into()))
+        })
+        .as_ref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

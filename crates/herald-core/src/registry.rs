@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use parking_lot::RwLock;
 
 use crate::channel::ChannelKey;
-use crate::message::Broadcast;
+use crate::message::Outgoing;
 use crate::session::{Delivery, SessionHandle};
 use crate::stats::Stats;
 
@@ -89,15 +89,16 @@ impl Registry {
         }
     }
 
-    /// Queues the broadcast for every local subscriber of its channel.
-    pub fn deliver(&self, msg: &Broadcast) -> Fanout {
+    /// Queues the message for every local subscriber of its channel.
+    pub fn deliver(&self, msg: &dyn Outgoing) -> Fanout {
         let mut out = Fanout::default();
-        let shard = self.shard(&msg.channel).read();
-        let Some(subs) = shard.get(&msg.channel) else {
+        let shard = self.shard(msg.channel()).read();
+        let Some(subs) = shard.get(msg.channel()) else {
             return out;
         };
+        let sender = msg.sender();
         for sub in subs.values() {
-            if !sub.self_broadcast && msg.sender == Some(sub.session.id) {
+            if !sub.self_broadcast && sender == Some(sub.session.id) {
                 continue;
             }
             let Some(frame) = msg.frame(sub.session.vsn) else {

@@ -4,7 +4,8 @@
 //! `herald_connections{transport}`, `herald_channels`, `herald_joins_total`,
 //! `herald_messages_in_total{transport}`, `herald_messages_out_total{transport}`,
 //! `herald_bytes_in_total{transport}`, `herald_bytes_out_total{transport}`,
-//! `herald_dropped_total{reason}`, `herald_errors_total{reason}`.
+//! `herald_dropped_total{reason}`, `herald_errors_total{reason}`, `herald_presences`,
+//! `herald_presence_diffs_total`, `herald_presence_frames_total`.
 
 use metrics::{Counter, Gauge, counter, gauge};
 
@@ -33,6 +34,12 @@ pub struct Stats {
     pub dropped_binary_to_v1: Counter,
     /// Connections closed as slow consumers.
     pub slow_consumers: Counter,
+    /// Presence diffs sent (one per channel per batching window with changes).
+    pub presence_diffs: Counter,
+    /// Presence diff frames queued to members.
+    pub presence_frames: Counter,
+    /// Presence metas tracked on this node.
+    pub presences: Gauge,
 }
 
 impl Stats {
@@ -50,6 +57,9 @@ impl Stats {
             http_bytes_in: counter!("herald_bytes_in_total", "transport" => "http"),
             dropped_binary_to_v1: counter!("herald_dropped_total", "reason" => "binary_to_v1"),
             slow_consumers: counter!("herald_errors_total", "reason" => "slow_consumer"),
+            presence_diffs: counter!("herald_presence_diffs_total"),
+            presence_frames: counter!("herald_presence_frames_total"),
+            presences: gauge!("herald_presences"),
         }
     }
 }

@@ -29,6 +29,8 @@ pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
     let api = Router::new()
         .route("/broadcast", post(batch))
         .route("/broadcast/{topic}/events/{event}", post(single))
+        .route("/channels", get(channels))
+        .route("/channels/{topic}/presence", get(presence))
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()
         .nest("/api", api.clone())
@@ -302,6 +304,64 @@ async fn single(
             ))
         }
     }
+}
+
+fn require_service(claims: &Claims) -> Result<(), ApiError> {
+    if claims.is_service() {
+        Ok(())
+    } else {
+        herald_core::stats::error("http_forbidden");
+        Err(message(
+            StatusCode::FORBIDDEN,
+            "This endpoint needs the service_role",
+        ))
+    }
+}
+
+/// `GET /api/channels`: channels with local subscribers, with subscriber and presence counts.
+async fn channels(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_service(&authenticate(&app, &headers, &query)?)?;
+    let list: Vec<Value> = app
+        .hub
+        .channels()
+        .into_iter()
+        .map(|(key, subscribers)| {
+            json!({
+                "topic": &*key.name,
+                "private": key.private,
+                "subscribers": subscribers,
+                "presences": app.hub.presence_count(&key),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "channels": list })).into_response())
+}
+
+/// `GET /api/channels/<topic>/presence[?private=true]`: the presence state of a channel.
+async fn presence(
+    State(app): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_service(&authenticate(&app, &headers, &query)?)?;
+    let Some(private) = flexible_bool(
+        query
+            .get("private")
+            .map(|s| Value::String(s.clone()))
+            .as_ref(),
+    ) else {
+        return Err(unprocessable(json!({ "private": "must be true or false" })));
+    };
+    let key = ChannelKey::new(&topic, private);
+    Ok(
+        axum::Json(json!({ "topic": topic, "state": app.hub.presence_state(&key) }))
+            .into_response(),
+    )
 }
 
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use herald_core::{Authenticator, Hub, Limits, RateLimiter, Stats};
+use herald_core::{Authenticator, Hub, HubSettings, Limits, RateLimiter, Stats};
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +43,13 @@ impl AppState {
     /// State for a node with the in-process backplane.
     pub fn new(config: ServerConfig, prometheus: Option<PrometheusHandle>) -> Arc<AppState> {
         let stats = Stats::new();
+        let settings = HubSettings {
+            node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            presence_batch: std::time::Duration::from_millis(config.limits.presence_batch_ms),
+            max_presence_members: config.limits.max_presence_members,
+        };
         Arc::new(AppState {
-            hub: Hub::in_process(stats),
+            hub: Hub::in_process(stats, settings),
             auth: Authenticator::new(config.jwt_secret.as_bytes()),
             limits: config.limits.clone(),
             http_limiter: Mutex::new(RateLimiter::new(config.limits.max_http_messages_per_second)),

@@ -13,6 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use herald_core::auth::unix_now;
 use herald_core::channel::{self, TopicError};
+use herald_core::presence::TrackOutcome;
 use herald_core::session::close;
 use herald_core::{Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle};
 use herald_protocol::{
@@ -58,6 +59,8 @@ struct Joined {
     token: String,
     claims: Claims,
     expires_at: Instant,
+    /// The presence key of this join (the configured one, or a generated UUID).
+    presence_key: String,
 }
 
 /// The close frame that answers a read error, if any.
@@ -83,6 +86,10 @@ pub async fn run(app: Arc<AppState>, socket: WebSocket, peer: Peer) {
     info!(conn = id, remote = %peer.remote, vsn = peer.vsn.as_str(), role = %peer.claims.role, "open");
     let mut session = Session {
         join_limiter: RateLimiter::new(app.limits.max_joins_per_second),
+        presence_limiter: RateLimiter::per_window(
+            app.limits.presence_calls_per_window,
+            Duration::from_secs(app.limits.presence_window_secs.max(1)),
+        ),
         message_limiter: RateLimiter::new(app.limits.max_messages_per_second),
         last_seen: Instant::now(),
         channels: HashMap::new(),
@@ -124,6 +131,7 @@ struct Session {
     channels: HashMap<String, Joined>,
     join_limiter: RateLimiter,
     message_limiter: RateLimiter,
+    presence_limiter: RateLimiter,
     last_seen: Instant,
     /// Frames produced while handling input, written before the next wait.
     out: Vec<Message>,
@@ -293,16 +301,7 @@ impl Session {
         match msg.event.as_str() {
             "access_token" => self.refresh_token(msg),
             "broadcast" => self.broadcast(msg).await,
-            "presence" => {
-                let join_ref = self.join_ref(&msg.topic);
-                self.reply(
-                    join_ref.as_deref(),
-                    msg.ref_.as_deref(),
-                    &msg.topic,
-                    "error",
-                    json!({"reason": "presence is not available on this server"}),
-                );
-            }
+            "presence" => self.presence(msg),
             other => {
                 herald_core::stats::error("unknown_event");
                 debug!(conn = self.id, topic = %msg.topic, event = other, "unknown event");
@@ -398,6 +397,11 @@ impl Session {
             .hub
             .subscribe(&key, self.handle.clone(), config.broadcast_self);
         let expires_at = Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
+        let presence_key = if config.presence_key.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            config.presence_key.clone()
+        };
         self.channels.insert(
             topic.to_owned(),
             Joined {
@@ -408,6 +412,7 @@ impl Session {
                 token,
                 claims,
                 expires_at,
+                presence_key,
             },
         );
         self.app.hub.stats().joins.increment(1);
@@ -434,7 +439,9 @@ impl Session {
             );
         }
         if config.presence_enabled || !config.presence_key.is_empty() {
-            self.push(join_ref.as_deref(), topic, "presence_state", &json!({}));
+            let key = ChannelKey::new(&name, config.private);
+            let state = self.app.hub.presence_state(&key);
+            self.push(join_ref.as_deref(), topic, "presence_state", &state);
         }
     }
 
@@ -584,6 +591,83 @@ impl Session {
                     &topic,
                     "error",
                     json!({"reason": "publish failed"}),
+                );
+            }
+        }
+    }
+
+    /// `presence` pushes: `{"type":"presence","event":"track"|"untrack","payload":{...}}`.
+    fn presence(&mut self, msg: Inbound) {
+        let topic = msg.topic.clone();
+        let Some(joined) = self.channels.get(&topic) else {
+            return;
+        };
+        let (key, subscription, member_key) = (
+            joined.key.clone(),
+            joined.subscription,
+            joined.presence_key.clone(),
+        );
+        let join_ref = joined.join_ref.clone();
+        let ref_ = msg.ref_.as_deref();
+        if !self.presence_limiter.try_take(1) {
+            herald_core::stats::error("presence_rate");
+            self.stop_channel(&topic, "system", "Client presence rate limit exceeded");
+            return;
+        }
+        let InboundPayload::Json(raw) = &msg.payload else {
+            return;
+        };
+        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        match value.get("event").and_then(Value::as_str) {
+            Some("track") => {
+                let Some(state) = value.get("payload").and_then(Value::as_object) else {
+                    herald_core::stats::error("presence_not_a_map");
+                    self.reply(
+                        join_ref.as_deref(),
+                        ref_,
+                        &topic,
+                        "error",
+                        json!({"reason": "Presence track payload must be a map"}),
+                    );
+                    return;
+                };
+                let size = value.get("payload").map_or(0, |p| p.to_string().len());
+                if size > self.app.limits.max_presence_payload_bytes {
+                    herald_core::stats::error("presence_too_large");
+                    self.stop_channel(&topic, "system", "Track message size exceeded");
+                    return;
+                }
+                match self
+                    .app
+                    .hub
+                    .presence_track(&key, &member_key, subscription, state.clone())
+                {
+                    TrackOutcome::Full => {
+                        herald_core::stats::error("presence_full");
+                        self.stop_channel(
+                            &topic,
+                            "system",
+                            "Too many presence members in this channel",
+                        );
+                    }
+                    TrackOutcome::Changed | TrackOutcome::Unchanged => {
+                        debug!(conn = self.id, topic = %topic, key = %member_key, "track");
+                        self.reply(join_ref.as_deref(), ref_, &topic, "ok", json!({}));
+                    }
+                }
+            }
+            Some("untrack") => {
+                self.app.hub.presence_untrack(&key, subscription);
+                self.reply(join_ref.as_deref(), ref_, &topic, "ok", json!({}));
+            }
+            _ => {
+                herald_core::stats::error("presence_unknown_event");
+                self.reply(
+                    join_ref.as_deref(),
+                    ref_,
+                    &topic,
+                    "error",
+                    json!({"reason": "presence event must be track or untrack"}),
                 );
             }
         }
