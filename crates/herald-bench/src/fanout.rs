@@ -314,6 +314,8 @@ struct HttpPublisher {
     client: http::Client,
     path: String,
     token: String,
+    /// Set after a request timed out: the server is not answering, so stop asking.
+    stalled: bool,
 }
 
 impl HttpPublisher {
@@ -328,6 +330,13 @@ impl HttpPublisher {
     ) {
         let ks: Vec<u64> = ks.collect();
         for chunk in ks.chunks(HTTP_BATCH) {
+            if self.stalled {
+                tally.failed(
+                    chunk.len() as u64,
+                    "not sent: the server stopped answering".to_owned(),
+                );
+                continue;
+            }
             let payloads: Vec<(u64, String)> = chunk
                 .iter()
                 .map(|k| (k % channels, builder.build(ctx.clock.now_ns())))
@@ -351,7 +360,10 @@ impl HttpPublisher {
                         .collect();
                     tally.failed(n, format!("HTTP {} {}", resp.status, body.trim()));
                 }
-                Err(e) => tally.failed(n, e.to_string()),
+                Err(e) => {
+                    self.stalled = matches!(e, http::HttpError::Timeout);
+                    tally.failed(n, e.to_string());
+                }
             }
         }
     }
@@ -458,6 +470,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
             client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
             path: ctx.target.broadcast_path(),
             token: ctx.token.clone(),
+            stalled: false,
         })),
     };
     let mut publisher = match publisher {

@@ -101,9 +101,9 @@ pub enum Scenario {
         /// How messages are published.
         #[arg(long, value_enum, default_value_t = PublisherKind::Ws)]
         publisher: PublisherKind,
-        /// Most messages per second one WebSocket publisher connection sends; more connections are
-        /// opened (one channel each at most) to reach --rate. Keep it under the server's
-        /// per-connection message limit (Herald: 1,000).
+        /// Most messages per second one WebSocket publisher connection sends: more publisher
+        /// connections are opened, up to one per channel, to reach --rate. Keep it under the
+        /// server's per-connection message limit (Herald: 1,000).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         publisher_rate: u64,
         /// How clients are opened.
@@ -124,7 +124,7 @@ pub enum PublisherKind {
 /// How the benchmark's clients are opened.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOpts {
-    /// Connections being opened at the same time.
+    /// Connections being opened at the same time (in total, when split over worker processes).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub concurrency: u64,
     /// Connections per client process; larger fleets are split over worker processes. Default: the
@@ -194,6 +194,15 @@ fn default_per_process() -> u64 {
         .max(100)
 }
 
+/// A worker's share of `--concurrency`, so that all workers together open about as many
+/// connections at once as one process would.
+fn worker_concurrency(total_concurrency: usize, count: u64, total: u64) -> usize {
+    let share = (total_concurrency as u128 * u128::from(count)).div_ceil(u128::from(total.max(1)));
+    usize::try_from(share)
+        .unwrap_or(total_concurrency)
+        .clamp(1, total_concurrency.max(1))
+}
+
 /// Runs the chosen scenario and prints its report (a table, and with `--json` a JSON line last).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
@@ -215,13 +224,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 ..
             } => (*channels, *subscribers, true),
         };
+        let count = clients.worker_count.unwrap_or(total);
         let spec = FleetSpec {
             target,
             ws_url,
             channels,
             base: clients.worker_base,
-            count: clients.worker_count.unwrap_or(total),
-            concurrency,
+            count,
+            concurrency: worker_concurrency(concurrency, count, total),
             per_address: clients.per_address,
             record_latency,
             clock: clients
@@ -397,6 +407,14 @@ mod tests {
             (c.worker_base, c.worker_count, c.worker_epoch_ns),
             (19_000, Some(19_000), Some(123))
         );
+    }
+
+    #[test]
+    fn workers_share_the_concurrency() {
+        assert_eq!(worker_concurrency(200, 19_000, 19_000), 200);
+        assert_eq!(worker_concurrency(200, 10_000, 30_000), 67);
+        assert_eq!(worker_concurrency(200, 1, 1_000_000), 1);
+        assert_eq!(worker_concurrency(1, 5, 10), 1);
     }
 
     #[test]

@@ -212,22 +212,33 @@ pub async fn serve(spec: FleetSpec) -> io::Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     let mut ready_sent = false;
-    loop {
+    // A write error means the parent is gone: stop, and say nothing more.
+    let mut parent_gone = false;
+    while !parent_gone {
         tokio::select! {
-            _ = tick.tick() => emit(&mut out, &Line::Progress(counters.snapshot())).await?,
+            _ = tick.tick() => {
+                parent_gone = emit(&mut out, &Line::Progress(counters.snapshot())).await.is_err();
+            }
             ready = fleet.wait_ready(), if !ready_sent => {
-                emit(&mut out, &Line::Progress(counters.snapshot())).await?;
-                emit(&mut out, &Line::Ready(ready)).await?;
+                parent_gone = emit(&mut out, &Line::Progress(counters.snapshot())).await.is_err()
+                    || emit(&mut out, &Line::Ready(ready)).await.is_err();
                 ready_sent = true;
             }
             line = stdin.next_line() => match line {
                 Ok(Some(l)) if l.trim() != "stop" => {}
+                // `stop`, or end of input because the parent exited.
                 _ => break,
             },
         }
     }
     let done = fleet.stop().await;
-    emit(&mut out, &Line::Done(done)).await
+    if parent_gone {
+        return Ok(());
+    }
+    match emit(&mut out, &Line::Done(done)).await {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 async fn emit(out: &mut tokio::io::Stdout, line: &Line) -> io::Result<()> {

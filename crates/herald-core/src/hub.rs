@@ -8,7 +8,10 @@ use serde_json::{Map, Value};
 
 use crate::backplane::{Backplane, BackplaneError, InProcess};
 use crate::channel::ChannelKey;
-use crate::message::{Broadcast, ChannelEvent};
+use crate::history::{
+    Appended, History, HistoryError, NewMessage, Position, RecoverRequest, Recovery,
+};
+use crate::message::{Body, Broadcast, ChannelEvent, Origin};
 use crate::presence::{Presence, TrackOutcome};
 use crate::registry::{Fanout, Registry, Subscriber};
 use crate::session::SessionHandle;
@@ -35,11 +38,40 @@ impl Default for HubSettings {
     }
 }
 
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Delivered (and stored at `position` when the channel keeps history).
+    Delivered {
+        /// The message's place in history.
+        position: Option<Position>,
+        /// Local fan-out counts.
+        fanout: Fanout,
+    },
+    /// A repeat of an idempotency key: accepted, not delivered again.
+    Duplicate {
+        /// Where the original was stored.
+        position: Position,
+    },
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The backplane failed.
+    #[error(transparent)]
+    Backplane(#[from] BackplaneError),
+    /// The history store failed; nothing was delivered.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
 /// Routes messages between publishers and local subscribers, through the backplane.
 pub struct Hub {
     registry: Arc<Registry>,
     backplane: Arc<dyn Backplane>,
     presence: Presence,
+    history: Option<History>,
     settings: HubSettings,
     stats: Stats,
     next_id: AtomicU64,
@@ -54,13 +86,14 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A single-node hub with the in-process backplane.
-    pub fn in_process(stats: Stats, settings: HubSettings) -> Arc<Hub> {
+    pub fn in_process(stats: Stats, settings: HubSettings, history: Option<History>) -> Arc<Hub> {
         let registry = Arc::new(Registry::new(stats.clone()));
         let backplane = Arc::new(InProcess::new(registry.clone()));
         Arc::new_cyclic(|me| Hub {
             registry,
             backplane,
             presence: Presence::new(&settings.node_id, settings.max_presence_members),
+            history,
             settings,
             stats,
             next_id: AtomicU64::new(1),
@@ -174,9 +207,78 @@ impl Hub {
         }
     }
 
-    /// Publishes a broadcast to every subscriber of its channel, on every node.
-    pub async fn publish(&self, msg: Broadcast) -> Result<Fanout, BackplaneError> {
-        self.backplane.publish(Arc::new(msg)).await
+    /// Publishes a broadcast to every subscriber of its channel, on every node. When the channel keeps
+    /// history, the message is durably appended (and given its position) before anyone receives it.
+    pub async fn publish(&self, mut msg: Broadcast) -> Result<Published, PublishError> {
+        let Some(history) = self.history.as_ref().filter(|h| h.enabled(&msg.channel)) else {
+            let fanout = self.backplane.publish(Arc::new(msg)).await?;
+            return Ok(Published::Delivered {
+                position: None,
+                fanout,
+            });
+        };
+        let id = msg
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let (raw, payload): (bool, &[u8]) = match &msg.body {
+            Body::Raw(b) => (true, b),
+            Body::Json(j) => (false, j.get().as_bytes()),
+        };
+        let payload = payload.to_vec();
+        let event = msg.event.clone();
+        let idempotency_key = msg.idempotency_key.take();
+        let new = NewMessage {
+            id: &id,
+            event: &event,
+            origin: u8::from(msg.origin == Origin::Binary),
+            raw,
+            payload: &payload,
+            idempotency_key: idempotency_key.as_deref(),
+        };
+        let key = msg.channel.clone();
+        let registry = &self.registry;
+        let (appended, fanout) = history.append(&key, &new, |position| {
+            msg.id = Some(id.clone());
+            msg.position = Some(position.clone());
+            // Delivered under the channel's lock, so deliveries follow offsets.
+            registry.deliver(&msg)
+        })?;
+        Ok(match appended {
+            Appended::New(position) => Published::Delivered {
+                position: Some(position),
+                fanout: fanout.unwrap_or_default(),
+            },
+            Appended::Duplicate(position) => Published::Duplicate { position },
+        })
+    }
+
+    /// True when the channel keeps history.
+    pub fn history_enabled(&self, key: &ChannelKey) -> bool {
+        self.history.as_ref().is_some_and(|h| h.enabled(key))
+    }
+
+    /// The history, if the node keeps one.
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    /// Subscribes like [`Hub::subscribe`], after reading what the client missed. The replayed messages
+    /// are exactly those before the subscription took effect; live delivery starts right after them.
+    pub fn subscribe_recovering(
+        &self,
+        key: &ChannelKey,
+        session: Arc<SessionHandle>,
+        self_broadcast: bool,
+        request: &RecoverRequest,
+    ) -> Result<(u64, Option<Recovery>), HistoryError> {
+        let Some(history) = self.history.as_ref().filter(|h| h.enabled(key)) else {
+            return Ok((self.subscribe(key, session, self_broadcast), None));
+        };
+        let (recovery, id) = history.recover(key, request, || {
+            self.subscribe(key, session, self_broadcast)
+        })?;
+        Ok((id, Some(recovery)))
     }
 
     /// Local subscribers of a channel.
@@ -202,9 +304,16 @@ mod tests {
         Body::Json(RawValue::from_string("{}".into()).unwrap())
     }
 
+    fn fanout(p: Published) -> Fanout {
+        match p {
+            Published::Delivered { fanout, .. } => fanout,
+            Published::Duplicate { .. } => panic!("unexpected duplicate"),
+        }
+    }
+
     #[tokio::test]
     async fn fans_out_and_honours_self() {
-        let hub = Hub::in_process(Stats::new(), HubSettings::default());
+        let hub = Hub::in_process(Stats::new(), HubSettings::default(), None);
         let key = ChannelKey::new("room", false);
         let (a, mut ra) = SessionHandle::new(1, Vsn::V2, 8);
         let (b, mut rb) = SessionHandle::new(2, Vsn::V1, 8);
@@ -220,6 +329,7 @@ mod tests {
             ))
             .await
             .unwrap();
+        let f = fanout(f);
         assert_eq!(f.queued, 1);
         assert!(ra.try_recv().is_err());
         assert!(matches!(rb.try_recv(), Ok(Message::Text(_))));
@@ -230,7 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn raw_bytes_skip_v1_and_empty_channels_cost_nothing() {
-        let hub = Hub::in_process(Stats::new(), HubSettings::default());
+        let hub = Hub::in_process(Stats::new(), HubSettings::default(), None);
         let key = ChannelKey::new("room", false);
         let f = hub
             .publish(Broadcast::new(
@@ -242,7 +352,7 @@ mod tests {
             ))
             .await
             .unwrap();
-        assert_eq!(f, Fanout::default());
+        assert_eq!(fanout(f), Fanout::default());
         let (v1, _r) = SessionHandle::new(1, Vsn::V1, 8);
         let id = hub.subscribe(&key, v1, false);
         let raw = Body::Raw(bytes::Bytes::from_static(b"x"));
@@ -256,7 +366,7 @@ mod tests {
             ))
             .await
             .unwrap();
-        assert_eq!(f.incompatible, 1);
+        assert_eq!(fanout(f).incompatible, 1);
         hub.unsubscribe(&key, id);
         assert!(hub.channels().is_empty());
     }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backplane;
 pub mod channel;
+pub mod history;
 pub mod hub;
 pub mod limits;
 pub mod message;

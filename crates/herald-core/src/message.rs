@@ -8,6 +8,7 @@ use herald_protocol::{PayloadEncoding, Vsn, encode_broadcast_binary, encode_broa
 use serde_json::value::RawValue;
 
 use crate::channel::ChannelKey;
+use crate::history::Position;
 
 /// A broadcast's user payload.
 #[derive(Debug, Clone)]
@@ -51,8 +52,14 @@ pub struct Broadcast {
     pub event: String,
     /// The user payload.
     pub body: Body,
-    /// Metadata delivered as `meta` (positions, message id), if any.
-    pub meta: Option<Box<RawValue>>,
+    /// The message id (given by the publisher, or assigned when the channel keeps history).
+    pub id: Option<String>,
+    /// Its place in the channel's history.
+    pub position: Option<Position>,
+    /// True when this is a replay of a stored message.
+    pub replayed: bool,
+    /// The publisher's idempotency key: a repeat within the window is not delivered again.
+    pub idempotency_key: Option<String>,
     /// How it arrived.
     pub origin: Origin,
     /// The WebSocket session that sent it, so that `self: false` subscribers can skip it.
@@ -74,12 +81,41 @@ impl Broadcast {
             channel,
             event,
             body,
-            meta: None,
+            id: None,
+            position: None,
+            replayed: false,
+            idempotency_key: None,
             origin,
             sender,
             v1: OnceLock::new(),
             v2: OnceLock::new(),
         }
+    }
+
+    /// A stored message, to be replayed.
+    pub fn replay(
+        channel: ChannelKey,
+        record: herald_store::Record,
+        epoch: &std::sync::Arc<str>,
+    ) -> Option<Broadcast> {
+        let body = if record.raw {
+            Body::Raw(Bytes::from(record.payload))
+        } else {
+            Body::Json(RawValue::from_string(String::from_utf8(record.payload).ok()?).ok()?)
+        };
+        let origin = if record.origin == 1 {
+            Origin::Binary
+        } else {
+            Origin::Text
+        };
+        let mut b = Broadcast::new(channel, record.event, body, origin, None);
+        b.id = Some(record.id);
+        b.position = Some(Position {
+            epoch: epoch.clone(),
+            offset: record.offset,
+        });
+        b.replayed = true;
+        Some(b)
     }
 
     /// The frame for a subscriber speaking `vsn`, encoded on first use and shared afterwards.
@@ -92,9 +128,35 @@ impl Broadcast {
         cell.get_or_init(|| self.encode(vsn)).as_ref()
     }
 
+    /// The `meta` object delivered with the message: `{id, offset, epoch, replayed}` as far as known.
+    pub fn meta(&self) -> Option<Box<RawValue>> {
+        #[derive(serde::Serialize)]
+        struct Meta<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            offset: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            epoch: Option<&'a str>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            replayed: bool,
+        }
+        if self.id.is_none() && self.position.is_none() {
+            return None;
+        }
+        let meta = Meta {
+            id: self.id.as_deref(),
+            offset: self.position.as_ref().map(|p| p.offset),
+            epoch: self.position.as_ref().map(|p| &*p.epoch),
+            replayed: self.replayed,
+        };
+        serde_json::value::to_raw_value(&meta).ok()
+    }
+
     fn encode(&self, vsn: Vsn) -> Option<Message> {
         let topic = self.channel.topic();
-        let meta = self.meta.as_deref();
+        let meta = self.meta();
+        let meta = meta.as_deref();
         let binary = |encoding: PayloadEncoding, bytes: &[u8]| {
             encode_broadcast_binary(&topic, &self.event, meta, encoding, bytes)
                 .ok()

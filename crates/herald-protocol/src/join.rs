@@ -22,6 +22,10 @@ pub struct JoinConfig {
     pub private: bool,
     /// `access_token` (or the legacy `user_token`).
     pub access_token: Option<String>,
+    /// `config.broadcast.recover {epoch, offset}`: replay everything after this position.
+    pub recover: Option<(String, u64)>,
+    /// `config.broadcast.replay {since, limit}`: replay recent messages (milliseconds since the epoch).
+    pub replay: Option<(u64, Option<u64>)>,
     /// Problems found in the config; defaults were used instead.
     pub warnings: Vec<String>,
 }
@@ -82,6 +86,30 @@ impl JoinConfig {
                 Some(b) => {
                     cfg.broadcast_self = flag(b.get("self"), "broadcast.self", &mut cfg.warnings);
                     cfg.broadcast_ack = flag(b.get("ack"), "broadcast.ack", &mut cfg.warnings);
+                    match b.get("recover") {
+                        None | Some(Value::Null) => {}
+                        Some(r) => {
+                            let epoch = r.get("epoch").and_then(Value::as_str);
+                            let offset = r.get("offset").and_then(Value::as_u64);
+                            match (epoch, offset) {
+                                (Some(e), Some(o)) => cfg.recover = Some((e.to_owned(), o)),
+                                _ => cfg
+                                    .warnings
+                                    .push("config.broadcast.recover needs a string epoch and an integer offset".to_owned()),
+                            }
+                        }
+                    }
+                    match b.get("replay") {
+                        None | Some(Value::Null) => {}
+                        Some(r) => match r.get("since").and_then(Value::as_u64) {
+                            Some(since) => {
+                                cfg.replay = Some((since, r.get("limit").and_then(Value::as_u64)))
+                            }
+                            None => cfg
+                                .warnings
+                                .push("config.broadcast.replay needs an integer since".to_owned()),
+                        },
+                    }
                 }
                 None if b.is_null() => {}
                 None => cfg
@@ -176,6 +204,18 @@ mod tests {
         assert!(!cfg.broadcast_self && !cfg.private);
         assert_eq!(cfg.warnings.len(), 3);
         assert_eq!(JoinConfig::parse(&json!([1])).warnings.len(), 1);
+    }
+
+    #[test]
+    fn recover_and_replay() {
+        let cfg = JoinConfig::parse(
+            &json!({"config": {"broadcast": {"recover": {"epoch": "e1", "offset": 42}, "replay": {"since": 5, "limit": 3}}}}),
+        );
+        assert_eq!(cfg.recover, Some(("e1".to_owned(), 42)));
+        assert_eq!(cfg.replay, Some((5, Some(3))));
+        let cfg = JoinConfig::parse(&json!({"config": {"broadcast": {"recover": {"epoch": 1}}}}));
+        assert_eq!(cfg.recover, None);
+        assert_eq!(cfg.warnings.len(), 1);
     }
 
     #[test]

@@ -5,6 +5,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_core::Limits;
+use herald_core::history::HistorySettings;
+
+/// Where and how history is kept.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// The store's directory.
+    pub dir: std::path::PathBuf,
+    /// Retention, idempotency window, replay bound.
+    pub settings: HistorySettings,
+    /// Sync every append to disk (survives power loss; slower). Without it, appends survive a crash
+    /// of the process.
+    pub fsync: bool,
+    /// How often age retention runs.
+    pub sweep_every: Duration,
+}
 
 /// The settings of one running node.
 #[derive(Debug, Clone)]
@@ -21,6 +36,12 @@ pub struct ServerConfig {
     pub test_echo_route: bool,
     /// Production mode (no development conveniences).
     pub production: bool,
+    /// Channel history; `None` turns it off.
+    pub history: Option<HistoryConfig>,
+    /// Name of the cookie that may carry the token of an SSE stream.
+    pub sse_cookie: String,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keepalive: Duration,
 }
 
 impl ServerConfig {
@@ -33,6 +54,9 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             test_echo_route: false,
             production: false,
+            history: None,
+            sse_cookie: "herald_token".to_owned(),
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }

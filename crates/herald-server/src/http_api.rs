@@ -31,6 +31,7 @@ pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
         .route("/broadcast/{topic}/events/{event}", post(single))
         .route("/channels", get(channels))
         .route("/channels/{topic}/presence", get(presence))
+        .route("/channels/{topic}/history", get(history))
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()
         .nest("/api", api.clone())
@@ -127,6 +128,8 @@ struct MessageIn {
     private: Option<Value>,
     #[serde(default)]
     id: Option<Value>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 fn flexible_bool(v: Option<&Value>) -> Option<bool> {
@@ -189,9 +192,16 @@ async fn batch(
             ));
         }
         let mut msg = Broadcast::new(key, m.event, Body::Json(m.payload), Origin::Text, None);
-        if let Some(id) = m.id.filter(|v| !v.is_null()) {
-            msg.meta = serde_json::value::to_raw_value(&json!({ "id": id })).ok();
+        msg.id = match m.id {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => Some(other.to_string()),
+        };
+        if msg.id.as_ref().is_some_and(|id| id.len() > 255) {
+            errors.push(json!({"index": index, "id": "must be at most 255 bytes"}));
+            continue;
         }
+        msg.idempotency_key = m.idempotency_key.filter(|k| !k.is_empty());
         ready.push(msg);
     }
     if !errors.is_empty() {
@@ -289,11 +299,14 @@ async fn single(
     let stats = app.hub.stats();
     stats.http_messages_in.increment(1);
     stats.http_bytes_in.increment(payload.len() as u64);
-    match app
-        .hub
-        .publish(Broadcast::new(key, event, payload, Origin::Binary, None))
-        .await
-    {
+    let mut msg = Broadcast::new(key, event, payload, Origin::Binary, None);
+    msg.idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query.get("idempotency_key").cloned())
+        .filter(|k| !k.is_empty());
+    match app.hub.publish(msg).await {
         Ok(_) => Ok(StatusCode::ACCEPTED),
         Err(e) => {
             warn!(%remote, error = %e, "publish failed");
@@ -362,6 +375,73 @@ async fn presence(
         axum::Json(json!({ "topic": topic, "state": app.hub.presence_state(&key) }))
             .into_response(),
     )
+}
+
+/// `GET /api/channels/<topic>/history?after=<offset>&limit=<n>[&private=true]`: stored messages.
+async fn history(
+    State(app): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_service(&authenticate(&app, &headers, &query)?)?;
+    let Some(private) = flexible_bool(
+        query
+            .get("private")
+            .map(|s| Value::String(s.clone()))
+            .as_ref(),
+    ) else {
+        return Err(unprocessable(json!({ "private": "must be true or false" })));
+    };
+    let number = |name: &str, default: u64| -> Result<u64, ApiError> {
+        match query.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| unprocessable(json!({ name: "must be a non-negative integer" }))),
+        }
+    };
+    let after = number("after", 0)?;
+    let limit = number("limit", 100)?.clamp(1, 1000) as usize;
+    let key = ChannelKey::new(&topic, private);
+    let Some(history) = app.hub.history().filter(|_| app.hub.history_enabled(&key)) else {
+        return Err(message(
+            StatusCode::NOT_FOUND,
+            "This channel keeps no history",
+        ));
+    };
+    let internal = |e: herald_core::history::HistoryError| {
+        warn!(error = %e, "history read failed");
+        message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "History unavailable; retry",
+        )
+    };
+    let position = history.position(&key).map_err(internal)?;
+    let records = history.read_after(&key, after, limit).map_err(internal)?;
+    let messages: Vec<Value> = records
+        .into_iter()
+        .map(|r| {
+            let payload = if r.raw {
+                json!({ "encoding": "base64", "data": base64_encode(&r.payload) })
+            } else {
+                serde_json::from_slice(&r.payload).unwrap_or(Value::Null)
+            };
+            json!({"offset": r.offset, "id": r.id, "event": r.event, "payload": payload, "inserted_at": r.ts_ms})
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "topic": topic,
+        "epoch": &*position.epoch,
+        "offset": position.offset,
+        "messages": messages,
+    }))
+    .into_response())
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {

@@ -8,6 +8,6 @@ pub mod listener;
 pub mod state;
 pub mod ws;
 
-pub use config::ServerConfig;
+pub use config::{HistoryConfig, ServerConfig};
 pub use listener::{Running, StartError, serve, start};
 pub use state::AppState;

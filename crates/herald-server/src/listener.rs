@@ -28,6 +28,9 @@ pub struct RemoteAddr(pub SocketAddr);
 /// Why a node could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
+    /// Its state (history store) could not be set up.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -82,22 +85,56 @@ pub async fn start(
     config: ServerConfig,
     prometheus: Option<PrometheusHandle>,
 ) -> Result<Running, StartError> {
-    serve(AppState::new(config, prometheus)).await
+    serve(AppState::new(config, prometheus)?).await
 }
 
 /// Binds and starts serving an already built state.
 pub async fn serve(state: Arc<AppState>) -> Result<Running, StartError> {
     let addr = state.config.addr;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let app = router(state.clone());
+    if let Some(every) = state.config.history.as_ref().map(|h| h.sweep_every) {
+        tokio::spawn(sweep_history(state.clone(), every));
+    }
     let task = tokio::spawn(accept_loop(listener, app, state.clone()));
     info!(%addr, "listening");
     Ok(Running { addr, state, task })
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Applies age retention and forgets expired idempotency keys, until shutdown.
+async fn sweep_history(state: Arc<AppState>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let s = state.clone();
+        let swept = tokio::task::spawn_blocking(move || s.hub.history().map(|h| h.sweep())).await;
+        match swept {
+            Ok(Some(Err(e))) => {
+                warn!(error = %e, "history sweep failed");
+                herald_core::stats::error("history_sweep");
+            }
+            Ok(Some(Ok(n))) if n > 0 => tracing::debug!(removed = n, "history sweep"),
+            _ => {}
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
@@ -150,6 +187,11 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
         sessions.wait().await;
     })
     .await;
+    if let Some(h) = state.hub.history()
+        && let Err(e) = h.sync()
+    {
+        warn!(error = %e, "history sync at shutdown failed");
+    }
     match drained {
         Ok(()) => info!("shutdown complete"),
         Err(_) => warn!(

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use herald_core::history::{Clock, History};
 use herald_core::{Authenticator, Hub, HubSettings, Limits, RateLimiter, Stats};
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
@@ -10,6 +11,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
+
+/// Why a node's state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The data directory could not be created.
+    #[error("cannot create {0}: {1}")]
+    DataDir(std::path::PathBuf, std::io::Error),
+    /// The history store could not be opened.
+    #[error(transparent)]
+    Store(#[from] herald_store::StoreError),
+}
 
 /// Everything a request handler or a session needs.
 pub struct AppState {
@@ -40,16 +52,32 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State for a node with the in-process backplane.
-    pub fn new(config: ServerConfig, prometheus: Option<PrometheusHandle>) -> Arc<AppState> {
+    /// State for a node with the in-process backplane. Opens the history store when configured.
+    pub fn new(
+        config: ServerConfig,
+        prometheus: Option<PrometheusHandle>,
+    ) -> Result<Arc<AppState>, StateError> {
+        let history = match &config.history {
+            None => None,
+            Some(h) => {
+                std::fs::create_dir_all(&h.dir)
+                    .map_err(|e| StateError::DataDir(h.dir.clone(), e))?;
+                let store = herald_store::Store::open(&h.dir, h.fsync)?;
+                Some(History::new(
+                    Arc::new(store),
+                    h.settings.clone(),
+                    Clock::new(),
+                ))
+            }
+        };
         let stats = Stats::new();
         let settings = HubSettings {
             node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             presence_batch: std::time::Duration::from_millis(config.limits.presence_batch_ms),
             max_presence_members: config.limits.max_presence_members,
         };
-        Arc::new(AppState {
-            hub: Hub::in_process(stats, settings),
+        Ok(Arc::new(AppState {
+            hub: Hub::in_process(stats, settings, history),
             auth: Authenticator::new(config.jwt_secret.as_bytes()),
             limits: config.limits.clone(),
             http_limiter: Mutex::new(RateLimiter::new(config.limits.max_http_messages_per_second)),
@@ -58,7 +86,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             prometheus,
-        })
+        }))
     }
 
     /// Reserves a connection slot, or `None` when the node is full.

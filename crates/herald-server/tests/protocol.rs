@@ -538,7 +538,8 @@ async fn metrics_count_connections_joins_and_messages() {
             herald_server::ServerConfig::local(SECRET),
             Some(handle.clone()),
         )
-    });
+    })
+    .unwrap();
     let running = herald_server::serve(state).await.unwrap();
     let auth = herald_core::Authenticator::new(SECRET.as_bytes());
     let url = format!(

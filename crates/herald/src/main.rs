@@ -29,8 +29,8 @@ enum Command {
     Serve(ServeArgs),
     /// Mint a token signed with the configured secret.
     Token(TokenArgs),
-    // BENCH-ENABLE: /// Generate load against a running server and report what it measured.
-    // BENCH-ENABLE: Bench(herald_bench::BenchArgs),
+    /// Generate load against a running server and report what it measured.
+    Bench(herald_bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,10 +81,12 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
-        // BENCH-ENABLE: Command::Bench(args) => {
-        // BENCH-ENABLE:     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        // BENCH-ENABLE:     runtime.block_on(herald_bench::run(args))
-        // BENCH-ENABLE: }
+        Command::Bench(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(herald_bench::run(args))
+        }
     }
 }
 
@@ -127,6 +129,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         shutdown_grace: std::time::Duration::from_secs(settings.shutdown_grace_secs),
         test_echo_route: settings.test_echo_route,
         production,
+        history: settings.history_config()?,
+        sse_cookie: settings.sse_cookie.clone(),
+        sse_keepalive: std::time::Duration::from_secs(settings.sse_keepalive_secs.max(1)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use herald_core::Limits;
+use herald_core::history::{HistorySettings, Retention, RetentionRule, parse_duration};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,24 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     pub test_echo_route: bool,
     pub log_format: String,
+    /// Keep channel history (positions, recovery, idempotency).
+    pub history_enabled: bool,
+    /// Messages kept per channel when no `[[history]]` rule matches.
+    pub history_max_messages: usize,
+    /// Age limit of messages when no rule matches (`2m`, `24h`, ...).
+    pub history_max_age: String,
+    /// Per-pattern retention rules.
+    pub history: Vec<RetentionRule>,
+    /// Sync every append to disk.
+    pub history_fsync: bool,
+    /// How long an idempotency key is remembered, in seconds.
+    pub idempotency_window_secs: u64,
+    /// Largest replay served to a recovering client.
+    pub max_replay_messages: usize,
+    /// Cookie that may carry an SSE stream's token.
+    pub sse_cookie: String,
+    /// Seconds between SSE keep-alive comments.
+    pub sse_keepalive_secs: u64,
     #[serde(flatten)]
     pub limits: Limits,
 }
@@ -41,6 +60,15 @@ impl Default for Settings {
             shutdown_grace_secs: 10,
             test_echo_route: false,
             log_format: "text".to_owned(),
+            history_enabled: true,
+            history_max_messages: 100,
+            history_max_age: "2m".to_owned(),
+            history: Vec::new(),
+            history_fsync: false,
+            idempotency_window_secs: 300,
+            max_replay_messages: 10_000,
+            sse_cookie: "herald_token".to_owned(),
+            sse_keepalive_secs: 15,
             limits: Limits::default(),
         }
     }
@@ -83,6 +111,29 @@ impl Settings {
             .merge(Env::prefixed("HERALD_"))
             .merge(Serialized::defaults(overrides));
         figment.extract().context("invalid configuration")
+    }
+
+    /// The history configuration, or `None` when history is off.
+    pub fn history_config(&self) -> Result<Option<herald_server::HistoryConfig>> {
+        if !self.history_enabled {
+            return Ok(None);
+        }
+        let settings = HistorySettings {
+            default: Retention {
+                max_messages: self.history_max_messages,
+                max_age: parse_duration(&self.history_max_age)?,
+            },
+            rules: Vec::new(),
+            idempotency_window: std::time::Duration::from_secs(self.idempotency_window_secs),
+            max_replay: self.max_replay_messages,
+        }
+        .with_rules(&self.history)?;
+        Ok(Some(herald_server::HistoryConfig {
+            dir: self.data_dir.join("history"),
+            settings,
+            fsync: self.history_fsync,
+            sweep_every: std::time::Duration::from_secs(1),
+        }))
     }
 
     /// Production mode, by flag, setting or `HERALD_ENV=production`.
@@ -158,7 +209,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "h.toml",
-                "port = 5000\nidle_timeout_secs = 30\nmax_payload_bytes = 10\n",
+                "port = 5000\nidle_timeout_secs = 30\nmax_payload_bytes = 10\n\n[[history]]\ntopics = \"chat:*\"\nmax_messages = 1000\nmax_age = \"24h\"\n",
             )?;
             jail.set_env("HERALD_PORT", "6000");
             jail.set_env("HERALD_MAX_CHANNELS_PER_CONNECTION", "7");
@@ -167,6 +218,9 @@ mod tests {
             assert_eq!(s.limits.idle_timeout_secs, 30);
             assert_eq!(s.limits.max_payload_bytes, 10);
             assert_eq!(s.limits.max_channels_per_connection, 7);
+            let h = s.history_config().unwrap().unwrap();
+            assert_eq!(h.settings.retention("chat:x").max_messages, 1000);
+            assert_eq!(h.settings.retention("other").max_messages, 100);
             let flags = CliOverrides {
                 port: Some(7000),
                 ..CliOverrides::default()

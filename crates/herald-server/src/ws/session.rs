@@ -13,6 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use herald_core::auth::unix_now;
 use herald_core::channel::{self, TopicError};
+use herald_core::history::RecoverRequest;
 use herald_core::presence::TrackOutcome;
 use herald_core::session::close;
 use herald_core::{Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle};
@@ -392,10 +393,42 @@ impl Session {
                 ),
             );
         }
-        let subscription = self
-            .app
-            .hub
-            .subscribe(&key, self.handle.clone(), config.broadcast_self);
+        let request = match (&config.recover, config.replay) {
+            (Some((epoch, offset)), _) => Some(RecoverRequest::After {
+                epoch: epoch.clone(),
+                offset: *offset,
+            }),
+            (None, Some((since_ms, limit))) => Some(RecoverRequest::Since {
+                since_ms,
+                limit: limit.unwrap_or(25).clamp(1, 1000) as usize,
+            }),
+            (None, None) => None,
+        };
+        let (subscription, recovery) = match &request {
+            None => (
+                self.app
+                    .hub
+                    .subscribe(&key, self.handle.clone(), config.broadcast_self),
+                None,
+            ),
+            Some(request) => {
+                match self.app.hub.subscribe_recovering(
+                    &key,
+                    self.handle.clone(),
+                    config.broadcast_self,
+                    request,
+                ) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        warn!(conn = self.id, topic, error = %e, "history read failed");
+                        return refuse(
+                            self,
+                            "UnableToReplayMessages: history is unavailable, retry".to_owned(),
+                        );
+                    }
+                }
+            }
+        };
         let expires_at = Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
         let presence_key = if config.presence_key.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -418,13 +451,32 @@ impl Session {
         self.app.hub.stats().joins.increment(1);
         info!(conn = self.id, remote = %self.peer.remote, topic, private = config.private, "join");
         let bindings: Vec<Value> = config.postgres_changes.iter().map(|b| b.echo()).collect();
-        self.reply(
-            join_ref.as_deref(),
-            ref_,
-            topic,
-            "ok",
-            json!({ "postgres_changes": bindings }),
-        );
+        let mut response = json!({ "postgres_changes": bindings });
+        if config.recover.is_some() {
+            response["recovery"] = match &recovery {
+                Some(r) => json!({"recovered": r.recovered, "epoch": &*r.epoch, "offset": r.top}),
+                None => json!({"recovered": false, "epoch": null, "offset": 0}),
+            };
+        }
+        self.reply(join_ref.as_deref(), ref_, topic, "ok", response);
+        if let Some(recovery) = recovery {
+            let replayed = recovery.records.len();
+            let key = ChannelKey::new(&name, config.private);
+            for record in recovery.records {
+                if let Some(b) = Broadcast::replay(key.clone(), record, &recovery.epoch)
+                    && let Some(frame) = b.frame(self.peer.vsn)
+                {
+                    self.out.push(frame.clone());
+                }
+            }
+            info!(
+                conn = self.id,
+                topic,
+                recovered = recovery.recovered,
+                replayed,
+                "recovery"
+            );
+        }
         if !config.postgres_changes.is_empty() {
             self.push(
                 join_ref.as_deref(),
@@ -540,7 +592,7 @@ impl Session {
             self.stop_channel(&topic, "system", "Too many messages per second");
             return;
         }
-        let (event, body, origin) = match broadcast_parts(msg.payload) {
+        let (event, body, origin, idempotency_key) = match broadcast_parts(msg.payload) {
             Ok(parts) => parts,
             Err(reason) => {
                 herald_core::stats::error("malformed_broadcast");
@@ -578,7 +630,8 @@ impl Session {
             );
             return;
         }
-        let message = Broadcast::new(key, event, body, origin, Some(self.id));
+        let mut message = Broadcast::new(key, event, body, origin, Some(self.id));
+        message.idempotency_key = idempotency_key;
         match self.app.hub.publish(message).await {
             Ok(_) if ack => self.reply(join_ref.as_deref(), ref_, &topic, "ok", json!({})),
             Ok(_) => {}
@@ -721,20 +774,34 @@ impl Session {
     }
 }
 
-/// Splits a broadcast push into (event, body, origin), or gives the reason it is malformed.
-fn broadcast_parts(payload: InboundPayload) -> Result<(String, Body, Origin), &'static str> {
+/// Splits a broadcast push into (event, body, origin, idempotency key), or gives the reason it is malformed.
+fn broadcast_parts(
+    payload: InboundPayload,
+) -> Result<(String, Body, Origin, Option<String>), &'static str> {
+    #[derive(serde::Deserialize)]
+    struct PushMeta {
+        idempotency_key: Option<String>,
+    }
     match payload {
         InboundPayload::Binary(BinaryPush {
             event,
             encoding,
             payload,
+            metadata,
             ..
         }) => {
             let body = match encoding {
                 PayloadEncoding::Raw => Body::Raw(payload),
                 PayloadEncoding::Json => Body::Json(json_body(payload)?),
             };
-            Ok((event, body, Origin::Binary))
+            let key = if metadata.is_empty() {
+                None
+            } else {
+                serde_json::from_slice::<PushMeta>(&metadata)
+                    .map_err(|_| "metadata must be a JSON object")?
+                    .idempotency_key
+            };
+            Ok((event, body, Origin::Binary, key))
         }
         InboundPayload::Json(raw) => {
             #[derive(serde::Deserialize)]
@@ -742,6 +809,7 @@ fn broadcast_parts(payload: InboundPayload) -> Result<(String, Body, Origin), &'
                 event: Option<String>,
                 #[serde(borrow)]
                 payload: Option<&'a RawValue>,
+                meta: Option<PushMeta>,
             }
             let push: Push<'_> = serde_json::from_str(raw.get())
                 .map_err(|_| "broadcast payload must be an object")?;
@@ -750,7 +818,12 @@ fn broadcast_parts(payload: InboundPayload) -> Result<(String, Body, Origin), &'
                 Some(p) => p.to_owned(),
                 None => herald_protocol::decode::empty_object(),
             };
-            Ok((event, Body::Json(body), Origin::Text))
+            Ok((
+                event,
+                Body::Json(body),
+                Origin::Text,
+                push.meta.and_then(|m| m.idempotency_key),
+            ))
         }
     }
 }

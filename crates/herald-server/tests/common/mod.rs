@@ -21,12 +21,34 @@ pub struct Server {
     pub running: Option<Running>,
     pub addr: SocketAddr,
     pub auth: Authenticator,
+    pub data: Option<tempfile::TempDir>,
 }
 
 impl Server {
     pub async fn start(limits: Limits) -> Server {
         let mut config = ServerConfig::local(SECRET);
         config.limits = limits;
+        Server::with_config(config, None).await
+    }
+
+    /// A server whose channels keep history in a fresh directory.
+    pub async fn with_history(
+        limits: Limits,
+        settings: herald_core::history::HistorySettings,
+    ) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::local(SECRET);
+        config.limits = limits;
+        config.history = Some(herald_server::HistoryConfig {
+            dir: dir.path().join("history"),
+            settings,
+            fsync: false,
+            sweep_every: Duration::from_secs(1),
+        });
+        Server::with_config(config, Some(dir)).await
+    }
+
+    pub async fn with_config(mut config: ServerConfig, data: Option<tempfile::TempDir>) -> Server {
         config.shutdown_grace = Duration::from_secs(3);
         let running = herald_server::start(config, None)
             .await
@@ -35,6 +57,7 @@ impl Server {
             addr: running.addr,
             running: Some(running),
             auth: Authenticator::new(SECRET.as_bytes()),
+            data,
         }
     }
 
@@ -58,8 +81,12 @@ impl Server {
     }
 
     pub async fn http_broadcast(&self, topic: &str, event: &str, payload: Value) -> u16 {
-        let body =
-            json!({"messages": [{"topic": topic, "event": event, "payload": payload}]}).to_string();
+        self.http_batch(json!({"messages": [{"topic": topic, "event": event, "payload": payload}]}))
+            .await
+    }
+
+    pub async fn http_batch(&self, body: Value) -> u16 {
+        let body = body.to_string();
         http_request(
             self.addr,
             "POST",

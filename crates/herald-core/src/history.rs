@@ -1,0 +1,773 @@
+//! Channel history: positions (epoch + offset) for every message, retention by count and age per topic
+//! pattern, idempotent publish, and recovery of what a client missed.
+//!
+//! Each channel with history has a lock. Under it, a publish is checked for a repeated idempotency key,
+//! appended to the store (durably: the store returns once the write is with the operating system), and
+//! delivered to local subscribers; a recovering join reads what the client missed and subscribes. So a
+//! recovering client sees every message exactly once, in order: the ones up to the snapshot as replay,
+//! the ones after it live. No lock is held across an await.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_store::{Append, ChannelMeta, Record, Store, StoreError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::channel::ChannelKey;
+
+const SHARDS: usize = 64;
+
+/// The storage behind history: the embedded store on one node, a shared one in a cluster.
+pub trait HistoryBackend: Send + Sync + 'static {
+    /// The channel's position, if it has a log.
+    fn channel_meta(&self, channel: &[u8]) -> Result<Option<ChannelMeta>, StoreError>;
+    /// Creates or updates a channel's position.
+    fn set_channel_meta(&self, channel: &[u8], meta: &ChannelMeta) -> Result<(), StoreError>;
+    /// Oldest offset kept.
+    fn first_offset(&self, channel: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// Appends durably.
+    fn append(&self, append: &Append<'_>) -> Result<(), StoreError>;
+    /// Records after an offset, oldest first.
+    fn read_after(
+        &self,
+        channel: &[u8],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// The newest records since a time, oldest first.
+    fn read_since(
+        &self,
+        channel: &[u8],
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// Drops records older than a time.
+    fn trim_older_than(&self, channel: &[u8], cutoff_ms: u64) -> Result<usize, StoreError>;
+    /// Every channel with a log.
+    fn channels(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The offset a live idempotency key was used at.
+    fn idempotent_offset(
+        &self,
+        channel: &[u8],
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Forgets expired idempotency keys.
+    fn purge_idempotency(&self, now_ms: u64) -> Result<usize, StoreError>;
+    /// Makes everything durable on disk.
+    fn sync(&self) -> Result<(), StoreError>;
+}
+
+impl HistoryBackend for Store {
+    fn channel_meta(&self, channel: &[u8]) -> Result<Option<ChannelMeta>, StoreError> {
+        Store::channel_meta(self, channel)
+    }
+    fn set_channel_meta(&self, channel: &[u8], meta: &ChannelMeta) -> Result<(), StoreError> {
+        Store::set_channel_meta(self, channel, meta)
+    }
+    fn first_offset(&self, channel: &[u8]) -> Result<Option<u64>, StoreError> {
+        Store::first_offset(self, channel)
+    }
+    fn append(&self, append: &Append<'_>) -> Result<(), StoreError> {
+        Store::append(self, append)
+    }
+    fn read_after(
+        &self,
+        channel: &[u8],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        Store::read_after(self, channel, after, limit)
+    }
+    fn read_since(
+        &self,
+        channel: &[u8],
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        Store::read_since(self, channel, since_ms, limit)
+    }
+    fn trim_older_than(&self, channel: &[u8], cutoff_ms: u64) -> Result<usize, StoreError> {
+        Store::trim_older_than(self, channel, cutoff_ms)
+    }
+    fn channels(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        Store::channels(self)
+    }
+    fn idempotent_offset(
+        &self,
+        channel: &[u8],
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        Store::idempotent_offset(self, channel, key, now_ms)
+    }
+    fn purge_idempotency(&self, now_ms: u64) -> Result<usize, StoreError> {
+        Store::purge_idempotency(self, now_ms)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        Store::sync(self)
+    }
+}
+
+/// History errors.
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A retention rule could not be read.
+    #[error("invalid history rule: {0}")]
+    Rule(String),
+}
+
+/// A retention rule for channels whose name matches `topics` (`*` matches any run of characters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionRule {
+    /// Channel name pattern, e.g. `chat:*`.
+    pub topics: String,
+    /// Messages kept per channel (0: no history for these channels).
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// How long messages are kept, e.g. `24h`, `90s`, `7d`.
+    #[serde(default = "default_max_age")]
+    pub max_age: String,
+}
+
+fn default_max_messages() -> usize {
+    100
+}
+
+fn default_max_age() -> String {
+    "2m".to_owned()
+}
+
+/// Parses `500ms`, `30s`, `2m`, `24h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, HistoryError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| HistoryError::Rule(format!("bad duration {text:?}")))?;
+    let secs = |m: u64| Duration::from_secs(n.saturating_mul(m));
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => return Err(HistoryError::Rule(format!("bad duration unit in {text:?}"))),
+    })
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == text;
+    };
+    let Some(mut remaining) = text.strip_prefix(head) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('*').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return remaining.ends_with(part);
+        }
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// How long and how much a channel keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages kept (0: history off).
+    pub max_messages: usize,
+    /// Age limit.
+    pub max_age: Duration,
+}
+
+/// Settings of history.
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    /// Retention of channels no rule matches.
+    pub default: Retention,
+    /// Rules, first match wins.
+    pub rules: Vec<(String, Retention)>,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
+    /// Largest replay served to one recovering client; further behind means `recovered: false`.
+    pub max_replay: usize,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            default: Retention {
+                max_messages: 100,
+                max_age: Duration::from_secs(120),
+            },
+            rules: Vec::new(),
+            idempotency_window: Duration::from_secs(300),
+            max_replay: 10_000,
+        }
+    }
+}
+
+impl HistorySettings {
+    /// Builds the rules from their configuration form.
+    pub fn with_rules(mut self, rules: &[RetentionRule]) -> Result<HistorySettings, HistoryError> {
+        for r in rules {
+            let retention = Retention {
+                max_messages: r.max_messages,
+                max_age: parse_duration(&r.max_age)?,
+            };
+            self.rules.push((r.topics.clone(), retention));
+        }
+        Ok(self)
+    }
+
+    /// The retention of a channel.
+    pub fn retention(&self, name: &str) -> Retention {
+        self.rules
+            .iter()
+            .find(|(p, _)| glob(p, name))
+            .map_or(self.default, |(_, r)| *r)
+    }
+}
+
+/// Milliseconds since the Unix epoch, advancing with tokio's clock (so paused time moves it in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_ms: u64,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock reading the system time once, then tokio's monotonic time.
+    pub fn new() -> Clock {
+        let base_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock {
+            base_ms,
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Now, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.base_ms + self.base.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// A channel's position as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The epoch.
+    pub epoch: Arc<str>,
+    /// The offset.
+    pub offset: u64,
+}
+
+#[derive(Debug)]
+struct ChannelLog {
+    epoch: Arc<str>,
+    /// Oldest offset kept (`top + 1` when nothing is kept).
+    first: u64,
+    top: u64,
+    retention: Retention,
+}
+
+/// What a recovering join asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoverRequest {
+    /// Everything after this position.
+    After {
+        /// The epoch the client knows.
+        epoch: String,
+        /// The last offset it saw.
+        offset: u64,
+    },
+    /// The newest `limit` messages since a time (milliseconds since the Unix epoch).
+    Since {
+        /// Start time.
+        since_ms: u64,
+        /// At most this many.
+        limit: usize,
+    },
+}
+
+/// The outcome of a recovering join.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// True when every missed message is in `records`.
+    pub recovered: bool,
+    /// The channel's epoch.
+    pub epoch: Arc<str>,
+    /// The channel's top offset at the moment of subscription.
+    pub top: u64,
+    /// The messages to replay, oldest first.
+    pub records: Vec<Record>,
+}
+
+/// A message about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    /// Message id.
+    pub id: &'a str,
+    /// User event.
+    pub event: &'a str,
+    /// 0 text, 1 binary.
+    pub origin: u8,
+    /// Raw bytes (true) or JSON text.
+    pub raw: bool,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+    /// Idempotency key, if the publisher gave one.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at this position.
+    New(Position),
+    /// The idempotency key was already used: nothing stored, nothing to deliver.
+    Duplicate(Position),
+}
+
+/// The channel key as the store names it.
+pub fn store_key(key: &ChannelKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.name.len());
+    k.push(u8::from(key.private));
+    k.extend_from_slice(key.name.as_bytes());
+    k
+}
+
+fn key_from_store(k: &[u8]) -> Option<ChannelKey> {
+    let (&private, name) = k.split_first()?;
+    Some(ChannelKey::new(
+        std::str::from_utf8(name).ok()?,
+        private == 1,
+    ))
+}
+
+fn new_epoch() -> Arc<str> {
+    Arc::from(&uuid_like()[..8])
+}
+
+fn uuid_like() -> String {
+    // 16 random hex digits from the standard library's randomly seeded hasher.
+    let a = RandomState::new().hash_one(std::time::SystemTime::now());
+    format!("{a:016x}")
+}
+
+type LogSlot = Arc<Mutex<Option<ChannelLog>>>;
+
+/// History of every channel on this node.
+pub struct History {
+    backend: Arc<dyn HistoryBackend>,
+    settings: HistorySettings,
+    logs: Box<[Mutex<HashMap<ChannelKey, LogSlot>>]>,
+    hasher: RandomState,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl History {
+    /// History over a backend.
+    pub fn new(
+        backend: Arc<dyn HistoryBackend>,
+        settings: HistorySettings,
+        clock: Clock,
+    ) -> History {
+        History {
+            backend,
+            settings,
+            logs: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            clock,
+        }
+    }
+
+    /// Now, by the history clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// True when the channel keeps history.
+    pub fn enabled(&self, key: &ChannelKey) -> bool {
+        self.settings.retention(&key.name).max_messages > 0
+    }
+
+    fn slot(&self, key: &ChannelKey) -> LogSlot {
+        let i = (self.hasher.hash_one(key) as usize) % self.logs.len();
+        self.logs[i].lock().entry(key.clone()).or_default().clone()
+    }
+
+    fn load<'a>(
+        &self,
+        key: &ChannelKey,
+        slot: &'a mut Option<ChannelLog>,
+    ) -> Result<&'a mut ChannelLog, HistoryError> {
+        if slot.is_none() {
+            let sk = store_key(key);
+            let retention = self.settings.retention(&key.name);
+            let log = match self.backend.channel_meta(&sk)? {
+                Some(meta) => {
+                    let first = self.backend.first_offset(&sk)?.unwrap_or(meta.top + 1);
+                    ChannelLog {
+                        epoch: Arc::from(meta.epoch.as_str()),
+                        first,
+                        top: meta.top,
+                        retention,
+                    }
+                }
+                None => {
+                    let epoch = new_epoch();
+                    self.backend.set_channel_meta(
+                        &sk,
+                        &ChannelMeta {
+                            epoch: epoch.to_string(),
+                            top: 0,
+                        },
+                    )?;
+                    ChannelLog {
+                        epoch,
+                        first: 1,
+                        top: 0,
+                        retention,
+                    }
+                }
+            };
+            *slot = Some(log);
+        }
+        slot.as_mut()
+            .ok_or(HistoryError::Rule("unreachable: log not loaded".to_owned()))
+    }
+
+    /// Appends a message and, still under the channel's lock, hands its position to `deliver`.
+    pub fn append<R>(
+        &self,
+        key: &ChannelKey,
+        msg: &NewMessage<'_>,
+        deliver: impl FnOnce(&Position) -> R,
+    ) -> Result<(Appended, Option<R>), HistoryError> {
+        let slot = self.slot(key);
+        let mut guard = slot.lock();
+        let log = self.load(key, &mut guard)?;
+        let sk = store_key(key);
+        let now = self.clock.now_ms();
+        if let Some(k) = msg.idempotency_key
+            && let Some(offset) = self.backend.idempotent_offset(&sk, k, now)?
+        {
+            return Ok((
+                Appended::Duplicate(Position {
+                    epoch: log.epoch.clone(),
+                    offset,
+                }),
+                None,
+            ));
+        }
+        let offset = log.top + 1;
+        let keep = log.retention.max_messages.max(1) as u64;
+        let evict = (offset + 1 - log.first > keep).then(|| log.first..offset + 1 - keep);
+        let record = Record {
+            offset,
+            ts_ms: now,
+            id: msg.id.to_owned(),
+            event: msg.event.to_owned(),
+            origin: msg.origin,
+            raw: msg.raw,
+            payload: msg.payload.to_vec(),
+        };
+        let window = self.settings.idempotency_window.as_millis() as u64;
+        self.backend.append(&Append {
+            channel: &sk,
+            meta: &ChannelMeta {
+                epoch: log.epoch.to_string(),
+                top: offset,
+            },
+            record: &record,
+            evict: evict.clone(),
+            idempotency: msg.idempotency_key.map(|k| (k, now + window)),
+        })?;
+        log.top = offset;
+        if let Some(range) = evict {
+            log.first = range.end;
+        }
+        if log.first > log.top {
+            log.first = log.top;
+        }
+        let position = Position {
+            epoch: log.epoch.clone(),
+            offset,
+        };
+        let delivered = deliver(&position);
+        Ok((Appended::New(position), Some(delivered)))
+    }
+
+    /// Reads what a client missed and, under the channel's lock, runs `subscribe`.
+    pub fn recover<R>(
+        &self,
+        key: &ChannelKey,
+        request: &RecoverRequest,
+        subscribe: impl FnOnce() -> R,
+    ) -> Result<(Recovery, R), HistoryError> {
+        let slot = self.slot(key);
+        let mut guard = slot.lock();
+        let log = self.load(key, &mut guard)?;
+        let sk = store_key(key);
+        let (recovered, records) = match request {
+            RecoverRequest::After { epoch, offset } => {
+                let behind = log.top.saturating_sub(*offset);
+                let whole = *epoch == *log.epoch
+                    && *offset <= log.top
+                    && offset.saturating_add(1) >= log.first
+                    && behind as usize <= self.settings.max_replay;
+                if whole {
+                    let records = self.backend.read_after(&sk, *offset, behind as usize)?;
+                    // Never a partial replay: the store must hold every offset in the gap.
+                    let complete = records.len() as u64 == behind
+                        && records.first().is_none_or(|r| r.offset == offset + 1);
+                    if complete {
+                        (true, records)
+                    } else {
+                        (false, Vec::new())
+                    }
+                } else {
+                    (false, Vec::new())
+                }
+            }
+            RecoverRequest::Since { since_ms, limit } => (
+                true,
+                self.backend
+                    .read_since(&sk, *since_ms, (*limit).min(self.settings.max_replay))?,
+            ),
+        };
+        let recovery = Recovery {
+            recovered,
+            epoch: log.epoch.clone(),
+            top: log.top,
+            records,
+        };
+        let out = subscribe();
+        Ok((recovery, out))
+    }
+
+    /// The channel's current position (creating its log if needed).
+    pub fn position(&self, key: &ChannelKey) -> Result<Position, HistoryError> {
+        let slot = self.slot(key);
+        let mut guard = slot.lock();
+        let log = self.load(key, &mut guard)?;
+        Ok(Position {
+            epoch: log.epoch.clone(),
+            offset: log.top,
+        })
+    }
+
+    /// Up to `limit` records after `after`, for the HTTP API.
+    pub fn read_after(
+        &self,
+        key: &ChannelKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, HistoryError> {
+        Ok(self.backend.read_after(&store_key(key), after, limit)?)
+    }
+
+    /// Applies age retention to every channel and forgets expired idempotency keys.
+    pub fn sweep(&self) -> Result<usize, HistoryError> {
+        let now = self.clock.now_ms();
+        let mut removed = 0;
+        for sk in self.backend.channels()? {
+            let Some(key) = key_from_store(&sk) else {
+                continue;
+            };
+            let retention = self.settings.retention(&key.name);
+            let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
+            let slot = self.slot(&key);
+            let mut guard = slot.lock();
+            let n = self.backend.trim_older_than(&sk, cutoff)?;
+            if n > 0 {
+                removed += n;
+                if let Some(log) = guard.as_mut() {
+                    log.first = self.backend.first_offset(&sk)?.unwrap_or(log.top + 1);
+                }
+            }
+        }
+        self.backend.purge_idempotency(now)?;
+        Ok(removed)
+    }
+
+    /// Makes everything durable on disk.
+    pub fn sync(&self) -> Result<(), HistoryError> {
+        Ok(self.backend.sync()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(dir: &std::path::Path, settings: HistorySettings) -> History {
+        let store = Store::open(dir, false).unwrap();
+        History::new(Arc::new(store), settings, Clock::new())
+    }
+
+    fn msg(id: &str) -> NewMessage<'_> {
+        NewMessage {
+            id,
+            event: "e",
+            origin: 0,
+            raw: false,
+            payload: b"{}",
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn durations_and_globs() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(glob("chat:*", "chat:room") && !glob("chat:*", "news"));
+        assert!(
+            glob("*:x:*", "a:x:b") && glob("*", "") && glob("a*c", "abc") && !glob("a*c", "abd")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offsets_retention_by_count_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = [RetentionRule {
+            topics: "short:*".into(),
+            max_messages: 3,
+            max_age: "10s".into(),
+        }];
+        let h = history(
+            dir.path(),
+            HistorySettings::default().with_rules(&rules).unwrap(),
+        );
+        let k = ChannelKey::new("short:a", false);
+        for i in 1..=5 {
+            let (a, _) = h.append(&k, &msg(&format!("m{i}")), |_| ()).unwrap();
+            assert!(matches!(a, Appended::New(p) if p.offset == i));
+        }
+        // Count: only 3..=5 kept.
+        let epoch = h.position(&k).unwrap().epoch.to_string();
+        let (r, ()) = h
+            .recover(
+                &k,
+                &RecoverRequest::After {
+                    epoch: epoch.clone(),
+                    offset: 2,
+                },
+                || (),
+            )
+            .unwrap();
+        assert!(r.recovered);
+        assert_eq!(
+            r.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        let (r, ()) = h
+            .recover(
+                &k,
+                &RecoverRequest::After {
+                    epoch: epoch.clone(),
+                    offset: 1,
+                },
+                || (),
+            )
+            .unwrap();
+        assert!(
+            !r.recovered && r.records.is_empty(),
+            "a partial replay must not be served"
+        );
+        // Age: after 11 s everything is gone, and the position is kept.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(h.sweep().unwrap(), 3);
+        let (r, ()) = h
+            .recover(
+                &k,
+                &RecoverRequest::After {
+                    epoch: epoch.clone(),
+                    offset: 5,
+                },
+                || (),
+            )
+            .unwrap();
+        assert!(r.recovered && r.records.is_empty() && r.top == 5);
+        let (r, ()) = h
+            .recover(&k, &RecoverRequest::After { epoch, offset: 4 }, || ())
+            .unwrap();
+        assert!(!r.recovered);
+        let (a, _) = h.append(&k, &msg("m6"), |_| ()).unwrap();
+        assert!(matches!(a, Appended::New(p) if p.offset == 6));
+    }
+
+    #[tokio::test]
+    async fn idempotency_and_epoch_change_after_wipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = ChannelKey::new("room", false);
+        let epoch = {
+            let h = history(dir.path(), HistorySettings::default());
+            let m = NewMessage {
+                idempotency_key: Some("k"),
+                ..msg("a")
+            };
+            let (first, delivered) = h.append(&k, &m, |_| 1).unwrap();
+            assert_eq!(delivered, Some(1));
+            let (again, delivered) = h.append(&k, &m, |_| 1).unwrap();
+            assert_eq!(delivered, None);
+            let (Appended::New(p1), Appended::Duplicate(p2)) = (first, again) else {
+                panic!()
+            };
+            assert_eq!(p1, p2);
+            p1.epoch.to_string()
+        };
+        // Reopened: same epoch, same offsets.
+        {
+            let h = history(dir.path(), HistorySettings::default());
+            assert_eq!(
+                h.position(&k).unwrap(),
+                Position {
+                    epoch: Arc::from(epoch.as_str()),
+                    offset: 1
+                }
+            );
+        }
+        // Wiped: a new epoch, and the old position cannot be recovered.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let h = history(dir.path(), HistorySettings::default());
+        let p = h.position(&k).unwrap();
+        assert_ne!(&*p.epoch, epoch.as_str());
+        let (r, ()) = h
+            .recover(&k, &RecoverRequest::After { epoch, offset: 1 }, || ())
+            .unwrap();
+        assert!(!r.recovered);
+    }
+}
