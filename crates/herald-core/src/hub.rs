@@ -14,7 +14,6 @@ use crate::history::{
 use crate::message::{Body, Broadcast, ChannelEvent, Origin};
 use crate::presence::{Presence, TrackOutcome};
 use crate::registry::{Fanout, Registry, Subscriber};
-use crate::session::SessionHandle;
 use crate::stats::Stats;
 
 /// Settings of a hub.
@@ -112,21 +111,9 @@ impl Hub {
     }
 
     /// Subscribes a session to a channel; returns the subscription id.
-    pub fn subscribe(
-        &self,
-        key: &ChannelKey,
-        session: Arc<SessionHandle>,
-        self_broadcast: bool,
-    ) -> u64 {
+    pub fn subscribe(&self, key: &ChannelKey, subscriber: Subscriber) -> u64 {
         let id = self.next_id();
-        if self.registry.add(
-            key,
-            id,
-            Subscriber {
-                session,
-                self_broadcast,
-            },
-        ) {
+        if self.registry.add(key, id, subscriber) {
             self.backplane.interest(key, true);
         }
         id
@@ -268,16 +255,13 @@ impl Hub {
     pub fn subscribe_recovering(
         &self,
         key: &ChannelKey,
-        session: Arc<SessionHandle>,
-        self_broadcast: bool,
+        subscriber: Subscriber,
         request: &RecoverRequest,
     ) -> Result<(u64, Option<Recovery>), HistoryError> {
         let Some(history) = self.history.as_ref().filter(|h| h.enabled(key)) else {
-            return Ok((self.subscribe(key, session, self_broadcast), None));
+            return Ok((self.subscribe(key, subscriber), None));
         };
-        let (recovery, id) = history.recover(key, request, || {
-            self.subscribe(key, session, self_broadcast)
-        })?;
+        let (recovery, id) = history.recover(key, request, || self.subscribe(key, subscriber))?;
         Ok((id, Some(recovery)))
     }
 
@@ -295,6 +279,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::SessionHandle;
     use crate::message::{Body, Origin};
     use axum::extract::ws::Message;
     use herald_protocol::Vsn;
@@ -317,8 +302,8 @@ mod tests {
         let key = ChannelKey::new("room", false);
         let (a, mut ra) = SessionHandle::new(1, Vsn::V2, 8);
         let (b, mut rb) = SessionHandle::new(2, Vsn::V1, 8);
-        let sa = hub.subscribe(&key, a, false);
-        hub.subscribe(&key, b, true);
+        let sa = hub.subscribe(&key, Subscriber::ws(a, false));
+        hub.subscribe(&key, Subscriber::ws(b, true));
         let f = hub
             .publish(Broadcast::new(
                 key.clone(),
@@ -354,7 +339,7 @@ mod tests {
             .unwrap();
         assert_eq!(fanout(f), Fanout::default());
         let (v1, _r) = SessionHandle::new(1, Vsn::V1, 8);
-        let id = hub.subscribe(&key, v1, false);
+        let id = hub.subscribe(&key, Subscriber::ws(v1, false));
         let raw = Body::Raw(bytes::Bytes::from_static(b"x"));
         let f = hub
             .publish(Broadcast::new(

@@ -18,5 +18,6 @@ pub use channel::ChannelKey;
 pub use hub::{Hub, HubSettings};
 pub use limits::{Limits, RateLimiter};
 pub use message::{Body, Broadcast, Origin};
-pub use session::{CloseReason, Delivery, SessionHandle, close};
+pub use registry::{Sink, Subscriber};
+pub use session::{CloseReason, Delivery, SessionHandle, SseHandle, SseItem, close};
 pub use stats::Stats;

@@ -66,6 +66,7 @@ pub struct Broadcast {
     pub sender: Option<u64>,
     v1: OnceLock<Option<Message>>,
     v2: OnceLock<Option<Message>>,
+    sse: OnceLock<Option<Bytes>>,
 }
 
 impl Broadcast {
@@ -89,7 +90,45 @@ impl Broadcast {
             sender,
             v1: OnceLock::new(),
             v2: OnceLock::new(),
+            sse: OnceLock::new(),
         }
+    }
+
+    /// The SSE lines of this message: `event: broadcast` and one `data:` line with
+    /// `{"topic","event","payload","meta"}` (raw bytes as base64 with `"encoding":"base64"`).
+    pub fn sse_frame(&self) -> Option<&Bytes> {
+        self.sse
+            .get_or_init(|| {
+                let meta = self.meta();
+                let payload = match &self.body {
+                    Body::Json(raw) => one_line(raw)?,
+                    Body::Raw(bytes) => {
+                        use base64::Engine;
+                        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+                        serde_json::value::to_raw_value(&text).ok()?
+                    }
+                };
+                #[derive(serde::Serialize)]
+                struct Data<'a> {
+                    topic: &'a str,
+                    event: &'a str,
+                    payload: &'a RawValue,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    encoding: Option<&'static str>,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    meta: Option<&'a RawValue>,
+                }
+                let data = Data {
+                    topic: &self.channel.name,
+                    event: &self.event,
+                    payload: &payload,
+                    encoding: matches!(self.body, Body::Raw(_)).then_some("base64"),
+                    meta: meta.as_deref(),
+                };
+                let json = serde_json::to_string(&data).ok()?;
+                Some(Bytes::from(format!("event: broadcast\ndata: {json}\n")))
+            })
+            .as_ref()
     }
 
     /// A stored message, to be replayed.
@@ -175,6 +214,17 @@ impl Broadcast {
     }
 }
 
+/// JSON text safe for one SSE `data:` line: raw JSON holding line breaks (between tokens) is
+/// re-serialized compactly; JSON strings never contain raw line breaks.
+fn one_line(raw: &RawValue) -> Option<Box<RawValue>> {
+    let text = raw.get();
+    if !text.contains(['\n', '\r']) {
+        return Some(raw.to_owned());
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    serde_json::value::to_raw_value(&value).ok()
+}
+
 fn text(
     vsn: Vsn,
     topic: &str,
@@ -198,6 +248,12 @@ pub trait Outgoing {
     fn sender(&self) -> Option<u64>;
     /// Its frame for a protocol version, encoded once; `None` when it cannot be shown there.
     fn frame(&self, vsn: Vsn) -> Option<&Message>;
+    /// Its SSE lines, encoded once.
+    fn sse_frame(&self) -> Option<&Bytes>;
+    /// Its place in history, if any.
+    fn position(&self) -> Option<&Position>;
+    /// True for presence events (which SSE streams receive only on request).
+    fn is_presence(&self) -> bool;
 }
 
 impl Outgoing for Broadcast {
@@ -211,6 +267,18 @@ impl Outgoing for Broadcast {
 
     fn frame(&self, vsn: Vsn) -> Option<&Message> {
         Broadcast::frame(self, vsn)
+    }
+
+    fn sse_frame(&self) -> Option<&Bytes> {
+        Broadcast::sse_frame(self)
+    }
+
+    fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
+    }
+
+    fn is_presence(&self) -> bool {
+        false
     }
 }
 
@@ -226,6 +294,7 @@ pub struct ChannelEvent {
     pub payload: serde_json::Value,
     v1: OnceLock<Option<Message>>,
     v2: OnceLock<Option<Message>>,
+    sse: OnceLock<Option<Bytes>>,
 }
 
 impl ChannelEvent {
@@ -241,6 +310,7 @@ impl ChannelEvent {
             payload,
             v1: OnceLock::new(),
             v2: OnceLock::new(),
+            sse: OnceLock::new(),
         }
     }
 }
@@ -252,6 +322,23 @@ impl Outgoing for ChannelEvent {
 
     fn sender(&self) -> Option<u64> {
         None
+    }
+
+    fn sse_frame(&self) -> Option<&Bytes> {
+        self.sse
+            .get_or_init(|| {
+                let data = serde_json::json!({ "topic": &*self.channel.name, "payload": &self.payload });
+                Some(Bytes::from(format!("event: {}\ndata: {data}\n", self.event)))
+            })
+            .as_ref()
+    }
+
+    fn position(&self) -> Option<&Position> {
+        None
+    }
+
+    fn is_presence(&self) -> bool {
+        self.event.starts_with("presence")
     }
 
     fn frame(&self, vsn: Vsn) -> Option<&Message> {

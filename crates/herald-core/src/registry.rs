@@ -12,18 +12,57 @@ use parking_lot::RwLock;
 
 use crate::channel::ChannelKey;
 use crate::message::Outgoing;
-use crate::session::{Delivery, SessionHandle};
+use crate::session::{Delivery, SessionHandle, SseHandle, SseItem};
 use crate::stats::Stats;
 
 const SHARDS: usize = 64;
 
-/// One session's subscription to a channel.
+/// Where a subscription's messages go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// A WebSocket session.
+    Ws(Arc<SessionHandle>),
+    /// An SSE stream; `presence` tells whether it asked for presence events.
+    Sse {
+        /// The stream.
+        stream: Arc<SseHandle>,
+        /// Presence events wanted.
+        presence: bool,
+    },
+}
+
+/// One subscription to a channel.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
-    /// The session.
-    pub session: Arc<SessionHandle>,
-    /// Whether the session receives its own broadcasts.
+    /// Where its messages go.
+    pub sink: Sink,
+    /// Whether the sender receives its own broadcasts.
     pub self_broadcast: bool,
+}
+
+impl Subscriber {
+    /// A WebSocket session's subscription.
+    pub fn ws(session: Arc<SessionHandle>, self_broadcast: bool) -> Subscriber {
+        Subscriber {
+            sink: Sink::Ws(session),
+            self_broadcast,
+        }
+    }
+
+    /// An SSE stream's subscription.
+    pub fn sse(stream: Arc<SseHandle>, presence: bool) -> Subscriber {
+        Subscriber {
+            sink: Sink::Sse { stream, presence },
+            self_broadcast: false,
+        }
+    }
+
+    fn id(&self) -> u64 {
+        match &self.sink {
+            Sink::Ws(s) => s.id,
+            Sink::Sse { stream, .. } => stream.id,
+        }
+    }
 }
 
 type Shard = HashMap<ChannelKey, IndexMap<u64, Subscriber>>;
@@ -98,14 +137,30 @@ impl Registry {
         };
         let sender = msg.sender();
         for sub in subs.values() {
-            if !sub.self_broadcast && sender == Some(sub.session.id) {
+            if !sub.self_broadcast && sender == Some(sub.id()) {
                 continue;
             }
-            let Some(frame) = msg.frame(sub.session.vsn) else {
-                out.incompatible += 1;
-                continue;
+            let delivery = match &sub.sink {
+                Sink::Ws(session) => {
+                    let Some(frame) = msg.frame(session.vsn) else {
+                        out.incompatible += 1;
+                        continue;
+                    };
+                    session.push(frame.clone())
+                }
+                Sink::Sse { stream, presence } => {
+                    if msg.is_presence() && !presence {
+                        continue;
+                    }
+                    let Some(data) = msg.sse_frame() else { continue };
+                    stream.push(SseItem {
+                        channel: msg.channel().clone(),
+                        position: msg.position().cloned(),
+                        data: data.clone(),
+                    })
+                }
             };
-            match sub.session.push(frame.clone()) {
+            match delivery {
                 Delivery::Queued => out.queued += 1,
                 Delivery::Closed => {}
                 Delivery::Overflow => out.overflowed += 1,

@@ -137,3 +137,64 @@ mod tests {
         assert_eq!(s.push(Message::Text("d".into())), Delivery::Closed);
     }
 }
+
+/// One frame for an SSE stream: the shared, pre-encoded event lines, and the position the stream adds
+/// to its cursor (`id:`) before ending the event.
+#[derive(Debug, Clone)]
+pub struct SseItem {
+    /// The channel it came from.
+    pub channel: crate::channel::ChannelKey,
+    /// Its position, when the channel keeps history.
+    pub position: Option<crate::history::Position>,
+    /// `event: ...\ndata: ...\n` (without the blank line that ends the event).
+    pub data: bytes::Bytes,
+}
+
+/// One SSE stream, as the hub sees it.
+#[derive(Debug)]
+pub struct SseHandle {
+    /// Node-unique id.
+    pub id: u64,
+    tx: mpsc::Sender<SseItem>,
+    closer: CancellationToken,
+}
+
+impl SseHandle {
+    /// A handle and the receiving end of its bounded queue.
+    pub fn new(id: u64, queue: usize) -> (Arc<SseHandle>, mpsc::Receiver<SseItem>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        (
+            Arc::new(SseHandle {
+                id,
+                tx,
+                closer: CancellationToken::new(),
+            }),
+            rx,
+        )
+    }
+
+    /// Queues an item without waiting; a full queue ends the stream (slow consumer).
+    pub fn push(&self, item: SseItem) -> Delivery {
+        if self.closer.is_cancelled() {
+            return Delivery::Closed;
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.closer.cancel();
+                Delivery::Overflow
+            }
+        }
+    }
+
+    /// Resolves once the stream must end.
+    pub fn closing(&self) -> WaitForCancellationFuture<'_> {
+        self.closer.cancelled()
+    }
+
+    /// True once the stream must end.
+    pub fn is_closing(&self) -> bool {
+        self.closer.is_cancelled()
+    }
+}

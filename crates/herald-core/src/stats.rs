@@ -40,6 +40,12 @@ pub struct Stats {
     pub presence_frames: Counter,
     /// Presence metas tracked on this node.
     pub presences: Gauge,
+    /// Open SSE streams.
+    pub sse_connections: Gauge,
+    /// Events written to SSE streams.
+    pub sse_messages_out: Counter,
+    /// Bytes written to SSE streams.
+    pub sse_bytes_out: Counter,
 }
 
 impl Stats {
@@ -60,6 +66,9 @@ impl Stats {
             presence_diffs: counter!("herald_presence_diffs_total"),
             presence_frames: counter!("herald_presence_frames_total"),
             presences: gauge!("herald_presences"),
+            sse_connections: gauge!("herald_connections", "transport" => "sse"),
+            sse_messages_out: counter!("herald_messages_out_total", "transport" => "sse"),
+            sse_bytes_out: counter!("herald_bytes_out_total", "transport" => "sse"),
         }
     }
 }

@@ -102,3 +102,48 @@ proptest! {
         if frame.len() < needed { prop_assert!(result.is_err()); }
     }
 }
+
+mod cursor {
+    use herald_protocol::cursor::{CursorEntry, CursorError, MAX_ENTRIES, decode, encode};
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = CursorEntry> {
+        (any::<u32>(), "[a-z0-9]{0,16}", any::<u64>()).prop_map(|(channel, epoch, offset)| CursorEntry { channel, epoch, offset })
+    }
+
+    proptest! {
+        #[test]
+        fn cursors_round_trip(entries in proptest::collection::vec(entry(), 0..MAX_ENTRIES)) {
+            let token = encode(&entries, b"k").unwrap();
+            prop_assert_eq!(decode(&token, b"k").unwrap(), entries);
+        }
+
+        #[test]
+        fn any_flipped_character_is_refused(entries in proptest::collection::vec(entry(), 1..8), at in any::<usize>(), with in "[A-Za-z0-9_-]") {
+            let token = encode(&entries, b"k").unwrap();
+            let i = at % token.len();
+            let mut chars: Vec<char> = token.chars().collect();
+            let replacement = with.chars().next().unwrap();
+            prop_assume!(chars[i] != replacement);
+            chars[i] = replacement;
+            let tampered: String = chars.into_iter().collect();
+            // Either refused, or (when the change only touched padding bits of the last character) the same entries.
+            match decode(&tampered, b"k") {
+                Err(_) => {}
+                Ok(decoded) => prop_assert_eq!(decoded, entries),
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = decode(&text, b"k");
+        }
+    }
+
+    #[test]
+    fn too_many_entries_or_too_long_tokens_are_refused() {
+        let e = CursorEntry { channel: 1, epoch: "e".into(), offset: 1 };
+        assert_eq!(encode(&vec![e; MAX_ENTRIES + 1], b"k"), Err(CursorError::TooLarge));
+        assert_eq!(decode(&"A".repeat(5000), b"k"), Err(CursorError::TooLarge));
+    }
+}

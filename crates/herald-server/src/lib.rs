@@ -5,6 +5,7 @@ pub mod config;
 pub mod demo;
 pub mod http_api;
 pub mod listener;
+pub mod sse;
 pub mod state;
 pub mod ws;
 

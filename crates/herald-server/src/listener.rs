@@ -73,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .merge(ws::routes())
         .merge(crate::demo::routes())
+        .merge(crate::sse::routes())
         .merge(http_api::routes(&state.limits));
     if state.config.test_echo_route {
         router = router.merge(ws::echo::routes());

@@ -90,7 +90,7 @@ impl AppState {
     }
 
     /// Reserves a connection slot, or `None` when the node is full.
-    pub fn try_reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    pub fn try_reserve_connection(self: &Arc<Self>, transport: Transport) -> Option<ConnectionSlot> {
         let max = self.limits.max_connections;
         let mut current = self.connections.load(Ordering::Relaxed);
         loop {
@@ -104,11 +104,32 @@ impl AppState {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    self.hub.stats().ws_connections.increment(1.0);
-                    return Some(ConnectionSlot { app: self.clone() });
+                    transport.gauge(self).increment(1.0);
+                    return Some(ConnectionSlot {
+                        app: self.clone(),
+                        transport,
+                    });
                 }
                 Err(seen) => current = seen,
             }
+        }
+    }
+}
+
+/// The kind of a client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A WebSocket.
+    WebSocket,
+    /// A Server-Sent Events stream.
+    Sse,
+}
+
+impl Transport {
+    fn gauge(self, app: &AppState) -> &metrics::Gauge {
+        match self {
+            Transport::WebSocket => &app.hub.stats().ws_connections,
+            Transport::Sse => &app.hub.stats().sse_connections,
         }
     }
 }
@@ -117,11 +138,12 @@ impl AppState {
 #[derive(Debug)]
 pub struct ConnectionSlot {
     app: Arc<AppState>,
+    transport: Transport,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.app.connections.fetch_sub(1, Ordering::AcqRel);
-        self.app.hub.stats().ws_connections.decrement(1.0);
+        self.transport.gauge(&self.app).decrement(1.0);
     }
 }

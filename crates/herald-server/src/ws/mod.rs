@@ -69,7 +69,7 @@ async fn handshake(
             return refuse(StatusCode::UNAUTHORIZED, &e.handshake_message());
         }
     };
-    let Some(slot) = app.try_reserve_connection() else {
+    let Some(slot) = app.try_reserve_connection(crate::state::Transport::WebSocket) else {
         info!(%remote, "handshake refused: too many connected users");
         herald_core::stats::error("too_many_connections");
         return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many connected users");

@@ -16,7 +16,7 @@ use herald_core::channel::{self, TopicError};
 use herald_core::history::RecoverRequest;
 use herald_core::presence::TrackOutcome;
 use herald_core::session::close;
-use herald_core::{Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle};
+use herald_core::{Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle, Subscriber};
 use herald_protocol::{
     BinaryPush, Inbound, InboundPayload, JoinConfig, OutFrame, PayloadEncoding, Vsn, decode_binary,
     decode_text, encode_frame,
@@ -408,14 +408,13 @@ impl Session {
             None => (
                 self.app
                     .hub
-                    .subscribe(&key, self.handle.clone(), config.broadcast_self),
+                    .subscribe(&key, Subscriber::ws(self.handle.clone(), config.broadcast_self)),
                 None,
             ),
             Some(request) => {
                 match self.app.hub.subscribe_recovering(
                     &key,
-                    self.handle.clone(),
-                    config.broadcast_self,
+                    Subscriber::ws(self.handle.clone(), config.broadcast_self),
                     request,
                 ) {
                     Ok(done) => done,

@@ -1,0 +1,356 @@
+//! `GET /sse`: Server-Sent Events for clients that only listen. Several topics per stream; every event
+//! carries one `id:` cursor holding the position of all of them, so a reconnecting `EventSource`
+//! (`Last-Event-ID`) or a reloaded page (`?last_event_id=`) resumes each channel exactly where it
+//! stopped, or is told with a `system` event that it cannot.
+//!
+//! Fan-out hands each stream the message's shared, pre-encoded `event:`/`data:` lines; the stream only
+//! adds its own `id:` line. Works over HTTP/1.1 and HTTP/2 (h2c) alike.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use herald_core::channel::{self, ChannelKey};
+use herald_core::history::{Position, RecoverRequest};
+use herald_core::{Broadcast, SseHandle, SseItem, Subscriber};
+use herald_protocol::cursor::{self, CursorEntry};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::listener::RemoteAddr;
+use crate::state::{AppState, ConnectionSlot, Transport};
+
+/// Topics one stream may follow.
+pub const MAX_TOPICS: usize = 32;
+/// Items drained from the queue per wake-up.
+const DRAIN: usize = 64;
+/// The reconnection delay suggested to browsers, in milliseconds.
+const RETRY_MS: u32 = 2000;
+
+/// The SSE route.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/sse", get(open))
+}
+
+fn error(status: StatusCode, text: &str) -> Response {
+    (status, axum::Json(json!({ "error": text }))).into_response()
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v, "1" | "true" | "yes" | "on")
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The HMAC key of cursors, derived from the node's secret.
+pub fn cursor_key(app: &AppState) -> Vec<u8> {
+    let mut k = b"herald-sse-cursor:".to_vec();
+    k.extend_from_slice(app.config.jwt_secret.as_bytes());
+    k
+}
+
+struct Channel {
+    key: ChannelKey,
+    hash: u32,
+    subscription: u64,
+    position: Option<Position>,
+}
+
+async fn open(
+    State(app): State<Arc<AppState>>,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut topics: Vec<String> = Vec::new();
+    let (mut presence, mut private, mut query_cursor, mut query_token) = (false, false, None, None);
+    for (k, v) in pairs {
+        match k.as_str() {
+            "topic" => {
+                if !topics.contains(&v) {
+                    topics.push(v);
+                }
+            }
+            "presence" => presence = truthy(&v),
+            "private" => private = truthy(&v),
+            "last_event_id" => query_cursor = Some(v),
+            "apikey" | "access_token" => query_token = Some(v),
+            _ => {}
+        }
+    }
+    if topics.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "topic: give at least one ?topic=<name>");
+    }
+    if topics.len() > MAX_TOPICS {
+        return error(StatusCode::BAD_REQUEST, &format!("topic: at most {MAX_TOPICS} topics per stream"));
+    }
+    if let Some(bad) = topics.iter().find(|t| t.is_empty() || t.len() > 200) {
+        return error(StatusCode::BAD_REQUEST, &format!("topic: {bad:?} must be 1 to 200 bytes"));
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::to_owned)
+        .or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .or(query_token)
+        .or_else(|| cookie(&headers, &app.config.sse_cookie))
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        herald_core::stats::error("token_missing");
+        return error(StatusCode::UNAUTHORIZED, "API key is missing");
+    };
+    let claims = match app.auth.verify(&token) {
+        Ok(c) => c,
+        Err(e) => {
+            herald_core::stats::error(e.label());
+            info!(%remote, reason = %e, "sse refused");
+            return error(StatusCode::UNAUTHORIZED, &e.handshake_message());
+        }
+    };
+    let keys: Vec<ChannelKey> = topics.iter().map(|t| ChannelKey::new(t, private)).collect();
+    if let Some(k) = keys.iter().find(|k| !channel::may_read(&claims, k)) {
+        herald_core::stats::error("join_refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!("Unauthorized: You do not have permissions to read from this Channel topic: {}", k.name),
+        );
+    }
+    let Some(slot) = app.try_reserve_connection(Transport::Sse) else {
+        herald_core::stats::error("too_many_connections");
+        return error(StatusCode::TOO_MANY_REQUESTS, "Too many connected users");
+    };
+    let presented = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query_cursor)
+        .filter(|c| !c.is_empty());
+    let key = cursor_key(&app);
+    let entries = presented.as_deref().map(|c| cursor::decode(c, &key));
+    if let Some(Err(e)) = &entries {
+        info!(%remote, reason = %e, "sse cursor refused; channels restart live");
+        herald_core::stats::error("sse_bad_cursor");
+    }
+    let id = app.hub.next_id();
+    let (handle, rx) = SseHandle::new(id, app.limits.outbound_queue_frames);
+    let mut stream = SseStream {
+        app: app.clone(),
+        handle: handle.clone(),
+        rx,
+        pending: VecDeque::new(),
+        channels: Vec::new(),
+        cursor_key: key,
+        ping: tokio::time::interval_at(
+            tokio::time::Instant::now() + app.config.sse_keepalive,
+            app.config.sse_keepalive,
+        ),
+        _slot: slot,
+        id,
+    };
+    stream
+        .pending
+        .push_back(Bytes::from(format!("retry: {RETRY_MS}\n: connected\n\n")));
+    let mut replays = Vec::new();
+    for k in keys {
+        let hash = cursor::channel_hash(k.private, &k.name);
+        let known = match &entries {
+            Some(Ok(list)) => list.iter().find(|e| e.channel == hash).cloned(),
+            _ => None,
+        };
+        let request = match &known {
+            Some(e) => RecoverRequest::After {
+                epoch: e.epoch.clone(),
+                offset: e.offset,
+            },
+            // No usable position: subscribe at the current top (the empty epoch never matches).
+            None => RecoverRequest::After {
+                epoch: String::new(),
+                offset: 0,
+            },
+        };
+        let subscriber = Subscriber::sse(handle.clone(), presence);
+        let (subscription, recovery) = match app.hub.subscribe_recovering(&k, subscriber, &request) {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(%remote, error = %e, "history read failed");
+                return error(StatusCode::SERVICE_UNAVAILABLE, "History unavailable; retry");
+            }
+        };
+        let mut channel = Channel {
+            key: k.clone(),
+            hash,
+            subscription,
+            position: None,
+        };
+        match recovery {
+            Some(r) => {
+                let recovered = r.recovered && known.is_some();
+                if presented.is_some() && !recovered {
+                    stream.system_unrecovered(&k);
+                }
+                // Until its replay is out, a channel's cursor entry stays where the client was.
+                channel.position = Some(Position {
+                    epoch: r.epoch.clone(),
+                    offset: if recovered { known.as_ref().map_or(r.top, |e| e.offset) } else { r.top },
+                });
+                if recovered {
+                    replays.push((k.clone(), r.epoch.clone(), r.records));
+                }
+            }
+            None if presented.is_some() => stream.system_unrecovered(&k),
+            None => {}
+        }
+        stream.channels.push(channel);
+        if presence {
+            let state = app.hub.presence_state(&k);
+            let data = json!({ "topic": &*k.name, "payload": state });
+            stream
+                .pending
+                .push_back(Bytes::from(format!("event: presence_state\ndata: {data}\n\n")));
+        }
+    }
+    // Replays go out after every channel is subscribed, each event carrying the cursor of all of them.
+    for (k, epoch, records) in replays {
+        for record in records {
+            let offset = record.offset;
+            if let Some(b) = Broadcast::replay(k.clone(), record, &epoch)
+                && let Some(data) = b.sse_frame()
+            {
+                stream.take(SseItem {
+                    channel: k.clone(),
+                    position: Some(Position {
+                        epoch: epoch.clone(),
+                        offset,
+                    }),
+                    data: data.clone(),
+                });
+            }
+        }
+    }
+    stream.push_id();
+    info!(conn = id, %remote, topics = ?topics, resumed = presented.is_some(), "sse open");
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        s.next_chunk().await.map(|b| (Ok::<_, Infallible>(b), s))
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+struct SseStream {
+    app: Arc<AppState>,
+    handle: Arc<SseHandle>,
+    rx: mpsc::Receiver<SseItem>,
+    pending: VecDeque<Bytes>,
+    channels: Vec<Channel>,
+    cursor_key: Vec<u8>,
+    ping: tokio::time::Interval,
+    _slot: ConnectionSlot,
+    id: u64,
+}
+
+impl SseStream {
+    fn system_unrecovered(&mut self, key: &ChannelKey) {
+        let data = json!({ "topic": &*key.name, "recovered": false });
+        self.pending
+            .push_back(Bytes::from(format!("event: system\ndata: {data}\n\n")));
+    }
+
+    fn cursor(&self) -> Option<String> {
+        let entries: Vec<CursorEntry> = self
+            .channels
+            .iter()
+            .filter_map(|c| {
+                c.position.as_ref().map(|p| CursorEntry {
+                    channel: c.hash,
+                    epoch: p.epoch.to_string(),
+                    offset: p.offset,
+                })
+            })
+            .collect();
+        if entries.is_empty() {
+            return None;
+        }
+        cursor::encode(&entries, &self.cursor_key).ok()
+    }
+
+    /// Ends the current event with the stream's cursor (or a bare blank line without one).
+    fn push_id(&mut self) {
+        match self.cursor() {
+            Some(c) => self.pending.push_back(Bytes::from(format!("id: {c}\n\n"))),
+            None => self.pending.push_back(Bytes::from_static(b"\n")),
+        }
+    }
+
+    fn take(&mut self, item: SseItem) {
+        self.app.hub.stats().sse_messages_out.increment(1);
+        self.pending.push_back(item.data);
+        match item.position {
+            Some(position) => {
+                if let Some(c) = self.channels.iter_mut().find(|c| c.key == item.channel) {
+                    c.position = Some(position);
+                }
+                self.push_id();
+            }
+            None => self.pending.push_back(Bytes::from_static(b"\n")),
+        }
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                self.app.hub.stats().sse_bytes_out.increment(chunk.len() as u64);
+                return Some(chunk);
+            }
+            let handle = self.handle.clone();
+            tokio::select! {
+                biased;
+                () = handle.closing() => {
+                    warn!(conn = self.id, "sse slow consumer: closing the stream");
+                    herald_core::stats::error("slow_consumer");
+                    return None;
+                }
+                () = self.app.shutdown.cancelled() => return None,
+                item = self.rx.recv() => {
+                    let item = item?;
+                    self.take(item);
+                    for _ in 0..DRAIN {
+                        let Ok(item) = self.rx.try_recv() else { break };
+                        self.take(item);
+                    }
+                }
+                _ = self.ping.tick() => self.pending.push_back(Bytes::from_static(b": ping\n\n")),
+            }
+        }
+    }
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        for c in &self.channels {
+            self.app.hub.unsubscribe(&c.key, c.subscription);
+        }
+        info!(conn = self.id, "sse closed");
+    }
+}
