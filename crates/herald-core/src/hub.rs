@@ -279,8 +279,8 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::SessionHandle;
     use crate::message::{Body, Origin};
+    use crate::session::SessionHandle;
     use axum::extract::ws::Message;
     use herald_protocol::Vsn;
     use serde_json::value::RawValue;

@@ -327,8 +327,12 @@ impl Outgoing for ChannelEvent {
     fn sse_frame(&self) -> Option<&Bytes> {
         self.sse
             .get_or_init(|| {
-                let data = serde_json::json!({ "topic": &*self.channel.name, "payload": &self.payload });
-                Some(Bytes::from(format!("event: {}\ndata: {data}\n", self.event)))
+                let data =
+                    serde_json::json!({ "topic": &*self.channel.name, "payload": &self.payload });
+                Some(Bytes::from(format!(
+                    "event: {}\ndata: {data}\n",
+                    self.event
+                )))
             })
             .as_ref()
     }

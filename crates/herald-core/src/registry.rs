@@ -152,7 +152,9 @@ impl Registry {
                     if msg.is_presence() && !presence {
                         continue;
                     }
-                    let Some(data) = msg.sse_frame() else { continue };
+                    let Some(data) = msg.sse_frame() else {
+                        continue;
+                    };
                     stream.push(SseItem {
                         channel: msg.channel().clone(),
                         position: msg.position().cloned(),

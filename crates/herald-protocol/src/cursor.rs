@@ -119,7 +119,9 @@ pub fn decode(token: &str, key: &[u8]) -> Result<Vec<CursorEntry>, CursorError> 
     if token.len() > MAX_TOKEN_LEN {
         return Err(CursorError::TooLarge);
     }
-    let data = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| CursorError::Malformed)?;
+    let data = URL_SAFE_NO_PAD
+        .decode(token.trim())
+        .map_err(|_| CursorError::Malformed)?;
     if data.len() < 2 + MAC_LEN {
         return Err(CursorError::Malformed);
     }
@@ -146,7 +148,11 @@ pub fn decode(token: &str, key: &[u8]) -> Result<Vec<CursorEntry>, CursorError> 
         let epoch = String::from_utf8(epoch.to_vec()).map_err(|_| CursorError::Malformed)?;
         at += len;
         let offset = take_varint(body, &mut at)?;
-        entries.push(CursorEntry { channel, epoch, offset });
+        entries.push(CursorEntry {
+            channel,
+            epoch,
+            offset,
+        });
     }
     if at != body.len() {
         return Err(CursorError::Malformed);
@@ -162,11 +168,22 @@ mod tests {
     fn round_trip_and_tamper() {
         let key = b"server key";
         let entries = vec![
-            CursorEntry { channel: channel_hash(false, "a"), epoch: "e1".into(), offset: 7 },
-            CursorEntry { channel: channel_hash(true, "a"), epoch: "e2".into(), offset: u64::MAX },
+            CursorEntry {
+                channel: channel_hash(false, "a"),
+                epoch: "e1".into(),
+                offset: 7,
+            },
+            CursorEntry {
+                channel: channel_hash(true, "a"),
+                epoch: "e2".into(),
+                offset: u64::MAX,
+            },
         ];
         let t = encode(&entries, key).unwrap();
-        assert!(t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_eq!(decode(&t, key).unwrap(), entries);
         assert_eq!(decode(&t, b"other key"), Err(CursorError::Tampered));
         assert_eq!(decode("%%%", key), Err(CursorError::Malformed));

@@ -108,7 +108,13 @@ mod cursor {
     use proptest::prelude::*;
 
     fn entry() -> impl Strategy<Value = CursorEntry> {
-        (any::<u32>(), "[a-z0-9]{0,16}", any::<u64>()).prop_map(|(channel, epoch, offset)| CursorEntry { channel, epoch, offset })
+        (any::<u32>(), "[a-z0-9]{0,16}", any::<u64>()).prop_map(|(channel, epoch, offset)| {
+            CursorEntry {
+                channel,
+                epoch,
+                offset,
+            }
+        })
     }
 
     proptest! {
@@ -142,8 +148,15 @@ mod cursor {
 
     #[test]
     fn too_many_entries_or_too_long_tokens_are_refused() {
-        let e = CursorEntry { channel: 1, epoch: "e".into(), offset: 1 };
-        assert_eq!(encode(&vec![e; MAX_ENTRIES + 1], b"k"), Err(CursorError::TooLarge));
+        let e = CursorEntry {
+            channel: 1,
+            epoch: "e".into(),
+            offset: 1,
+        };
+        assert_eq!(
+            encode(&vec![e; MAX_ENTRIES + 1], b"k"),
+            Err(CursorError::TooLarge)
+        );
         assert_eq!(decode(&"A".repeat(5000), b"k"), Err(CursorError::TooLarge));
     }
 }

@@ -83,11 +83,7 @@ async fn open(
     let (mut presence, mut private, mut query_cursor, mut query_token) = (false, false, None, None);
     for (k, v) in pairs {
         match k.as_str() {
-            "topic" => {
-                if !topics.contains(&v) {
-                    topics.push(v);
-                }
-            }
+            "topic" if !topics.contains(&v) => topics.push(v),
             "presence" => presence = truthy(&v),
             "private" => private = truthy(&v),
             "last_event_id" => query_cursor = Some(v),
@@ -96,20 +92,37 @@ async fn open(
         }
     }
     if topics.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "topic: give at least one ?topic=<name>");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "topic: give at least one ?topic=<name>",
+        );
     }
     if topics.len() > MAX_TOPICS {
-        return error(StatusCode::BAD_REQUEST, &format!("topic: at most {MAX_TOPICS} topics per stream"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("topic: at most {MAX_TOPICS} topics per stream"),
+        );
     }
     if let Some(bad) = topics.iter().find(|t| t.is_empty() || t.len() > 200) {
-        return error(StatusCode::BAD_REQUEST, &format!("topic: {bad:?} must be 1 to 200 bytes"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("topic: {bad:?} must be 1 to 200 bytes"),
+        );
     }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::to_owned)
-        .or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .or_else(|| {
+            headers
+                .get("apikey")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
         .or(query_token)
         .or_else(|| cookie(&headers, &app.config.sse_cookie))
         .filter(|t| !t.is_empty());
@@ -130,7 +143,10 @@ async fn open(
         herald_core::stats::error("join_refused");
         return error(
             StatusCode::FORBIDDEN,
-            &format!("Unauthorized: You do not have permissions to read from this Channel topic: {}", k.name),
+            &format!(
+                "Unauthorized: You do not have permissions to read from this Channel topic: {}",
+                k.name
+            ),
         );
     }
     let Some(slot) = app.try_reserve_connection(Transport::Sse) else {
@@ -187,11 +203,15 @@ async fn open(
             },
         };
         let subscriber = Subscriber::sse(handle.clone(), presence);
-        let (subscription, recovery) = match app.hub.subscribe_recovering(&k, subscriber, &request) {
+        let (subscription, recovery) = match app.hub.subscribe_recovering(&k, subscriber, &request)
+        {
             Ok(done) => done,
             Err(e) => {
                 warn!(%remote, error = %e, "history read failed");
-                return error(StatusCode::SERVICE_UNAVAILABLE, "History unavailable; retry");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "History unavailable; retry",
+                );
             }
         };
         let mut channel = Channel {
@@ -209,7 +229,11 @@ async fn open(
                 // Until its replay is out, a channel's cursor entry stays where the client was.
                 channel.position = Some(Position {
                     epoch: r.epoch.clone(),
-                    offset: if recovered { known.as_ref().map_or(r.top, |e| e.offset) } else { r.top },
+                    offset: if recovered {
+                        known.as_ref().map_or(r.top, |e| e.offset)
+                    } else {
+                        r.top
+                    },
                 });
                 if recovered {
                     replays.push((k.clone(), r.epoch.clone(), r.records));
@@ -222,9 +246,9 @@ async fn open(
         if presence {
             let state = app.hub.presence_state(&k);
             let data = json!({ "topic": &*k.name, "payload": state });
-            stream
-                .pending
-                .push_back(Bytes::from(format!("event: presence_state\ndata: {data}\n\n")));
+            stream.pending.push_back(Bytes::from(format!(
+                "event: presence_state\ndata: {data}\n\n"
+            )));
         }
     }
     // Replays go out after every channel is subscribed, each event carrying the cursor of all of them.
@@ -252,7 +276,10 @@ async fn open(
     });
     let mut response = Body::from_stream(body).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
@@ -320,7 +347,11 @@ impl SseStream {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if let Some(chunk) = self.pending.pop_front() {
-                self.app.hub.stats().sse_bytes_out.increment(chunk.len() as u64);
+                self.app
+                    .hub
+                    .stats()
+                    .sse_bytes_out
+                    .increment(chunk.len() as u64);
                 return Some(chunk);
             }
             let handle = self.handle.clone();

@@ -90,7 +90,10 @@ impl AppState {
     }
 
     /// Reserves a connection slot, or `None` when the node is full.
-    pub fn try_reserve_connection(self: &Arc<Self>, transport: Transport) -> Option<ConnectionSlot> {
+    pub fn try_reserve_connection(
+        self: &Arc<Self>,
+        transport: Transport,
+    ) -> Option<ConnectionSlot> {
         let max = self.limits.max_connections;
         let mut current = self.connections.load(Ordering::Relaxed);
         loop {

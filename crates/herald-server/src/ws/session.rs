@@ -16,7 +16,9 @@ use herald_core::channel::{self, TopicError};
 use herald_core::history::RecoverRequest;
 use herald_core::presence::TrackOutcome;
 use herald_core::session::close;
-use herald_core::{Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle, Subscriber};
+use herald_core::{
+    Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle, Subscriber,
+};
 use herald_protocol::{
     BinaryPush, Inbound, InboundPayload, JoinConfig, OutFrame, PayloadEncoding, Vsn, decode_binary,
     decode_text, encode_frame,
@@ -406,9 +408,10 @@ impl Session {
         };
         let (subscription, recovery) = match &request {
             None => (
-                self.app
-                    .hub
-                    .subscribe(&key, Subscriber::ws(self.handle.clone(), config.broadcast_self)),
+                self.app.hub.subscribe(
+                    &key,
+                    Subscriber::ws(self.handle.clone(), config.broadcast_self),
+                ),
                 None,
             ),
             Some(request) => {

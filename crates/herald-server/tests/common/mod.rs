@@ -369,3 +369,100 @@ pub fn sign(claims: Value, secret: &str) -> String {
 pub fn now() -> u64 {
     herald_core::auth::unix_now()
 }
+
+/// One parsed SSE event (comments skipped).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+    pub id: Option<String>,
+}
+
+/// A minimal SSE client over HTTP/1.0 (so the body is not chunked).
+pub struct SseClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    pub status: u16,
+}
+
+impl SseClient {
+    pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut req =
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut c = SseClient {
+            stream,
+            buf: Vec::new(),
+            status: 0,
+        };
+        let head = c.read_until(b"\r\n\r\n").await;
+        c.status = String::from_utf8_lossy(&head[9..12]).parse().unwrap();
+        c
+    }
+
+    async fn read_until(&mut self, sep: &[u8]) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(at) = self.buf.windows(sep.len()).position(|w| w == sep) {
+                let head: Vec<u8> = self.buf.drain(..at + sep.len()).collect();
+                return head;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(DEADLINE, self.stream.read(&mut chunk))
+                .await
+                .expect("sse data within the deadline")
+                .unwrap();
+            assert!(n > 0, "sse stream ended");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The rest of a non-stream (error) response.
+    pub async fn body(mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, self.stream.read_to_end(&mut rest)).await;
+        self.buf.extend_from_slice(&rest);
+        String::from_utf8_lossy(&self.buf).to_string()
+    }
+
+    /// The next event that has data or an id (retry-only blocks and comments are skipped).
+    pub async fn next(&mut self) -> SseEvent {
+        loop {
+            let block = self.read_until(b"\n\n").await;
+            let text = String::from_utf8(block).unwrap();
+            let mut ev = SseEvent::default();
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    ev.event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    ev.data = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    ev.id = Some(v.to_owned());
+                }
+            }
+            if !ev.data.is_empty() || ev.id.is_some() {
+                return ev;
+            }
+        }
+    }
+
+    /// The next event with data (id-only events skipped), and the last id seen up to it.
+    pub async fn next_data(&mut self, last_id: &mut Option<String>) -> SseEvent {
+        loop {
+            let ev = self.next().await;
+            if ev.id.is_some() {
+                last_id.clone_from(&ev.id);
+            }
+            if !ev.data.is_empty() {
+                return ev;
+            }
+        }
+    }
+}
