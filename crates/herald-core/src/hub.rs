@@ -154,6 +154,11 @@ impl Hub {
         self.presence.state(key)
     }
 
+    /// The presence state to send a member joining now (see [`Presence::state_for_joiner`]).
+    pub fn presence_state_for_joiner(&self, key: &ChannelKey) -> Value {
+        self.presence.state_for_joiner(key)
+    }
+
     /// Presence metas in a channel.
     pub fn presence_count(&self, key: &ChannelKey) -> usize {
         self.presence.count(key)
@@ -302,8 +307,8 @@ mod tests {
         let key = ChannelKey::new("room", false);
         let (a, mut ra) = SessionHandle::new(1, Vsn::V2, 8);
         let (b, mut rb) = SessionHandle::new(2, Vsn::V1, 8);
-        let sa = hub.subscribe(&key, Subscriber::ws(a, false));
-        hub.subscribe(&key, Subscriber::ws(b, true));
+        let sa = hub.subscribe(&key, Subscriber::ws(a, false, false));
+        hub.subscribe(&key, Subscriber::ws(b, true, false));
         let f = hub
             .publish(Broadcast::new(
                 key.clone(),
@@ -339,7 +344,7 @@ mod tests {
             .unwrap();
         assert_eq!(fanout(f), Fanout::default());
         let (v1, _r) = SessionHandle::new(1, Vsn::V1, 8);
-        let id = hub.subscribe(&key, Subscriber::ws(v1, false));
+        let id = hub.subscribe(&key, Subscriber::ws(v1, false, false));
         let raw = Body::Raw(bytes::Bytes::from_static(b"x"));
         let f = hub
             .publish(Broadcast::new(

@@ -239,6 +239,32 @@ impl Presence {
         )
     }
 
+    /// The state as of the last diff sent, for a member that is joining now: the pending diff, which it
+    /// will also receive, brings it up to date without announcing any meta twice.
+    pub fn state_for_joiner(&self, key: &ChannelKey) -> Value {
+        let shard = self.shard(key).lock();
+        let Some(channel) = shard.get(key) else {
+            return json!({});
+        };
+        let pending_ref = |m: &Value| m.get("phx_ref").and_then(Value::as_str).map(str::to_owned);
+        let joined: std::collections::HashSet<String> =
+            channel.pending.joins.values().flatten().filter_map(pending_ref).collect();
+        let mut out: IndexMap<String, Vec<Value>> = IndexMap::new();
+        for (k, metas) in &channel.members {
+            for m in metas.iter().filter(|m| !joined.contains(&m.phx_ref)) {
+                out.entry(k.clone()).or_default().push(m.to_json(None));
+            }
+        }
+        for (k, metas) in &channel.pending.leaves {
+            for m in metas {
+                if pending_ref(m).is_some_and(|r| !joined.contains(&r)) {
+                    out.entry(k.clone()).or_default().push(m.clone());
+                }
+            }
+        }
+        Value::Object(out.into_iter().map(|(k, metas)| (k, json!({ "metas": metas }))).collect())
+    }
+
     /// Takes the pending diff of a channel (`{joins, leaves}`), if there is one, ending the window.
     pub fn take_diff(&self, key: &ChannelKey) -> Option<Value> {
         let mut shard = self.shard(key).lock();
@@ -337,6 +363,28 @@ mod tests {
         assert_eq!(p.state(&k), json!({}));
         assert!(p.take_diff(&k).is_none());
         assert_eq!(p.total(), 0);
+    }
+
+    #[test]
+    fn a_joiner_gets_the_state_the_pending_diff_applies_to() {
+        let p = Presence::new("n1", 0);
+        let k = ChannelKey::new("room", false);
+        p.track(&k, "a", 1, obj(json!({"v": 1})));
+        p.track(&k, "gone", 3, obj(json!({})));
+        p.take_diff(&k);
+        p.track(&k, "a", 1, obj(json!({"v": 2})));
+        p.track(&k, "b", 2, obj(json!({})));
+        p.untrack(&k, 3);
+        // Flushed view: a at v1, gone still there, no b.
+        let s = p.state_for_joiner(&k);
+        assert_eq!(s["a"]["metas"][0]["v"], 1);
+        assert!(s.get("b").is_none());
+        assert_eq!(s["gone"]["metas"].as_array().unwrap().len(), 1);
+        // Applying the pending diff (joins, then leaves) gives the current state.
+        let diff = p.take_diff(&k).unwrap();
+        assert_eq!(diff["joins"]["a"]["metas"][0]["v"], 2);
+        assert_eq!(diff["leaves"]["gone"]["metas"].as_array().unwrap().len(), 1);
+        assert_eq!(p.state_for_joiner(&k), p.state(&k));
     }
 
     #[test]

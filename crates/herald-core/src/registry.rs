@@ -22,13 +22,8 @@ const SHARDS: usize = 64;
 pub enum Sink {
     /// A WebSocket session.
     Ws(Arc<SessionHandle>),
-    /// An SSE stream; `presence` tells whether it asked for presence events.
-    Sse {
-        /// The stream.
-        stream: Arc<SseHandle>,
-        /// Presence events wanted.
-        presence: bool,
-    },
+    /// An SSE stream.
+    Sse(Arc<SseHandle>),
 }
 
 /// One subscription to a channel.
@@ -38,29 +33,33 @@ pub struct Subscriber {
     pub sink: Sink,
     /// Whether the sender receives its own broadcasts.
     pub self_broadcast: bool,
+    /// Whether it receives presence events (only subscribers that asked for presence do).
+    pub presence: bool,
 }
 
 impl Subscriber {
     /// A WebSocket session's subscription.
-    pub fn ws(session: Arc<SessionHandle>, self_broadcast: bool) -> Subscriber {
+    pub fn ws(session: Arc<SessionHandle>, self_broadcast: bool, presence: bool) -> Subscriber {
         Subscriber {
             sink: Sink::Ws(session),
             self_broadcast,
+            presence,
         }
     }
 
     /// An SSE stream's subscription.
     pub fn sse(stream: Arc<SseHandle>, presence: bool) -> Subscriber {
         Subscriber {
-            sink: Sink::Sse { stream, presence },
+            sink: Sink::Sse(stream),
             self_broadcast: false,
+            presence,
         }
     }
 
     fn id(&self) -> u64 {
         match &self.sink {
             Sink::Ws(s) => s.id,
-            Sink::Sse { stream, .. } => stream.id,
+            Sink::Sse(stream) => stream.id,
         }
     }
 }
@@ -140,6 +139,9 @@ impl Registry {
             if !sub.self_broadcast && sender == Some(sub.id()) {
                 continue;
             }
+            if !sub.presence && msg.is_presence() {
+                continue;
+            }
             let delivery = match &sub.sink {
                 Sink::Ws(session) => {
                     let Some(frame) = msg.frame(session.vsn) else {
@@ -148,10 +150,7 @@ impl Registry {
                     };
                     session.push(frame.clone())
                 }
-                Sink::Sse { stream, presence } => {
-                    if msg.is_presence() && !presence {
-                        continue;
-                    }
+                Sink::Sse(stream) => {
                     let Some(data) = msg.sse_frame() else {
                         continue;
                     };

@@ -244,7 +244,7 @@ async fn open(
         }
         stream.channels.push(channel);
         if presence {
-            let state = app.hub.presence_state(&k);
+            let state = app.hub.presence_state_for_joiner(&k);
             let data = json!({ "topic": &*k.name, "payload": state });
             stream.pending.push_back(Bytes::from(format!(
                 "event: presence_state\ndata: {data}\n\n"

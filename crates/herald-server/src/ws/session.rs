@@ -395,6 +395,7 @@ impl Session {
                 ),
             );
         }
+        let presence_on = config.presence_enabled || !config.presence_key.is_empty();
         let request = match (&config.recover, config.replay) {
             (Some((epoch, offset)), _) => Some(RecoverRequest::After {
                 epoch: epoch.clone(),
@@ -410,14 +411,14 @@ impl Session {
             None => (
                 self.app.hub.subscribe(
                     &key,
-                    Subscriber::ws(self.handle.clone(), config.broadcast_self),
+                    Subscriber::ws(self.handle.clone(), config.broadcast_self, presence_on),
                 ),
                 None,
             ),
             Some(request) => {
                 match self.app.hub.subscribe_recovering(
                     &key,
-                    Subscriber::ws(self.handle.clone(), config.broadcast_self),
+                    Subscriber::ws(self.handle.clone(), config.broadcast_self, presence_on),
                     request,
                 ) {
                     Ok(done) => done,
@@ -492,9 +493,9 @@ impl Session {
                 }),
             );
         }
-        if config.presence_enabled || !config.presence_key.is_empty() {
+        if presence_on {
             let key = ChannelKey::new(&name, config.private);
-            let state = self.app.hub.presence_state(&key);
+            let state = self.app.hub.presence_state_for_joiner(&key);
             self.push(join_ref.as_deref(), topic, "presence_state", &state);
         }
     }
