@@ -9,6 +9,7 @@ pub mod hub;
 pub mod limits;
 pub mod message;
 pub mod presence;
+pub mod queue;
 pub mod registry;
 pub mod session;
 pub mod stats;

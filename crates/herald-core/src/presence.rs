@@ -247,8 +247,13 @@ impl Presence {
             return json!({});
         };
         let pending_ref = |m: &Value| m.get("phx_ref").and_then(Value::as_str).map(str::to_owned);
-        let joined: std::collections::HashSet<String> =
-            channel.pending.joins.values().flatten().filter_map(pending_ref).collect();
+        let joined: std::collections::HashSet<String> = channel
+            .pending
+            .joins
+            .values()
+            .flatten()
+            .filter_map(pending_ref)
+            .collect();
         let mut out: IndexMap<String, Vec<Value>> = IndexMap::new();
         for (k, metas) in &channel.members {
             for m in metas.iter().filter(|m| !joined.contains(&m.phx_ref)) {
@@ -262,7 +267,11 @@ impl Presence {
                 }
             }
         }
-        Value::Object(out.into_iter().map(|(k, metas)| (k, json!({ "metas": metas }))).collect())
+        Value::Object(
+            out.into_iter()
+                .map(|(k, metas)| (k, json!({ "metas": metas })))
+                .collect(),
+        )
     }
 
     /// Takes the pending diff of a channel (`{joins, leaves}`), if there is one, ending the window.

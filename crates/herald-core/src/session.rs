@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::ws::Message;
 use herald_protocol::Vsn;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+
+use crate::queue::{FrameQueue, PushError};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// Close codes Herald sends, with their reasons.
@@ -54,27 +55,36 @@ pub struct SessionHandle {
     pub id: u64,
     /// The protocol the connection speaks.
     pub vsn: Vsn,
-    tx: mpsc::Sender<Message>,
+    queue: FrameQueue<Message>,
     closer: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
 }
 
 impl SessionHandle {
-    /// A handle and the receiving end of its outbound queue, which holds at most `queue_frames`.
-    pub fn new(
-        id: u64,
-        vsn: Vsn,
-        queue_frames: usize,
-    ) -> (Arc<SessionHandle>, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(queue_frames.max(1));
-        let handle = SessionHandle {
+    /// A handle whose outbound queue holds at most `queue_frames`.
+    pub fn new(id: u64, vsn: Vsn, queue_frames: usize) -> Arc<SessionHandle> {
+        Arc::new(SessionHandle {
             id,
             vsn,
-            tx,
+            queue: FrameQueue::new(queue_frames),
             closer: CancellationToken::new(),
             reason: Mutex::new(None),
-        };
-        (Arc::new(handle), rx)
+        })
+    }
+
+    /// The next queued frame (cancel-safe); `None` once the queue is closed.
+    pub async fn next_frame(&self) -> Option<Message> {
+        self.queue.pop().await
+    }
+
+    /// A queued frame, if one waits.
+    pub fn try_next_frame(&self) -> Option<Message> {
+        self.queue.try_pop()
+    }
+
+    /// Stops accepting frames (the connection is gone).
+    pub fn close_queue(&self) {
+        self.queue.close();
     }
 
     /// Queues a frame without waiting.
@@ -82,10 +92,10 @@ impl SessionHandle {
         if self.closer.is_cancelled() {
             return Delivery::Closed;
         }
-        match self.tx.try_send(frame) {
+        match self.queue.push(frame) {
             Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Closed) => Delivery::Closed,
+            Err(PushError::Full) => {
                 self.close_with(close::SLOW_CONSUMER, "slow consumer: outbound queue full");
                 Delivery::Overflow
             }
@@ -128,7 +138,7 @@ mod tests {
 
     #[test]
     fn overflow_closes_as_slow_consumer() {
-        let (s, _rx) = SessionHandle::new(1, Vsn::V2, 2);
+        let s = SessionHandle::new(1, Vsn::V2, 2);
         assert_eq!(s.push(Message::Text("a".into())), Delivery::Queued);
         assert_eq!(s.push(Message::Text("b".into())), Delivery::Queued);
         assert_eq!(s.push(Message::Text("c".into())), Delivery::Overflow);
@@ -155,22 +165,33 @@ pub struct SseItem {
 pub struct SseHandle {
     /// Node-unique id.
     pub id: u64,
-    tx: mpsc::Sender<SseItem>,
+    queue: FrameQueue<SseItem>,
     closer: CancellationToken,
 }
 
 impl SseHandle {
-    /// A handle and the receiving end of its bounded queue.
-    pub fn new(id: u64, queue: usize) -> (Arc<SseHandle>, mpsc::Receiver<SseItem>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        (
-            Arc::new(SseHandle {
-                id,
-                tx,
-                closer: CancellationToken::new(),
-            }),
-            rx,
-        )
+    /// A handle whose queue holds at most `queue` items.
+    pub fn new(id: u64, queue: usize) -> Arc<SseHandle> {
+        Arc::new(SseHandle {
+            id,
+            queue: FrameQueue::new(queue),
+            closer: CancellationToken::new(),
+        })
+    }
+
+    /// The next queued item (cancel-safe); `None` once closed.
+    pub async fn next_item(&self) -> Option<SseItem> {
+        self.queue.pop().await
+    }
+
+    /// A queued item, if one waits.
+    pub fn try_next_item(&self) -> Option<SseItem> {
+        self.queue.try_pop()
+    }
+
+    /// Stops accepting items (the stream is gone).
+    pub fn close_queue(&self) {
+        self.queue.close();
     }
 
     /// Queues an item without waiting; a full queue ends the stream (slow consumer).
@@ -178,10 +199,10 @@ impl SseHandle {
         if self.closer.is_cancelled() {
             return Delivery::Closed;
         }
-        match self.tx.try_send(item) {
+        match self.queue.push(item) {
             Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Closed) => Delivery::Closed,
+            Err(PushError::Full) => {
                 self.closer.cancel();
                 Delivery::Overflow
             }

@@ -22,7 +22,6 @@ use herald_core::history::{Position, RecoverRequest};
 use herald_core::{Broadcast, SseHandle, SseItem, Subscriber};
 use herald_protocol::cursor::{self, CursorEntry};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::listener::RemoteAddr;
@@ -166,11 +165,10 @@ async fn open(
         herald_core::stats::error("sse_bad_cursor");
     }
     let id = app.hub.next_id();
-    let (handle, rx) = SseHandle::new(id, app.limits.outbound_queue_frames);
+    let handle = SseHandle::new(id, app.limits.outbound_queue_frames);
     let mut stream = SseStream {
         app: app.clone(),
         handle: handle.clone(),
-        rx,
         pending: VecDeque::new(),
         channels: Vec::new(),
         cursor_key: key,
@@ -288,7 +286,6 @@ async fn open(
 struct SseStream {
     app: Arc<AppState>,
     handle: Arc<SseHandle>,
-    rx: mpsc::Receiver<SseItem>,
     pending: VecDeque<Bytes>,
     channels: Vec<Channel>,
     cursor_key: Vec<u8>,
@@ -363,11 +360,11 @@ impl SseStream {
                     return None;
                 }
                 () = self.app.shutdown.cancelled() => return None,
-                item = self.rx.recv() => {
+                item = handle.next_item() => {
                     let item = item?;
                     self.take(item);
                     for _ in 0..DRAIN {
-                        let Ok(item) = self.rx.try_recv() else { break };
+                        let Some(item) = self.handle.try_next_item() else { break };
                         self.take(item);
                     }
                 }
@@ -379,6 +376,7 @@ impl SseStream {
 
 impl Drop for SseStream {
     fn drop(&mut self) {
+        self.handle.close_queue();
         for c in &self.channels {
             self.app.hub.unsubscribe(&c.key, c.subscription);
         }

@@ -96,8 +96,8 @@ async fn handshake(
                 session::Peer {
                     remote,
                     vsn,
-                    token,
-                    claims,
+                    token_hash: session::token_hash(&token),
+                    claims: std::sync::Arc::new(claims),
                 },
             )
             .await;

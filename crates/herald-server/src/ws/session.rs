@@ -25,7 +25,6 @@ use herald_protocol::{
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, info, warn};
@@ -46,10 +45,10 @@ pub struct Peer {
     pub remote: SocketAddr,
     /// Protocol version.
     pub vsn: Vsn,
-    /// The socket's API key.
-    pub token: String,
+    /// A hash of the socket's API key.
+    pub token_hash: u64,
     /// Its verified claims.
-    pub claims: Claims,
+    pub claims: Arc<Claims>,
 }
 
 /// A channel this connection has joined.
@@ -59,11 +58,20 @@ struct Joined {
     join_ref: Option<String>,
     subscription: u64,
     ack: bool,
-    token: String,
-    claims: Claims,
+    /// A hash of the channel's token (to tell a new token from the same one).
+    token_hash: u64,
+    claims: Arc<Claims>,
     expires_at: Instant,
     /// The presence key of this join (the configured one, or a generated UUID).
     presence_key: String,
+}
+
+/// A hash of a token, to tell whether a client sent the same one again.
+pub fn token_hash(token: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    token.hash(&mut h);
+    h.finish()
 }
 
 /// The close frame that answers a read error, if any.
@@ -85,7 +93,7 @@ pub fn close_for_error(err: &axum::Error) -> Option<CloseFrame> {
 /// Runs a connection until it closes.
 pub async fn run(app: Arc<AppState>, socket: WebSocket, peer: Peer) {
     let id = app.hub.next_id();
-    let (handle, rx) = SessionHandle::new(id, peer.vsn, app.limits.outbound_queue_frames);
+    let handle = SessionHandle::new(id, peer.vsn, app.limits.outbound_queue_frames);
     info!(conn = id, remote = %peer.remote, vsn = peer.vsn.as_str(), role = %peer.claims.role, "open");
     let mut session = Session {
         join_limiter: RateLimiter::new(app.limits.max_joins_per_second),
@@ -102,7 +110,8 @@ pub async fn run(app: Arc<AppState>, socket: WebSocket, peer: Peer) {
         peer,
         id,
     };
-    let ending = session.serve(socket, rx).await;
+    let ending = session.serve(socket).await;
+    session.handle.close_queue();
     session.leave_all();
     match ending {
         Ending::Closed(frame) => {
@@ -141,7 +150,7 @@ struct Session {
 }
 
 impl Session {
-    async fn serve(&mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Message>) -> Ending {
+    async fn serve(&mut self, mut socket: WebSocket) -> Ending {
         let handle = self.handle.clone();
         let shutdown = self.app.shutdown.clone();
         loop {
@@ -161,7 +170,7 @@ impl Session {
                 () = shutdown.cancelled() => {
                     return close_socket(socket, &mut self.out, close::GOING_AWAY, "server shutting down").await;
                 }
-                frame = rx.recv() => {
+                frame = handle.next_frame() => {
                     let Some(frame) = frame else { return Ending::Dropped("queue closed") };
                     self.out.push(frame);
                 }
@@ -199,7 +208,7 @@ impl Session {
             }
             if !self.out.is_empty() {
                 let written = tokio::select! {
-                    r = write_batch(&mut socket, &mut self.out, &mut rx, &self.app) => r,
+                    r = write_batch(&mut socket, &mut self.out, &handle, &self.app) => r,
                     () = handle.closing() => Ok(()),
                 };
                 if written.is_err() {
@@ -378,13 +387,28 @@ impl Session {
                 "ChannelRateLimitReached: Too many channels".to_owned(),
             );
         }
-        let token = match config.access_token.as_deref() {
-            Some(t) if !t.is_empty() && !t.starts_with("sb_") => t.to_owned(),
-            _ => self.peer.token.clone(),
-        };
-        let claims = match self.app.auth.verify(&token) {
-            Ok(c) => c,
-            Err(e) => return refuse(self, e.join_reason()),
+        // The socket's key (already verified) unless the join brings its own token.
+        let (token_hash, claims) = match config.access_token.as_deref() {
+            Some(t)
+                if !t.is_empty()
+                    && !t.starts_with("sb_")
+                    && token_hash(t) != self.peer.token_hash =>
+            {
+                match self.app.auth.verify(t) {
+                    Ok(c) => (token_hash(t), Arc::new(c)),
+                    Err(e) => return refuse(self, e.join_reason()),
+                }
+            }
+            _ => {
+                let now = unix_now();
+                if self.peer.claims.exp <= now {
+                    let e = herald_core::AuthError::Expired {
+                        ago: now - self.peer.claims.exp,
+                    };
+                    return refuse(self, e.join_reason());
+                }
+                (self.peer.token_hash, self.peer.claims.clone())
+            }
         };
         let key = ChannelKey::new(&name, config.private);
         if !channel::may_read(&claims, &key) {
@@ -445,7 +469,7 @@ impl Session {
                 join_ref: join_ref.clone(),
                 subscription,
                 ack: config.broadcast_ack,
-                token,
+                token_hash,
                 claims,
                 expires_at,
                 presence_key,
@@ -555,7 +579,7 @@ impl Session {
         let Some(joined) = self.channels.get(&msg.topic) else {
             return;
         };
-        if token.is_empty() || token.starts_with("sb_") || token == joined.token {
+        if token.is_empty() || token.starts_with("sb_") || token_hash(&token) == joined.token_hash {
             return;
         }
         match self.app.auth.verify(&token) {
@@ -574,8 +598,8 @@ impl Session {
                 if let Some(joined) = self.channels.get_mut(&msg.topic) {
                     joined.expires_at =
                         Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
-                    joined.claims = claims;
-                    joined.token = token;
+                    joined.claims = Arc::new(claims);
+                    joined.token_hash = token_hash(&token);
                     debug!(conn = self.id, topic = %msg.topic, "access token refreshed");
                 }
             }
@@ -840,7 +864,7 @@ fn json_body(bytes: Bytes) -> Result<Box<RawValue>, &'static str> {
 async fn write_batch(
     socket: &mut WebSocket,
     pending: &mut Vec<Message>,
-    rx: &mut mpsc::Receiver<Message>,
+    queue: &SessionHandle,
     app: &AppState,
 ) -> Result<(), axum::Error> {
     use futures_util::SinkExt;
@@ -853,7 +877,9 @@ async fn write_batch(
         socket.feed(frame).await?;
     }
     while frames < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
-        let Ok(frame) = rx.try_recv() else { break };
+        let Some(frame) = queue.try_next_frame() else {
+            break;
+        };
         bytes += frame_len(&frame);
         frames += 1;
         socket.feed(frame).await?;
