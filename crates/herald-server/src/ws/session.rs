@@ -165,10 +165,10 @@ impl Session {
                     if reason.code == close::SLOW_CONSUMER {
                         warn!(conn = self.id, remote = %self.peer.remote, "slow consumer: closing");
                     }
-                    return close_socket(socket, &mut self.out, reason.code, &reason.reason).await;
+                    return Box::pin(close_socket(socket, &mut self.out, reason.code, &reason.reason)).await;
                 }
                 () = shutdown.cancelled() => {
-                    return close_socket(socket, &mut self.out, close::GOING_AWAY, "server shutting down").await;
+                    return Box::pin(close_socket(socket, &mut self.out, close::GOING_AWAY, "server shutting down")).await;
                 }
                 frame = handle.next_frame() => {
                     let Some(frame) = frame else { return Ending::Dropped("queue closed") };
@@ -178,7 +178,9 @@ impl Session {
                     match inbound {
                         Some(Ok(msg)) => {
                             self.last_seen = Instant::now();
-                            if let Some(code) = self.on_message(msg).await {
+                            // Boxed: the (large) handling future exists only while a frame is handled, so an idle
+                            // connection's task stays small.
+                            if let Some(code) = Box::pin(self.on_message(msg)).await {
                                 // Let the automatic close reply go out before the socket is dropped.
                                 use futures_util::SinkExt;
                                 let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, socket.flush()).await;
@@ -190,7 +192,7 @@ impl Session {
                             if let Some(frame) = close_for_error(&e) {
                                 herald_core::stats::error(if frame.code == close::TOO_BIG { "frame_too_big" } else { "ws_protocol" });
                                 warn!(conn = self.id, remote = %self.peer.remote, code = frame.code, reason = %frame.reason, "bad frame");
-                                return close_socket(socket, &mut self.out, frame.code, &frame.reason).await;
+                                return Box::pin(close_socket(socket, &mut self.out, frame.code, &frame.reason)).await;
                             }
                             return Ending::Dropped("read error");
                         }
@@ -199,7 +201,7 @@ impl Session {
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if let Some(ending) = self.on_timer() {
-                        return close_socket(socket, &mut self.out, ending.0, ending.1).await;
+                        return Box::pin(close_socket(socket, &mut self.out, ending.0, ending.1)).await;
                     }
                 }
             }
@@ -208,7 +210,7 @@ impl Session {
             }
             if !self.out.is_empty() {
                 let written = tokio::select! {
-                    r = write_batch(&mut socket, &mut self.out, &handle, &self.app) => r,
+                    r = Box::pin(write_batch(&mut socket, &mut self.out, &handle, &self.app)) => r,
                     () = handle.closing() => Ok(()),
                 };
                 if written.is_err() {
