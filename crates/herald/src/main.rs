@@ -12,6 +12,7 @@ use herald_server::ServerConfig;
 use settings::{CliOverrides, Settings};
 use tracing::info;
 
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
