@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::clock::Clock;
 use crate::fleet::Counters;
-use crate::phoenix::{self, Reply};
+use crate::phoenix::{self, JoinOpts, Reply};
 use crate::stats::Latencies;
 use crate::target::Target;
 
@@ -91,13 +91,9 @@ fn handshake_error(e: tungstenite::Error) -> ConnError {
     }
 }
 
-/// Opens a TCP connection from `source` (any port) to the target and upgrades it to a WebSocket.
-pub async fn connect(
-    target: &Target,
-    ws_url: &str,
-    source: Option<IpAddr>,
-) -> Result<Ws, ConnError> {
-    let socket = match target.addr {
+/// Opens a TCP connection from `source` (any port; the system's choice when `None`) to `addr`.
+pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ConnError> {
+    let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
@@ -107,12 +103,19 @@ pub async fn connect(
             .bind(SocketAddr::new(ip, 0))
             .map_err(ConnError::Socket)?;
     }
-    let stream = socket
-        .connect(target.addr)
-        .await
-        .map_err(ConnError::Connect)?;
+    let stream = socket.connect(addr).await.map_err(ConnError::Connect)?;
     // Latency matters more than packet count here; failing to set it only costs latency.
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Opens a TCP connection from `source` (any port) to the target and upgrades it to a WebSocket.
+pub async fn connect(
+    target: &Target,
+    ws_url: &str,
+    source: Option<IpAddr>,
+) -> Result<Ws, ConnError> {
+    let stream = tcp_connect(target.addr, source).await?;
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(ws_url, stream, Some(ws_config()))
             .await
@@ -120,9 +123,14 @@ pub async fn connect(
     Ok(ws)
 }
 
-/// Joins benchmark channel `channel` with join ref `join_ref` and waits for the reply.
-pub async fn join(ws: &mut Ws, join_ref: &str, channel: u64) -> Result<(), ConnError> {
-    ws.send(Message::text(phoenix::join_frame(join_ref, channel)))
+/// Joins `topic` with join ref `join_ref` and waits for the reply.
+pub async fn join(
+    ws: &mut Ws,
+    join_ref: &str,
+    topic: &str,
+    opts: &JoinOpts,
+) -> Result<(), ConnError> {
+    ws.send(Message::text(phoenix::join_frame(join_ref, topic, opts)))
         .await?;
     loop {
         match ws.next().await {
@@ -130,7 +138,7 @@ pub async fn join(ws: &mut Ws, join_ref: &str, channel: u64) -> Result<(), ConnE
                 let Some(frame) = phoenix::parse_frame(&text) else {
                     continue;
                 };
-                if frame.topic != phoenix::topic(channel) {
+                if frame.topic != topic {
                     continue;
                 }
                 match phoenix::reply_to(&frame, join_ref) {
@@ -146,19 +154,22 @@ pub async fn join(ws: &mut Ws, join_ref: &str, channel: u64) -> Result<(), ConnE
     }
 }
 
-/// Connects and joins one channel, each step bounded by [`OPEN_TIMEOUT`].
+/// Connects and joins `topic`, each step bounded by [`OPEN_TIMEOUT`].
 pub async fn open(
     target: &Target,
     ws_url: &str,
     source: Option<IpAddr>,
-    channel: u64,
+    topic: &str,
 ) -> Result<Ws, ConnError> {
     let mut ws = tokio::time::timeout(OPEN_TIMEOUT, connect(target, ws_url, source))
         .await
         .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(OPEN_TIMEOUT, join(&mut ws, "1", channel))
-        .await
-        .map_err(|_| ConnError::Timeout("join"))??;
+    tokio::time::timeout(
+        OPEN_TIMEOUT,
+        join(&mut ws, "1", topic, &JoinOpts::default()),
+    )
+    .await
+    .map_err(|_| ConnError::Timeout("join"))??;
     Ok(ws)
 }
 
@@ -171,6 +182,21 @@ pub struct Shared {
     pub latency: Option<Mutex<Latencies>>,
     /// The time base that broadcast send times refer to.
     pub clock: Clock,
+}
+
+impl Shared {
+    /// Counts a benchmark broadcast stamped `sent_ns` as delivered now and records its latency.
+    pub fn delivered(&self, sent_ns: u64) {
+        let Some(latency) = &self.latency else {
+            return;
+        };
+        let now = self.clock.now_ns();
+        if let Ok(mut hist) = latency.lock() {
+            hist.record_us(now.saturating_sub(sent_ns) / 1_000);
+        }
+        self.counters.delivered.fetch_add(1, Relaxed);
+        self.counters.last_delivery_ns.fetch_max(now, Relaxed);
+    }
 }
 
 /// Delay before connection `index` sends its first heartbeat, spreading heartbeats over the interval.
@@ -206,15 +232,10 @@ pub async fn hold(mut ws: Ws, index: u64, mut stop: watch::Receiver<bool>, share
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(latency) = &shared.latency {
-                        let now = shared.clock.now_ns();
-                        if let Some(sent) = phoenix::broadcast_send_time(&text) {
-                            if let Ok(mut hist) = latency.lock() {
-                                hist.record_us(now.saturating_sub(sent) / 1_000);
-                            }
-                            shared.counters.delivered.fetch_add(1, Relaxed);
-                            shared.counters.last_delivery_ns.fetch_max(now, Relaxed);
-                        }
+                    if shared.latency.is_some()
+                        && let Some(sent) = phoenix::broadcast_send_time(&text)
+                    {
+                        shared.delivered(sent);
                     }
                 }
                 Some(Ok(Message::Close(_)) | Err(_)) | None => {

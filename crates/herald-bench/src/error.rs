@@ -1,5 +1,5 @@
 //! Why a scenario could not run to the end (as opposed to what it measured: failed connections,
-//! drops and refusals are results, reported in the table, not errors).
+//! drops, gaps and refusals are results, reported in the table, not errors).
 
 use crate::conn::ConnError;
 use crate::procfs::ProcError;
@@ -26,4 +26,55 @@ pub enum ScenarioError {
     /// Every subscriber failed, so there is nothing to measure.
     #[error("no subscriber could join (failures: {0})")]
     NoSubscribers(String),
+    /// A benchmark client could not connect or join.
+    #[error("{what} failed")]
+    Client {
+        /// Which client, doing what.
+        what: String,
+        /// What went wrong.
+        #[source]
+        source: ConnError,
+    },
+    /// The server said nothing usable where the protocol promises an answer.
+    #[error("{0}")]
+    Protocol(String),
+    /// The join reply carried no channel position: the server keeps no history for the channel.
+    #[error(
+        "the server keeps no history for channel {0}: recover needs history enabled \
+         (HERALD_HISTORY_ENABLED is not false) and a retention of at least --missed messages"
+    )]
+    NoHistory(String),
+    /// The server could not replay what was missed.
+    #[error(
+        "the server answered recovered:false for {missed} missed messages on {channel}: it must \
+         keep at least that many messages per channel for long enough; restart it with \
+         HERALD_HISTORY_MAX_MESSAGES={retention} HERALD_HISTORY_MAX_AGE=10m{replay} (its default \
+         retention is 100 messages for 2 minutes)"
+    )]
+    NotRecovered {
+        /// The channel.
+        channel: String,
+        /// Messages missed.
+        missed: u64,
+        /// A retention that would do.
+        retention: u64,
+        /// The replay-limit setting to add, if needed.
+        replay: String,
+    },
+    /// Publishing over HTTP failed outright.
+    #[error("publishing over HTTP failed: {0}")]
+    Publish(String),
+    /// WebSocket publishers would have to join more channels than a connection may.
+    #[error(
+        "{channels} channels over {connections} WebSocket publisher connections is more than \
+         {max} channels per connection: use more --connections or fewer --channels"
+    )]
+    PublisherChannels {
+        /// Channels asked for.
+        channels: u64,
+        /// Publisher connections asked for.
+        connections: u64,
+        /// Most channels per connection.
+        max: u64,
+    },
 }

@@ -16,10 +16,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::conn::{self, ConnError, HEARTBEAT, OPEN_TIMEOUT, Ws};
 use crate::error::ScenarioError;
-use crate::fleet::{Fleet, Reasons};
+use crate::fleet::{Fleet, LiveHandle, Reasons, Transport};
 use crate::http;
+use crate::pace::{due_at, due_by};
 use crate::payload::{self, PayloadBuilder};
-use crate::phoenix::{self, Reply};
+use crate::phoenix::{self, BENCH, JoinOpts, Reply};
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, FanoutDetail, Report};
@@ -70,43 +71,38 @@ fn publisher_connections(channels: u64, rate: u64, per_connection: u64) -> u64 {
 
 /// Running totals of the publishing side.
 #[derive(Debug, Default)]
-struct Tally {
-    sent: u64,
-    expected: u64,
-    errors: u64,
-    reasons: Reasons,
+pub(crate) struct Tally {
+    /// Messages published.
+    pub sent: u64,
+    /// Deliveries those should make: each message times the subscribers of its channel.
+    pub expected: u64,
+    /// Messages that could not be published.
+    pub errors: u64,
+    /// Why, with counts.
+    pub reasons: Reasons,
 }
 
 impl Tally {
-    fn sent_to(&mut self, channel: u64, joined: &[u64]) {
+    /// Counts one message published to `channel`, which has `joined[channel]` subscribers.
+    pub fn sent_to(&mut self, channel: u64, joined: &[u64]) {
         self.sent += 1;
         self.expected += subscribers_of(joined, channel);
     }
 
-    fn failed(&mut self, n: u64, reason: String) {
+    /// Counts `n` messages that could not be published, and why.
+    pub fn failed(&mut self, n: u64, reason: String) {
         self.errors += n;
         self.reasons.add(reason, n);
     }
 }
 
-fn subscribers_of(joined: &[u64], channel: u64) -> u64 {
+/// Subscribers of `channel` (`joined[channel]`, 0 past the end).
+pub(crate) fn subscribers_of(joined: &[u64], channel: u64) -> u64 {
     usize::try_from(channel)
         .ok()
         .and_then(|c| joined.get(c))
         .copied()
         .unwrap_or(0)
-}
-
-/// Number of messages due `elapsed` after the start at `rate` per second (message k is due at k / rate).
-fn due_by(elapsed: Duration, rate: u64, total: u64) -> u64 {
-    let due = elapsed.as_nanos() * u128::from(rate) / 1_000_000_000 + 1;
-    u64::try_from(due).unwrap_or(u64::MAX).min(total)
-}
-
-/// When message `k` is due.
-fn due_at(start: Instant, k: u64, rate: u64) -> Instant {
-    let ns = u128::from(k) * 1_000_000_000 / u128::from(rate.max(1));
-    start + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
 }
 
 /// Refusals the server sent back to WebSocket publishers (pushes are sent without ack, so only
@@ -121,7 +117,7 @@ struct Refusals {
 }
 
 /// WebSocket publishers: of `n` connections, connection `s` joins the channels `c` with `c % n == s`.
-struct WsPublishers {
+pub(crate) struct WsPublishers {
     sinks: Vec<Option<SplitSink<Ws, Message>>>,
     readers: Vec<JoinHandle<()>>,
     refusals: Arc<Refusals>,
@@ -152,7 +148,12 @@ impl WsPublishers {
             for channel in (first..channels).step_by(stride) {
                 tokio::time::timeout(
                     OPEN_TIMEOUT,
-                    conn::join(&mut ws, &join_ref(channel), channel),
+                    conn::join(
+                        &mut ws,
+                        &join_ref(channel),
+                        &phoenix::topic(BENCH, channel),
+                        &JoinOpts::default(),
+                    ),
                 )
                 .await
                 .unwrap_or(Err(ConnError::Timeout("join")))
@@ -199,7 +200,7 @@ impl WsPublishers {
             let frame = payload::ws_push(
                 &join_ref(channel),
                 &format!("p{k}"),
-                channel,
+                &phoenix::topic(BENCH, channel),
                 &builder.build(ctx.clock.now_ns()),
             );
             match tokio::time::timeout(SEND_TIMEOUT, sink.feed(Message::text(frame)))
@@ -310,15 +311,28 @@ async fn read_publisher(
 }
 
 /// The HTTP publisher: batches of at most [`HTTP_BATCH`] messages per `POST /api/broadcast`.
-struct HttpPublisher {
+pub(crate) struct HttpPublisher {
     client: http::Client,
     path: String,
     token: String,
+    /// Channel-name prefix: channel `c` is `<prefix>-<c>`.
+    prefix: &'static str,
     /// Set after a request timed out: the server is not answering, so stop asking.
     stalled: bool,
 }
 
 impl HttpPublisher {
+    /// A publisher to the channels `<prefix>-<c>` over one keep-alive connection.
+    pub fn new(ctx: &Context, prefix: &'static str) -> Self {
+        Self {
+            client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
+            path: ctx.target.broadcast_path(),
+            token: ctx.token.clone(),
+            prefix,
+            stalled: false,
+        }
+    }
+
     async fn send(
         &mut self,
         ks: Range<u64>,
@@ -341,7 +355,8 @@ impl HttpPublisher {
                 .iter()
                 .map(|k| (k % channels, builder.build(ctx.clock.now_ns())))
                 .collect();
-            let body = payload::http_batch(payloads.iter().map(|(c, p)| (*c, p.as_str())));
+            let body =
+                payload::http_batch(self.prefix, payloads.iter().map(|(c, p)| (*c, p.as_str())));
             let n = chunk.len() as u64;
             match self
                 .client
@@ -369,8 +384,11 @@ impl HttpPublisher {
     }
 }
 
-enum Publisher {
+/// Where a publishing phase sends its messages.
+pub(crate) enum Publisher {
+    /// WebSocket connections joined to the channels.
     Ws(WsPublishers),
+    /// `POST /api/broadcast`.
     Http(HttpPublisher),
 }
 
@@ -405,21 +423,175 @@ impl Publisher {
 }
 
 /// Server CPU ticks, if a server PID was given.
-fn server_cpu(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
+pub(crate) fn server_cpu(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
     ctx.server_pid
         .map(procfs::cpu_ticks)
         .transpose()
         .map_err(ScenarioError::Server)
 }
 
+/// What a paced publishing phase sends: `rate * duration` messages, message k to channel
+/// `k % channels`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    /// Channels.
+    pub channels: u64,
+    /// Messages per second, in total.
+    pub rate: u64,
+    /// Seconds of publishing.
+    pub duration: u64,
+}
+
+/// What a publishing phase did.
+#[derive(Debug)]
+pub(crate) struct Phase {
+    /// The publishing side's totals.
+    pub tally: Tally,
+    /// When publishing started.
+    pub start: Instant,
+    /// When the last message was sent.
+    pub publish_end: Instant,
+    /// Server CPU seconds from the start to the end of the drain (with `--server-pid`).
+    pub cpu_secs: Option<f64>,
+    /// Seconds from the start to the end of the drain.
+    pub window_secs: f64,
+}
+
+impl Phase {
+    /// Seconds spent publishing.
+    pub fn publish_secs(&self) -> f64 {
+        self.publish_end.duration_since(self.start).as_secs_f64()
+    }
+
+    /// Server CPU over the window, percent of one core.
+    pub fn cpu_pct(&self) -> Option<f64> {
+        self.cpu_secs
+            .filter(|_| self.window_secs > 0.0)
+            .map(|c| round3(c / self.window_secs * 100.0))
+    }
+}
+
+/// Publishes `schedule` paced at its rate, then waits until `live` has received what was expected,
+/// nothing more arrives for [`DRAIN_QUIET`], or [`DRAIN_MAX`] passed. `joined[c]` is the number of
+/// subscribers of channel `c`; `label` starts the progress line. Ctrl-C ends both early.
+pub(crate) async fn publish_and_drain(
+    ctx: &Context,
+    publisher: &mut Publisher,
+    schedule: Schedule,
+    builder: &PayloadBuilder,
+    joined: &[u64],
+    live: LiveHandle,
+    label: &'static str,
+) -> Phase {
+    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
+    let total = schedule.rate * schedule.duration;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let interrupted = Arc::clone(&interrupted);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Relaxed);
+            }
+        })
+    };
+    let sent_live = Arc::new(AtomicU64::new(0));
+    let expected_live = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let (live, sent, expected) = (
+            live.clone(),
+            Arc::clone(&sent_live),
+            Arc::clone(&expected_live),
+        );
+        Progress::start(move || {
+            let l = live.snapshot();
+            format!(
+                "{label}: sent {}/{total}, delivered {}/{}, {} subscribers dropped",
+                sent.load(Relaxed),
+                l.delivered,
+                expected.load(Relaxed),
+                l.disconnects
+            )
+        })
+    };
+    // From here on a server that went away costs the CPU figures, not the report.
+    let cpu_start = server_cpu(ctx).unwrap_or(None);
+    let start = Instant::now();
+    let mut tally = Tally::default();
+    let mut next_heartbeat = start + HEARTBEAT;
+    let mut k = 0;
+    while k < total && !interrupted.load(Relaxed) {
+        let now = Instant::now();
+        if now >= next_heartbeat {
+            publisher.heartbeat().await;
+            next_heartbeat += HEARTBEAT;
+        }
+        let due = due_by(now.saturating_duration_since(start), schedule.rate, total);
+        if k < due {
+            let end = due.min(k + MAX_BATCH);
+            publisher
+                .send(k..end, schedule.channels, joined, ctx, builder, &mut tally)
+                .await;
+            k = end;
+            sent_live.store(tally.sent, Relaxed);
+            expected_live.store(tally.expected, Relaxed);
+        } else {
+            tokio::time::sleep_until(due_at(start, k, schedule.rate).into()).await;
+        }
+    }
+    let publish_end = Instant::now();
+
+    drain(&live, tally.expected, publish_end, &interrupted).await;
+    let cpu_end = server_cpu(ctx).unwrap_or(None);
+    let window_secs = start.elapsed().as_secs_f64();
+    progress.finish();
+    watcher.abort();
+    if interrupted.load(Relaxed) {
+        eprintln!("interrupted: stopped publishing early");
+    }
+    let cpu_secs = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
+        _ => None,
+    };
+    Phase {
+        tally,
+        start,
+        publish_end,
+        cpu_secs,
+        window_secs,
+    }
+}
+
+/// Waits until `live` has received `expected` deliveries, nothing more arrived for
+/// [`DRAIN_QUIET`], [`DRAIN_MAX`] passed since `publish_end`, or `interrupted` turned true.
+pub(crate) async fn drain(
+    live: &LiveHandle,
+    expected: u64,
+    publish_end: Instant,
+    interrupted: &AtomicBool,
+) {
+    let mut last = live.snapshot().delivered;
+    let mut last_change = Instant::now();
+    while !interrupted.load(Relaxed) && publish_end.elapsed() < DRAIN_MAX {
+        let delivered = live.snapshot().delivered;
+        if delivered >= expected {
+            break;
+        }
+        if delivered != last {
+            (last, last_change) = (delivered, Instant::now());
+        } else if last_change.elapsed() >= DRAIN_QUIET {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioError> {
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     server_cpu(ctx)?;
 
     // Subscribers.
     let mut fleet = Fleet::start(
-        ctx.fleet_spec(opts.channels, opts.subscribers, true),
+        ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.subscribers, true),
         ctx.per_process,
         &ctx.token,
     )?;
@@ -437,18 +609,9 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
     progress.finish();
     if ready.established == 0 {
         fleet.stop().await;
-        let reasons: Vec<String> = ready
-            .reasons
-            .0
-            .iter()
-            .map(|(reason, n)| format!("{n} x {reason}"))
-            .collect();
-        return Err(ScenarioError::NoSubscribers(reasons.join("; ")));
+        return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
     }
-    let joined: Vec<u64> = (0..opts.channels)
-        .map(|c| ready.joined_per_channel.get(&c).copied().unwrap_or(0))
-        .collect();
-    let joined = Arc::new(joined);
+    let joined = Arc::new(ready.joined(opts.channels));
 
     // Publishers.
     let publisher = match opts.publisher {
@@ -466,12 +629,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
                 .await
                 .map(Publisher::Ws)
         }
-        PublisherKind::Http => Ok(Publisher::Http(HttpPublisher {
-            client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
-            path: ctx.target.broadcast_path(),
-            token: ctx.token.clone(),
-            stalled: false,
-        })),
+        PublisherKind::Http => Ok(Publisher::Http(HttpPublisher::new(ctx, BENCH))),
     };
     let mut publisher = match publisher {
         Ok(p) => p,
@@ -480,93 +638,28 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
             return Err(e);
         }
     };
-
     let publishers = publisher.connections();
 
-    // Publish.
+    // Publish and drain.
     let builder = PayloadBuilder::new(opts.payload);
-    let total = opts.rate * opts.duration;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Relaxed);
-            }
-        })
+    let schedule = Schedule {
+        channels: opts.channels,
+        rate: opts.rate,
+        duration: opts.duration,
     };
-    let sent_live = Arc::new(AtomicU64::new(0));
-    let expected_live = Arc::new(AtomicU64::new(0));
-    let progress = {
-        let (live, sent, expected) = (
-            fleet.live(),
-            Arc::clone(&sent_live),
-            Arc::clone(&expected_live),
-        );
-        Progress::start(move || {
-            let l = live.snapshot();
-            format!(
-                "fanout: sent {}/{total}, delivered {}/{}, {} subscribers dropped",
-                sent.load(Relaxed),
-                l.delivered,
-                expected.load(Relaxed),
-                l.disconnects
-            )
-        })
-    };
-    // From here on a server that went away costs the CPU figures, not the report.
-    let cpu_start = server_cpu(ctx).unwrap_or(None);
-    let start = Instant::now();
-    let start_ns = ctx.clock.ns_at(start);
-    let mut tally = Tally::default();
-    let mut next_heartbeat = start + HEARTBEAT;
-    let mut k = 0;
-    while k < total && !interrupted.load(Relaxed) {
-        let now = Instant::now();
-        if now >= next_heartbeat {
-            publisher.heartbeat().await;
-            next_heartbeat += HEARTBEAT;
-        }
-        let due = due_by(now.saturating_duration_since(start), opts.rate, total);
-        if k < due {
-            let end = due.min(k + MAX_BATCH);
-            publisher
-                .send(k..end, opts.channels, &joined, ctx, &builder, &mut tally)
-                .await;
-            k = end;
-            sent_live.store(tally.sent, Relaxed);
-            expected_live.store(tally.expected, Relaxed);
-        } else {
-            tokio::time::sleep_until(due_at(start, k, opts.rate).into()).await;
-        }
-    }
-    let publish_end = Instant::now();
-
-    // Drain.
-    let live = fleet.live();
-    let mut last = live.snapshot().delivered;
-    let mut last_change = Instant::now();
-    while !interrupted.load(Relaxed) && publish_end.elapsed() < DRAIN_MAX {
-        let delivered = live.snapshot().delivered;
-        if delivered >= tally.expected {
-            break;
-        }
-        if delivered != last {
-            (last, last_change) = (delivered, Instant::now());
-        } else if last_change.elapsed() >= DRAIN_QUIET {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let cpu_end = server_cpu(ctx).unwrap_or(None);
-    let window = start.elapsed().as_secs_f64();
-    progress.finish();
-    watcher.abort();
-    if interrupted.load(Relaxed) {
-        eprintln!("interrupted: stopped publishing early");
-    }
+    let mut phase = publish_and_drain(
+        ctx,
+        &mut publisher,
+        schedule,
+        &builder,
+        &joined,
+        fleet.live(),
+        "fanout",
+    )
+    .await;
 
     let done = fleet.stop().await;
+    let tally = &mut phase.tally;
     if let Publisher::Ws(p) = publisher {
         let refusals = Arc::clone(&p.refusals);
         // Read before closing: closing ends the readers too.
@@ -588,16 +681,16 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         }
     }
 
-    let publish_secs = publish_end.duration_since(start).as_secs_f64();
-    let end_ns = done.last_delivery_ns.max(ctx.clock.ns_at(publish_end));
+    let publish_secs = phase.publish_secs();
+    let start_ns = ctx.clock.ns_at(phase.start);
+    let end_ns = done
+        .last_delivery_ns
+        .max(ctx.clock.ns_at(phase.publish_end));
     let elapsed = end_ns.saturating_sub(start_ns) as f64 / 1e9;
     let delivered = done.delivered;
+    let tally = &phase.tally;
     let drops = i64::try_from(tally.expected).unwrap_or(i64::MAX)
         - i64::try_from(delivered).unwrap_or(i64::MAX);
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
     let latency = done.latencies();
     let detail = FanoutDetail {
         subscribers_requested: opts.subscribers,
@@ -626,50 +719,29 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         disconnects: done.disconnects,
         processes,
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: cpu_secs.map(round3),
+        server_cpu_secs: phase.cpu_secs.map(round3),
     };
     Ok(Report {
-        scenario: "fanout",
         connections: ready.established,
-        rss_per_connection_kib: None,
-        kernel_per_connection_kib: None,
         connect_rate: ready.connect_rate().map(round3),
         delivered_per_sec: (elapsed > 0.0).then(|| round3(delivered as f64 / elapsed)),
         latency_ms: latency.summary(),
-        server_cpu_pct: cpu_secs
-            .filter(|_| window > 0.0)
-            .map(|c| round3(c / window * 100.0)),
-        cpu_us_per_delivery: cpu_secs
+        server_cpu_pct: phase.cpu_pct(),
+        cpu_us_per_delivery: phase
+            .cpu_secs
             .filter(|_| delivered > 0)
             .map(|c| round3(c * 1e6 / delivered as f64)),
         errors: ready.failed
             + done.disconnects
             + tally.errors
             + u64::try_from(drops.max(0)).unwrap_or(0),
-        detail: Detail::Fanout(detail),
+        ..Report::new("fanout", Detail::Fanout(detail))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pacing_spreads_messages_over_the_second() {
-        let s = Duration::from_secs;
-        assert_eq!(due_by(Duration::ZERO, 100, 300), 1);
-        assert_eq!(due_by(Duration::from_millis(9), 100, 300), 1);
-        assert_eq!(due_by(Duration::from_millis(10), 100, 300), 2);
-        assert_eq!(due_by(s(1), 100, 300), 101);
-        assert_eq!(due_by(s(10), 100, 300), 300);
-        assert_eq!(due_by(s(3_600), 1_000_000, u64::MAX), 3_600_000_001);
-        let start = Instant::now();
-        assert_eq!(due_at(start, 0, 100), start);
-        assert_eq!(
-            due_at(start, 150, 100),
-            start + Duration::from_millis(1_500)
-        );
-    }
 
     #[test]
     fn publisher_connections_respect_channel_and_rate_caps() {

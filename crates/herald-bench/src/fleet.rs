@@ -1,7 +1,8 @@
-//! A fleet of benchmark subscribers: opening `count` connections with global indices
-//! `base..base + count` (bounded concurrency, rotating source addresses, connection `i` on channel
-//! `i % channels`), holding them, and collecting their results, either in this process or spread over
-//! worker processes when one process cannot hold that many sockets.
+//! A fleet of benchmark subscribers: opening `count` connections (WebSocket clients or SSE streams)
+//! with global indices `base..base + count` (bounded concurrency, rotating source addresses,
+//! connection `i` on channel `<prefix>-<i % channels>`), holding them, and collecting their results,
+//! either in this process or spread over worker processes when one process cannot hold that many
+//! sockets.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -16,6 +17,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::Clock;
 use crate::conn::{self, Shared};
+use crate::phoenix;
+use crate::sse_client;
 use crate::stats::Latencies;
 use crate::target::Target;
 use crate::worker::{WorkerError, WorkerFleet};
@@ -25,14 +28,27 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Distinct failure reasons kept; the rest are counted under "other".
 const MAX_REASONS: usize = 16;
 
+/// How a fleet's connections reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Phoenix v2 WebSocket clients, each joined to one channel.
+    Ws,
+    /// Server-Sent Events streams (`GET /sse`), each following one channel.
+    Sse,
+}
+
 /// What to open.
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
     /// The server.
     pub target: Target,
-    /// WebSocket URL including the API key.
-    pub ws_url: String,
-    /// Number of channels; connection `i` joins `i % channels`.
+    /// The API key.
+    pub token: String,
+    /// WebSocket clients or SSE streams.
+    pub transport: Transport,
+    /// Channel-name prefix: connection `i` follows `<prefix>-<i % channels>`.
+    pub prefix: &'static str,
+    /// Number of channels.
     pub channels: u64,
     /// Global index of the first connection.
     pub base: u64,
@@ -141,6 +157,16 @@ impl Reasons {
             self.add(reason, n);
         }
     }
+
+    /// `n x reason; ...`, for error messages.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(reason, n)| format!("{n} x {reason}"))
+            .collect();
+        parts.join("; ")
+    }
 }
 
 /// The state once every connection of a fleet has been tried.
@@ -180,6 +206,13 @@ impl ReadyStats {
             all.connect_end_ns = all.connect_end_ns.max(other.connect_end_ns);
         }
         all
+    }
+
+    /// Joined connections of each channel `0..channels`.
+    pub fn joined(&self, channels: u64) -> Vec<u64> {
+        (0..channels)
+            .map(|c| self.joined_per_channel.get(&c).copied().unwrap_or(0))
+            .collect()
     }
 
     /// Joined connections per second over the connect phase.
@@ -321,6 +354,12 @@ impl LocalFleet {
     }
 }
 
+/// An opened connection, ready to be held.
+enum Opened {
+    Ws(conn::Ws),
+    Sse(sse_client::SseConn),
+}
+
 async fn connect_all(
     spec: FleetSpec,
     shared: Arc<Shared>,
@@ -333,15 +372,29 @@ async fn connect_all(
     let mut holders = JoinSet::new();
     let spec = Arc::new(spec);
     let channels = spec.channels.max(1);
+    let ws_url = Arc::new(spec.target.ws_url(&spec.token));
     let attempts = futures_util::stream::iter(spec.base..spec.base.saturating_add(spec.count))
         .map(|i| {
-            let spec = Arc::clone(&spec);
+            let (spec, ws_url) = (Arc::clone(&spec), Arc::clone(&ws_url));
             async move {
                 let source = spec.target.source_for(i, spec.per_address);
-                (
-                    i,
-                    conn::open(&spec.target, &spec.ws_url, source, i % channels).await,
-                )
+                let name = phoenix::channel_name(spec.prefix, i % channels);
+                let opened = match spec.transport {
+                    Transport::Ws => {
+                        conn::open(&spec.target, &ws_url, source, &format!("realtime:{name}"))
+                            .await
+                            .map(Opened::Ws)
+                            .map_err(|e| e.to_string())
+                    }
+                    Transport::Sse => {
+                        let path = spec.target.sse_path(&name, &spec.token);
+                        sse_client::open(&spec.target, source, &path)
+                            .await
+                            .map(Opened::Sse)
+                            .map_err(|e| e.to_string())
+                    }
+                };
+                (i, opened)
             }
         })
         .buffer_unordered(spec.concurrency.max(1));
@@ -355,16 +408,20 @@ async fn connect_all(
         };
         let Some((i, result)) = next else { break };
         match result {
-            Ok(ws) => {
+            Ok(opened) => {
                 shared.counters.established.fetch_add(1, Relaxed);
                 ready.established += 1;
                 *ready.joined_per_channel.entry(i % channels).or_default() += 1;
-                holders.spawn(conn::hold(ws, i, stop_rx.clone(), Arc::clone(&shared)));
+                let (stop, shared) = (stop_rx.clone(), Arc::clone(&shared));
+                match opened {
+                    Opened::Ws(ws) => holders.spawn(conn::hold(ws, i, stop, shared)),
+                    Opened::Sse(s) => holders.spawn(sse_client::hold(s, stop, shared)),
+                };
             }
-            Err(e) => {
+            Err(reason) => {
                 shared.counters.failed.fetch_add(1, Relaxed);
                 ready.failed += 1;
-                ready.reasons.add(e.to_string(), 1);
+                ready.reasons.add(reason, 1);
             }
         }
     }

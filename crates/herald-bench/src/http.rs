@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 client for the HTTP publisher: JSON POSTs over one keep-alive connection,
+//! A minimal HTTP/1.1 client for the HTTP publishers: JSON POSTs over one keep-alive connection,
 //! reading `Content-Length` and chunked responses, reconnecting when the server closes.
 
 use std::io;
@@ -153,7 +153,8 @@ pub fn request_bytes(host: &str, path: &str, bearer: &str, body: &[u8]) -> Vec<u
     out
 }
 
-async fn read_head(conn: &mut BufReader<TcpStream>) -> Result<Vec<u8>, HttpError> {
+/// Reads a response head up to its blank line, skipping interim 1xx responses.
+pub async fn read_head(conn: &mut BufReader<TcpStream>) -> Result<Vec<u8>, HttpError> {
     let mut head = Vec::new();
     loop {
         let before = head.len();

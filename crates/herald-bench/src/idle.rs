@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::Context;
 use crate::error::ScenarioError;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Transport};
+use crate::phoenix::BENCH;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, IdleDetail, Report};
@@ -24,7 +25,7 @@ pub struct IdleOpts {
 }
 
 /// Server RSS in KiB, if a server PID was given.
-fn server_rss(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
+pub(crate) fn server_rss(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
     ctx.server_pid
         .map(procfs::vm_rss_kib)
         .transpose()
@@ -32,14 +33,18 @@ fn server_rss(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
 }
 
 /// Kernel TCP buffer memory in KiB (machine-wide), if readable.
-fn tcp_mem_kib(page: u64) -> Option<u64> {
+pub(crate) fn tcp_mem_kib(page: u64) -> Option<u64> {
     procfs::tcp_mem_pages()
         .ok()
         .map(|pages| pages * page / 1024)
 }
 
 /// Growth per connection in KiB.
-fn per_connection(before: Option<u64>, after: Option<u64>, connections: u64) -> Option<f64> {
+pub(crate) fn per_connection(
+    before: Option<u64>,
+    after: Option<u64>,
+    connections: u64,
+) -> Option<f64> {
     let (before, after) = (before?, after?);
     (connections > 0).then(|| round3((after as f64 - before as f64) / connections as f64))
 }
@@ -51,7 +56,7 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
     let tcp_before = tcp_mem_kib(page);
 
     let mut fleet = Fleet::start(
-        ctx.fleet_spec(opts.channels, opts.connections, false),
+        ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.connections, false),
         ctx.per_process,
         &ctx.token,
     )?;
@@ -114,17 +119,12 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
         tcp_mem_after_kib: tcp_after,
     };
     Ok(Report {
-        scenario: "idle",
         connections: established,
         rss_per_connection_kib: per_connection(rss_before, rss_after, established),
         kernel_per_connection_kib: per_connection(tcp_before, tcp_after, established),
         connect_rate: ready.connect_rate().map(round3),
-        delivered_per_sec: None,
-        latency_ms: None,
-        server_cpu_pct: None,
-        cpu_us_per_delivery: None,
         errors: ready.failed + done.disconnects,
-        detail: Detail::Idle(detail),
+        ..Report::new("idle", Detail::Idle(detail))
     })
 }
 

@@ -7,6 +7,13 @@
 //!   connection, separately.
 //! - `fanout`: N subscribers over C channels, publishers (WebSocket or HTTP) sending R msgs/s for S
 //!   seconds; reports deliveries, drops, end-to-end latency percentiles and server CPU per delivery.
+//! - `sse`: N Server-Sent Events streams over T topics, held open; reports the open rate and the
+//!   server's and the kernel's memory per stream (optionally delivery, with `--publish-rate`).
+//! - `recover`: a client away while M messages are published comes back with `recover`; reports the
+//!   replay time and rate, and checks that the replay has no gap and no duplicate.
+//! - `publish`: publishers (HTTP batches or WebSocket pushes with ack) sending for S seconds at R
+//!   msgs/s or as fast as the server accepts, with N subscribers; reports accepted and delivered
+//!   messages per second and server CPU.
 //!
 //! Traffic goes to loopback addresses only, every count and duration is bounded, and every run stops
 //! by itself. Fleets larger than one process can hold are spread over worker processes (module
@@ -21,11 +28,16 @@ mod fanout;
 mod fleet;
 mod http;
 mod idle;
+mod pace;
 mod payload;
 mod phoenix;
 mod procfs;
 mod progress;
+mod publish;
+mod recover;
 mod report;
+mod sse;
+mod sse_client;
 mod stats;
 mod target;
 mod token;
@@ -34,10 +46,13 @@ mod worker;
 #[cfg(test)]
 mod mock;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 
 use crate::clock::Clock;
-use crate::fleet::FleetSpec;
+use crate::fleet::{FleetSpec, Transport};
+use crate::phoenix::BENCH;
 use crate::target::Target;
 
 /// `herald bench`: measure a server on this machine.
@@ -56,7 +71,8 @@ pub struct BenchArgs {
     /// Also print the results as one JSON object, the last line on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// PID of the server process, to measure its memory (idle) or CPU (fanout) from /proc.
+    /// PID of the server process, to measure its memory (idle, sse) or CPU (fanout, publish, sse
+    /// with --publish-rate) from /proc.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
 }
@@ -110,14 +126,111 @@ pub enum Scenario {
         #[command(flatten)]
         clients: ClientOpts,
     },
+    /// Open many Server-Sent Events streams (`GET /sse`) and hold them: open rate and memory per
+    /// stream; optionally delivery to them.
+    ///
+    /// Streams count against the server's max_connections (Herald: 10,000 by default; raise it with
+    /// HERALD_MAX_CONNECTIONS). `/sse` is requested at the server's root, whatever the --url path.
+    Sse {
+        /// Streams to open.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        streams: u64,
+        /// Topics to spread them over (stream i follows `bench-<i % T>`).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        topics: u64,
+        /// Seconds to hold the streams once all are open.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+        hold: u64,
+        /// Also publish this many messages per second (in total, over HTTP, message k to topic
+        /// k % T) during the hold (at least 1 s), and measure delivery to the streams.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        publish_rate: Option<u64>,
+        /// Size of each published payload in bytes (with --publish-rate).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+        payload: u64,
+        /// How streams are opened.
+        #[command(flatten)]
+        clients: ClientOpts,
+    },
+    /// Replay what a client missed: time from its recovering join to the last replayed message.
+    ///
+    /// The server must keep at least --missed messages per channel: its default retention is 100
+    /// messages for 2 minutes, so start it with e.g. HERALD_HISTORY_MAX_MESSAGES=20000
+    /// HERALD_HISTORY_MAX_AGE=10m (and, above 10,000 missed, HERALD_MAX_REPLAY_MESSAGES).
+    Recover {
+        /// Messages published while the client is away, replayed when it comes back.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        missed: u64,
+        /// Size of each message payload in bytes.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+        payload: u64,
+        /// Runs, each on a new channel `bench-recover-<id>-<run>`.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        runs: u64,
+        /// Messages per HTTP request while publishing what is missed (the server takes at most
+        /// max_http_batch, 1,000 by default).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+        batch: u64,
+        /// Most messages per second published while the client is away; keep it under the
+        /// server's max_http_messages_per_second (10,000 by default). A batch refused with 429 is
+        /// sent again.
+        #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        publish_rate: u64,
+    },
+    /// Publish throughput with history on: accepted and delivered messages per second and server
+    /// CPU.
+    ///
+    /// The server limits HTTP publishing to max_http_messages_per_second (10,000 per node by
+    /// default; start it with HERALD_MAX_HTTP_MESSAGES_PER_SECOND=1000000 to measure past that) and
+    /// each WebSocket connection to max_messages_per_second (1,000 by default; going over closes
+    /// the channel). Refusals are counted as errors.
+    Publish {
+        /// Messages per second in total; 0: as fast as the server accepts them (HTTP: each
+        /// connection sends its next batch as soon as the previous one is answered; WebSocket:
+        /// each connection at --publisher-rate).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+        rate: u64,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+        duration: u64,
+        /// Size of each message payload in bytes (`{"t":...,"pad":"xxx"}`; at least about 25).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+        payload: u64,
+        /// WebSocket subscribers counting deliveries (subscriber i joins
+        /// `realtime:bench-pub-<i % C>`); 0 measures publishing alone.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+        subscribers: u64,
+        /// Channels `bench-pub-<c>`; publisher j sends to the channels c with c % connections == j
+        /// in turn.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        channels: u64,
+        /// How messages are published.
+        #[arg(long, value_enum, default_value_t = PublisherKind::Http)]
+        publisher: PublisherKind,
+        /// Concurrent publisher connections (HTTP/1.1 keep-alive or WebSocket).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+        connections: u64,
+        /// Messages per HTTP request: with --rate 0 every request carries this many; when paced, a
+        /// request carries the messages due, up to this many (the server takes at most
+        /// max_http_batch, 1,000 by default).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+        batch: u64,
+        /// Most messages per second one WebSocket publisher connection sends; keep it under the
+        /// server's max_messages_per_second (1,000 by default).
+        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        publisher_rate: u64,
+        /// How subscribers are opened.
+        #[command(flatten)]
+        clients: ClientOpts,
+    },
 }
 
-/// How messages are published in `fanout`.
+/// How messages are published in `fanout` and `publish`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublisherKind {
     /// v2 text broadcast pushes over WebSocket connections joined to the channels.
     Ws,
-    /// `POST /api/broadcast` batches over one HTTP/1.1 keep-alive connection.
+    /// `POST /api/broadcast` batches over HTTP/1.1 keep-alive connections.
     Http,
 }
 
@@ -149,9 +262,55 @@ pub struct ClientOpts {
 }
 
 impl Scenario {
-    fn clients(&self) -> &ClientOpts {
+    /// How the scenario's fleet is opened; `None` for a scenario without one.
+    fn clients(&self) -> Option<&ClientOpts> {
         match self {
-            Scenario::Idle { clients, .. } | Scenario::Fanout { clients, .. } => clients,
+            Scenario::Idle { clients, .. }
+            | Scenario::Fanout { clients, .. }
+            | Scenario::Sse { clients, .. }
+            | Scenario::Publish { clients, .. } => Some(clients),
+            Scenario::Recover { .. } => None,
+        }
+    }
+
+    /// The fleet a worker process opens a share of: transport, channel prefix, channels, total
+    /// connections, and whether deliveries are timed.
+    fn fleet(&self) -> Option<(Transport, &'static str, u64, u64, bool)> {
+        match self {
+            Scenario::Idle {
+                connections,
+                channels,
+                ..
+            } => Some((Transport::Ws, BENCH, *channels, *connections, false)),
+            Scenario::Fanout {
+                subscribers,
+                channels,
+                ..
+            } => Some((Transport::Ws, BENCH, *channels, *subscribers, true)),
+            Scenario::Sse {
+                streams,
+                topics,
+                publish_rate,
+                ..
+            } => Some((
+                Transport::Sse,
+                BENCH,
+                *topics,
+                *streams,
+                publish_rate.is_some(),
+            )),
+            Scenario::Publish {
+                subscribers,
+                channels,
+                ..
+            } => Some((
+                Transport::Ws,
+                publish::PREFIX,
+                *channels,
+                *subscribers,
+                true,
+            )),
+            Scenario::Recover { .. } => None,
         }
     }
 }
@@ -170,11 +329,20 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// A fleet of `count` connections over `channels` channels, starting at index 0.
-    pub fn fleet_spec(&self, channels: u64, count: u64, record_latency: bool) -> FleetSpec {
+    /// A fleet of `count` connections over the channels `<prefix>-<0..channels>`, starting at index 0.
+    pub fn fleet_spec(
+        &self,
+        transport: Transport,
+        prefix: &'static str,
+        channels: u64,
+        count: u64,
+        record_latency: bool,
+    ) -> FleetSpec {
         FleetSpec {
             target: self.target.clone(),
-            ws_url: self.ws_url.clone(),
+            token: self.token.clone(),
+            transport,
+            prefix,
             channels,
             base: 0,
             count,
@@ -207,27 +375,21 @@ fn worker_concurrency(total_concurrency: usize, count: u64, total: u64) -> usize
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
     let token = token::resolve(args.token.as_deref())?;
-    let clients = args.scenario.clients().clone();
+    let clients = args.scenario.clients().cloned();
     let ws_url = target.ws_url(&token);
-    let concurrency = usize::try_from(clients.concurrency).unwrap_or(usize::MAX);
+    let concurrency = clients
+        .as_ref()
+        .map_or(1, |c| usize::try_from(c.concurrency).unwrap_or(usize::MAX));
 
-    if clients.worker {
-        let (channels, total, record_latency) = match &args.scenario {
-            Scenario::Idle {
-                connections,
-                channels,
-                ..
-            } => (*channels, *connections, false),
-            Scenario::Fanout {
-                subscribers,
-                channels,
-                ..
-            } => (*channels, *subscribers, true),
-        };
+    if let (Some(clients), Some((transport, prefix, channels, total, record_latency))) =
+        (clients.as_ref().filter(|c| c.worker), args.scenario.fleet())
+    {
         let count = clients.worker_count.unwrap_or(total);
         let spec = FleetSpec {
             target,
-            ws_url,
+            token,
+            transport,
+            prefix,
             channels,
             base: clients.worker_base,
             count,
@@ -247,9 +409,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ws_url,
         server_pid: args.server_pid,
         clock: Clock::start(),
-        per_process: clients.per_process.unwrap_or_else(default_per_process),
+        per_process: clients
+            .as_ref()
+            .and_then(|c| c.per_process)
+            .unwrap_or_else(default_per_process),
         concurrency,
-        per_address: clients.per_address,
+        per_address: clients.as_ref().map_or(20_000, |c| c.per_address),
     };
     let report = match args.scenario {
         Scenario::Idle {
@@ -288,6 +453,64 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 publisher_rate,
             };
             fanout::run(&ctx, opts).await?
+        }
+        Scenario::Sse {
+            streams,
+            topics,
+            hold,
+            publish_rate,
+            payload,
+            ..
+        } => {
+            let opts = sse::SseOpts {
+                streams,
+                topics,
+                hold,
+                publish_rate,
+                payload: usize::try_from(payload).unwrap_or(usize::MAX),
+            };
+            sse::run(&ctx, opts).await?
+        }
+        Scenario::Recover {
+            missed,
+            payload,
+            runs,
+            batch,
+            publish_rate,
+        } => {
+            let opts = recover::RecoverOpts {
+                missed,
+                payload: usize::try_from(payload).unwrap_or(usize::MAX),
+                runs,
+                batch,
+                publish_rate,
+            };
+            recover::run(&ctx, opts).await?
+        }
+        Scenario::Publish {
+            rate,
+            duration,
+            payload,
+            subscribers,
+            channels,
+            publisher,
+            connections,
+            batch,
+            publisher_rate,
+            ..
+        } => {
+            let opts = publish::PublishOpts {
+                rate,
+                duration,
+                payload: usize::try_from(payload).unwrap_or(usize::MAX),
+                subscribers,
+                channels,
+                publisher,
+                connections,
+                batch,
+                publisher_rate,
+            };
+            publish::run(Arc::new(ctx), opts).await?
         }
     };
     print!("{}", report.table());
@@ -401,7 +624,7 @@ mod tests {
             "123",
         ])
         .unwrap();
-        let c = b.scenario.clients();
+        let c = b.scenario.clients().unwrap();
         assert!(c.worker);
         assert_eq!(
             (c.worker_base, c.worker_count, c.worker_epoch_ns),
@@ -418,10 +641,113 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_new_scenarios() {
+        let b = parse(&[
+            "herald",
+            "bench",
+            "sse",
+            "--streams",
+            "200",
+            "--topics",
+            "10",
+            "--hold",
+            "5",
+            "--server-pid",
+            "9",
+        ])
+        .unwrap();
+        assert!(matches!(
+            b.scenario,
+            Scenario::Sse {
+                streams: 200,
+                topics: 10,
+                hold: 5,
+                publish_rate: None,
+                ..
+            }
+        ));
+        assert_eq!(b.server_pid, Some(9));
+        assert_eq!(
+            b.scenario.fleet(),
+            Some((Transport::Sse, BENCH, 10, 200, false))
+        );
+
+        let b = parse(&[
+            "herald", "bench", "recover", "--missed", "1000", "--runs", "2",
+        ])
+        .unwrap();
+        assert!(matches!(
+            b.scenario,
+            Scenario::Recover {
+                missed: 1_000,
+                runs: 2,
+                payload: 100,
+                batch: 500,
+                ..
+            }
+        ));
+        assert!(b.scenario.clients().is_none() && b.scenario.fleet().is_none());
+        let b = parse(&["herald", "bench", "recover"]).unwrap();
+        assert!(matches!(b.scenario, Scenario::Recover { runs: 5, .. }));
+
+        let b = parse(&[
+            "herald",
+            "bench",
+            "publish",
+            "--rate",
+            "1000",
+            "--duration",
+            "3",
+            "--payload",
+            "100",
+            "--subscribers",
+            "10",
+            "--publisher",
+            "ws",
+            "--connections",
+            "2",
+        ])
+        .unwrap();
+        assert!(matches!(
+            b.scenario,
+            Scenario::Publish {
+                rate: 1_000,
+                duration: 3,
+                subscribers: 10,
+                publisher: PublisherKind::Ws,
+                connections: 2,
+                batch: 1,
+                ..
+            }
+        ));
+        assert_eq!(
+            b.scenario.fleet(),
+            Some((Transport::Ws, "bench-pub", 10, 10, true))
+        );
+        let b = parse(&["herald", "bench", "publish"]).unwrap();
+        assert!(matches!(
+            b.scenario,
+            Scenario::Publish {
+                rate: 0,
+                publisher: PublisherKind::Http,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn counts_are_bounded() {
         assert!(parse(&["herald", "bench", "idle", "--connections", "0"]).is_err());
         assert!(parse(&["herald", "bench", "idle", "--connections", "2000000"]).is_err());
         assert!(parse(&["herald", "bench", "fanout", "--duration", "100000"]).is_err());
         assert!(parse(&["herald", "bench", "fanout", "--rate", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "sse", "--streams", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "sse", "--publish-rate", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "recover", "--runs", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "recover", "--batch", "1001"]).is_err());
+        assert!(parse(&["herald", "bench", "recover", "--concurrency", "5"]).is_err());
+        assert!(parse(&["herald", "bench", "publish", "--batch", "1001"]).is_err());
+        assert!(parse(&["herald", "bench", "publish", "--duration", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "publish", "--connections", "0"]).is_err());
     }
 }

@@ -5,6 +5,17 @@ use crate::phoenix;
 
 /// Smallest payload, reached when the pad is empty and `t` has one digit: `{"t":0,"pad":""}`.
 pub const MIN_PAYLOAD: usize = 16;
+/// Largest HTTP batch body the benchmark sends (Herald accepts 16 MiB by default).
+const MAX_BATCH_BODY: usize = 8 << 20;
+
+/// Messages per HTTP request: `batch`, or fewer when that many `payload`-byte messages would make
+/// the body larger than [`MAX_BATCH_BODY`] (at least one).
+pub fn batch_for(batch: u64, payload: usize) -> u64 {
+    // Each message adds its topic, event and JSON punctuation: about 64 bytes.
+    let per_message = u64::try_from(payload.max(MIN_PAYLOAD) + 64).unwrap_or(u64::MAX);
+    let fits = u64::try_from(MAX_BATCH_BODY).unwrap_or(u64::MAX) / per_message;
+    batch.min(fits).max(1)
+}
 
 /// Builds payloads of one fixed size.
 #[derive(Debug, Clone)]
@@ -47,18 +58,19 @@ fn decimal_digits(mut n: u64) -> usize {
     d
 }
 
-/// A v2 text broadcast push of `payload` on channel `channel`, event `b`.
-pub fn ws_push(join_ref: &str, push_ref: &str, channel: u64, payload: &str) -> String {
+/// A v2 text broadcast push of `payload` on `topic`, event `b`.
+pub fn ws_push(join_ref: &str, push_ref: &str, topic: &str, payload: &str) -> String {
     format!(
-        "[{},{},\"{}\",\"broadcast\",{{\"type\":\"broadcast\",\"event\":\"b\",\"payload\":{payload}}}]",
+        "[{},{},{},\"broadcast\",{{\"type\":\"broadcast\",\"event\":\"b\",\"payload\":{payload}}}]",
         json_str(join_ref),
         json_str(push_ref),
-        phoenix::topic(channel)
+        json_str(topic)
     )
 }
 
-/// The body of `POST /api/broadcast` for `(channel, payload)` pairs.
-pub fn http_batch<'a>(messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
+/// The body of `POST /api/broadcast` for `(channel, payload)` pairs, channel `c` being
+/// `<prefix>-<c>`.
+pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
     let mut body = String::from("{\"messages\":[");
     for (i, (channel, payload)) in messages.into_iter().enumerate() {
         if i > 0 {
@@ -66,7 +78,7 @@ pub fn http_batch<'a>(messages: impl IntoIterator<Item = (u64, &'a str)>) -> Str
         }
         body.push_str(&format!(
             "{{\"topic\":\"{}\",\"event\":\"b\",\"payload\":{payload}}}",
-            phoenix::channel_name(channel)
+            phoenix::channel_name(prefix, channel)
         ));
     }
     body.push_str("]}");
@@ -96,6 +108,15 @@ mod tests {
     }
 
     #[test]
+    fn batches_keep_bodies_bounded() {
+        assert_eq!(batch_for(500, 100), 500);
+        assert_eq!(batch_for(1_000, 256 * 1024), 31);
+        assert_eq!(batch_for(500, 1 << 20), 7);
+        assert_eq!(batch_for(500, 100 << 20), 1);
+        assert_eq!(batch_for(0, 10), 1);
+    }
+
+    #[test]
     fn tiny_sizes_give_the_shortest_payload() {
         assert_eq!(PayloadBuilder::new(0).build(7), "{\"t\":7,\"pad\":\"\"}");
         assert_eq!(decimal_digits(0), 1);
@@ -105,16 +126,17 @@ mod tests {
     #[test]
     fn frames_are_valid_json() {
         let p = PayloadBuilder::new(40).build(5);
-        let f: serde_json::Value = serde_json::from_str(&ws_push("3", "p9", 2, &p)).unwrap();
+        let f: serde_json::Value =
+            serde_json::from_str(&ws_push("3", "p9", "realtime:bench-2", &p)).unwrap();
         assert_eq!(f[0], "3");
         assert_eq!(f[1], "p9");
         assert_eq!(f[2], "realtime:bench-2");
         assert_eq!(f[3], "broadcast");
         assert_eq!(f[4]["payload"]["t"], 5);
         let body: serde_json::Value =
-            serde_json::from_str(&http_batch([(1, p.as_str()), (4, p.as_str())])).unwrap();
+            serde_json::from_str(&http_batch("bench", [(1, p.as_str()), (4, p.as_str())])).unwrap();
         assert_eq!(body["messages"][1]["topic"], "bench-4");
         assert_eq!(body["messages"][0]["payload"]["t"], 5);
-        assert_eq!(http_batch(std::iter::empty()), "{\"messages\":[]}");
+        assert_eq!(http_batch("bench", std::iter::empty()), "{\"messages\":[]}");
     }
 }

@@ -1,5 +1,6 @@
-//! The few Phoenix v2 text frames the benchmark speaks (`vsn=2.0.0`): building the join and heartbeat
-//! frames, and reading replies and broadcasts out of server frames without copying their payloads.
+//! The few Phoenix v2 text frames the benchmark speaks (`vsn=2.0.0`): building the join (with `ack`
+//! and `recover`) and heartbeat frames, and reading replies, recovery positions and broadcasts out of
+//! server frames without copying their payloads.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -8,22 +9,48 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// Channel name (without the `realtime:` prefix) of benchmark channel `channel`.
-pub fn channel_name(channel: u64) -> String {
-    format!("bench-{channel}")
+/// Channel-name prefix of the `idle`, `fanout` and `sse` channels (`bench-0`, `bench-1`, ...).
+pub const BENCH: &str = "bench";
+
+/// Name (without the `realtime:` prefix) of channel `channel` of the family `prefix`:
+/// `<prefix>-<channel>`.
+pub fn channel_name(prefix: &str, channel: u64) -> String {
+    format!("{prefix}-{channel}")
 }
 
-/// Topic of benchmark channel `channel`.
-pub fn topic(channel: u64) -> String {
-    format!("realtime:bench-{channel}")
+/// Topic of channel `channel` of the family `prefix`: `realtime:<prefix>-<channel>`.
+pub fn topic(prefix: &str, channel: u64) -> String {
+    format!("realtime:{prefix}-{channel}")
 }
 
-/// A `phx_join` for a public channel with broadcast `self` and `ack` off and presence off.
-pub fn join_frame(join_ref: &str, channel: u64) -> String {
-    format!(
-        "[\"{join_ref}\",\"{join_ref}\",\"{}\",\"phx_join\",{{\"config\":{{\"broadcast\":{{\"self\":false,\"ack\":false}},\"presence\":{{\"key\":\"\",\"enabled\":false}},\"postgres_changes\":[],\"private\":false}}}}]",
-        topic(channel)
-    )
+/// What a benchmark join asks for beyond the defaults (broadcast `self` off, presence off, public).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct JoinOpts {
+    /// Ask for an `ack` reply to every broadcast push.
+    pub ack: bool,
+    /// `config.broadcast.recover`: the `(epoch, offset)` the client saw last.
+    pub recover: Option<(String, u64)>,
+}
+
+/// A `phx_join` of `topic` for a public channel with broadcast `self` off and presence off.
+pub fn join_frame(join_ref: &str, topic: &str, opts: &JoinOpts) -> String {
+    let mut broadcast = serde_json::json!({"self": false, "ack": opts.ack});
+    if let Some((epoch, offset)) = &opts.recover {
+        broadcast["recover"] = serde_json::json!({"epoch": epoch, "offset": offset});
+    }
+    serde_json::json!([
+        join_ref,
+        join_ref,
+        topic,
+        "phx_join",
+        {"config": {
+            "broadcast": broadcast,
+            "presence": {"key": "", "enabled": false},
+            "postgres_changes": [],
+            "private": false,
+        }}
+    ])
+    .to_string()
 }
 
 /// A heartbeat with ref `push_ref`.
@@ -109,6 +136,82 @@ pub fn system_error(frame: &Frame<'_>) -> Option<String> {
     (system.status == "error").then(|| system.message.unwrap_or_default().into_owned())
 }
 
+/// The `recovery` object of a join reply (`config.broadcast.recover`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Whether the missed messages follow.
+    pub recovered: bool,
+    /// The channel's epoch; `None` when the server keeps no history for the channel.
+    pub epoch: Option<String>,
+    /// The channel's position (latest offset) at the moment of the join.
+    pub offset: u64,
+}
+
+/// The `response.recovery` of an ok `phx_reply`, if it carries one.
+pub fn recovery(frame: &Frame<'_>) -> Option<Recovery> {
+    #[derive(Deserialize)]
+    struct ReplyPayload {
+        response: Response,
+    }
+    #[derive(Deserialize)]
+    struct Response {
+        recovery: Wire,
+    }
+    #[derive(Deserialize)]
+    struct Wire {
+        recovered: bool,
+        #[serde(default)]
+        epoch: Option<String>,
+        #[serde(default)]
+        offset: u64,
+    }
+    if frame.event != "phx_reply" {
+        return None;
+    }
+    let r = serde_json::from_str::<ReplyPayload>(frame.payload.get())
+        .ok()?
+        .response
+        .recovery;
+    Some(Recovery {
+        recovered: r.recovered,
+        epoch: r.epoch,
+        offset: r.offset,
+    })
+}
+
+/// Where a broadcast sits in its channel's history, as its `meta` says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// `meta.offset`, if the channel keeps history.
+    pub offset: Option<u64>,
+    /// `meta.replayed`: sent because a joining client asked to recover.
+    pub replayed: bool,
+}
+
+/// If `frame` is a broadcast, its `meta` (all defaults when it has none).
+pub fn broadcast_meta(frame: &Frame<'_>) -> Option<Meta> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        meta: Option<Wire>,
+    }
+    #[derive(Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        offset: Option<u64>,
+        #[serde(default)]
+        replayed: bool,
+    }
+    if frame.event != "broadcast" {
+        return None;
+    }
+    let envelope: Envelope = serde_json::from_str(frame.payload.get()).ok()?;
+    Some(envelope.meta.map_or_else(Meta::default, |m| Meta {
+        offset: m.offset,
+        replayed: m.replayed,
+    }))
+}
+
 /// The send time `t` of a benchmark broadcast (event `b`), if `text` is one.
 pub fn broadcast_send_time(text: &str) -> Option<u64> {
     let frame = parse_frame(text)?;
@@ -187,13 +290,72 @@ mod tests {
 
     #[test]
     fn join_frame_matches_the_protocol() {
-        let v: serde_json::Value = serde_json::from_str(&join_frame("1", 0)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&join_frame("1", &topic(BENCH, 0), &JoinOpts::default())).unwrap();
         let want: serde_json::Value = serde_json::from_str(
             r#"["1","1","realtime:bench-0","phx_join",{"config":{"broadcast":{"self":false,"ack":false},"presence":{"key":"","enabled":false},"postgres_changes":[],"private":false}}]"#,
         )
         .unwrap();
         assert_eq!(v, want);
         assert_eq!(heartbeat_frame(7), r#"[null,"7","phoenix","heartbeat",{}]"#);
+
+        let opts = JoinOpts {
+            ack: true,
+            recover: Some(("5f\"3a".to_owned(), 42)),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&join_frame("2", "realtime:bench-pub-3", &opts)).unwrap();
+        assert_eq!(v[2], "realtime:bench-pub-3");
+        assert_eq!(v[4]["config"]["broadcast"]["ack"], true);
+        assert_eq!(v[4]["config"]["broadcast"]["recover"]["epoch"], "5f\"3a");
+        assert_eq!(v[4]["config"]["broadcast"]["recover"]["offset"], 42);
+        assert_eq!(channel_name("bench-pub", 7), "bench-pub-7");
+    }
+
+    #[test]
+    fn reads_recovery_replies_and_broadcast_meta() {
+        let reply = r#"["1","1","realtime:r","phx_reply",{"status":"ok","response":{"postgres_changes":[],"recovery":{"recovered":false,"epoch":"58abb372","offset":45}}}]"#;
+        let f = parse_frame(reply).unwrap();
+        assert_eq!(reply_to(&f, "1"), Some(Reply::Ok));
+        assert_eq!(
+            recovery(&f),
+            Some(Recovery {
+                recovered: false,
+                epoch: Some("58abb372".into()),
+                offset: 45
+            })
+        );
+        let no_history = r#"["1","1","realtime:r","phx_reply",{"status":"ok","response":{"postgres_changes":[],"recovery":{"recovered":false,"epoch":null,"offset":0}}}]"#;
+        assert_eq!(
+            recovery(&parse_frame(no_history).unwrap()).unwrap().epoch,
+            None
+        );
+        let plain = r#"["1","1","realtime:r","phx_reply",{"status":"ok","response":{"postgres_changes":[]}}]"#;
+        assert_eq!(recovery(&parse_frame(plain).unwrap()), None);
+
+        let replayed = r#"[null,null,"realtime:r","broadcast",{"type":"broadcast","event":"b","payload":{"t":1},"meta":{"id":"x","offset":43,"epoch":"58abb372","replayed":true}}]"#;
+        assert_eq!(
+            broadcast_meta(&parse_frame(replayed).unwrap()),
+            Some(Meta {
+                offset: Some(43),
+                replayed: true
+            })
+        );
+        let live = r#"[null,null,"realtime:r","broadcast",{"type":"broadcast","event":"b","payload":{"t":1},"meta":{"offset":46,"epoch":"e"}}]"#;
+        assert_eq!(
+            broadcast_meta(&parse_frame(live).unwrap()),
+            Some(Meta {
+                offset: Some(46),
+                replayed: false
+            })
+        );
+        let bare =
+            r#"[null,null,"realtime:r","broadcast",{"type":"broadcast","event":"b","payload":{}}]"#;
+        assert_eq!(
+            broadcast_meta(&parse_frame(bare).unwrap()),
+            Some(Meta::default())
+        );
+        assert_eq!(broadcast_meta(&parse_frame(reply).unwrap()), None);
     }
 
     #[test]

@@ -1,35 +1,43 @@
 //! The result of a run: the machine-readable JSON object (`--json`, always the last stdout line) and
-//! the human-readable table printed by default.
+//! the human-readable table printed by default. Every scenario has the same top-level keys (`null`
+//! where a figure does not apply) and its own `detail` object.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::stats::LatencySummary;
+use crate::stats::{LatencySummary, Spread};
 
 /// One run's figures. Fields that do not apply to a scenario (or were not measured) are `null`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `idle` or `fanout`.
+    /// `idle`, `fanout`, `sse`, `recover` or `publish`.
     pub scenario: &'static str,
-    /// Connections established (idle) or subscribers joined (fanout).
+    /// Connections established (idle), SSE streams open (sse), subscribers joined (fanout, publish),
+    /// clients connected at once (recover).
     pub connections: u64,
-    /// Growth of the server's RSS per connection, KiB (idle, with `--server-pid`).
+    /// Growth of the server's RSS per connection or stream, KiB (idle, sse; with `--server-pid`).
     pub rss_per_connection_kib: Option<f64>,
-    /// Growth of kernel TCP buffer memory per connection, KiB (idle).
+    /// Growth of kernel TCP buffer memory per connection or stream, KiB (idle, sse).
     pub kernel_per_connection_kib: Option<f64>,
-    /// Joined connections per second while opening.
+    /// Joined connections (or open streams) per second while opening.
     pub connect_rate: Option<f64>,
-    /// Deliveries per second (fanout).
+    /// Deliveries per second (fanout, publish, sse with `--publish-rate`).
     pub delivered_per_sec: Option<f64>,
-    /// End-to-end latency percentiles (fanout).
+    /// End-to-end latency percentiles (fanout, publish, sse with `--publish-rate`).
     pub latency_ms: Option<LatencySummary>,
-    /// Server CPU over the publishing window, percent of one core (fanout, with `--server-pid`).
+    /// Server CPU over the publishing window, percent of one core (with `--server-pid`).
     pub server_cpu_pct: Option<f64>,
-    /// Server CPU time per delivery, µs (fanout, with `--server-pid`).
+    /// Server CPU time per delivery, µs (with `--server-pid`).
     pub cpu_us_per_delivery: Option<f64>,
-    /// Failed connections, disconnects, publish errors and drops.
+    /// Messages the server accepted per second (publish: HTTP 202s or WebSocket acks).
+    pub accepted_per_sec: Option<f64>,
+    /// Time from the recovering join to the last replayed message, over the runs (recover).
+    pub replay_ms: Option<Spread>,
+    /// Replayed messages per second at the median replay time (recover).
+    pub replay_msgs_per_sec: Option<f64>,
+    /// Failed connections, disconnects, publish errors, drops, gaps and duplicates.
     pub errors: u64,
     /// Scenario-specific counts.
     pub detail: Detail,
@@ -43,6 +51,12 @@ pub enum Detail {
     Idle(IdleDetail),
     /// `fanout`.
     Fanout(FanoutDetail),
+    /// `sse`.
+    Sse(SseDetail),
+    /// `recover`.
+    Recover(RecoverDetail),
+    /// `publish`.
+    Publish(PublishDetail),
 }
 
 /// Counts of an idle run.
@@ -121,7 +135,156 @@ pub struct FanoutDetail {
     pub server_cpu_secs: Option<f64>,
 }
 
+/// Counts of an sse run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SseDetail {
+    /// Streams asked for.
+    pub requested: u64,
+    /// Topics they were spread over.
+    pub topics: u64,
+    /// Streams that failed to open or to send their first `id:` line.
+    pub failed: u64,
+    /// Why, with counts.
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// Open streams that ended during the hold.
+    pub disconnects: u64,
+    /// Client processes used.
+    pub processes: usize,
+    /// Seconds spent opening.
+    pub connect_secs: f64,
+    /// Seconds held after all were open.
+    pub hold_secs: f64,
+    /// Server RSS before opening, KiB.
+    pub server_rss_before_kib: Option<u64>,
+    /// Server RSS once all were open, KiB.
+    pub server_rss_after_kib: Option<u64>,
+    /// Server RSS at the end of the hold, KiB.
+    pub server_rss_end_kib: Option<u64>,
+    /// Kernel TCP buffer memory before opening, KiB (machine-wide, both ends of loopback).
+    pub tcp_mem_before_kib: Option<u64>,
+    /// Kernel TCP buffer memory once all were open, KiB.
+    pub tcp_mem_after_kib: Option<u64>,
+    /// Messages per second published over HTTP during the hold (`--publish-rate`), if any.
+    pub publish_rate: Option<u64>,
+    /// Payload size, bytes (with `--publish-rate`).
+    pub payload_bytes: Option<usize>,
+    /// Messages published.
+    pub sent: u64,
+    /// Messages that could not be published.
+    pub publish_errors: u64,
+    /// Why, with counts.
+    pub publish_error_reasons: BTreeMap<String, u64>,
+    /// Deliveries expected: each sent message times the streams following its topic.
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// `expected - delivered`.
+    pub drops: i64,
+    /// Server CPU seconds over the publishing window.
+    pub server_cpu_secs: Option<f64>,
+}
+
+/// Counts of a recover run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoverDetail {
+    /// Runs asked for.
+    pub runs_requested: u64,
+    /// Runs that replayed every missed message.
+    pub runs_complete: u64,
+    /// Messages missed (published while away) per run.
+    pub missed: u64,
+    /// Payload size, bytes.
+    pub payload_bytes: usize,
+    /// Replay time of each run, ms: from sending the join to the last replayed message.
+    pub replays_ms: Vec<f64>,
+    /// Time from sending the join to its reply, ms, per run.
+    pub join_reply_ms: Vec<f64>,
+    /// Messages accepted per second while publishing what was missed (HTTP), per run.
+    pub published_per_sec: Vec<f64>,
+    /// HTTP requests sent again after `429 Too Many Requests`.
+    pub rate_limited_retries: u64,
+    /// Missing offsets in replays.
+    pub gaps: u64,
+    /// Offsets replayed twice (or out of order).
+    pub duplicates: u64,
+    /// Runs that failed, with reasons.
+    pub failure_reasons: BTreeMap<String, u64>,
+}
+
+/// Counts of a publish run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PublishDetail {
+    /// Subscribers asked for.
+    pub subscribers_requested: u64,
+    /// Subscribers that failed to open or join.
+    pub subscriber_failures: u64,
+    /// Why, with counts.
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// Channels.
+    pub channels: u64,
+    /// `http` or `ws`.
+    pub publisher: &'static str,
+    /// Publisher connections.
+    pub publisher_connections: u64,
+    /// Messages per HTTP request.
+    pub batch: u64,
+    /// Target publish rate, messages per second (0: as fast as allowed).
+    pub rate: u64,
+    /// Seconds of publishing asked for.
+    pub duration_secs: u64,
+    /// Payload size, bytes.
+    pub payload_bytes: usize,
+    /// Messages sent (accepted or not).
+    pub sent: u64,
+    /// Messages the server accepted (HTTP 202, WebSocket ack).
+    pub accepted: u64,
+    /// Messages refused by a rate limit (HTTP 429, WebSocket `Too many messages per second`).
+    pub rate_limited: u64,
+    /// Messages refused or failed for any reason, rate limits included.
+    pub publish_errors: u64,
+    /// Why, with counts.
+    pub publish_error_reasons: BTreeMap<String, u64>,
+    /// Deliveries expected: each accepted message times the subscribers joined to its channel.
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// `expected - delivered` (negative would mean duplicates).
+    pub drops: i64,
+    /// Subscribers that dropped during the run.
+    pub disconnects: u64,
+    /// Client processes holding subscribers.
+    pub processes: usize,
+    /// Seconds spent publishing.
+    pub publish_secs: f64,
+    /// Seconds from the first send to the last delivery.
+    pub elapsed_secs: f64,
+    /// Server CPU seconds from the first send to the end of the drain.
+    pub server_cpu_secs: Option<f64>,
+    /// Server CPU time per accepted message, µs.
+    pub cpu_us_per_message: Option<f64>,
+}
+
 impl Report {
+    /// A report of `scenario` with every figure unmeasured (`null`, zero).
+    pub fn new(scenario: &'static str, detail: Detail) -> Self {
+        Self {
+            scenario,
+            connections: 0,
+            rss_per_connection_kib: None,
+            kernel_per_connection_kib: None,
+            connect_rate: None,
+            delivered_per_sec: None,
+            latency_ms: None,
+            server_cpu_pct: None,
+            cpu_us_per_delivery: None,
+            accepted_per_sec: None,
+            replay_ms: None,
+            replay_msgs_per_sec: None,
+            errors: 0,
+            detail,
+        }
+    }
+
     /// The JSON object, on one line.
     pub fn to_json_line(&self) -> String {
         // Serializing plain structs with string keys cannot fail; fall back to a stub just in case.
@@ -187,16 +350,7 @@ impl Report {
                 rows.push(("disconnects", int(d.disconnects)));
                 rows.push(("elapsed", format!("{:.2} s", d.elapsed_secs)));
                 rows.push(("delivered / s", opt(self.delivered_per_sec, 1, "msg/s")));
-                match &self.latency_ms {
-                    Some(l) => {
-                        rows.push(("latency p50", format!("{:.3} ms", l.p50)));
-                        rows.push(("latency p90", format!("{:.3} ms", l.p90)));
-                        rows.push(("latency p99", format!("{:.3} ms", l.p99)));
-                        rows.push(("latency p99.9", format!("{:.3} ms", l.p999)));
-                        rows.push(("latency max", format!("{:.3} ms", l.max)));
-                    }
-                    None => rows.push(("latency", "-".to_owned())),
-                }
+                self.latency_rows(&mut rows);
                 rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
                 rows.push((
                     "server CPU / delivery",
@@ -205,11 +359,181 @@ impl Report {
                 reason_rows(&mut rows, "failure", &d.failure_reasons);
                 reason_rows(&mut rows, "publish error", &d.publish_error_reasons);
             }
+            Detail::Sse(d) => self.sse_rows(d, &mut rows),
+            Detail::Recover(d) => self.recover_rows(d, &mut rows),
+            Detail::Publish(d) => self.publish_rows(d, &mut rows),
         }
         rows.push(("errors", int(self.errors)));
         render(&format!("herald bench {}", self.scenario), &rows)
     }
 }
+
+impl Report {
+    fn latency_rows(&self, rows: &mut Vec<(&str, String)>) {
+        match &self.latency_ms {
+            Some(l) => {
+                rows.push(("latency p50", format!("{:.3} ms", l.p50)));
+                rows.push(("latency p90", format!("{:.3} ms", l.p90)));
+                rows.push(("latency p99", format!("{:.3} ms", l.p99)));
+                rows.push(("latency p99.9", format!("{:.3} ms", l.p999)));
+                rows.push(("latency max", format!("{:.3} ms", l.max)));
+            }
+            None => rows.push(("latency", "-".to_owned())),
+        }
+    }
+
+    fn sse_rows<'a>(&self, d: &'a SseDetail, rows: &mut Vec<(&'a str, String)>) {
+        rows.push(("streams requested", int(d.requested)));
+        rows.push(("topics", int(d.topics)));
+        rows.push(("client processes", int(d.processes as u64)));
+        rows.push(("streams open", int(self.connections)));
+        rows.push(("failed", int(d.failed)));
+        rows.push(("connect time", format!("{:.2} s", d.connect_secs)));
+        rows.push(("connect rate", opt(self.connect_rate, 1, "streams/s")));
+        rows.push(("held for", format!("{:.1} s", d.hold_secs)));
+        rows.push(("disconnects during hold", int(d.disconnects)));
+        rows.push(("server RSS before", opt_kib(d.server_rss_before_kib)));
+        rows.push(("server RSS all open", opt_kib(d.server_rss_after_kib)));
+        rows.push(("server RSS end of hold", opt_kib(d.server_rss_end_kib)));
+        rows.push((
+            "server RSS / stream",
+            opt(self.rss_per_connection_kib, 2, "KiB"),
+        ));
+        rows.push(("kernel TCP mem before", opt_kib(d.tcp_mem_before_kib)));
+        rows.push(("kernel TCP mem all open", opt_kib(d.tcp_mem_after_kib)));
+        rows.push((
+            "kernel TCP mem / stream",
+            opt(self.kernel_per_connection_kib, 2, "KiB"),
+        ));
+        if let Some(rate) = d.publish_rate {
+            rows.push(("publish rate (HTTP)", format!("{} msg/s", int(rate))));
+            rows.push(("sent", int(d.sent)));
+            rows.push(("publish errors", int(d.publish_errors)));
+            rows.push(("expected deliveries", int(d.expected)));
+            rows.push(("delivered", int(d.delivered)));
+            rows.push(("drops", d.drops.to_string()));
+            rows.push(("delivered / s", opt(self.delivered_per_sec, 1, "msg/s")));
+            self.latency_rows(rows);
+            rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
+            rows.push((
+                "server CPU / delivery",
+                opt(self.cpu_us_per_delivery, 2, "µs"),
+            ));
+        }
+        reason_rows(rows, "failure", &d.failure_reasons);
+        reason_rows(rows, "publish error", &d.publish_error_reasons);
+        rows.push((
+            "note",
+            "kernel TCP mem is machine-wide socket buffer memory (/proc/net/sockstat), both ends \
+             of every loopback connection; it is not part of the server's RSS"
+                .to_owned(),
+        ));
+    }
+
+    fn recover_rows<'a>(&self, d: &'a RecoverDetail, rows: &mut Vec<(&'a str, String)>) {
+        rows.push(("missed messages / run", int(d.missed)));
+        rows.push(("payload", format!("{} B", int(d.payload_bytes as u64))));
+        rows.push((
+            "runs complete",
+            format!("{} of {}", d.runs_complete, d.runs_requested),
+        ));
+        let each: Vec<String> = d.replays_ms.iter().map(|ms| format!("{ms:.1}")).collect();
+        rows.push(("replay times", format!("{} ms", each.join(", "))));
+        match &self.replay_ms {
+            Some(r) => {
+                rows.push(("replay min", format!("{:.3} ms", r.min)));
+                rows.push(("replay median", format!("{:.3} ms", r.median)));
+                rows.push(("replay max", format!("{:.3} ms", r.max)));
+            }
+            None => rows.push(("replay", "-".to_owned())),
+        }
+        rows.push(("replay rate", opt(self.replay_msgs_per_sec, 0, "msg/s")));
+        let reply: Vec<String> = d
+            .join_reply_ms
+            .iter()
+            .map(|ms| format!("{ms:.1}"))
+            .collect();
+        rows.push(("join reply after", format!("{} ms", reply.join(", "))));
+        let published: Vec<String> = d
+            .published_per_sec
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect();
+        rows.push((
+            "published while away",
+            format!("{} msg/s", published.join(", ")),
+        ));
+        rows.push(("HTTP 429 retries", int(d.rate_limited_retries)));
+        rows.push(("gaps", int(d.gaps)));
+        rows.push(("duplicates", int(d.duplicates)));
+        reason_rows(rows, "failure", &d.failure_reasons);
+        rows.push(("note", RETENTION_NOTE.to_owned()));
+    }
+
+    fn publish_rows<'a>(&self, d: &'a PublishDetail, rows: &mut Vec<(&'a str, String)>) {
+        rows.push(("subscribers requested", int(d.subscribers_requested)));
+        rows.push(("subscribers joined", int(self.connections)));
+        rows.push(("subscriber failures", int(d.subscriber_failures)));
+        rows.push(("channels", int(d.channels)));
+        rows.push(("client processes", int(d.processes as u64)));
+        rows.push((
+            "publisher",
+            format!(
+                "{} x{}{}",
+                d.publisher,
+                d.publisher_connections,
+                if d.publisher == "http" {
+                    format!(", {} msg/request", d.batch)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+        rows.push(("payload", format!("{} B", int(d.payload_bytes as u64))));
+        let target = if d.rate == 0 {
+            "as fast as allowed".to_owned()
+        } else {
+            format!("{} msg/s", int(d.rate))
+        };
+        rows.push(("target rate", format!("{target} for {} s", d.duration_secs)));
+        rows.push(("sent", int(d.sent)));
+        rows.push(("accepted", int(d.accepted)));
+        rows.push(("accepted / s", opt(self.accepted_per_sec, 1, "msg/s")));
+        rows.push(("rate limited", int(d.rate_limited)));
+        rows.push(("publish errors", int(d.publish_errors)));
+        rows.push(("expected deliveries", int(d.expected)));
+        rows.push(("delivered", int(d.delivered)));
+        rows.push(("drops", d.drops.to_string()));
+        rows.push(("disconnects", int(d.disconnects)));
+        rows.push(("publishing time", format!("{:.2} s", d.publish_secs)));
+        rows.push(("elapsed", format!("{:.2} s", d.elapsed_secs)));
+        rows.push(("delivered / s", opt(self.delivered_per_sec, 1, "msg/s")));
+        self.latency_rows(rows);
+        rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
+        rows.push(("server CPU / message", opt(d.cpu_us_per_message, 2, "µs")));
+        rows.push((
+            "server CPU / delivery",
+            opt(self.cpu_us_per_delivery, 2, "µs"),
+        ));
+        reason_rows(rows, "failure", &d.failure_reasons);
+        reason_rows(rows, "publish error", &d.publish_error_reasons);
+        if d.rate_limited > 0 {
+            rows.push(("note", RATE_LIMIT_NOTE.to_owned()));
+        }
+    }
+}
+
+/// What a recover run needs from the server.
+pub const RETENTION_NOTE: &str = "the server must keep at least --missed messages per channel \
+     for long enough (its default is 100 for 2 minutes): start it with e.g. \
+     HERALD_HISTORY_MAX_MESSAGES=20000 HERALD_HISTORY_MAX_AGE=10m, and above 10,000 missed also \
+     HERALD_MAX_REPLAY_MESSAGES";
+
+/// What to do about refusals by the server's rate limits in a publish run.
+pub const RATE_LIMIT_NOTE: &str = "the server refused messages over its rate limits: HTTP \
+     max_http_messages_per_second (default 10,000 per node; start the server with \
+     HERALD_MAX_HTTP_MESSAGES_PER_SECOND=1000000 to measure past it), WebSocket \
+     max_messages_per_second (default 1,000 per connection; lower --publisher-rate)";
 
 fn reason_rows<'a>(
     rows: &mut Vec<(&'a str, String)>,
@@ -272,6 +596,9 @@ mod tests {
             connections: 100,
             rss_per_connection_kib: None,
             kernel_per_connection_kib: None,
+            accepted_per_sec: None,
+            replay_ms: None,
+            replay_msgs_per_sec: None,
             connect_rate: Some(512.25),
             delivered_per_sec: Some(9_900.5),
             latency_ms: Some(LatencySummary {
@@ -308,6 +635,9 @@ mod tests {
             "latency_ms",
             "server_cpu_pct",
             "cpu_us_per_delivery",
+            "accepted_per_sec",
+            "replay_ms",
+            "replay_msgs_per_sec",
             "errors",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
@@ -326,6 +656,62 @@ mod tests {
         assert!(t.contains("  latency p99.9          3.000 ms\n"), "{t}");
         assert!(t.contains("  server CPU             -\n"), "{t}");
         assert!(t.contains("  expected deliveries    30,000\n"), "{t}");
+    }
+
+    #[test]
+    fn new_scenarios_fill_their_keys_and_tables() {
+        let recover = Report {
+            connections: 1,
+            replay_ms: Spread::of(&[12.5, 10.0, 11.0]),
+            replay_msgs_per_sec: Some(90_909.091),
+            ..Report::new(
+                "recover",
+                Detail::Recover(RecoverDetail {
+                    runs_requested: 3,
+                    runs_complete: 3,
+                    missed: 1_000,
+                    replays_ms: vec![12.5, 10.0, 11.0],
+                    ..RecoverDetail::default()
+                }),
+            )
+        };
+        let v: serde_json::Value = serde_json::from_str(&recover.to_json_line()).unwrap();
+        assert_eq!(v["replay_ms"]["median"], 11.0);
+        assert_eq!(v["replay_msgs_per_sec"], 90_909.091);
+        assert!(v["accepted_per_sec"].is_null() && v["latency_ms"].is_null());
+        let t = recover.table();
+        assert!(t.starts_with("herald bench recover\n"), "{t}");
+        assert!(t.contains("replay median"), "{t}");
+        assert!(t.contains("HERALD_HISTORY_MAX_MESSAGES=20000"), "{t}");
+
+        let publish = Report {
+            accepted_per_sec: Some(1_000.5),
+            ..Report::new(
+                "publish",
+                Detail::Publish(PublishDetail {
+                    publisher: "http",
+                    batch: 50,
+                    rate_limited: 3,
+                    ..PublishDetail::default()
+                }),
+            )
+        };
+        let t = publish.table();
+        assert!(t.contains("http x0, 50 msg/request"), "{t}");
+        assert!(t.contains("as fast as allowed"), "{t}");
+        assert!(
+            t.contains("HERALD_MAX_HTTP_MESSAGES_PER_SECOND=1000000"),
+            "{t}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&publish.to_json_line()).unwrap();
+        assert_eq!(v["accepted_per_sec"], 1_000.5);
+
+        let sse = Report::new("sse", Detail::Sse(SseDetail::default()));
+        let t = sse.table();
+        assert!(
+            t.contains("server RSS / stream") && !t.contains("publish rate"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -78,6 +78,39 @@ impl Latencies {
     }
 }
 
+/// The smallest, median and largest of a few measurements, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Smallest.
+    pub min: f64,
+    /// Median (the mean of the middle two for an even count).
+    pub median: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (rounded to three decimals), or `None` when there are none.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let median = if v.len().is_multiple_of(2) {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        };
+        Some(Spread {
+            min: round3(v[0]),
+            median: round3(median),
+            max: round3(v[v.len() - 1]),
+        })
+    }
+}
+
 /// Rounds to three decimals (for reports).
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
@@ -100,6 +133,28 @@ mod tests {
         assert!((s.p99 - 9.9).abs() < 0.01, "{s:?}");
         assert!((s.p999 - 9.99).abs() < 0.01, "{s:?}");
         assert!((s.max - 10.0).abs() < 0.01, "{s:?}");
+    }
+
+    #[test]
+    fn spreads() {
+        assert_eq!(Spread::of(&[]), None);
+        assert_eq!(
+            Spread::of(&[3.0, 1.0, 2.0]),
+            Some(Spread {
+                min: 1.0,
+                median: 2.0,
+                max: 3.0
+            })
+        );
+        assert_eq!(
+            Spread::of(&[4.0, 1.0, 2.0, 10.0]),
+            Some(Spread {
+                min: 1.0,
+                median: 3.0,
+                max: 10.0
+            })
+        );
+        assert_eq!(Spread::of(&[f64::NAN, 1.23456]).unwrap().median, 1.235);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The server under test: parsing `--url`, refusing anything that is not a loopback address, the
-//! WebSocket and HTTP paths derived from it, and the rotation of client source addresses over
+//! WebSocket, SSE and HTTP paths derived from it, and the rotation of client source addresses over
 //! 127.0.0.2, 127.0.0.3, ... that lets one machine open more connections than one address has ports.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -92,6 +92,16 @@ impl Target {
         )
     }
 
+    /// Path and query of a Server-Sent Events stream following channel `name`. Herald serves `/sse`
+    /// at the root only, so the URL's path prefix does not apply.
+    pub fn sse_path(&self, name: &str, token: &str) -> String {
+        format!(
+            "/sse?topic={}&apikey={}",
+            percent_encode(name),
+            percent_encode(token)
+        )
+    }
+
     /// Path of the batch HTTP broadcast endpoint.
     pub fn broadcast_path(&self) -> String {
         format!("{}/api/broadcast", self.base_path)
@@ -179,6 +189,10 @@ mod tests {
             "ws://127.0.0.1:9/realtime/v1/websocket?apikey=x%20y&vsn=2.0.0"
         );
         assert_eq!(t.broadcast_path(), "/realtime/v1/api/broadcast");
+        assert_eq!(
+            t.sse_path("bench-3", "a b"),
+            "/sse?topic=bench-3&apikey=a%20b"
+        );
 
         let t = Target::parse("http://[::1]:4000").unwrap();
         assert_eq!(t.host_header, "[::1]:4000");

@@ -40,6 +40,13 @@ impl Claims {
         self.exp.saturating_sub(now)
     }
 
+    /// The claims Herald's policies use (role, exp, sub), without the full claim set: what a
+    /// long-lived connection keeps.
+    pub fn compact(mut self) -> Claims {
+        self.all = Map::new();
+        self
+    }
+
     /// True for the service role, which passes every channel policy.
     pub fn is_service(&self) -> bool {
         self.role == roles::SERVICE_ROLE

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub sse_cookie: String,
     /// Interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
+    /// Origins browsers may call the HTTP API and `/sse` from (`*`: any).
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -57,6 +59,7 @@ impl ServerConfig {
             history: None,
             sse_cookie: "herald_token".to_owned(),
             sse_keepalive: Duration::from_secs(15),
+            cors_origins: vec!["*".to_owned()],
         }
     }
 }

@@ -78,7 +78,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     if state.config.test_echo_route {
         router = router.merge(ws::echo::routes());
     }
-    router.with_state(state)
+    let cors = cors(&state.config.cors_origins);
+    router.layer(cors).with_state(state)
 }
 
 /// Binds and starts serving. Returns once the listener is bound.
@@ -103,6 +104,31 @@ pub async fn serve(state: Arc<AppState>) -> Result<Running, StartError> {
     let task = tokio::spawn(accept_loop(listener, app, state.clone()));
     info!(%addr, "listening");
     Ok(Running { addr, state, task })
+}
+
+/// Cross-origin access for browsers: the configured origins (or any, with `*`), credentials allowed
+/// so that cookie-authenticated SSE works across origins.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("apikey"),
+            HeaderName::from_static("x-client-info"),
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -178,6 +178,9 @@ async fn open(
         ),
         _slot: slot,
         id,
+        expires_at: tokio::time::Instant::now()
+            + std::time::Duration::from_secs(claims.seconds_left(herald_core::auth::unix_now())),
+        ending: false,
     };
     stream
         .pending
@@ -292,6 +295,10 @@ struct SseStream {
     ping: tokio::time::Interval,
     _slot: ConnectionSlot,
     id: u64,
+    /// When the stream's token expires: the stream then ends with a `system` event.
+    expires_at: tokio::time::Instant,
+    /// The stream ends once what is pending has been written.
+    ending: bool,
 }
 
 impl SseStream {
@@ -351,6 +358,9 @@ impl SseStream {
                     .increment(chunk.len() as u64);
                 return Some(chunk);
             }
+            if self.ending {
+                return None;
+            }
             let handle = self.handle.clone();
             tokio::select! {
                 biased;
@@ -369,6 +379,13 @@ impl SseStream {
                     }
                 }
                 _ = self.ping.tick() => self.pending.push_back(Bytes::from_static(b": ping\n\n")),
+                () = tokio::time::sleep_until(self.expires_at) => {
+                    info!(conn = self.id, "sse token expired: ending the stream");
+                    herald_core::stats::error("token_expired");
+                    let data = json!({ "status": "error", "message": "Token has expired" });
+                    self.pending.push_back(Bytes::from(format!("event: system\ndata: {data}\n\n")));
+                    self.ending = true;
+                }
             }
         }
     }

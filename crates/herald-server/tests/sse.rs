@@ -227,3 +227,70 @@ async fn stream_leaves_its_channels_when_the_client_goes() {
         tokio::task::yield_now().await;
     }
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let server = server().await;
+    let short = server.auth.mint("anon", None, 2).unwrap();
+    let mut s = SseClient::open(server.addr, &format!("/sse?topic=exp&apikey={short}"), &[]).await;
+    let mut id = None;
+    let ev = s.next_data(&mut id).await;
+    assert_eq!(ev.event, "system");
+    assert_eq!(data(&ev)["message"], "Token has expired");
+    // And then the stream is over: the connection closes with nothing more.
+    assert_eq!(s.body().await.trim(), "");
+    let key = herald_core::ChannelKey::new("exp", false);
+    assert_eq!(
+        server
+            .running
+            .as_ref()
+            .unwrap()
+            .state
+            .hub
+            .subscriber_count(&key),
+        0
+    );
+}
+
+#[tokio::test]
+async fn browsers_on_other_origins_are_allowed() {
+    let server = server().await;
+    let (status, _) = http_request(
+        server.addr,
+        "OPTIONS",
+        "/api/broadcast",
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            ),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let raw = raw_response(
+        server.addr,
+        "GET /sse?topic=c HTTP/1.0\r\nOrigin: https://app.example\r\n\r\n",
+    )
+    .await;
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://app.example"),
+        "{raw}"
+    );
+}
+
+async fn raw_response(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).to_string()
+}

@@ -44,6 +44,8 @@ pub struct Settings {
     pub sse_cookie: String,
     /// Seconds between SSE keep-alive comments.
     pub sse_keepalive_secs: u64,
+    /// Origins browsers may call from (`*`: any).
+    pub cors_origins: Vec<String>,
     #[serde(flatten)]
     pub limits: Limits,
 }
@@ -69,6 +71,7 @@ impl Default for Settings {
             max_replay_messages: 10_000,
             sse_cookie: "herald_token".to_owned(),
             sse_keepalive_secs: 15,
+            cors_origins: vec!["*".to_owned()],
             limits: Limits::default(),
         }
     }

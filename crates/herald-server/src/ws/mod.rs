@@ -97,7 +97,7 @@ async fn handshake(
                     remote,
                     vsn,
                     token_hash: session::token_hash(&token),
-                    claims: std::sync::Arc::new(claims),
+                    claims: std::sync::Arc::new(claims.compact()),
                 },
             )
             .await;

@@ -397,7 +397,7 @@ impl Session {
                     && token_hash(t) != self.peer.token_hash =>
             {
                 match self.app.auth.verify(t) {
-                    Ok(c) => (token_hash(t), Arc::new(c)),
+                    Ok(c) => (token_hash(t), Arc::new(c.compact())),
                     Err(e) => return refuse(self, e.join_reason()),
                 }
             }
@@ -600,7 +600,7 @@ impl Session {
                 if let Some(joined) = self.channels.get_mut(&msg.topic) {
                     joined.expires_at =
                         Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
-                    joined.claims = Arc::new(claims);
+                    joined.claims = Arc::new(claims.compact());
                     joined.token_hash = token_hash(&token);
                     debug!(conn = self.id, topic = %msg.topic, "access token refreshed");
                 }

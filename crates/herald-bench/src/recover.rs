@@ -1,0 +1,510 @@
+//! The `recover` scenario: how fast a returning client gets what it missed. Each run uses a fresh
+//! channel: a WebSocket v2 client joins it with `recover {"epoch":"","offset":0}` to learn its position
+//! and leaves; M messages are published over HTTP (paced under the server's HTTP rate limit) and
+//! all accepted; then a new client joins with `recover {epoch, offset}` and the run measures the time
+//! from sending that join to the arrival of the last replayed message, checking that the offsets are
+//! contiguous (a gap or a duplicate is an error). The server must keep at least M messages per
+//! channel; a `recovered: false` answer stops the run with the settings to change.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::Context;
+use crate::conn::{self, ConnError, OPEN_TIMEOUT, Ws};
+use crate::error::ScenarioError;
+use crate::fleet::Reasons;
+use crate::http;
+use crate::pace::due_at;
+use crate::payload::{self, PayloadBuilder};
+use crate::phoenix::{self, JoinOpts, Recovery, Reply};
+use crate::progress::Progress;
+use crate::report::{Detail, RETENTION_NOTE, RecoverDetail, Report};
+use crate::stats::{Spread, round3};
+
+/// The server's default retention: more missed messages than this need a larger one.
+const DEFAULT_RETENTION: u64 = 100;
+/// The server's default `max_replay_messages`.
+const DEFAULT_MAX_REPLAY: u64 = 10_000;
+/// Pause before sending a batch the server refused with 429 again.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// Most times one batch is sent again after 429.
+const MAX_RETRIES: u32 = 40;
+/// Longest wait for a replay, beyond [`OPEN_TIMEOUT`] for the reply.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time allowed to close a client.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Options of a recover run.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoverOpts {
+    /// Messages published while the client is away.
+    pub missed: u64,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Runs, each on a fresh channel.
+    pub runs: u64,
+    /// Messages per HTTP request.
+    pub batch: u64,
+    /// Most messages per second published.
+    pub publish_rate: u64,
+}
+
+/// Checks the offsets of a replay: they must run from `after + 1` to `after + count`, each once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OffsetCheck {
+    next: u64,
+    end: u64,
+    received: u64,
+    gaps: u64,
+    duplicates: u64,
+}
+
+impl OffsetCheck {
+    fn new(after: u64, count: u64) -> Self {
+        Self {
+            next: after + 1,
+            end: after + count,
+            received: 0,
+            gaps: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// Takes the next replayed offset.
+    fn see(&mut self, offset: u64) {
+        self.received += 1;
+        if offset == self.next {
+            self.next += 1;
+        } else if offset > self.next {
+            self.gaps += offset - self.next;
+            self.next = offset + 1;
+        } else {
+            self.duplicates += 1;
+        }
+    }
+
+    /// Whether the last expected offset has arrived.
+    fn complete(&self) -> bool {
+        self.next > self.end
+    }
+
+    /// Offsets still missing at the end.
+    fn missing(&self) -> u64 {
+        (self.end + 1).saturating_sub(self.next)
+    }
+}
+
+/// Progress shared with the progress line.
+#[derive(Debug, Default)]
+struct Live {
+    run: AtomicU64,
+    published: AtomicU64,
+    replayed: AtomicU64,
+    replaying: AtomicBool,
+}
+
+/// What one run measured.
+#[derive(Debug)]
+struct RunResult {
+    reply_ms: f64,
+    replay_ms: Option<f64>,
+    published_per_sec: f64,
+    retries: u64,
+    check: OffsetCheck,
+    failure: Option<String>,
+}
+
+fn client_error(what: String) -> impl FnOnce(ConnError) -> ScenarioError {
+    move |source| ScenarioError::Client { what, source }
+}
+
+async fn connect(ctx: &Context, what: &str) -> Result<Ws, ScenarioError> {
+    tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
+        .await
+        .unwrap_or(Err(ConnError::Timeout("connect")))
+        .map_err(client_error(format!("{what} client")))
+}
+
+/// Sends a join of `topic` asking to recover after `(epoch, offset)` and reads up to its reply.
+async fn join_recovering(
+    ws: &mut Ws,
+    topic: &str,
+    epoch: &str,
+    offset: u64,
+) -> Result<Option<Recovery>, ConnError> {
+    let opts = JoinOpts {
+        ack: false,
+        recover: Some((epoch.to_owned(), offset)),
+    };
+    ws.send(Message::text(phoenix::join_frame("1", topic, &opts)))
+        .await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let Some(frame) = phoenix::parse_frame(&text) else {
+                    continue;
+                };
+                if frame.topic != topic {
+                    continue;
+                }
+                match phoenix::reply_to(&frame, "1") {
+                    Some(Reply::Ok) => return Ok(phoenix::recovery(&frame)),
+                    Some(Reply::Error(reason)) => return Err(ConnError::JoinRefused(reason)),
+                    None => {}
+                }
+            }
+            Some(Ok(Message::Close(_))) | None => return Err(ConnError::ClosedBeforeReply),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+async fn close(mut ws: Ws) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+}
+
+/// Joins `topic` with an empty epoch to learn its position, then leaves.
+async fn learn_position(
+    ctx: &Context,
+    topic: &str,
+    name: &str,
+) -> Result<(String, u64), ScenarioError> {
+    let mut ws = connect(ctx, "position").await?;
+    let recovery = tokio::time::timeout(OPEN_TIMEOUT, join_recovering(&mut ws, topic, "", 0))
+        .await
+        .unwrap_or(Err(ConnError::Timeout("join")))
+        .map_err(client_error(format!(
+            "joining {topic} to learn its position"
+        )))?;
+    close(ws).await;
+    let recovery = recovery.ok_or_else(|| {
+        ScenarioError::Protocol(format!(
+            "the join reply for {topic} has no `recovery`: the server does not support \
+             config.broadcast.recover"
+        ))
+    })?;
+    match recovery.epoch {
+        Some(epoch) => Ok((epoch, recovery.offset)),
+        None => Err(ScenarioError::NoHistory(name.to_owned())),
+    }
+}
+
+/// Publishes `opts.missed` messages to channel `name` over HTTP, in batches, paced at
+/// `opts.publish_rate`, sending a batch again after 429. Returns messages per second and retries.
+async fn publish_missed(
+    ctx: &Context,
+    client: &mut http::Client,
+    prefix: &str,
+    channel: u64,
+    opts: RecoverOpts,
+    builder: &PayloadBuilder,
+    live: &Live,
+) -> Result<(f64, u64), ScenarioError> {
+    let path = ctx.target.broadcast_path();
+    let start = Instant::now();
+    let mut retries = 0;
+    let mut k = 0;
+    let batch = payload::batch_for(opts.batch, opts.payload);
+    while k < opts.missed {
+        let end = (k + batch).min(opts.missed);
+        // A batch goes out when its last message is due.
+        tokio::time::sleep_until(due_at(start, end - 1, opts.publish_rate).into()).await;
+        let payloads: Vec<String> = (k..end)
+            .map(|_| builder.build(ctx.clock.now_ns()))
+            .collect();
+        let body = payload::http_batch(prefix, payloads.iter().map(|p| (channel, p.as_str())));
+        let mut attempts = 0;
+        loop {
+            let resp = client
+                .post_json(&path, &ctx.token, body.as_bytes())
+                .await
+                .map_err(|e| ScenarioError::Publish(e.to_string()))?;
+            match resp.status {
+                200 | 202 => break,
+                429 if attempts < MAX_RETRIES => {
+                    attempts += 1;
+                    retries += 1;
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+                status => {
+                    let body: String = String::from_utf8_lossy(&resp.body)
+                        .chars()
+                        .take(160)
+                        .collect();
+                    return Err(ScenarioError::Publish(format!(
+                        "HTTP {status} {}",
+                        body.trim()
+                    )));
+                }
+            }
+        }
+        k = end;
+        live.published.store(k, Relaxed);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rate = if secs > 0.0 {
+        opts.missed as f64 / secs
+    } else {
+        0.0
+    };
+    Ok((round3(rate), retries))
+}
+
+/// Reads replayed messages of `topic` until `check` is complete; the instant the last one arrived.
+async fn read_replay(
+    ws: &mut Ws,
+    topic: &str,
+    check: &mut OffsetCheck,
+    live: &Live,
+) -> Result<Instant, String> {
+    while let Some(msg) = ws.next().await {
+        let text = match msg {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(frame)) => {
+                let why = frame.map(|f| format!(" ({} {})", f.code, f.reason));
+                return Err(format!(
+                    "closed by the server during the replay{}",
+                    why.unwrap_or_default()
+                ));
+            }
+            Ok(_) => continue,
+            Err(e) => return Err(format!("replay: {e}")),
+        };
+        let Some(frame) = phoenix::parse_frame(&text) else {
+            continue;
+        };
+        if frame.topic != topic {
+            continue;
+        }
+        if let Some(message) = phoenix::system_error(&frame) {
+            return Err(format!("closed by the server: {message}"));
+        }
+        let Some(meta) = phoenix::broadcast_meta(&frame) else {
+            continue;
+        };
+        if let (true, Some(offset)) = (meta.replayed, meta.offset) {
+            check.see(offset);
+            live.replayed.store(check.received, Relaxed);
+            if check.complete() {
+                return Ok(Instant::now());
+            }
+        }
+    }
+    Err("connection ended during the replay".to_owned())
+}
+
+/// One run on channel `<prefix>-<run>`.
+async fn one_run(
+    ctx: &Context,
+    opts: RecoverOpts,
+    prefix: &str,
+    run: u64,
+    client: &mut http::Client,
+    builder: &PayloadBuilder,
+    live: &Live,
+) -> Result<RunResult, ScenarioError> {
+    let name = phoenix::channel_name(prefix, run);
+    let topic = format!("realtime:{name}");
+    live.run.store(run + 1, Relaxed);
+    live.published.store(0, Relaxed);
+    live.replayed.store(0, Relaxed);
+    live.replaying.store(false, Relaxed);
+
+    let (epoch, offset) = learn_position(ctx, &topic, &name).await?;
+    let (published_per_sec, retries) =
+        publish_missed(ctx, client, prefix, run, opts, builder, live).await?;
+
+    live.replaying.store(true, Relaxed);
+    let mut ws = connect(ctx, "recovering").await?;
+    let sent_at = Instant::now();
+    let recovery = tokio::time::timeout(
+        OPEN_TIMEOUT,
+        join_recovering(&mut ws, &topic, &epoch, offset),
+    )
+    .await
+    .unwrap_or(Err(ConnError::Timeout("join")))
+    .map_err(client_error(format!("recovering join of {topic}")))?;
+    let reply_ms = sent_at.elapsed().as_secs_f64() * 1e3;
+    let Some(recovery) = recovery else {
+        close(ws).await;
+        return Err(ScenarioError::Protocol(format!(
+            "the join reply for {topic} has no `recovery`"
+        )));
+    };
+    if !recovery.recovered {
+        close(ws).await;
+        let retention = opts.missed.max(DEFAULT_RETENTION).next_multiple_of(1_000);
+        return Err(ScenarioError::NotRecovered {
+            channel: name,
+            missed: opts.missed,
+            retention,
+            replay: if opts.missed > DEFAULT_MAX_REPLAY {
+                format!(" HERALD_MAX_REPLAY_MESSAGES={retention}")
+            } else {
+                String::new()
+            },
+        });
+    }
+    let mut check = OffsetCheck::new(offset, opts.missed);
+    let mut failure = None;
+    if recovery.offset != offset + opts.missed {
+        failure = Some(format!(
+            "the server's position was {} where {} was expected",
+            recovery.offset,
+            offset + opts.missed
+        ));
+    }
+    let replay = tokio::time::timeout(
+        REPLAY_TIMEOUT,
+        read_replay(&mut ws, &topic, &mut check, live),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "replay incomplete after {} s",
+            REPLAY_TIMEOUT.as_secs()
+        ))
+    });
+    close(ws).await;
+    let replay_ms = match replay {
+        Ok(last) => Some(last.duration_since(sent_at).as_secs_f64() * 1e3),
+        Err(reason) => {
+            check.gaps += check.missing();
+            failure = failure.or(Some(reason));
+            None
+        }
+    };
+    Ok(RunResult {
+        reply_ms,
+        replay_ms,
+        published_per_sec,
+        retries,
+        check,
+        failure,
+    })
+}
+
+/// Runs the scenario.
+pub async fn run(ctx: &Context, opts: RecoverOpts) -> Result<Report, ScenarioError> {
+    if opts.missed > DEFAULT_RETENTION {
+        eprintln!("note: {RETENTION_NOTE}");
+    }
+    // A fresh channel family per invocation: runs never find an earlier run's messages.
+    let prefix = format!("bench-recover-{}", ctx.clock.epoch_unix_ns() / 1_000_000);
+    let builder = PayloadBuilder::new(opts.payload);
+    let mut client = http::Client::new(ctx.target.addr, ctx.target.host_header.clone());
+    let live = Arc::new(Live::default());
+    let progress = {
+        let live = Arc::clone(&live);
+        let (runs, missed) = (opts.runs, opts.missed);
+        Progress::start(move || {
+            let run = live.run.load(Relaxed);
+            if live.replaying.load(Relaxed) {
+                format!(
+                    "recover: run {run}/{runs}: replayed {}/{missed}",
+                    live.replayed.load(Relaxed)
+                )
+            } else {
+                format!(
+                    "recover: run {run}/{runs}: published {}/{missed}",
+                    live.published.load(Relaxed)
+                )
+            }
+        })
+    };
+    let mut detail = RecoverDetail {
+        runs_requested: opts.runs,
+        missed: opts.missed,
+        payload_bytes: opts.payload,
+        ..RecoverDetail::default()
+    };
+    let mut reasons = Reasons::default();
+    let mut failed_runs = 0;
+    let runs = async {
+        for run in 0..opts.runs {
+            let r = one_run(ctx, opts, &prefix, run, &mut client, &builder, &live).await?;
+            detail.join_reply_ms.push(round3(r.reply_ms));
+            detail.published_per_sec.push(r.published_per_sec);
+            detail.rate_limited_retries += r.retries;
+            detail.gaps += r.check.gaps;
+            detail.duplicates += r.check.duplicates;
+            if let Some(ms) = r.replay_ms {
+                detail.replays_ms.push(round3(ms));
+            }
+            let clean = r.replay_ms.is_some()
+                && r.failure.is_none()
+                && r.check.gaps == 0
+                && r.check.duplicates == 0;
+            if clean {
+                detail.runs_complete += 1;
+            } else {
+                failed_runs += 1;
+                if let Some(reason) = r.failure {
+                    reasons.add(reason, 1);
+                }
+            }
+        }
+        Ok::<(), ScenarioError>(())
+    };
+    let outcome = tokio::select! {
+        outcome = runs => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: stopping early");
+            Ok(())
+        }
+    };
+    progress.finish();
+    outcome?;
+    detail.failure_reasons = reasons.0;
+
+    let replay_ms = Spread::of(&detail.replays_ms);
+    let replay_msgs_per_sec = replay_ms
+        .filter(|r| r.median > 0.0)
+        .map(|r| round3(opts.missed as f64 / (r.median / 1e3)));
+    let errors = detail.gaps + detail.duplicates + failed_runs;
+    Ok(Report {
+        connections: 1,
+        replay_ms,
+        replay_msgs_per_sec,
+        errors,
+        ..Report::new("recover", Detail::Recover(detail))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_must_be_contiguous() {
+        let mut c = OffsetCheck::new(45, 5);
+        for o in 46..=50 {
+            assert!(!c.complete());
+            c.see(o);
+        }
+        assert!(c.complete());
+        assert_eq!(
+            (c.received, c.gaps, c.duplicates, c.missing()),
+            (5, 0, 0, 0)
+        );
+
+        let mut c = OffsetCheck::new(0, 6);
+        for o in [1, 2, 2, 4, 3, 6] {
+            c.see(o);
+        }
+        // 3 came late (counted as a duplicate of what the gap skipped), 5 never came.
+        assert!(c.complete());
+        assert_eq!((c.gaps, c.duplicates), (2, 2));
+
+        let mut c = OffsetCheck::new(10, 3);
+        c.see(11);
+        assert!(!c.complete());
+        assert_eq!(c.missing(), 2);
+    }
+}
