@@ -101,6 +101,9 @@ pub async fn serve(state: Arc<AppState>) -> Result<Running, StartError> {
     if let Some(every) = state.config.history.as_ref().map(|h| h.sweep_every) {
         tokio::spawn(sweep_history(state.clone(), every));
     }
+    if !state.config.production {
+        tokio::spawn(crate::demo::demo_feed(state.clone()));
+    }
     let task = tokio::spawn(accept_loop(listener, app, state.clone()));
     info!(%addr, "listening");
     Ok(Running { addr, state, task })

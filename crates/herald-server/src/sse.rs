@@ -270,6 +270,12 @@ async fn open(
             }
         }
     }
+    // `ready` carries the stream's first cursor in an event the page can see (an `id:` alone sets the
+    // browser's reconnection cursor but dispatches nothing).
+    let ready = json!({ "topics": &topics });
+    stream
+        .pending
+        .push_back(Bytes::from(format!("event: ready\ndata: {ready}\n")));
     stream.push_id();
     info!(conn = id, %remote, topics = ?topics, resumed = presented.is_some(), "sse open");
     let body = futures_util::stream::unfold(stream, |mut s| async move {

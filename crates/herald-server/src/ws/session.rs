@@ -14,6 +14,7 @@ use bytes::Bytes;
 use herald_core::auth::unix_now;
 use herald_core::channel::{self, TopicError};
 use herald_core::history::RecoverRequest;
+use herald_core::hub::Published;
 use herald_core::presence::TrackOutcome;
 use herald_core::session::close;
 use herald_core::{
@@ -662,7 +663,19 @@ impl Session {
         let mut message = Broadcast::new(key, event, body, origin, Some(self.id));
         message.idempotency_key = idempotency_key;
         match self.app.hub.publish(message).await {
-            Ok(_) if ack => self.reply(join_ref.as_deref(), ref_, &topic, "ok", json!({})),
+            // The ack says where the message was stored, so a sender can recognise its own messages
+            // in a later replay.
+            Ok(published) if ack => {
+                let position = match &published {
+                    Published::Delivered { position, .. } => position.as_ref(),
+                    Published::Duplicate { position } => Some(position),
+                };
+                let response = match position {
+                    Some(p) => json!({"offset": p.offset, "epoch": &*p.epoch}),
+                    None => json!({}),
+                };
+                self.reply(join_ref.as_deref(), ref_, &topic, "ok", response)
+            }
             Ok(_) => {}
             Err(e) => {
                 herald_core::stats::error("publish_failed");

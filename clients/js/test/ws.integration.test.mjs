@@ -1,0 +1,253 @@
+// The WebSocket transport against a real Herald: broadcast with acks, binary kind-4 frames,
+// postgres_changes bindings, presence, auth failure, token refresh, and reconnects (a broken and a
+// silently cut TCP path) with messages published during the outage: no loss, no duplicates.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { tokenExpiresAt } from '../herald.js';
+import { startHerald } from './helpers/herald.mjs';
+import { startProxy } from './helpers/proxy.mjs';
+import { anonToken, expiredToken, token } from './helpers/tokens.mjs';
+import { range, waitFor, Inbox } from './helpers/wait.mjs';
+import { heraldClient, joined, ns, numbered, recordBroadcasts, waitState } from './helpers/client.mjs';
+
+let server;
+const clients = [];
+const proxies = [];
+
+before(async () => {
+  server = await startHerald();
+});
+
+after(async () => {
+  for (const c of clients) c.disconnect();
+  for (const p of proxies) await p.close();
+  await server?.stop();
+});
+
+function client(url = server.httpUrl, options = {}) {
+  const c = heraldClient(url, { token: anonToken(), transports: ['websocket'], ...options });
+  clients.push(c);
+  return c;
+}
+
+test('broadcast with ack between two clients; self is off by default; meta carries the position', async () => {
+  const a = client();
+  const b = client();
+  const chA = a.channel('ws-basic');
+  const chB = b.channel('ws-basic');
+  const gotA = recordBroadcasts(chA);
+  const gotB = recordBroadcasts(chB);
+  chA.subscribe();
+  chB.subscribe();
+  await Promise.all([joined(chA), joined(chB)]);
+  assert.equal(a.state.state, 'live');
+  assert.equal(a.state.transport, 'websocket');
+  assert.deepEqual(await chA.send('chat', { text: 'hi' }), { status: 'ok' });
+  const [m] = await gotB.count(1, 3000);
+  assert.equal(m.event, 'chat');
+  assert.deepEqual(m.payload, { text: 'hi' });
+  assert.equal(typeof m.meta.id, 'string');
+  assert.equal(m.meta.offset, 1);
+  assert.equal(typeof m.meta.epoch, 'string');
+  assert.deepEqual(chB.position, { epoch: m.meta.epoch, offset: 1 });
+  // Raw bytes from the client (kind 3) and from the HTTP API (kind 4), JSON over kind 4.
+  await chA.send('bytes', new Uint8Array([7, 8, 9]));
+  await server.publishSingle('ws-basic', 'bin', new Uint8Array([1, 2, 3]), 'application/octet-stream');
+  await server.publishSingle('ws-basic', 'json', JSON.stringify({ k: 'v' }), 'application/json');
+  const all = await gotB.count(4, 3000);
+  assert.ok(all[1].payload instanceof Uint8Array);
+  assert.deepEqual([...all[1].payload], [7, 8, 9]);
+  assert.deepEqual([...all[2].payload], [1, 2, 3]);
+  assert.deepEqual(all[3].payload, { k: 'v' });
+  assert.deepEqual(all.map((x) => x.meta.offset), [1, 2, 3, 4]);
+  assert.equal(gotA.length, 2, 'the sender saw only the HTTP-published messages');
+  // An idempotency key sent twice is delivered once.
+  await chA.send('once', { n: 1 }, { idempotencyKey: 'same-key' });
+  await chA.send('once', { n: 1 }, { idempotencyKey: 'same-key' });
+  await chA.send('after', { n: 2 });
+  await gotB.find((x) => x.event === 'after', 3000);
+  assert.equal(gotB.items.filter((x) => x.event === 'once').length, 1);
+});
+
+test('postgres_changes bindings are echoed with ids; the server says it has no database', async () => {
+  const c = client();
+  const ch = c.channel('ws-db');
+  const systems = new Inbox('system messages');
+  ch.on('system', (p) => systems.push(p));
+  ch.on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos' }, () => {});
+  ch.subscribe();
+  await joined(ch);
+  const [sys] = await systems.count(1, 3000);
+  assert.equal(sys.extension, 'postgres_changes');
+  assert.equal(sys.status, 'error');
+  assert.equal(typeof ch._topic.joinedBindings[0].bindingId, 'number');
+});
+
+test('presence: track, join and leave between two clients', async () => {
+  const a = client();
+  const b = client();
+  const chA = a.channel('ws-presence', { presence: { key: 'alice' } });
+  const chB = b.channel('ws-presence');
+  const joins = new Inbox('joins');
+  const leaves = new Inbox('leaves');
+  chB.on('presence', 'join', (e) => joins.push(e));
+  chB.on('presence', 'leave', (e) => leaves.push(e));
+  chB.subscribe();
+  chA.subscribe();
+  await Promise.all([joined(chA), joined(chB)]);
+  await chA.track({ status: 'online' });
+  const j = await joins.find((e) => e.key === 'alice', 3000);
+  assert.equal(j.newPresences[0].status, 'online');
+  assert.deepEqual(chB.presenceState().alice.map((m) => m.status), ['online']);
+  await chA.track({ status: 'away' });
+  await waitFor(() => chB.presenceState().alice?.[0]?.status === 'away', 3000, 'the changed state');
+  assert.equal(chB.presenceState().alice.length, 1, 'the old meta left');
+  a.disconnect();
+  await leaves.find((e) => e.key === 'alice' && e.currentPresences.length === 0, 3000);
+  assert.equal(chB.presenceState().alice, undefined);
+});
+
+test('an expired token ends in `failed` (the HTTP probe sees 401); a token callback recovers', async () => {
+  const c = client(server.httpUrl, { token: expiredToken() });
+  c.channel('ws-auth').subscribe();
+  await waitState(c, 'failed', 5000);
+  assert.match(c.state.reason, /unauthorized/);
+  c.setToken(anonToken());
+  await waitState(c, 'live', 5000, c.states.length);
+  const reasons = [];
+  const d = client(server.httpUrl, {
+    token: undefined,
+    getToken: (why) => {
+      reasons.push(why);
+      return anonToken();
+    },
+  });
+  const ch = d.channel('ws-auth');
+  ch.subscribe();
+  await joined(ch);
+  assert.deepEqual(reasons, ['connect']);
+});
+
+test('the token is refreshed before it expires and pushed to joined channels (no server close)', async () => {
+  const reasons = [];
+  const c = client(server.httpUrl, {
+    token: undefined,
+    refreshLeadMs: 60_000,
+    getToken: (why) => {
+      reasons.push(why);
+      return token({ role: 'anon', ttl: 3 });
+    },
+  });
+  const ch = c.channel('ws-refresh');
+  const statuses = [];
+  const systems = [];
+  ch.on('status', (s) => statuses.push(s.status));
+  ch.on('system', (p) => systems.push(p));
+  const got = recordBroadcasts(ch);
+  ch.subscribe();
+  await joined(ch);
+  const firstExpiry = tokenExpiresAt(c.token);
+  // Past the first token's expiry: without the refresh Herald would have closed the channel.
+  await waitFor(() => Date.now() > firstExpiry + 1200, 6000, 'the first token to expire');
+  assert.ok(reasons.filter((r) => r === 'refresh').length >= 2, `refreshed before each expiry (${reasons})`);
+  await server.publish([{ topic: 'ws-refresh', event: 'e', payload: { n: 1 } }]);
+  await got.count(1, 3000);
+  assert.deepEqual(statuses.filter((s) => s === 'errored'), [], 'the server never closed the channel');
+  assert.deepEqual(systems, []);
+  assert.equal(c.states.filter((s) => s.state === 'connecting').length, 1, 'one connection throughout');
+});
+
+test('a broken connection: messages published while disconnected arrive once, in order (recovery)', async () => {
+  const proxy = await startProxy(server.port);
+  proxies.push(proxy);
+  const a = client(`http://127.0.0.1:${proxy.port}`);
+  const b = client();
+  const ch = a.channel('ws-break');
+  const chB = b.channel('ws-break');
+  const recoveries = [];
+  ch.on('recovery', (e) => recoveries.push(e));
+  const got = recordBroadcasts(ch);
+  const gotB = recordBroadcasts(chB);
+  ch.subscribe();
+  chB.subscribe();
+  await Promise.all([joined(ch), joined(chB)]);
+  await server.publish(numbered('ws-break', 1, 20));
+  await got.count(20, 3000);
+
+  proxy.hold();
+  const mark = a.states.length;
+  assert.equal(proxy.break(), 1);
+  await waitState(a, 'reconnecting', 3000, mark);
+  await waitFor(() => proxy.connections.length >= 2, 3000, 'the reconnect attempt (held by the proxy)');
+  await server.publish(numbered('ws-break', 21, 40));
+  const queued = ch.send('from-a', { n: 'queued' });
+  assert.equal(got.length, 20, 'nothing arrives while disconnected');
+  proxy.release();
+  await waitState(a, 'live', 5000, mark);
+  assert.deepEqual(await queued, { status: 'ok' });
+  await server.publish(numbered('ws-break', 41, 50));
+  await got.count(50, 5000);
+  assert.deepEqual(ns(got), range(1, 50));
+  assert.deepEqual(got.items.filter((m) => m.meta.replayed).map((m) => m.payload.n), range(21, 40));
+  assert.deepEqual(recoveries, []);
+  await gotB.find((m) => m.event === 'from-a', 3000);
+  assert.equal(gotB.items.filter((m) => m.event === 'from-a').length, 1);
+  // Nothing more arrives later (no late duplicates).
+  await server.publish(numbered('ws-break', 51, 51));
+  await got.count(51, 3000);
+  assert.deepEqual(ns(got), range(1, 51));
+});
+
+test('a silently cut connection is detected by heartbeats and recovered without loss', async () => {
+  const proxy = await startProxy(server.port);
+  proxies.push(proxy);
+  const a = client(`http://127.0.0.1:${proxy.port}`, { heartbeatIntervalMs: 150, heartbeatTimeoutMs: 250 });
+  const ch = a.channel('ws-cut');
+  const got = recordBroadcasts(ch);
+  ch.subscribe();
+  await joined(ch);
+  await server.publish(numbered('ws-cut', 1, 5));
+  await got.count(5, 3000);
+  const mark = a.states.length;
+  assert.equal(proxy.cut(), 1);
+  // Published into the dead path: the server hands them to a socket that will never deliver.
+  await server.publish(numbered('ws-cut', 6, 15));
+  await waitState(a, 'reconnecting', 3000, mark);
+  assert.match(a.states.find((s, i) => i >= mark && s.state === 'reconnecting').reason, /heartbeat timeout/);
+  await waitState(a, 'live', 5000, mark);
+  await server.publish(numbered('ws-cut', 16, 20));
+  await got.count(20, 5000);
+  assert.deepEqual(ns(got), range(1, 20));
+});
+
+test('recovered: false when the gap is larger than the server replays; live messages continue', async () => {
+  const small = await startHerald({ env: { HERALD_MAX_REPLAY_MESSAGES: '5' } });
+  const proxy = await startProxy(small.port);
+  proxies.push(proxy);
+  try {
+    const a = client(`http://127.0.0.1:${proxy.port}`);
+    const ch = a.channel('ws-gap');
+    const recoveries = new Inbox('recoveries');
+    ch.on('recovery', (e) => recoveries.push(e));
+    const got = recordBroadcasts(ch);
+    ch.subscribe();
+    await joined(ch);
+    await small.publish(numbered('ws-gap', 1, 3));
+    await got.count(3, 3000);
+    proxy.hold();
+    const mark = a.states.length;
+    proxy.break();
+    await waitState(a, 'reconnecting', 3000, mark);
+    await small.publish(numbered('ws-gap', 4, 13));
+    proxy.release();
+    const [r] = await recoveries.count(1, 5000);
+    assert.equal(r.recovered, false);
+    assert.equal(r.topic, 'ws-gap');
+    await small.publish(numbered('ws-gap', 14, 15));
+    await got.count(5, 3000);
+    assert.deepEqual(ns(got), [1, 2, 3, 14, 15], 'nothing partial was replayed');
+    a.disconnect();
+  } finally {
+    await small.stop();
+  }
+});
