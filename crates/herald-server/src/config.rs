@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub sse_keepalive: Duration,
     /// Origins browsers may call the HTTP API and `/sse` from (`*`: any).
     pub cors_origins: Vec<String>,
+    /// How long a client may take to send its request head.
+    pub header_read_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -60,6 +62,7 @@ impl ServerConfig {
             sse_cookie: "herald_token".to_owned(),
             sse_keepalive: Duration::from_secs(15),
             cors_origins: vec!["*".to_owned()],
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }

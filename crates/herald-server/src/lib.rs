@@ -6,6 +6,7 @@ pub mod demo;
 pub mod http_api;
 pub mod listener;
 pub mod sse;
+pub mod sse_http1;
 pub mod state;
 pub mod ws;
 

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::config::ServerConfig;
 use crate::state::AppState;
-use crate::{http_api, ws};
+use crate::{http_api, sse_http1, ws};
 
 /// The remote address of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +173,7 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(state.config.header_read_timeout)
         .max_buf_size(64 * 1024);
     builder.http2().max_concurrent_streams(256);
     loop {
@@ -195,14 +195,24 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
             warn!(error = %e, %remote, "set_nodelay failed");
         }
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(RemoteAddr(remote));
-            app.clone().oneshot(req.map(axum::body::Body::new))
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let state = state.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // Idle SSE streams over HTTP/1 skip the general HTTP stack (see `sse_http1`).
+            if sse_http1::sniff(&stream, state.config.header_read_timeout).await
+                == sse_http1::Sniff::Sse
+            {
+                sse_http1::serve(state, stream, remote).await;
+                return;
+            }
+            let service =
+                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(RemoteAddr(remote));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %e, %remote, "http connection ended with an error");
             }
         });

@@ -72,12 +72,60 @@ struct Channel {
     position: Option<Position>,
 }
 
+/// Why a stream was not opened: an HTTP status and the `error` text of its JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The message.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: &str) -> Refusal {
+        Refusal {
+            status,
+            message: message.to_owned(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        json!({ "error": self.message }).to_string()
+    }
+}
+
 async fn open(
     State(app): State<Arc<AppState>>,
     Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
     Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
+    let stream = match prepare(app, remote, pairs, &headers).await {
+        Ok(stream) => stream,
+        Err(r) => return error(r.status, &r.message),
+    };
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        s.next_chunk().await.map(|b| (Ok::<_, Infallible>(b), s))
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Checks a stream request and subscribes its channels; the stream then yields its bytes.
+pub async fn prepare(
+    app: Arc<AppState>,
+    remote: std::net::SocketAddr,
+    pairs: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Result<SseStream, Refusal> {
     let mut topics: Vec<String> = Vec::new();
     let (mut presence, mut private, mut query_cursor, mut query_token) = (false, false, None, None);
     for (k, v) in pairs {
@@ -91,22 +139,22 @@ async fn open(
         }
     }
     if topics.is_empty() {
-        return error(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "topic: give at least one ?topic=<name>",
-        );
+        ));
     }
     if topics.len() > MAX_TOPICS {
-        return error(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             &format!("topic: at most {MAX_TOPICS} topics per stream"),
-        );
+        ));
     }
     if let Some(bad) = topics.iter().find(|t| t.is_empty() || t.len() > 200) {
-        return error(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             &format!("topic: {bad:?} must be 1 to 200 bytes"),
-        );
+        ));
     }
     let token = headers
         .get(header::AUTHORIZATION)
@@ -123,34 +171,40 @@ async fn open(
                 .map(str::to_owned)
         })
         .or(query_token)
-        .or_else(|| cookie(&headers, &app.config.sse_cookie))
+        .or_else(|| cookie(headers, &app.config.sse_cookie))
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
         herald_core::stats::error("token_missing");
-        return error(StatusCode::UNAUTHORIZED, "API key is missing");
+        return Err(Refusal::new(StatusCode::UNAUTHORIZED, "API key is missing"));
     };
     let claims = match app.auth.verify(&token) {
         Ok(c) => c,
         Err(e) => {
             herald_core::stats::error(e.label());
             info!(%remote, reason = %e, "sse refused");
-            return error(StatusCode::UNAUTHORIZED, &e.handshake_message());
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                &e.handshake_message(),
+            ));
         }
     };
     let keys: Vec<ChannelKey> = topics.iter().map(|t| ChannelKey::new(t, private)).collect();
     if let Some(k) = keys.iter().find(|k| !channel::may_read(&claims, k)) {
         herald_core::stats::error("join_refused");
-        return error(
+        return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             &format!(
                 "Unauthorized: You do not have permissions to read from this Channel topic: {}",
                 k.name
             ),
-        );
+        ));
     }
     let Some(slot) = app.try_reserve_connection(Transport::Sse) else {
         herald_core::stats::error("too_many_connections");
-        return error(StatusCode::TOO_MANY_REQUESTS, "Too many connected users");
+        return Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many connected users",
+        ));
     };
     let presented = headers
         .get("last-event-id")
@@ -209,10 +263,10 @@ async fn open(
             Ok(done) => done,
             Err(e) => {
                 warn!(%remote, error = %e, "history read failed");
-                return error(
+                return Err(Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "History unavailable; retry",
-                );
+                ));
             }
         };
         let mut channel = Channel {
@@ -278,21 +332,11 @@ async fn open(
         .push_back(Bytes::from(format!("event: ready\ndata: {ready}\n")));
     stream.push_id();
     info!(conn = id, %remote, topics = ?topics, resumed = presented.is_some(), "sse open");
-    let body = futures_util::stream::unfold(stream, |mut s| async move {
-        s.next_chunk().await.map(|b| (Ok::<_, Infallible>(b), s))
-    });
-    let mut response = Body::from_stream(body).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    Ok(stream)
 }
 
-struct SseStream {
+/// One open stream: its subscriptions, cursor and pending bytes.
+pub struct SseStream {
     app: Arc<AppState>,
     handle: Arc<SseHandle>,
     pending: VecDeque<Bytes>,
@@ -354,7 +398,18 @@ impl SseStream {
         }
     }
 
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// Bytes already waiting, without waiting for more.
+    pub fn take_ready(&mut self) -> Option<Bytes> {
+        self.pending.pop_front()
+    }
+
+    /// The hub's handle on this stream (its close signal).
+    pub fn handle(&self) -> Arc<SseHandle> {
+        self.handle.clone()
+    }
+
+    /// The next bytes to write; `None` when the stream is over.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if let Some(chunk) = self.pending.pop_front() {
                 self.app

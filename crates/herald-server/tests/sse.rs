@@ -28,6 +28,10 @@ async fn resume_across_two_topics_loses_and_doubles_nothing() {
     let mut last_id = None;
     let initial = first.next().await;
     assert!(initial.id.is_some(), "the stream starts with a cursor");
+    assert_eq!(
+        (initial.event.as_str(), data(&initial)["topics"].clone()),
+        ("ready", json!(["a", "b"]))
+    );
     last_id = initial.id.or(last_id);
     let mut seen: Vec<(String, u64)> = Vec::new();
     for i in 0..3 {

@@ -134,6 +134,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         sse_cookie: settings.sse_cookie.clone(),
         sse_keepalive: std::time::Duration::from_secs(settings.sse_keepalive_secs.max(1)),
         cors_origins: settings.cors_origins.clone(),
+        header_read_timeout: std::time::Duration::from_secs(30),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

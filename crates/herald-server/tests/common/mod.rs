@@ -453,14 +453,14 @@ impl SseClient {
         }
     }
 
-    /// The next event with data (id-only events skipped), and the last id seen up to it.
+    /// The next event with data (id-only and `ready` events skipped), and the last id seen up to it.
     pub async fn next_data(&mut self, last_id: &mut Option<String>) -> SseEvent {
         loop {
             let ev = self.next().await;
             if ev.id.is_some() {
                 last_id.clone_from(&ev.id);
             }
-            if !ev.data.is_empty() {
+            if !ev.data.is_empty() && ev.event != "ready" {
                 return ev;
             }
         }
