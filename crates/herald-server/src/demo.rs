@@ -199,13 +199,8 @@ async fn admin_stats(
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or_else(|| q.get("apikey").cloned())
-        .or_else(|| q.get("access_token").cloned());
+    let query_token = q.get("apikey").or_else(|| q.get("access_token"));
+    let token = crate::credentials::token(&headers, query_token.map(String::as_str), None);
     let Some(token) = token else {
         return (
             StatusCode::UNAUTHORIZED,

@@ -69,23 +69,7 @@ fn unprocessable(errors: Value) -> ApiError {
 
 /// The bearer token, else the `apikey` header, else the `apikey` query parameter.
 fn request_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_owned());
-    bearer
-        .or_else(|| {
-            headers
-                .get("apikey")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
-        .or_else(|| query.get("apikey").cloned())
-        .filter(|t| !t.is_empty())
+    crate::credentials::token(headers, query.get("apikey").map(String::as_str), None)
 }
 
 fn authenticate(
@@ -354,6 +338,21 @@ async fn channels(
     Ok(axum::Json(json!({ "channels": list })).into_response())
 }
 
+/// A service-role request about one channel: the channel (`?private=true` picks the private one).
+fn service_channel(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    topic: &str,
+) -> Result<ChannelKey, ApiError> {
+    require_service(&authenticate(app, headers, query)?)?;
+    let private = query.get("private").map(|s| Value::String(s.clone()));
+    let Some(private) = flexible_bool(private.as_ref()) else {
+        return Err(unprocessable(json!({ "private": "must be true or false" })));
+    };
+    Ok(ChannelKey::new(topic, private))
+}
+
 /// `GET /api/channels/<topic>/presence[?private=true]`: the presence state of a channel.
 async fn presence(
     State(app): State<Arc<AppState>>,
@@ -361,16 +360,7 @@ async fn presence(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_service(&authenticate(&app, &headers, &query)?)?;
-    let Some(private) = flexible_bool(
-        query
-            .get("private")
-            .map(|s| Value::String(s.clone()))
-            .as_ref(),
-    ) else {
-        return Err(unprocessable(json!({ "private": "must be true or false" })));
-    };
-    let key = ChannelKey::new(&topic, private);
+    let key = service_channel(&app, &headers, &query, &topic)?;
     Ok(
         axum::Json(json!({ "topic": topic, "state": app.hub.presence_state(&key) }))
             .into_response(),
@@ -384,15 +374,7 @@ async fn history(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_service(&authenticate(&app, &headers, &query)?)?;
-    let Some(private) = flexible_bool(
-        query
-            .get("private")
-            .map(|s| Value::String(s.clone()))
-            .as_ref(),
-    ) else {
-        return Err(unprocessable(json!({ "private": "must be true or false" })));
-    };
+    let key = service_channel(&app, &headers, &query, &topic)?;
     let number = |name: &str, default: u64| -> Result<u64, ApiError> {
         match query.get(name) {
             None => Ok(default),
@@ -403,7 +385,6 @@ async fn history(
     };
     let after = number("after", 0)?;
     let limit = number("limit", 100)?.clamp(1, 1000) as usize;
-    let key = ChannelKey::new(&topic, private);
     let Some(history) = app.hub.history().filter(|_| app.hub.history_enabled(&key)) else {
         return Err(message(
             StatusCode::NOT_FOUND,

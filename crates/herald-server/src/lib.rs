@@ -2,6 +2,7 @@
 //! HTTP API, health and metrics. [`start`] runs a node and returns a handle to stop it.
 
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod http_api;
 pub mod listener;

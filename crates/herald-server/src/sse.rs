@@ -47,17 +47,6 @@ fn truthy(v: &str) -> bool {
     matches!(v, "1" | "true" | "yes" | "on")
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
-
 /// The HMAC key of cursors, derived from the node's secret.
 pub fn cursor_key(app: &AppState) -> Vec<u8> {
     let mut k = b"herald-sse-cursor:".to_vec();
@@ -156,23 +145,11 @@ pub async fn prepare(
             &format!("topic: {bad:?} must be 1 to 200 bytes"),
         ));
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::to_owned)
-        .or_else(|| {
-            headers
-                .get("apikey")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
-        .or(query_token)
-        .or_else(|| cookie(headers, &app.config.sse_cookie))
-        .filter(|t| !t.is_empty());
+    let token = crate::credentials::token(
+        headers,
+        query_token.as_deref(),
+        Some(&app.config.sse_cookie),
+    );
     let Some(token) = token else {
         herald_core::stats::error("token_missing");
         return Err(Refusal::new(StatusCode::UNAUTHORIZED, "API key is missing"));
