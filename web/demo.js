@@ -110,41 +110,6 @@ function setBadge(node, state, title) {
   node.title = title ?? state;
 }
 
-// -- the WebSocket that asks for recent history on a first join -----------------------------------
-
-/**
- * The SDK's first join of a channel asks `recover: {epoch: "", offset: 0}`, which only learns the
- * channel's position, and its channel options have no way to ask for recent messages. Herald also
- * offers `replay: {since, limit}` (the newest messages since a time), and gives `recover`
- * precedence when both are present. So the chat client gets this WebSocket (the SDK's `WebSocket`
- * option): on a join of a history channel that has no position yet, it asks `replay` instead.
- * Every later rejoin carries a real position and is left alone, so recovery after a reconnect is
- * the SDK's own; the SDK de-duplicates whatever overlaps.
- * @param {Set<string>} topics wire topics (`realtime:<name>`)
- */
-function historyWebSocket(topics) {
-  const Base = globalThis.WebSocket;
-  if (typeof Base !== 'function') return undefined;
-  return class HistoryWebSocket extends Base {
-    send(data) {
-      if (typeof data === 'string' && data.includes('"phx_join"')) {
-        try {
-          const frame = JSON.parse(data);
-          const broadcast = frame[4]?.config?.broadcast;
-          if (frame[3] === 'phx_join' && topics.has(frame[2]) && broadcast?.recover?.epoch === '') {
-            delete broadcast.recover;
-            broadcast.replay = { since: Date.now() - HISTORY.windowMs, limit: HISTORY.limit };
-            data = JSON.stringify(frame);
-          }
-        } catch {
-          // not a frame of ours: sent as it is
-        }
-      }
-      super.send(data);
-    }
-  };
-}
-
 // -- chat -------------------------------------------------------------------------------------
 
 const chat = {
@@ -484,11 +449,7 @@ let clients = null;
 function startClients() {
   const getToken = (reason) => tokens.get(reason);
   // Chat: WebSocket (SSE plus HTTP as the fallback), presence and history.
-  const chatClient = new Herald(location.origin, {
-    getToken,
-    WebSocket: historyWebSocket(new Set([`realtime:${CHAT_CHANNEL}`])),
-    storageKey: `${STORE}chat`,
-  });
+  const chatClient = new Herald(location.origin, { getToken, storageKey: `${STORE}chat` });
   // Dashboard and notifications: Server-Sent Events only (one stream for both channels).
   const feedClient = new Herald(location.origin, { getToken, transports: ['sse'], storageKey: `${STORE}feed` });
   clients = { chat: chatClient, feed: feedClient };
@@ -505,7 +466,12 @@ function startClients() {
   });
   feedClient.on('state', (s) => setBadge($('feed-status'), s.state, s.reason ? `${s.state}: ${s.reason}` : s.state));
 
-  const room = chatClient.channel(CHAT_CHANNEL, { broadcast: { self: true }, presence: { key: me.key } });
+  // The first join shows the recent messages; every rejoin after that recovers what was missed.
+  const room = chatClient.channel(CHAT_CHANNEL, {
+    broadcast: { self: true },
+    presence: { key: me.key },
+    history: { since: Date.now() - HISTORY.windowMs, limit: HISTORY.limit },
+  });
   chat.room = room;
   room.on('broadcast', 'chat', onChatMessage);
   room.on('presence', 'sync', renderPresence);

@@ -11,8 +11,10 @@
  * - a connection state machine (`connecting`, `live`, `reconnecting`, `offline`, `closed`, `failed`),
  *   exponential backoff with full jitter, heartbeats, token refresh;
  * - channels: broadcast (with acks and idempotency keys), presence, postgres_changes bindings;
- * - recovery after every reconnect from the last seen position, de-duplication by position and by
- *   message id, and a `recovery` event (`recovered: false`) when the server cannot fill the gap.
+ * - recent history on a channel's first join (`history`), recovery after every reconnect from the
+ *   last seen position, de-duplication by position and by message id (the client's own messages
+ *   recognised by the positions their acks report), and a `recovery` event (`recovered: false`) when
+ *   the server cannot fill the gap.
  */
 
 /** The Phoenix serializer version this client speaks. */
@@ -137,6 +139,18 @@ export const VERSION = '0.1.0';
  * @property {{ key?: string, enabled?: boolean }} [presence] Presence is enabled when `enabled`, when
  *   a `key` is set, or when a presence listener is registered.
  * @property {boolean} [private] A private channel (default false).
+ * @property {ChannelHistoryOptions} [history] Recent messages to receive on the first join (WebSocket):
+ *   `{ since, limit }`. Later rejoins recover from the last message seen instead.
+ */
+
+/**
+ * What the first join of a channel asks for (`config.broadcast.replay`): the newest `limit` messages
+ * sent since `since`, oldest first, delivered with `meta.replayed: true`. Channels without history
+ * replay nothing.
+ * @typedef {object} ChannelHistoryOptions
+ * @property {number|Date} [since] Milliseconds since the Unix epoch (or a `Date`); default 0, everything
+ *   the channel still keeps.
+ * @property {number} [limit] At most this many messages (1 to 1000); default: the server's (25).
  */
 
 /**
@@ -186,6 +200,16 @@ export const VERSION = '0.1.0';
  * @property {string} key
  * @property {Array<Record<string, any>>} currentPresences Metas still under `key` after the leave.
  * @property {Array<Record<string, any>>} leftPresences
+ */
+
+/**
+ * What `send` resolves with. `offset` and `epoch` say where Herald stored the message, when the channel
+ * keeps history and the send was acknowledged over the WebSocket (`broadcast.ack`, the default); they
+ * match `meta.offset` and `meta.epoch` of the message as others receive it.
+ * @typedef {object} SendResult
+ * @property {'ok'} status
+ * @property {number} [offset]
+ * @property {string} [epoch]
  */
 
 /**
@@ -989,6 +1013,11 @@ class SseTransport {
       }
       this.fail(`event stream error${status ? ` (HTTP ${status})` : ''}`, status);
     });
+    es.addEventListener('ready', (/** @type {any} */ ev) => {
+      // Sent once the stream's channels are subscribed (after any replay), with the stream's first
+      // cursor: kept, so a stream that drops before its first broadcast still resumes.
+      if (mine()) saveCursor(ev);
+    });
     es.addEventListener('broadcast', (/** @type {any} */ ev) => {
       if (!mine()) return;
       const data = parse(ev);
@@ -1085,7 +1114,8 @@ function closeEventSource(es) {
  * @property {any} payload
  * @property {string} key idempotency key
  * @property {boolean} inFlight
- * @property {(value: { status: 'ok' }) => void} resolve
+ * @property {boolean} uncertain written, but the connection went away before the ack: it may be stored
+ * @property {(value: SendResult) => void} resolve
  * @property {(err: Error) => void} reject
  * @property {unknown} timer
  * @property {number} deadline
@@ -1122,6 +1152,13 @@ class Topic {
     this.ack = options.broadcast?.ack !== false;
     this.presenceKey = options.presence?.key ?? '';
     this.presenceOption = options.presence?.enabled === true || this.presenceKey !== '';
+    this.history = historyRequest(options.history);
+    /** A join asking for `history` was accepted: later joins recover instead. */
+    this.historyServed = false;
+    /** @type {{ epoch: string, offset: number } | null} where the channel stood when its history replay was served */
+    this.replayTop = null;
+    /** @type {'recover'|'replay'|'start'} what the current join asked for */
+    this.joinMode = 'start';
     /** @type {Set<Channel>} */
     this.handles = new Set();
     /** @type {ChannelStatus} */
@@ -1140,6 +1177,10 @@ class Topic {
     this.outbox = [];
     /** ids of messages this client sent over HTTP (for `self: false` on SSE) */
     this.ownIds = new BoundedSet(1024);
+    /** `epoch:offset` of messages this client sent, from the acks (for `self: false` in replays) */
+    this.ownPositions = new BoundedSet(1024);
+    /** @type {BroadcastMessage[]} accepted messages held back until this client's own can be told apart */
+    this.held = [];
     /** @type {Listener[]} the postgres_changes bindings sent in the current join */
     this.joinedBindings = [];
     this.joinedPresence = false;
@@ -1273,7 +1314,11 @@ class Topic {
     }
   }
 
-  /** Sends `phx_join` on the WebSocket, asking to recover from the last position. */
+  /**
+   * Sends `phx_join` on the WebSocket: recover from the last position seen; without one, the
+   * `history` replay until a join asking for it is accepted, else the empty position (which only
+   * learns where the channel is).
+   */
   join() {
     const conn = this.client._conn;
     if (!conn || conn.kind !== 'websocket' || !conn.opened || !this.wanted) return;
@@ -1287,14 +1332,23 @@ class Topic {
     this.joinedBindings = bindings;
     this.joinedPresence = this.wantsPresence();
     this.joinedPresenceKey = this.presenceKey;
-    const position = this.dedup.position;
+    // The last message seen, else where the channel stood when a (possibly empty) replay was served.
+    const position = this.dedup.position ?? this.replayTop;
+    /** @type {Record<string, unknown>} */
+    const broadcast = { self: this.self, ack: this.ack };
+    if (position) {
+      this.joinMode = 'recover';
+      broadcast.recover = { epoch: position.epoch, offset: position.offset };
+    } else if (this.history && !this.historyServed) {
+      this.joinMode = 'replay';
+      broadcast.replay = { ...this.history };
+    } else {
+      this.joinMode = 'start';
+      broadcast.recover = { epoch: '', offset: 0 };
+    }
     const payload = {
       config: {
-        broadcast: {
-          self: this.self,
-          ack: this.ack,
-          recover: position ? { epoch: position.epoch, offset: position.offset } : { epoch: '', offset: 0 },
-        },
+        broadcast,
         presence: { enabled: this.joinedPresence, key: this.presenceKey },
         postgres_changes: bindings.map((b) => ({ event: '*', ...b.filter })),
         private: this.private,
@@ -1336,11 +1390,25 @@ class Topic {
     const wasJoined = this.everJoined;
     this.everJoined = true;
     this.rejoinAttempt = 0;
+    // A history replay's reply says where the channel stood (`recovery`, always recovered): the
+    // replayed messages that follow are at or below it, later ones arrive live. If nothing is replayed
+    // or arrives, a rejoin recovers from there.
     const rec = response.recovery;
+    if (this.joinMode === 'replay') {
+      this.historyServed = true;
+      this.replayTop =
+        rec && typeof rec === 'object' && typeof rec.epoch === 'string' && rec.epoch !== ''
+          ? { epoch: rec.epoch, offset: Number(rec.offset) || 0 }
+          : null;
+    }
     if (rec && typeof rec === 'object') {
       if (rec.recovered !== true) {
-        this.dedup.reset(typeof rec.epoch === 'string' && rec.epoch !== '' ? { epoch: rec.epoch, offset: Number(rec.offset) || 0 } : null);
-        if (wasJoined) this._unrecovered('websocket', 'the server could not replay the missed messages');
+        const epoch = typeof rec.epoch === 'string' && rec.epoch !== '' ? rec.epoch : null;
+        this.dedup.reset(epoch ? { epoch, offset: Number(rec.offset) || 0 } : null);
+        // After a history replay that returned nothing, the channel had no position to recover
+        // from: this join only learns it.
+        const learning = this.joinMode === 'start' && this.historyServed && epoch !== null;
+        if (wasJoined && !learning) this._unrecovered('websocket', 'the server could not replay the missed messages');
       }
     }
     const echoed = Array.isArray(response.postgres_changes) ? response.postgres_changes : [];
@@ -1381,6 +1449,7 @@ class Topic {
     }
     this.joinRef = null;
     this.setStatus('closed');
+    this.held = [];
     for (const item of this.outbox.splice(0)) {
       this.client._clock.clearTimeout(item.timer);
       item.reject(new Error('channel left before the message was sent'));
@@ -1429,8 +1498,6 @@ class Topic {
   _onBroadcast(msg) {
     const meta = msg.meta && typeof msg.meta === 'object' ? /** @type {Record<string, any>} */ (msg.meta) : {};
     if (!this.dedup.accept(meta)) return;
-    if (!this.self && typeof meta.id === 'string' && this.ownIds.has(meta.id)) return;
-    this.delivered += 1;
     /** @type {BroadcastMessage} */
     const message = {
       type: 'broadcast',
@@ -1439,6 +1506,44 @@ class Topic {
       payload: msg.payload,
       meta,
     };
+    if (this.held.length > 0 || this.holdingOwn()) {
+      this.held.push(message);
+      return;
+    }
+    this.deliver(message);
+  }
+
+  /**
+   * True while a message this client sent may have been stored without its ack reaching the client
+   * (the connection went away first): with `self: false`, what arrives meanwhile (a replay may hold
+   * that message) waits until the resent message's ack says where it was stored.
+   */
+  holdingOwn() {
+    return !this.self && this.ack && this.outbox.some((i) => i.uncertain);
+  }
+
+  /** Delivers the held messages once nothing is uncertain any more. */
+  releaseHeld() {
+    if (this.held.length === 0 || this.holdingOwn()) return;
+    for (const message of this.held.splice(0)) this.deliver(message);
+  }
+
+  /**
+   * True when this client sent the message with this `meta` (known by the id of an HTTP send or by
+   * the position an ack reported).
+   * @param {Record<string, any>} meta
+   */
+  isOwn(meta) {
+    if (typeof meta.id === 'string' && this.ownIds.has(meta.id)) return true;
+    return typeof meta.offset === 'number' && typeof meta.epoch === 'string' && this.ownPositions.has(`${meta.epoch}:${meta.offset}`);
+  }
+
+  /** @param {BroadcastMessage} message */
+  deliver(message) {
+    // With `self: false` Herald leaves this client's messages out of live delivery, but a replay
+    // after a reconnect holds them too.
+    if (!this.self && this.isOwn(message.meta)) return;
+    this.delivered += 1;
     for (const h of [...this.handles]) h._dispatchBroadcast(message);
   }
 
@@ -1519,7 +1624,7 @@ class Topic {
    * @param {string} event
    * @param {any} payload
    * @param {SendOptions} options
-   * @returns {Promise<{ status: 'ok' }>}
+   * @returns {Promise<SendResult>}
    */
   send(event, payload, options) {
     const timeoutMs = options.timeoutMs ?? this.client._o.sendTimeoutMs;
@@ -1531,6 +1636,7 @@ class Topic {
         payload,
         key,
         inFlight: false,
+        uncertain: false,
         resolve,
         reject,
         timer: null,
@@ -1550,6 +1656,7 @@ class Topic {
     const i = this.outbox.indexOf(item);
     if (i >= 0) this.outbox.splice(i, 1);
     this.client._clock.clearTimeout(item.timer);
+    this.releaseHeld();
   }
 
   flushOutbox() {
@@ -1601,16 +1708,24 @@ class Topic {
     }
     const written = conn.push(
       frame,
-      (reply) => {
+      (reply, why) => {
         if (!reply) {
-          // The connection went away before the ack: sent again, with the same key, after the rejoin.
+          // The connection went away before the ack: sent again, with the same key, after the
+          // rejoin (Herald stores a key once, and acks the repeat with the first one's position).
           item.inFlight = false;
+          if (why === 'closed') item.uncertain = true;
           return;
         }
         if (!this.outbox.includes(item)) return;
-        this.removeItem(item);
-        if (reply.status === 'ok') item.resolve({ status: 'ok' });
-        else item.reject(new Error(reply.response?.reason ?? 'broadcast refused'));
+        if (reply.status === 'ok') {
+          const result = sendResult(reply.response);
+          if (result.epoch !== undefined) this.ownPositions.add(`${result.epoch}:${result.offset}`);
+          this.removeItem(item);
+          item.resolve(result);
+        } else {
+          this.removeItem(item);
+          item.reject(new Error(reply.response?.reason ?? 'broadcast refused'));
+        }
       },
       undefined,
       binary,
@@ -1914,12 +2029,13 @@ export class Channel {
 
   /**
    * Broadcasts `payload` (any JSON value, or bytes) as `event`. Resolves once Herald accepted it
-   * (`ack`), retrying across reconnects with the same idempotency key; rejects when refused or
-   * after `timeoutMs`.
+   * (`ack`), with where it was stored (`{ status: 'ok', offset, epoch }` when the channel keeps
+   * history and the WebSocket carried it), retrying across reconnects with the same idempotency
+   * key; rejects when refused or after `timeoutMs`.
    * @param {string} event
    * @param {any} payload
    * @param {SendOptions} [options]
-   * @returns {Promise<{ status: 'ok' }>}
+   * @returns {Promise<SendResult>}
    */
   send(event, payload, options = {}) {
     if (this._closed) return Promise.reject(new Error('channel unsubscribed'));
@@ -1999,6 +2115,35 @@ export class Channel {
   _resolveReady() {
     for (const w of this._waiters.splice(0)) w.resolve();
   }
+}
+
+/**
+ * The `config.broadcast.replay` of a channel's `history` option, or null without one.
+ * @param {ChannelHistoryOptions|undefined} history
+ * @returns {{ since: number, limit?: number }|null}
+ */
+function historyRequest(history) {
+  if (!history || typeof history !== 'object') return null;
+  const since = Math.floor(Number(history.since ?? 0));
+  /** @type {{ since: number, limit?: number }} */
+  const out = { since: Number.isFinite(since) && since > 0 ? since : 0 };
+  if (typeof history.limit === 'number' && Number.isFinite(history.limit)) {
+    out.limit = Math.min(1000, Math.max(1, Math.floor(history.limit)));
+  }
+  return out;
+}
+
+/**
+ * What `send` resolves with, from an ok ack's response (`{ offset, epoch }` when stored).
+ * @param {any} response
+ * @returns {SendResult}
+ */
+function sendResult(response) {
+  const r = response && typeof response === 'object' ? response : {};
+  if (typeof r.offset === 'number' && typeof r.epoch === 'string' && r.epoch !== '') {
+    return { status: 'ok', offset: r.offset, epoch: r.epoch };
+  }
+  return { status: 'ok' };
 }
 
 /**
@@ -2187,7 +2332,7 @@ export class Herald {
 
   /**
    * A handle on channel `name`. Handles of one name share one join; the first handle's options
-   * decide `private`, `broadcast.self`, `broadcast.ack` and `presence.key`.
+   * decide `private`, `broadcast.self`, `broadcast.ack`, `history` and `presence.key`.
    * @param {string} name
    * @param {ChannelOptions} [options]
    * @returns {Channel}

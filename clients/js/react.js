@@ -27,6 +27,7 @@ import { Herald } from './herald.js';
 /** @typedef {import('./herald.js').PresenceMap} PresenceMap */
 /** @typedef {import('./herald.js').PostgresChangesFilter} PostgresChangesFilter */
 /** @typedef {import('./herald.js').SendOptions} SendOptions */
+/** @typedef {import('./herald.js').SendResult} SendResult */
 /** @typedef {import('./herald.js').HeraldOptions} HeraldOptions */
 
 /**
@@ -118,7 +119,7 @@ function configFromKey(key) {
 /**
  * Takes a channel handle for the life of the component. `setup` registers listeners before the
  * handle subscribes (so replayed messages reach them). Re-created when the client, the name,
- * the join options or `setupKey` change.
+ * the join options (but `history`) or `setupKey` change.
  * @param {Herald} client
  * @param {string} name
  * @param {HookOptions|undefined} options
@@ -133,8 +134,14 @@ function useChannelHandle(client, name, options, setup, setupKey) {
   setupRef.current = setup;
   const recoveryRef = useRef(options?.onRecovery);
   recoveryRef.current = options?.onRecovery;
+  // `history` only shapes the first join (and `since` is often computed in render), so it is read
+  // when the handle is taken rather than being part of the key.
+  const historyRef = useRef(options?.history);
+  historyRef.current = options?.history;
   useEffect(() => {
-    const ch = client.channel(name, configFromKey(key));
+    const config = configFromKey(key);
+    if (historyRef.current) config.history = historyRef.current;
+    const ch = client.channel(name, config);
     ch.on('recovery', (event) => recoveryRef.current?.(event));
     setupRef.current?.(ch);
     ch.subscribe();
@@ -180,7 +187,7 @@ export function useChannel(name, options) {
  * @param {string} event
  * @param {((message: BroadcastMessage) => void)|null} [handler]
  * @param {HookOptions} [options]
- * @returns {(payload: any, sendOptions?: SendOptions) => Promise<{ status: 'ok' }>}
+ * @returns {(payload: any, sendOptions?: SendOptions) => Promise<SendResult>}
  */
 export function useBroadcast(name, event, handler, options) {
   const client = useHerald(options?.client);

@@ -303,3 +303,226 @@ test('system messages reach listeners; a refused join is reported and retried wi
   assert.equal(room.status, 'joined');
   env.client.disconnect();
 });
+
+/** Drops the socket, lets the reconnect timer fire and opens the next one. */
+async function reconnect(env) {
+  env.WS.last.drop();
+  await env.clock.advance(1000);
+  const ws = env.WS.last;
+  ws.open();
+  return ws;
+}
+
+const replayed = (n, offset, epoch = 'e1') => bc('e', { n }, { id: `i${n}`, offset, epoch, replayed: true });
+
+test('history: the first join asks replay (not recover); replayed messages give the position rejoins recover from', async () => {
+  const env = setup();
+  const since = Date.UTC(2029, 11, 31, 23, 58);
+  const room = env.client.channel('room1', { history: { since, limit: 50 } });
+  const got = [];
+  const recoveries = [];
+  room.on('broadcast', '*', (m) => got.push([m.payload.n, m.meta.replayed === true]));
+  room.on('recovery', (e) => recoveries.push(e));
+  room.subscribe();
+  let ws = await live(env);
+  const [join] = ws.framesOf('phx_join');
+  assert.deepEqual(join[4].config.broadcast, { self: false, ack: true, replay: { since, limit: 50 } });
+  ws.replyJoin('room1', { recovery: { recovered: true, epoch: 'e1', offset: 13 } }); // the position at the replay
+  assert.equal(room.position, null);
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(1, 11)]);
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(2, 12)]);
+  ws.receive([null, null, 'realtime:room1', 'broadcast', bc('e', { n: 3 }, { id: 'i3', offset: 13, epoch: 'e1' })]);
+  assert.deepEqual(got, [[1, true], [2, true], [3, false]]);
+  assert.deepEqual(room.position, { epoch: 'e1', offset: 13 });
+
+  ws = await reconnect(env);
+  const rejoin = ws.framesOf('phx_join').pop();
+  assert.deepEqual(rejoin[4].config.broadcast, { self: false, ack: true, recover: { epoch: 'e1', offset: 13 } }, 'no replay on a rejoin');
+  ws.replyJoin('room1', { recovery: { recovered: true, epoch: 'e1', offset: 14 } });
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(4, 14)]);
+  assert.deepEqual(got.map(([n]) => n), [1, 2, 3, 4]);
+
+  // And every later rejoin recovers too.
+  ws = await reconnect(env);
+  assert.deepEqual(ws.framesOf('phx_join').pop()[4].config.broadcast.recover, { epoch: 'e1', offset: 14 });
+  ws.replyJoin('room1', { recovery: { recovered: false, epoch: 'e1', offset: 900 } });
+  assert.equal(recoveries.length, 1, 'a real gap is still reported');
+  env.client.disconnect();
+});
+
+test('history: an empty replay still gives the position, so the rejoin recovers what was missed', async () => {
+  const env = setup();
+  const room = env.client.channel('room1', { history: { since: 5, limit: 10 } });
+  const recoveries = [];
+  const got = [];
+  room.on('recovery', (e) => recoveries.push(e));
+  room.on('broadcast', '*', (m) => got.push(m.payload.n));
+  room.subscribe();
+  let ws = await live(env);
+  ws.replyJoin('room1', { recovery: { recovered: true, epoch: 'e1', offset: 7 } });
+  ws = await reconnect(env);
+  assert.deepEqual(ws.framesOf('phx_join').pop()[4].config.broadcast, { self: false, ack: true, recover: { epoch: 'e1', offset: 7 } });
+  ws.replyJoin('room1', { recovery: { recovered: true, epoch: 'e1', offset: 8 } });
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(8, 8)]);
+  assert.deepEqual(got, [8]);
+  assert.deepEqual(recoveries, []);
+  env.client.disconnect();
+});
+
+test('history: a replay reply without a position leaves none; the rejoin learns it without a recovery event', async () => {
+  const env = setup();
+  const room = env.client.channel('room1', { history: { since: 5, limit: 5000 } });
+  const recoveries = [];
+  const got = [];
+  room.on('recovery', (e) => recoveries.push(e));
+  room.on('broadcast', '*', (m) => got.push(m.payload.n));
+  room.subscribe();
+  let ws = await live(env);
+  assert.deepEqual(ws.framesOf('phx_join')[0][4].config.broadcast.replay, { since: 5, limit: 1000 }, 'limit clamped to what Herald serves');
+  ws.replyJoin('room1', {});
+  assert.equal(room.position, null);
+
+  ws = await reconnect(env);
+  assert.deepEqual(ws.framesOf('phx_join').pop()[4].config.broadcast, { self: false, ack: true, recover: { epoch: '', offset: 0 } });
+  ws.replyJoin('room1', { recovery: { recovered: false, epoch: 'e1', offset: 7 } });
+  assert.deepEqual(recoveries, [], 'nothing to recover from: no recovered:false');
+  assert.deepEqual(room.position, { epoch: 'e1', offset: 7 });
+  ws.receive([null, null, 'realtime:room1', 'broadcast', bc('e', { n: 8 }, { id: 'i8', offset: 8, epoch: 'e1' })]);
+  assert.deepEqual(got, [8]);
+
+  ws = await reconnect(env);
+  assert.deepEqual(ws.framesOf('phx_join').pop()[4].config.broadcast.recover, { epoch: 'e1', offset: 8 });
+  ws.replyJoin('room1', { recovery: { recovered: false, epoch: 'e2', offset: 1 } });
+  assert.equal(recoveries.length, 1, 'with a position, a failed recovery is reported');
+  env.client.disconnect();
+});
+
+test('history: a channel without history still reports recovered:false on rejoins', async () => {
+  const env = setup();
+  const room = env.client.channel('room1', { history: {} });
+  const recoveries = [];
+  room.on('recovery', (e) => recoveries.push(e));
+  room.subscribe();
+  let ws = await live(env);
+  assert.deepEqual(ws.framesOf('phx_join')[0][4].config.broadcast.replay, { since: 0 });
+  ws.replyJoin('room1', {});
+  ws = await reconnect(env);
+  ws.replyJoin('room1', { recovery: { recovered: false, epoch: null, offset: 0 } });
+  assert.equal(recoveries.length, 1, 'no history: messages sent while away are lost');
+  env.client.disconnect();
+});
+
+test('history: asked again when the first join got no answer; handles share the first one’s option', async () => {
+  const env = setup();
+  const a = env.client.channel('room1', { history: { since: 1000 } });
+  const b = env.client.channel('room1', { history: { since: 2000 } });
+  a.subscribe();
+  b.subscribe();
+  let ws = await live(env);
+  assert.deepEqual(ws.framesOf('phx_join')[0][4].config.broadcast.replay, { since: 1000 });
+  ws = await reconnect(env); // dropped before the reply
+  assert.deepEqual(ws.framesOf('phx_join').pop()[4].config.broadcast.replay, { since: 1000 });
+  ws.replyJoin('room1', {});
+  const plain = env.client.channel('room2');
+  plain.subscribe();
+  assert.deepEqual(ws.framesOf('phx_join').pop()[4].config.broadcast, { self: false, ack: true, recover: { epoch: '', offset: 0 } }, 'no option: as before');
+  env.client.disconnect();
+});
+
+test('send resolves with the stored position; with self:false the own message is left out of a replay', async () => {
+  const env = setup();
+  const room = env.client.channel('room1');
+  const got = [];
+  room.on('broadcast', '*', (m) => got.push(m.payload.n));
+  room.subscribe();
+  let ws = await live(env);
+  ws.replyJoin('room1', { recovery: { recovered: false, epoch: 'e1', offset: 4 } });
+  const sent = room.send('e', { n: 5 });
+  const push = ws.framesOf('broadcast').pop();
+  ws.receive([push[0], push[1], 'realtime:room1', 'phx_reply', { status: 'ok', response: { offset: 5, epoch: 'e1' } }]);
+  assert.deepEqual(await sent, { status: 'ok', offset: 5, epoch: 'e1' });
+  const noHistory = room.send('e', { n: 0 });
+  const push2 = ws.framesOf('broadcast').pop();
+  ws.receive([push2[0], push2[1], 'realtime:room1', 'phx_reply', { status: 'ok', response: {} }]);
+  assert.deepEqual(await noHistory, { status: 'ok' }, 'no position without history');
+
+  ws = await reconnect(env);
+  assert.deepEqual(ws.framesOf('phx_join').pop()[4].config.broadcast.recover, { epoch: 'e1', offset: 4 });
+  ws.replyJoin('room1', { recovery: { recovered: true, epoch: 'e1', offset: 6 } });
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(5, 5)]); // this client's own
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(6, 6)]);
+  assert.deepEqual(got, [6]);
+  assert.deepEqual(room.position, { epoch: 'e1', offset: 6 }, 'the own message still moves the position');
+  assert.equal(room.stats.delivered, 1);
+  env.client.disconnect();
+});
+
+test('self:true: the own message is delivered once, live, and not again in a replay', async () => {
+  const env = setup();
+  const room = env.client.channel('room1', { broadcast: { self: true } });
+  const got = [];
+  room.on('broadcast', '*', (m) => got.push(m.payload.n));
+  room.subscribe();
+  let ws = await live(env);
+  ws.replyJoin('room1', { recovery: { recovered: false, epoch: 'e1', offset: 4 } });
+  const sent = room.send('e', { n: 5 });
+  const push = ws.framesOf('broadcast').pop();
+  // Herald delivers the message to its sender before it acks it.
+  ws.receive([null, null, 'realtime:room1', 'broadcast', bc('e', { n: 5 }, { id: 'i5', offset: 5, epoch: 'e1' })]);
+  ws.receive([push[0], push[1], 'realtime:room1', 'phx_reply', { status: 'ok', response: { offset: 5, epoch: 'e1' } }]);
+  assert.deepEqual(await sent, { status: 'ok', offset: 5, epoch: 'e1' });
+  ws = await reconnect(env);
+  ws.replyJoin('room1', { recovery: { recovered: true, epoch: 'e1', offset: 6 } });
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(5, 5)]);
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(6, 6)]);
+  assert.deepEqual(got, [5, 6]);
+  env.client.disconnect();
+});
+
+test('self:false, ack lost in the drop: what arrives waits for the resent ack, then comes without the own message', async () => {
+  const env = setup();
+  const room = env.client.channel('room1');
+  const got = [];
+  room.on('broadcast', '*', (m) => got.push(m.payload.n));
+  room.subscribe();
+  let ws = await live(env);
+  ws.replyJoin('room1', { recovery: { recovered: false, epoch: 'e1', offset: 4 } });
+  const sent = room.send('e', { n: 5 }, { idempotencyKey: 'k5' });
+  assert.equal(ws.framesOf('broadcast').length, 1, 'written');
+  ws = await reconnect(env); // Herald stored it as offset 5, but its ack never arrived
+  ws.replyJoin('room1', { recovery: { recovered: true, epoch: 'e1', offset: 6 } });
+  const [resent] = ws.framesOf('broadcast');
+  assert.equal(resent[4].meta.idempotency_key, 'k5');
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(5, 5)]);
+  ws.receive([null, null, 'realtime:room1', 'broadcast', replayed(6, 6)]);
+  ws.receive([null, null, 'realtime:room1', 'broadcast', bc('e', { n: 7 }, { id: 'i7', offset: 7, epoch: 'e1' })]);
+  assert.deepEqual(got, [], 'held until the own message can be told apart');
+  assert.deepEqual(room.position, { epoch: 'e1', offset: 7 }, 'held messages count as seen');
+  // Herald recognises the key and acks with the first copy's position.
+  ws.receive([resent[0], resent[1], 'realtime:room1', 'phx_reply', { status: 'ok', response: { offset: 5, epoch: 'e1' } }]);
+  assert.deepEqual(got, [6, 7]);
+  assert.deepEqual(await sent, { status: 'ok', offset: 5, epoch: 'e1' });
+  ws.receive([null, null, 'realtime:room1', 'broadcast', bc('e', { n: 8 }, { id: 'i8', offset: 8, epoch: 'e1' })]);
+  assert.deepEqual(got, [6, 7, 8], 'live again');
+  env.client.disconnect();
+});
+
+test('held messages are released when the uncertain send gives up', async () => {
+  const env = setup();
+  const room = env.client.channel('room1');
+  const got = [];
+  room.on('broadcast', '*', (m) => got.push(m.payload.n));
+  room.subscribe();
+  let ws = await live(env);
+  ws.replyJoin('room1', { recovery: { recovered: false, epoch: 'e1', offset: 4 } });
+  const sent = room.send('e', { n: 5 }, { timeoutMs: 5000 });
+  const expectation = assert.rejects(sent, /timed out/);
+  ws = await reconnect(env);
+  ws.replyJoin('room1', { recovery: { recovered: true, epoch: 'e1', offset: 4 } });
+  ws.receive([null, null, 'realtime:room1', 'broadcast', bc('e', { n: 5 }, { id: 'i5', offset: 5, epoch: 'e1' })]);
+  assert.deepEqual(got, []);
+  await env.clock.advance(5000);
+  await expectation;
+  assert.deepEqual(got, [5]);
+  env.client.disconnect();
+});

@@ -13,7 +13,7 @@ globalThis.window = dom.window;
 globalThis.document = dom.window.document;
 if (!globalThis.navigator) globalThis.navigator = dom.window.navigator;
 
-const { StrictMode, createElement: h } = await import('react');
+const { StrictMode, createElement: h, useState } = await import('react');
 const { createRoot } = await import('react-dom/client');
 const { HeraldProvider, useBroadcast, useChannel, useConnectionState, usePostgresChanges, usePresence } = await import(
   '../react.js'
@@ -98,8 +98,10 @@ test('StrictMode double mount: exactly one live subscription; unmount releases i
   const got = recordBroadcasts(ch);
   ch.subscribe();
   await joined(ch);
-  assert.deepEqual(await send({ n: 2 }), { status: 'ok' });
-  assert.deepEqual((await got.count(1, 3000))[0].payload, { n: 2 });
+  const result = await send({ n: 2 });
+  const [echo] = await got.count(1, 3000);
+  assert.deepEqual(echo.payload, { n: 2 });
+  assert.deepEqual(result, { status: 'ok', offset: 2, epoch: echo.meta.epoch });
   await waitFor(async () => (await server.subscribers('react-strict')) === 2, 3000, 'two subscribers');
   other.disconnect();
   await waitFor(async () => (await server.subscribers('react-strict')) === 1, 3000, 'back to one subscriber');
@@ -108,6 +110,42 @@ test('StrictMode double mount: exactly one live subscription; unmount releases i
   await waitFor(async () => (await server.subscribers('react-strict')) === 0, 5000, 'no subscriber after unmount');
   assert.deepEqual(c.channels(), []);
   assert.equal(sent.filter((f) => f[3] === 'phx_leave').length, 1);
+});
+
+test('history through a hook: recent messages on mount; a `since` computed in render does not resubscribe', async () => {
+  await server.publish(numbered('react-history', 1, 5, 'chat'));
+  const { RecordingWebSocket, sent } = recordingWebSocket();
+  const c = client({ WebSocket: RecordingWebSocket });
+  let channelCalls = 0;
+  const channel = c.channel.bind(c);
+  c.channel = (...args) => {
+    channelCalls += 1;
+    return channel(...args);
+  };
+  let renders = 0;
+  let send = null;
+  function Room() {
+    renders += 1;
+    const [messages, setMessages] = useState([]);
+    send = useBroadcast('react-history', 'chat', (m) => setMessages((all) => [...all, m.payload.n]), {
+      history: { since: Date.now() - 60_000, limit: 3 },
+    });
+    const { presences } = usePresence('react-history', { presence: { key: 'alice' }, state: { status: 'online' } });
+    return h('p', null, `${Object.keys(presences).length} here: ${messages.join(',')}`);
+  }
+  const view = render(h(StrictMode, null, h(HeraldProvider, { client: c }, h(Room))));
+  await waitFor(() => view.container.textContent === '1 here: 3,4,5', 5000, () => `the history rendered ("${view.container.textContent}")`);
+  await server.publish(numbered('react-history', 6, 6, 'chat'));
+  await waitFor(() => view.container.textContent === '1 here: 3,4,5,6', 3000, () => `a live message ("${view.container.textContent}")`);
+  await send({ n: 7 });
+  assert.ok(renders >= 4, `re-rendered (${renders})`);
+  const joins = sent.filter((f) => f[3] === 'phx_join' && f[2] === 'realtime:react-history');
+  assert.equal(joins.length, 1, 'one join across the re-renders');
+  assert.equal(channelCalls, 4, 'each hook took its handle once per StrictMode mount, not once per render');
+  assert.equal(joins[0][4].config.broadcast.replay.limit, 3);
+  assert.equal(joins[0][4].config.presence.key, 'alice', 'the hooks share the join');
+  view.unmount();
+  await waitFor(async () => (await server.subscribers('react-history')) === 0, 5000, 'released');
 });
 
 test('usePresence tracks while mounted; useChannel and usePostgresChanges report status', async () => {

@@ -181,3 +181,56 @@ test('SSE sends retry while the server is unreachable and reject on a 4xx', asyn
   await assert.rejects(room.send('chat', {}), /HTTP 403/);
   env.client.disconnect();
 });
+
+test('the `ready` event’s cursor is kept: a stream that drops before its first broadcast resumes from it', async () => {
+  const storage = new MemoryStorage();
+  const env = setup({ storage });
+  const ch = env.client.channel('a');
+  const recoveries = [];
+  const got = [];
+  ch.on('recovery', (e) => recoveries.push(e));
+  ch.on('broadcast', '*', (m) => got.push(m.payload.n));
+  ch.subscribe();
+  await env.clock.advance(0);
+  let es = env.ES.last;
+  es.open();
+  es.emit('ready', { topics: ['a'] }, 'R0');
+  assert.deepEqual(JSON.parse(storage.getItem('herald:http://herald.test:sse:public')), { cursor: 'R0', topics: ['a'] });
+  es.error(); // before any broadcast
+  await flush();
+  assert.equal(env.client.state.state, 'reconnecting');
+  await env.clock.advance(250);
+  es = env.ES.last;
+  assert.equal(es.params.get('last_event_id'), 'R0');
+  es.open();
+  es.emit('broadcast', { ...msg('a', 1, 1), meta: { ...msg('a', 1, 1).meta, replayed: true } }, 'C1');
+  es.emit('ready', { topics: ['a'] }, 'C1');
+  assert.deepEqual(got, [1]);
+  assert.deepEqual(recoveries, [], 'a cursor to resume from: no recovered:false');
+
+  // A reload (a new client on the same storage) resumes from it too.
+  env.client.disconnect();
+  const again = setup({ storage, clock: env.clock });
+  const ch2 = again.client.channel('a');
+  const recoveries2 = [];
+  ch2.on('recovery', (e) => recoveries2.push(e));
+  ch2.subscribe();
+  await env.clock.advance(0);
+  assert.equal(again.ES.last.params.get('last_event_id'), 'C1');
+  again.ES.last.open();
+  assert.deepEqual(recoveries2, []);
+  again.client.disconnect();
+});
+
+test('a `ready` without a cursor (channels without history) keeps the previous one', async () => {
+  const storage = new MemoryStorage();
+  const env = setup({ storage });
+  env.client.channel('a').subscribe();
+  await env.clock.advance(0);
+  const es = env.ES.last;
+  es.open();
+  es.emit('broadcast', msg('a', 1, 1), 'C1');
+  es.emit('ready', { topics: ['a'] }, '');
+  assert.equal(JSON.parse(storage.getItem('herald:http://herald.test:sse:public')).cursor, 'C1');
+  env.client.disconnect();
+});

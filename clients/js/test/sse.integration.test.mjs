@@ -230,3 +230,37 @@ test('a stream whose static token expires is ended by Herald; the client then fa
   const down = c.states.find((s) => s.state === 'reconnecting');
   assert.match(down.reason, /Token has expired/);
 });
+
+test('a stream that drops before its first broadcast resumes from the `ready` cursor: no loss, no recovered:false', async () => {
+  // The channel has a position before the stream opens (it starts live, nothing replayed).
+  await server.publish(numbered('sse-ready', 1, 2));
+  const proxy = await startProxy(server.port);
+  proxies.push(proxy);
+  const storage = new MemoryStorage();
+  const s = client(`http://127.0.0.1:${proxy.port}`, { storage });
+  const ch = s.channel('sse-ready');
+  const got = recordBroadcasts(ch);
+  const recoveries = [];
+  ch.on('recovery', (e) => recoveries.push(e));
+  ch.subscribe();
+  await joined(ch);
+  const key = await waitFor(() => [...storage.map.keys()].find((k) => k.endsWith(':sse:public')), 3000, 'the ready cursor in storage');
+  const cursor = JSON.parse(storage.getItem(key)).cursor;
+  assert.equal(got.length, 0, 'no broadcast yet');
+
+  proxy.hold();
+  const mark = s.states.length;
+  const before = proxy.connections.length;
+  assert.ok(proxy.break() >= 1);
+  await waitState(s, 'reconnecting', 3000, mark);
+  await waitFor(() => proxy.connections.length > before, 3000, 'the reconnect attempt (held by the proxy)');
+  await server.publish(numbered('sse-ready', 3, 5));
+  proxy.release();
+  await waitState(s, 'live', 5000, mark);
+  await server.publish(numbered('sse-ready', 6, 6));
+  await got.count(4, 5000);
+  assert.deepEqual(ns(got), range(3, 6));
+  assert.deepEqual(got.items.filter((m) => m.meta.replayed).map((m) => m.payload.n), [3, 4, 5]);
+  assert.deepEqual(recoveries, []);
+  assert.notEqual(JSON.parse(storage.getItem(key)).cursor, cursor, 'the cursor moved on');
+});

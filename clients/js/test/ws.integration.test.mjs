@@ -8,7 +8,7 @@ import { startHerald } from './helpers/herald.mjs';
 import { startProxy } from './helpers/proxy.mjs';
 import { anonToken, expiredToken, token } from './helpers/tokens.mjs';
 import { range, waitFor, Inbox } from './helpers/wait.mjs';
-import { heraldClient, joined, ns, numbered, recordBroadcasts, waitState } from './helpers/client.mjs';
+import { WebSocket, heraldClient, joined, ns, numbered, recordBroadcasts, waitState } from './helpers/client.mjs';
 
 let server;
 const clients = [];
@@ -42,13 +42,14 @@ test('broadcast with ack between two clients; self is off by default; meta carri
   await Promise.all([joined(chA), joined(chB)]);
   assert.equal(a.state.state, 'live');
   assert.equal(a.state.transport, 'websocket');
-  assert.deepEqual(await chA.send('chat', { text: 'hi' }), { status: 'ok' });
+  const result = await chA.send('chat', { text: 'hi' });
   const [m] = await gotB.count(1, 3000);
   assert.equal(m.event, 'chat');
   assert.deepEqual(m.payload, { text: 'hi' });
   assert.equal(typeof m.meta.id, 'string');
   assert.equal(m.meta.offset, 1);
   assert.equal(typeof m.meta.epoch, 'string');
+  assert.deepEqual(result, { status: 'ok', offset: 1, epoch: m.meta.epoch }, 'send resolves with where it was stored');
   assert.deepEqual(chB.position, { epoch: m.meta.epoch, offset: 1 });
   // Raw bytes from the client (kind 3) and from the HTTP API (kind 4), JSON over kind 4.
   await chA.send('bytes', new Uint8Array([7, 8, 9]));
@@ -184,7 +185,7 @@ test('a broken connection: messages published while disconnected arrive once, in
   assert.equal(got.length, 20, 'nothing arrives while disconnected');
   proxy.release();
   await waitState(a, 'live', 5000, mark);
-  assert.deepEqual(await queued, { status: 'ok' });
+  assert.deepEqual(await queued, { status: 'ok', offset: 41, epoch: got.items[0].meta.epoch });
   await server.publish(numbered('ws-break', 41, 50));
   await got.count(50, 5000);
   assert.deepEqual(ns(got), range(1, 50));
@@ -250,4 +251,185 @@ test('recovered: false when the gap is larger than the server replays; live mess
   } finally {
     await small.stop();
   }
+});
+
+/** A WebSocket class that records the text frames the client sends (and the sockets it opened). */
+function recordingWebSocket() {
+  const sent = [];
+  class RecordingWebSocket extends WebSocket {
+    send(data, ...rest) {
+      if (typeof data === 'string') sent.push(JSON.parse(data));
+      return super.send(data, ...rest);
+    }
+  }
+  const joins = (topic) => sent.filter((f) => f[3] === 'phx_join' && f[2] === `realtime:${topic}`).map((f) => f[4].config.broadcast);
+  return { RecordingWebSocket, joins };
+}
+
+/** Breaks every connection of `proxy` and holds the next ones; returns the function that lets them through. */
+async function outage(proxy, c) {
+  proxy.hold();
+  const mark = c.states.length;
+  const before = proxy.connections.length;
+  assert.ok(proxy.break() >= 1);
+  await waitState(c, 'reconnecting', 3000, mark);
+  await waitFor(() => proxy.connections.length > before, 3000, 'the reconnect attempt (held by the proxy)');
+  return async () => {
+    proxy.release();
+    await waitState(c, 'live', 5000, mark);
+  };
+}
+
+test('self:false: after a reconnect the replay does not hand the sender its own messages', async () => {
+  const proxy = await startProxy(server.port);
+  proxies.push(proxy);
+  const a = client(`http://127.0.0.1:${proxy.port}`);
+  const b = client();
+  const chA = a.channel('ws-own');
+  const chB = b.channel('ws-own');
+  const gotA = recordBroadcasts(chA);
+  const gotB = recordBroadcasts(chB);
+  const recoveries = [];
+  chA.on('recovery', (e) => recoveries.push(e));
+  chA.subscribe();
+  chB.subscribe();
+  await Promise.all([joined(chA), joined(chB)]);
+  const mine = [await chA.send('mine', { n: 1 }), await chA.send('mine', { n: 2 })];
+  assert.deepEqual(mine.map((r) => r.offset), [1, 2]);
+  await gotB.count(2, 3000);
+  assert.equal(gotA.length, 0, 'self: false leaves them out of live delivery');
+
+  const resume = await outage(proxy, a);
+  await chB.send('theirs', { n: 3 });
+  await chB.send('theirs', { n: 4 });
+  await resume();
+  await chB.send('theirs', { n: 5 });
+  await gotA.count(3, 5000);
+  assert.deepEqual(gotA.items.map((m) => [m.event, m.payload.n, m.meta.replayed === true]), [
+    ['theirs', 3, true],
+    ['theirs', 4, true],
+    ['theirs', 5, false],
+  ]);
+  assert.deepEqual(chA.position, { epoch: mine[0].epoch, offset: 5 });
+  assert.deepEqual(recoveries, []);
+  assert.equal(chA.stats.delivered, 3);
+});
+
+test('history: the first join replays recent messages; rejoins recover from the last one seen', async () => {
+  await server.publish(numbered('ws-history', 1, 3));
+  const mark = Date.now();
+  await waitFor(() => Date.now() > mark + 1, 1000, 'the clock to move past the first messages');
+  await server.publish(numbered('ws-history', 4, 10));
+
+  // Only `since`: the messages after it (more than 3, fewer than Herald's default limit).
+  const s = client(server.httpUrl);
+  const chS = s.channel('ws-history', { history: { since: mark + 1 } });
+  const gotS = recordBroadcasts(chS);
+  chS.subscribe();
+  await joined(chS);
+  await gotS.count(7, 3000);
+
+  // `limit`: the newest ones; then an outage, and the rejoin recovers instead of replaying again.
+  const proxy = await startProxy(server.port);
+  proxies.push(proxy);
+  const { RecordingWebSocket, joins } = recordingWebSocket();
+  const a = client(`http://127.0.0.1:${proxy.port}`, { WebSocket: RecordingWebSocket });
+  const ch = a.channel('ws-history', { history: { since: Date.now() - 60_000, limit: 4 } });
+  const got = recordBroadcasts(ch);
+  const recoveries = [];
+  ch.on('recovery', (e) => recoveries.push(e));
+  ch.subscribe();
+  await joined(ch);
+  await got.count(4, 3000);
+  assert.deepEqual(ns(got), [7, 8, 9, 10]);
+  assert.ok(got.items.every((m) => m.meta.replayed === true));
+  const epoch = got.items[0].meta.epoch;
+  assert.deepEqual(ch.position, { epoch, offset: 10 });
+  assert.equal(joins('ws-history')[0].recover, undefined, 'replay instead of recover');
+  assert.equal(typeof joins('ws-history')[0].replay.since, 'number');
+  assert.equal(joins('ws-history')[0].replay.limit, 4);
+
+  const resume = await outage(proxy, a);
+  await server.publish(numbered('ws-history', 11, 13));
+  await resume();
+  await server.publish(numbered('ws-history', 14, 14));
+  await got.count(8, 5000);
+  assert.deepEqual(ns(got), range(7, 14));
+  assert.deepEqual(got.items.filter((m) => m.meta.replayed).map((m) => m.payload.n), [7, 8, 9, 10, 11, 12, 13]);
+  assert.deepEqual(joins('ws-history')[1], { self: false, ack: true, recover: { epoch, offset: 10 } });
+  assert.deepEqual(recoveries, []);
+  await gotS.count(11, 3000);
+  assert.deepEqual(ns(gotS), range(4, 14), 'since: only what came after it, then live');
+  assert.deepEqual(gotS.items.filter((m) => m.meta.replayed).map((m) => m.payload.n), range(4, 10));
+});
+
+test('history on an empty channel: messages published during an outage are recovered', async () => {
+  const proxy = await startProxy(server.port);
+  proxies.push(proxy);
+  const { RecordingWebSocket, joins } = recordingWebSocket();
+  const a = client(`http://127.0.0.1:${proxy.port}`, { WebSocket: RecordingWebSocket });
+  const ch = a.channel('ws-history-empty', { history: { since: Date.now() - 60_000, limit: 10 } });
+  const got = recordBroadcasts(ch);
+  const recoveries = [];
+  ch.on('recovery', (e) => recoveries.push(e));
+  ch.subscribe();
+  await joined(ch);
+  assert.equal(ch.position, null, 'nothing replayed: no message position yet');
+
+  // Nothing replayed and nothing live yet: what is published during an outage still comes back.
+  let resume = await outage(proxy, a);
+  await server.publish(numbered('ws-history-empty', 1, 1));
+  await resume();
+  await got.count(1, 3000);
+  assert.equal(joins('ws-history-empty')[1].recover.offset, 0, 'recovered from where the replay left the channel');
+  assert.equal(got.items[0].meta.replayed, true);
+
+  resume = await outage(proxy, a);
+  await server.publish(numbered('ws-history-empty', 2, 3));
+  await resume();
+  await got.count(3, 5000);
+  assert.deepEqual(ns(got), [1, 2, 3]);
+  assert.deepEqual(joins('ws-history-empty')[2].recover, { epoch: got.items[0].meta.epoch, offset: 1 });
+  assert.deepEqual(recoveries, []);
+});
+
+test('self:false, the ack lost with the connection: the resent message is recognised in the replay', async () => {
+  const proxy = await startProxy(server.port);
+  proxies.push(proxy);
+  const a = client(`http://127.0.0.1:${proxy.port}`);
+  const b = client();
+  const chA = a.channel('ws-own-lost-ack');
+  const chB = b.channel('ws-own-lost-ack');
+  const gotA = recordBroadcasts(chA);
+  const gotB = recordBroadcasts(chB);
+  chA.subscribe();
+  chB.subscribe();
+  await Promise.all([joined(chA), joined(chB)]);
+  await chB.send('theirs', { n: 1 });
+  await gotA.count(1, 3000);
+
+  // Herald gets and stores A's message, but nothing it sends back reaches A.
+  assert.equal(proxy.mute(), 1);
+  let settled = null;
+  const sent = chA.send('mine', { n: 2 }, { idempotencyKey: 'lost-ack' }).then((r) => {
+    settled = r;
+    return r;
+  });
+  const stored = await gotB.find((m) => m.event === 'mine', 3000);
+  await chB.send('theirs', { n: 3 });
+  assert.equal(settled, null, 'the ack did not arrive');
+
+  const resume = await outage(proxy, a);
+  await chB.send('theirs', { n: 4 });
+  await resume();
+  assert.deepEqual(await sent, { status: 'ok', offset: stored.meta.offset, epoch: stored.meta.epoch }, 'acked with the stored copy’s position');
+  await chB.send('theirs', { n: 5 });
+  await gotA.count(4, 5000);
+  assert.deepEqual(gotA.items.map((m) => [m.event, m.payload.n]), [
+    ['theirs', 1],
+    ['theirs', 3],
+    ['theirs', 4],
+    ['theirs', 5],
+  ]);
+  assert.equal(gotB.items.filter((m) => m.event === 'mine').length, 1, 'stored and delivered once');
 });

@@ -81,8 +81,10 @@ export function createClient(url: string, options?: HeraldOptions): Herald;
  * - a connection state machine (`connecting`, `live`, `reconnecting`, `offline`, `closed`, `failed`),
  *   exponential backoff with full jitter, heartbeats, token refresh;
  * - channels: broadcast (with acks and idempotency keys), presence, postgres_changes bindings;
- * - recovery after every reconnect from the last seen position, de-duplication by position and by
- *   message id, and a `recovery` event (`recovered: false`) when the server cannot fill the gap.
+ * - recent history on a channel's first join (`history`), recovery after every reconnect from the
+ *   last seen position, de-duplication by position and by message id (the client's own messages
+ *   recognised by the positions their acks report), and a `recovery` event (`recovered: false`) when
+ *   the server cannot fill the gap.
  */
 /** The Phoenix serializer version this client speaks. */
 export const PROTOCOL_VERSION: "2.0.0";
@@ -294,16 +296,15 @@ export class Channel {
     unsubscribe(): void;
     /**
      * Broadcasts `payload` (any JSON value, or bytes) as `event`. Resolves once Herald accepted it
-     * (`ack`), retrying across reconnects with the same idempotency key; rejects when refused or
-     * after `timeoutMs`.
+     * (`ack`), with where it was stored (`{ status: 'ok', offset, epoch }` when the channel keeps
+     * history and the WebSocket carried it), retrying across reconnects with the same idempotency
+     * key; rejects when refused or after `timeoutMs`.
      * @param {string} event
      * @param {any} payload
      * @param {SendOptions} [options]
-     * @returns {Promise<{ status: 'ok' }>}
+     * @returns {Promise<SendResult>}
      */
-    send(event: string, payload: any, options?: SendOptions): Promise<{
-        status: "ok";
-    }>;
+    send(event: string, payload: any, options?: SendOptions): Promise<SendResult>;
     /**
      * Publishes this client's presence state on the channel (replacing the previous one); kept and
      * tracked again after every rejoin. WebSocket transport only.
@@ -458,7 +459,7 @@ export class Herald {
     on(type: "state", callback: (state: ConnectionState) => void): () => void;
     /**
      * A handle on channel `name`. Handles of one name share one join; the first handle's options
-     * decide `private`, `broadcast.self`, `broadcast.ack` and `presence.key`.
+     * decide `private`, `broadcast.self`, `broadcast.ack`, `history` and `presence.key`.
      * @param {string} name
      * @param {ChannelOptions} [options]
      * @returns {Channel}
@@ -846,6 +847,27 @@ export type ChannelOptions = {
      * A private channel (default false).
      */
     private?: boolean | undefined;
+    /**
+     * Recent messages to receive on the first join (WebSocket):
+     * `{ since, limit }`. Later rejoins recover from the last message seen instead.
+     */
+    history?: ChannelHistoryOptions | undefined;
+};
+/**
+ * What the first join of a channel asks for (`config.broadcast.replay`): the newest `limit` messages
+ * sent since `since`, oldest first, delivered with `meta.replayed: true`. Channels without history
+ * replay nothing.
+ */
+export type ChannelHistoryOptions = {
+    /**
+     * Milliseconds since the Unix epoch (or a `Date`); default 0, everything
+     * the channel still keeps.
+     */
+    since?: number | Date | undefined;
+    /**
+     * At most this many messages (1 to 1000); default: the server's (25).
+     */
+    limit?: number | undefined;
 };
 export type BroadcastMessage = {
     type: "broadcast";
@@ -902,6 +924,16 @@ export type PresenceLeaveEvent = {
      */
     currentPresences: Array<Record<string, any>>;
     leftPresences: Array<Record<string, any>>;
+};
+/**
+ * What `send` resolves with. `offset` and `epoch` say where Herald stored the message, when the channel
+ * keeps history and the send was acknowledged over the WebSocket (`broadcast.ack`, the default); they
+ * match `meta.offset` and `meta.epoch` of the message as others receive it.
+ */
+export type SendResult = {
+    status: "ok";
+    offset?: number | undefined;
+    epoch?: string | undefined;
 };
 export type SendOptions = {
     /**
@@ -964,9 +996,11 @@ export type OutboxItem = {
      */
     key: string;
     inFlight: boolean;
-    resolve: (value: {
-        status: "ok";
-    }) => void;
+    /**
+     * written, but the connection went away before the ack: it may be stored
+     */
+    uncertain: boolean;
+    resolve: (value: SendResult) => void;
     reject: (err: Error) => void;
     timer: unknown;
     deadline: number;
@@ -1000,6 +1034,19 @@ declare class Topic {
     ack: boolean;
     presenceKey: string;
     presenceOption: boolean;
+    history: {
+        since: number;
+        limit?: number;
+    } | null;
+    /** A join asking for `history` was accepted: later joins recover instead. */
+    historyServed: boolean;
+    /** @type {{ epoch: string, offset: number } | null} where the channel stood when its history replay was served */
+    replayTop: {
+        epoch: string;
+        offset: number;
+    } | null;
+    /** @type {'recover'|'replay'|'start'} what the current join asked for */
+    joinMode: "recover" | "replay" | "start";
     /** @type {Set<Channel>} */
     handles: Set<Channel>;
     /** @type {ChannelStatus} */
@@ -1018,6 +1065,10 @@ declare class Topic {
     outbox: OutboxItem[];
     /** ids of messages this client sent over HTTP (for `self: false` on SSE) */
     ownIds: BoundedSet;
+    /** `epoch:offset` of messages this client sent, from the acks (for `self: false` in replays) */
+    ownPositions: BoundedSet;
+    /** @type {BroadcastMessage[]} accepted messages held back until this client's own can be told apart */
+    held: BroadcastMessage[];
     /** @type {Listener[]} the postgres_changes bindings sent in the current join */
     joinedBindings: Listener[];
     joinedPresence: boolean;
@@ -1056,7 +1107,11 @@ declare class Topic {
     /** The transport went away: wait for the next one. */
     transportDown(): void;
     clearRejoin(): void;
-    /** Sends `phx_join` on the WebSocket, asking to recover from the last position. */
+    /**
+     * Sends `phx_join` on the WebSocket: recover from the last position seen; without one, the
+     * `history` replay until a join asking for it is accepted, else the empty position (which only
+     * learns where the channel is).
+     */
     join(): void;
     /**
      * @param {string} ref
@@ -1081,6 +1136,22 @@ declare class Topic {
         payload?: unknown;
         meta?: unknown;
     }): void;
+    /**
+     * True while a message this client sent may have been stored without its ack reaching the client
+     * (the connection went away first): with `self: false`, what arrives meanwhile (a replay may hold
+     * that message) waits until the resent message's ack says where it was stored.
+     */
+    holdingOwn(): boolean;
+    /** Delivers the held messages once nothing is uncertain any more. */
+    releaseHeld(): void;
+    /**
+     * True when this client sent the message with this `meta` (known by the id of an HTTP send or by
+     * the position an ack reported).
+     * @param {Record<string, any>} meta
+     */
+    isOwn(meta: Record<string, any>): boolean;
+    /** @param {BroadcastMessage} message */
+    deliver(message: BroadcastMessage): void;
     /** @param {unknown} payload */
     onPostgres(payload: unknown): void;
     /** @param {any} payload */
@@ -1111,11 +1182,9 @@ declare class Topic {
      * @param {string} event
      * @param {any} payload
      * @param {SendOptions} options
-     * @returns {Promise<{ status: 'ok' }>}
+     * @returns {Promise<SendResult>}
      */
-    send(event: string, payload: any, options: SendOptions): Promise<{
-        status: "ok";
-    }>;
+    send(event: string, payload: any, options: SendOptions): Promise<SendResult>;
     /** @param {OutboxItem} item */
     removeItem(item: OutboxItem): void;
     flushOutbox(): void;

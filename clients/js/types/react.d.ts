@@ -39,11 +39,9 @@ export function useChannel(name: string, options?: HookOptions): {
  * @param {string} event
  * @param {((message: BroadcastMessage) => void)|null} [handler]
  * @param {HookOptions} [options]
- * @returns {(payload: any, sendOptions?: SendOptions) => Promise<{ status: 'ok' }>}
+ * @returns {(payload: any, sendOptions?: SendOptions) => Promise<SendResult>}
  */
-export function useBroadcast(name: string, event: string, handler?: ((message: BroadcastMessage) => void) | null, options?: HookOptions): (payload: any, sendOptions?: SendOptions) => Promise<{
-    status: "ok";
-}>;
+export function useBroadcast(name: string, event: string, handler?: ((message: BroadcastMessage) => void) | null, options?: HookOptions): (payload: any, sendOptions?: SendOptions) => Promise<SendResult>;
 /**
  * Presence on channel `name`: who is here (key → metas), re-rendered on every sync. With
  * `state`, tracks it while mounted (and again whenever it changes, compared as JSON).
@@ -82,6 +80,7 @@ export type RecoveryEvent = import("./herald.js").RecoveryEvent;
 export type PresenceMap = import("./herald.js").PresenceMap;
 export type PostgresChangesFilter = import("./herald.js").PostgresChangesFilter;
 export type SendOptions = import("./herald.js").SendOptions;
+export type SendResult = import("./herald.js").SendResult;
 export type HeraldOptions = import("./herald.js").HeraldOptions;
 /**
  * `client` (instead of the provider's) and `onRecovery` (called with `recovered: false` when

@@ -2,6 +2,8 @@
 // - break(): destroys both sides of every open connection (each peer sees it die at once);
 // - cut(): stops forwarding on every open connection without closing it (a silent network path,
 //   which only heartbeats detect); cut connections are destroyed on close();
+// - mute(): stops forwarding what the server sends on every open connection, while what the client
+//   sends still gets through (replies lost on the way back);
 // - hold() / release(): new connections wait, unforwarded, until release(), so a test can publish
 //   while the client is certainly disconnected.
 import { connect, createServer } from 'node:net';
@@ -24,7 +26,7 @@ export async function startProxy(targetPort) {
       if (!conn.cut) upstream.write(chunk);
     });
     upstream.on('data', (chunk) => {
-      if (!conn.cut && !client.destroyed) client.write(chunk);
+      if (!conn.cut && !conn.muted && !client.destroyed) client.write(chunk);
     });
     client.on('end', () => {
       if (!conn.cut) upstream.end();
@@ -41,7 +43,7 @@ export async function startProxy(targetPort) {
   };
 
   const server = createServer((client) => {
-    const conn = { client, upstream: null, early: [], cut: false, closed: false };
+    const conn = { client, upstream: null, early: [], cut: false, muted: false, closed: false };
     connections.push(conn);
     client.setNoDelay(true);
     client.on('error', () => {});
@@ -82,6 +84,15 @@ export async function startProxy(targetPort) {
         if (c.closed || c.cut) continue;
         n += 1;
         c.cut = true;
+      }
+      return n;
+    },
+    mute() {
+      let n = 0;
+      for (const c of connections) {
+        if (c.closed || c.cut || c.muted) continue;
+        n += 1;
+        c.muted = true;
       }
       return n;
     },

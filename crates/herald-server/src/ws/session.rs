@@ -482,7 +482,9 @@ impl Session {
         info!(conn = self.id, remote = %self.peer.remote, topic, private = config.private, "join");
         let bindings: Vec<Value> = config.postgres_changes.iter().map(|b| b.echo()).collect();
         let mut response = json!({ "postgres_changes": bindings });
-        if config.recover.is_some() {
+        // Recovery reports the channel's position; a `replay` join gets it too, so that a client whose
+        // replay was empty still knows where to recover from.
+        if config.recover.is_some() || config.replay.is_some() {
             response["recovery"] = match &recovery {
                 Some(r) => json!({"recovered": r.recovered, "epoch": &*r.epoch, "offset": r.top}),
                 None => json!({"recovered": false, "epoch": null, "offset": 0}),
