@@ -1,6 +1,7 @@
-//! One benchmark WebSocket client: opening it from a chosen loopback source address, joining its
-//! channel, and holding it open (heartbeats every 25 s, recording the latency of every benchmark
-//! broadcast it receives) until told to stop.
+//! One benchmark WebSocket client: opening it from a chosen loopback source address, subscribing it
+//! to its channel in the protocol of the run (a Phoenix join, a plain `join`, or the Socket.IO
+//! connect and acked `join`), and holding it open (Phoenix heartbeats every 25 s, answers to
+//! Socket.IO pings, recording the latency of every benchmark message it receives) until told to stop.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -17,8 +18,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::clock::Clock;
-use crate::fleet::Counters;
+use crate::fleet::{Counters, Reasons};
 use crate::phoenix::{self, JoinOpts, Reply};
+use crate::plain;
+use crate::protocol::Protocol;
+use crate::socketio::{self, Packet};
 use crate::stats::Latencies;
 use crate::target::Target;
 
@@ -30,7 +34,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(25);
 /// Time allowed for each of connect+handshake and join.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed to send a close frame when stopping.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest message a benchmark client accepts (server frames are the benchmark's own payloads).
 const MAX_MESSAGE: usize = 16 << 20;
 
@@ -55,7 +59,13 @@ pub enum ConnError {
     /// The server closed the connection before answering the join.
     #[error("closed before the join reply")]
     ClosedBeforeReply,
-    /// A step took longer than [`OPEN_TIMEOUT`].
+    /// The server said something the protocol does not allow at that point.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    /// The benchmark does not speak this protocol yet.
+    #[error("--protocol {0} is not available yet")]
+    Unsupported(&'static str),
+    /// A step took longer than it may ([`OPEN_TIMEOUT`], [`CLOSE_TIMEOUT`]).
     #[error("{0} timed out")]
     Timeout(&'static str),
 }
@@ -123,28 +133,22 @@ pub async fn connect(
     Ok(ws)
 }
 
-/// Joins `topic` with join ref `join_ref` and waits for the reply.
-pub async fn join(
+/// Reads frames until `answer` recognises the one it waits for and returns what it says. With
+/// `pings`, Engine.IO pings met on the way are answered.
+async fn await_answer<T>(
     ws: &mut Ws,
-    join_ref: &str,
-    topic: &str,
-    opts: &JoinOpts,
-) -> Result<(), ConnError> {
-    ws.send(Message::text(phoenix::join_frame(join_ref, topic, opts)))
-        .await?;
+    pings: bool,
+    mut answer: impl FnMut(&str) -> Option<Result<T, ConnError>>,
+) -> Result<T, ConnError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
-                let Some(frame) = phoenix::parse_frame(&text) else {
-                    continue;
-                };
-                if frame.topic != topic {
+                if pings && text.as_str() == socketio::PING {
+                    ws.send(Message::text(socketio::PONG)).await?;
                     continue;
                 }
-                match phoenix::reply_to(&frame, join_ref) {
-                    Some(Reply::Ok) => return Ok(()),
-                    Some(Reply::Error(reason)) => return Err(ConnError::JoinRefused(reason)),
-                    None => {}
+                if let Some(result) = answer(&text) {
+                    return result;
                 }
             }
             Some(Ok(Message::Close(_))) | None => return Err(ConnError::ClosedBeforeReply),
@@ -154,22 +158,147 @@ pub async fn join(
     }
 }
 
-/// Connects and joins `topic`, each step bounded by [`OPEN_TIMEOUT`].
+/// Joins `topic` with join ref `join_ref` and waits for the reply.
+pub async fn join(
+    ws: &mut Ws,
+    join_ref: &str,
+    topic: &str,
+    opts: &JoinOpts,
+) -> Result<(), ConnError> {
+    ws.send(Message::text(phoenix::join_frame(join_ref, topic, opts)))
+        .await?;
+    await_answer(ws, false, |text| {
+        let frame = phoenix::parse_frame(text)?;
+        if frame.topic != topic {
+            return None;
+        }
+        match phoenix::reply_to(&frame, join_ref)? {
+            Reply::Ok => Some(Ok(())),
+            Reply::Error(reason) => Some(Err(ConnError::JoinRefused(reason))),
+        }
+    })
+    .await
+}
+
+/// Leaves `topic` (joined with `join_ref`) with push ref `push_ref` and waits for the reply.
+pub async fn leave(
+    ws: &mut Ws,
+    join_ref: &str,
+    push_ref: &str,
+    topic: &str,
+) -> Result<(), ConnError> {
+    ws.send(Message::text(phoenix::leave_frame(
+        join_ref, push_ref, topic,
+    )))
+    .await?;
+    await_answer(ws, false, |text| {
+        let frame = phoenix::parse_frame(text)?;
+        if frame.topic != topic {
+            return None;
+        }
+        match phoenix::reply_to(&frame, push_ref)? {
+            Reply::Ok => Some(Ok(())),
+            Reply::Error(reason) => Some(Err(ConnError::Unexpected(format!(
+                "leave refused: {reason}"
+            )))),
+        }
+    })
+    .await
+}
+
+/// Closes the WebSocket: sends a close frame and reads until the server has answered with its own
+/// and ended the connection, within [`CLOSE_TIMEOUT`].
+pub async fn close(mut ws: Ws) -> Result<(), ConnError> {
+    let handshake = async {
+        ws.close(None).await?;
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed) => break,
+                Err(e) => return Err(ConnError::from(e)),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(CLOSE_TIMEOUT, handshake)
+        .await
+        .unwrap_or(Err(ConnError::Timeout("close")))
+}
+
+/// Plain protocol: joins `channel` and waits for `joined`.
+pub async fn plain_join(ws: &mut Ws, channel: &str) -> Result<(), ConnError> {
+    ws.send(Message::text(plain::join_frame(channel))).await?;
+    await_answer(ws, false, |text| match plain::reply(text)? {
+        plain::Reply::Joined(c) if c == channel => Some(Ok(())),
+        plain::Reply::Joined(_) => None,
+        plain::Reply::Error(reason) => Some(Err(ConnError::JoinRefused(reason))),
+    })
+    .await
+}
+
+/// Socket.IO: waits for the Engine.IO open packet, connects to the main namespace and waits until the
+/// server accepts.
+pub async fn socketio_connect(ws: &mut Ws) -> Result<(), ConnError> {
+    await_answer(ws, true, |text| match socketio::parse(text) {
+        Packet::Open(_) => Some(Ok(())),
+        _ => Some(Err(ConnError::Unexpected(format!(
+            "expected the Engine.IO open packet, got {}",
+            text.chars().take(80).collect::<String>()
+        )))),
+    })
+    .await?;
+    ws.send(Message::text(socketio::CONNECT)).await?;
+    await_answer(ws, true, |text| match socketio::parse(text) {
+        Packet::Connect(_) => Some(Ok(())),
+        Packet::ConnectError(data) => Some(Err(ConnError::JoinRefused(
+            socketio::connect_error_message(data),
+        ))),
+        Packet::Close | Packet::Disconnect => Some(Err(ConnError::ClosedBeforeReply)),
+        _ => None,
+    })
+    .await
+}
+
+/// Socket.IO: emits `join` for `room` with ack id 1 and waits for the ack.
+pub async fn socketio_join(ws: &mut Ws, room: &str) -> Result<(), ConnError> {
+    ws.send(Message::text(socketio::join_frame(1, room)))
+        .await?;
+    await_answer(ws, true, |text| match socketio::parse(text) {
+        Packet::Ack { id: 1, .. } => Some(Ok(())),
+        Packet::Close | Packet::Disconnect => Some(Err(ConnError::ClosedBeforeReply)),
+        _ => None,
+    })
+    .await
+}
+
+/// Subscribes an open connection to channel `name` (Phoenix topic `realtime:<name>`, plain
+/// channel or Socket.IO room `<name>`) the way `protocol` does it.
+pub async fn subscribe(ws: &mut Ws, protocol: Protocol, name: &str) -> Result<(), ConnError> {
+    match protocol {
+        Protocol::Phoenix => join(ws, "1", &format!("realtime:{name}"), &JoinOpts::default()).await,
+        Protocol::Plain => plain_join(ws, name).await,
+        Protocol::Socketio => {
+            socketio_connect(ws).await?;
+            socketio_join(ws, name).await
+        }
+        Protocol::Pusher => Err(ConnError::Unsupported(protocol.name())),
+    }
+}
+
+/// Connects and subscribes to channel `name` in `protocol`, each step bounded by [`OPEN_TIMEOUT`].
 pub async fn open(
     target: &Target,
     ws_url: &str,
     source: Option<IpAddr>,
-    topic: &str,
+    protocol: Protocol,
+    name: &str,
 ) -> Result<Ws, ConnError> {
     let mut ws = tokio::time::timeout(OPEN_TIMEOUT, connect(target, ws_url, source))
         .await
         .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(
-        OPEN_TIMEOUT,
-        join(&mut ws, "1", topic, &JoinOpts::default()),
-    )
-    .await
-    .map_err(|_| ConnError::Timeout("join"))??;
+    tokio::time::timeout(OPEN_TIMEOUT, subscribe(&mut ws, protocol, name))
+        .await
+        .map_err(|_| ConnError::Timeout("join"))??;
     Ok(ws)
 }
 
@@ -182,9 +311,30 @@ pub struct Shared {
     pub latency: Option<Mutex<Latencies>>,
     /// The time base that broadcast send times refer to.
     pub clock: Clock,
+    /// Why held connections failed after the fleet was ready (presence members whose join or track
+    /// was refused).
+    pub failures: Mutex<Reasons>,
 }
 
 impl Shared {
+    /// A fresh set of counters, timing deliveries when `record_latency`.
+    pub fn new(record_latency: bool, clock: Clock) -> Self {
+        Self {
+            counters: Arc::new(Counters::default()),
+            latency: record_latency.then(|| Mutex::new(Latencies::new())),
+            clock,
+            failures: Mutex::new(Reasons::default()),
+        }
+    }
+
+    /// Counts a held connection that failed after the fleet was ready, and why.
+    pub fn failed_late(&self, reason: String) {
+        self.counters.disconnects.fetch_add(1, Relaxed);
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.add(reason, 1);
+        }
+    }
+
     /// Counts a benchmark broadcast stamped `sent_ns` as delivered now and records its latency.
     pub fn delivered(&self, sent_ns: u64) {
         let Some(latency) = &self.latency else {
@@ -200,20 +350,29 @@ impl Shared {
 }
 
 /// Delay before connection `index` sends its first heartbeat, spreading heartbeats over the interval.
-fn first_heartbeat_delay(index: u64) -> Duration {
+pub fn first_heartbeat_delay(index: u64) -> Duration {
     let period_ms = u64::try_from(HEARTBEAT.as_millis()).unwrap_or(25_000);
     // A large prime stride scatters consecutive indices over the whole period.
     Duration::from_millis(1 + index.wrapping_mul(7_919) % period_ms)
 }
 
-/// Keeps a joined connection alive until `stop` turns true (or its sender is dropped).
+/// Keeps a subscribed connection alive until `stop` turns true (or its sender is dropped).
 ///
-/// Counts a disconnect if the connection ends before that. When `shared.latency` is set, every
-/// benchmark broadcast is timed against its `t` and counted as delivered.
-pub async fn hold(mut ws: Ws, index: u64, mut stop: watch::Receiver<bool>, shared: Arc<Shared>) {
+/// Counts a disconnect if the connection ends before that. Phoenix connections heartbeat, Socket.IO
+/// connections answer the server's pings. When `shared.latency` is set, every benchmark message is
+/// timed against its `t` and counted as delivered.
+pub async fn hold(
+    mut ws: Ws,
+    index: u64,
+    mut stop: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    protocol: Protocol,
+) {
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + first_heartbeat_delay(index), HEARTBEAT);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let heartbeats = protocol.client_heartbeats();
+    let pings = protocol == Protocol::Socketio;
     let mut next_ref: u64 = 2;
     if *stop.borrow_and_update() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
@@ -223,7 +382,7 @@ pub async fn hold(mut ws: Ws, index: u64, mut stop: watch::Receiver<bool>, share
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            _ = heartbeat.tick() => {
+            _ = heartbeat.tick(), if heartbeats => {
                 if ws.send(Message::text(phoenix::heartbeat_frame(next_ref))).await.is_err() {
                     shared.counters.disconnects.fetch_add(1, Relaxed);
                     return;
@@ -232,8 +391,15 @@ pub async fn hold(mut ws: Ws, index: u64, mut stop: watch::Receiver<bool>, share
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
+                    if pings
+                        && text.as_str() == socketio::PING
+                        && ws.send(Message::text(socketio::PONG)).await.is_err()
+                    {
+                        shared.counters.disconnects.fetch_add(1, Relaxed);
+                        return;
+                    }
                     if shared.latency.is_some()
-                        && let Some(sent) = phoenix::broadcast_send_time(&text)
+                        && let Some(sent) = protocol.send_time(&text)
                     {
                         shared.delivered(sent);
                     }

@@ -3,6 +3,7 @@
 
 use crate::conn::ConnError;
 use crate::procfs::ProcError;
+use crate::protocol::ProtocolError;
 use crate::worker::WorkerError;
 
 /// A run that had to stop.
@@ -14,6 +15,20 @@ pub enum ScenarioError {
     /// Worker processes could not be started.
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    /// The scenario does not run with the chosen `--protocol`.
+    #[error(transparent)]
+    WrongProtocol(#[from] ProtocolError),
+    /// More presence members per channel than the benchmark tracks.
+    #[error(
+        "{per_channel} members in one channel is more than {max}: every member learns every key \
+         (n² key deliveries); use more --channels or fewer --members"
+    )]
+    PresenceTooLarge {
+        /// Members in the largest channel.
+        per_channel: u64,
+        /// The most allowed.
+        max: u64,
+    },
     /// A WebSocket publisher could not connect or join its channels.
     #[error("publisher connection {index} failed")]
     Publisher {

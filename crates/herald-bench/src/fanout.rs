@@ -1,6 +1,8 @@
 //! The `fanout` scenario: N subscribers over C channels, publishers sending R messages per second in
 //! total (message k to channel k % C) for S seconds, each payload stamped with its send time; reports
 //! deliveries against expectations, end-to-end latency percentiles and the server's CPU per delivery.
+//! Runs in any `--protocol` but pusher: subscribers, WebSocket publishers and the HTTP publisher
+//! speak the run's protocol.
 
 use std::io;
 use std::ops::Range;
@@ -21,9 +23,12 @@ use crate::http;
 use crate::pace::{due_at, due_by};
 use crate::payload::{self, PayloadBuilder};
 use crate::phoenix::{self, BENCH, JoinOpts, Reply};
+use crate::plain;
 use crate::procfs;
 use crate::progress::Progress;
+use crate::protocol::Protocol;
 use crate::report::{Detail, FanoutDetail, Report};
+use crate::socketio;
 use crate::stats::round3;
 use crate::{Context, PublisherKind};
 
@@ -116,9 +121,14 @@ struct Refusals {
     lost: AtomicU64,
 }
 
-/// WebSocket publishers: of `n` connections, connection `s` joins the channels `c` with `c % n == s`.
+/// One publisher connection's write half, shared with its reader (which answers Socket.IO pings).
+type SharedSink = Arc<tokio::sync::Mutex<SplitSink<Ws, Message>>>;
+
+/// WebSocket publishers: of `n` connections, connection `s` publishes to the channels `c` with
+/// `c % n == s` (joining them first with Phoenix; the peers' protocols publish without joining).
 pub(crate) struct WsPublishers {
-    sinks: Vec<Option<SplitSink<Ws, Message>>>,
+    protocol: Protocol,
+    sinks: Vec<Option<SharedSink>>,
     readers: Vec<JoinHandle<()>>,
     refusals: Arc<Refusals>,
     next_heartbeat: u64,
@@ -145,35 +155,67 @@ impl WsPublishers {
                     .await
                     .unwrap_or(Err(ConnError::Timeout("connect")))
                     .map_err(failed)?;
-            for channel in (first..channels).step_by(stride) {
-                tokio::time::timeout(
-                    OPEN_TIMEOUT,
-                    conn::join(
-                        &mut ws,
-                        &join_ref(channel),
-                        &phoenix::topic(BENCH, channel),
-                        &JoinOpts::default(),
-                    ),
-                )
-                .await
-                .unwrap_or(Err(ConnError::Timeout("join")))
-                .map_err(failed)?;
+            match ctx.protocol {
+                Protocol::Phoenix => {
+                    for channel in (first..channels).step_by(stride) {
+                        tokio::time::timeout(
+                            OPEN_TIMEOUT,
+                            conn::join(
+                                &mut ws,
+                                &join_ref(channel),
+                                &phoenix::topic(BENCH, channel),
+                                &JoinOpts::default(),
+                            ),
+                        )
+                        .await
+                        .unwrap_or(Err(ConnError::Timeout("join")))
+                        .map_err(failed)?;
+                    }
+                }
+                Protocol::Socketio => {
+                    tokio::time::timeout(OPEN_TIMEOUT, conn::socketio_connect(&mut ws))
+                        .await
+                        .unwrap_or(Err(ConnError::Timeout("connect")))
+                        .map_err(failed)?;
+                }
+                Protocol::Plain => {}
+                Protocol::Pusher => {
+                    return Err(failed(ConnError::Unsupported(ctx.protocol.name())));
+                }
             }
             let (sink, stream) = ws.split();
-            sinks.push(Some(sink));
+            let sink = Arc::new(tokio::sync::Mutex::new(sink));
             readers.push(tokio::spawn(read_publisher(
                 stream,
+                Arc::clone(&sink),
+                ctx.protocol,
                 channels,
                 Arc::clone(&joined),
                 Arc::clone(&refusals),
             )));
+            sinks.push(Some(sink));
         }
         Ok(Self {
+            protocol: ctx.protocol,
             sinks,
             readers,
             refusals,
             next_heartbeat: 1,
         })
+    }
+
+    /// The frame publishing message `k` with `payload` to `channel`.
+    fn frame(&self, k: u64, channel: u64, payload: &str) -> String {
+        let name = phoenix::channel_name(BENCH, channel);
+        match self.protocol {
+            Protocol::Phoenix => payload::ws_push(
+                &join_ref(channel),
+                &format!("p{k}"),
+                &format!("realtime:{name}"),
+                payload,
+            ),
+            protocol => protocol.publish_frame(&name, payload),
+        }
     }
 
     async fn send(
@@ -190,20 +232,16 @@ impl WsPublishers {
             let channel = k % channels;
             let socket =
                 usize::try_from(channel % self.sinks.len().max(1) as u64).unwrap_or(usize::MAX);
+            let frame = self.frame(k, channel, &builder.build(ctx.clock.now_ns()));
             let Some(slot) = self.sinks.get_mut(socket) else {
                 continue;
             };
-            let Some(sink) = slot.as_mut() else {
+            let Some(sink) = slot.as_ref() else {
                 tally.failed(1, "publisher connection lost".to_owned());
                 continue;
             };
-            let frame = payload::ws_push(
-                &join_ref(channel),
-                &format!("p{k}"),
-                &phoenix::topic(BENCH, channel),
-                &builder.build(ctx.clock.now_ns()),
-            );
-            match tokio::time::timeout(SEND_TIMEOUT, sink.feed(Message::text(frame)))
+            let fed = async { sink.lock().await.feed(Message::text(frame)).await };
+            match tokio::time::timeout(SEND_TIMEOUT, fed)
                 .await
                 .unwrap_or_else(|_| Err(WsError::Io(io::ErrorKind::TimedOut.into())))
             {
@@ -220,10 +258,13 @@ impl WsPublishers {
             }
         }
         for (slot, touched) in self.sinks.iter_mut().zip(touched) {
-            if let (true, Some(sink)) = (touched, slot.as_mut())
-                && let Err(e) = tokio::time::timeout(SEND_TIMEOUT, sink.flush())
-                    .await
-                    .unwrap_or_else(|_| Err(WsError::Io(io::ErrorKind::TimedOut.into())))
+            let Some(sink) = slot.as_ref().filter(|_| touched) else {
+                continue;
+            };
+            let flushed = async { sink.lock().await.flush().await };
+            if let Err(e) = tokio::time::timeout(SEND_TIMEOUT, flushed)
+                .await
+                .unwrap_or_else(|_| Err(WsError::Io(io::ErrorKind::TimedOut.into())))
             {
                 // The messages were counted as sent; whether they left is unknown.
                 tally.reasons.add(format!("publisher flush: {e}"), 1);
@@ -232,16 +273,19 @@ impl WsPublishers {
         }
     }
 
+    /// Phoenix publishers heartbeat; the peers' protocols need none from the client (Socket.IO
+    /// pings are answered by the readers).
     async fn heartbeat(&mut self) {
+        if !self.protocol.client_heartbeats() {
+            return;
+        }
         for slot in &mut self.sinks {
             let frame = Message::text(phoenix::heartbeat_frame(self.next_heartbeat));
-            if let Some(sink) = slot.as_mut()
-                && !matches!(
-                    tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await,
-                    Ok(Ok(()))
-                )
-            {
-                *slot = None;
+            if let Some(sink) = slot.as_ref() {
+                let sent = async { sink.lock().await.send(frame).await };
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, sent).await, Ok(Ok(()))) {
+                    *slot = None;
+                }
             }
         }
         self.next_heartbeat += 1;
@@ -249,8 +293,9 @@ impl WsPublishers {
 
     async fn close(mut self) {
         for slot in &mut self.sinks {
-            if let Some(mut sink) = slot.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+            if let Some(sink) = slot.take() {
+                let closed = async { sink.lock().await.close().await };
+                let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
             }
         }
         for reader in self.readers {
@@ -263,9 +308,12 @@ fn join_ref(channel: u64) -> String {
     (channel + 1).to_string()
 }
 
-/// Drains a publisher's incoming frames, counting refused pushes (their ref is `p<k>`).
+/// Drains a publisher's incoming frames: answers Socket.IO pings, and counts refused pushes (Phoenix:
+/// replies with status error to the push refs `p<k>`; plain: `error` frames).
 async fn read_publisher(
     mut stream: SplitStream<Ws>,
+    sink: SharedSink,
+    protocol: Protocol,
     channels: u64,
     joined: Arc<Vec<u64>>,
     refusals: Arc<Refusals>,
@@ -276,43 +324,71 @@ async fn read_publisher(
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => continue,
         };
-        let Some(frame) = phoenix::parse_frame(&text) else {
-            continue;
-        };
-        if let Some(message) = phoenix::system_error(&frame) {
-            if let Ok(mut reasons) = refusals.reasons.lock() {
-                reasons.add(
-                    format!("{} closed by the server: {message}", frame.topic),
-                    1,
-                );
+        match protocol {
+            Protocol::Phoenix => read_phoenix_refusal(&text, channels, &joined, &refusals),
+            Protocol::Plain => {
+                if let Some(plain::Reply::Error(reason)) = plain::reply(&text) {
+                    // Which message was refused is unknown: its expected deliveries stay counted.
+                    refusals.count.fetch_add(1, Relaxed);
+                    if let Ok(mut reasons) = refusals.reasons.lock() {
+                        reasons.add(format!("refused: {reason}"), 1);
+                    }
+                }
             }
-            continue;
-        }
-        let Some(k) = frame
-            .msg_ref
-            .as_deref()
-            .and_then(|r| r.strip_prefix('p'))
-            .and_then(|k| k.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let Some(Reply::Error(reason)) = phoenix::reply_to(&frame, &format!("p{k}")) else {
-            continue;
-        };
-        refusals.count.fetch_add(1, Relaxed);
-        refusals
-            .expected
-            .fetch_add(subscribers_of(&joined, k % channels.max(1)), Relaxed);
-        if let Ok(mut reasons) = refusals.reasons.lock() {
-            reasons.add(format!("refused: {reason}"), 1);
+            Protocol::Socketio => {
+                if text.as_str() == socketio::PING {
+                    let pong =
+                        async { sink.lock().await.send(Message::text(socketio::PONG)).await };
+                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, pong).await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+            }
+            Protocol::Pusher => {}
         }
     }
     refusals.lost.fetch_add(1, Relaxed);
 }
 
-/// The HTTP publisher: batches of at most [`HTTP_BATCH`] messages per `POST /api/broadcast`.
+/// Counts a Phoenix refusal: a `system` error, or an error reply to a push ref `p<k>`.
+fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Refusals) {
+    let Some(frame) = phoenix::parse_frame(text) else {
+        return;
+    };
+    if let Some(message) = phoenix::system_error(&frame) {
+        if let Ok(mut reasons) = refusals.reasons.lock() {
+            reasons.add(
+                format!("{} closed by the server: {message}", frame.topic),
+                1,
+            );
+        }
+        return;
+    }
+    let Some(k) = frame
+        .msg_ref
+        .as_deref()
+        .and_then(|r| r.strip_prefix('p'))
+        .and_then(|k| k.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let Some(Reply::Error(reason)) = phoenix::reply_to(&frame, &format!("p{k}")) else {
+        return;
+    };
+    refusals.count.fetch_add(1, Relaxed);
+    refusals
+        .expected
+        .fetch_add(subscribers_of(joined, k % channels.max(1)), Relaxed);
+    if let Ok(mut reasons) = refusals.reasons.lock() {
+        reasons.add(format!("refused: {reason}"), 1);
+    }
+}
+
+/// The HTTP publisher: batches of at most [`HTTP_BATCH`] messages per request (Phoenix:
+/// `POST /api/broadcast`; the peers: `POST /publish`).
 pub(crate) struct HttpPublisher {
     client: http::Client,
+    protocol: Protocol,
     path: String,
     token: String,
     /// Channel-name prefix: channel `c` is `<prefix>-<c>`.
@@ -326,7 +402,8 @@ impl HttpPublisher {
     pub fn new(ctx: &Context, prefix: &'static str) -> Self {
         Self {
             client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
-            path: ctx.target.broadcast_path(),
+            protocol: ctx.protocol,
+            path: ctx.target.publish_path(ctx.protocol),
             token: ctx.token.clone(),
             prefix,
             stalled: false,
@@ -355,8 +432,9 @@ impl HttpPublisher {
                 .iter()
                 .map(|k| (k % channels, builder.build(ctx.clock.now_ns())))
                 .collect();
-            let body =
-                payload::http_batch(self.prefix, payloads.iter().map(|(c, p)| (*c, p.as_str())));
+            let body = self
+                .protocol
+                .http_batch(self.prefix, payloads.iter().map(|(c, p)| (*c, p.as_str())));
             let n = chunk.len() as u64;
             match self
                 .client
@@ -386,9 +464,9 @@ impl HttpPublisher {
 
 /// Where a publishing phase sends its messages.
 pub(crate) enum Publisher {
-    /// WebSocket connections joined to the channels.
+    /// WebSocket connections (joined to the channels, with Phoenix).
     Ws(WsPublishers),
-    /// `POST /api/broadcast`.
+    /// HTTP publish requests.
     Http(HttpPublisher),
 }
 
@@ -693,6 +771,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         - i64::try_from(delivered).unwrap_or(i64::MAX);
     let latency = done.latencies();
     let detail = FanoutDetail {
+        protocol: ctx.protocol.name(),
         subscribers_requested: opts.subscribers,
         subscriber_failures: ready.failed,
         failure_reasons: ready.reasons.0.clone(),

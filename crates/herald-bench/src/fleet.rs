@@ -1,13 +1,14 @@
-//! A fleet of benchmark subscribers: opening `count` connections (WebSocket clients or SSE streams)
-//! with global indices `base..base + count` (bounded concurrency, rotating source addresses,
-//! connection `i` on channel `<prefix>-<i % channels>`), holding them, and collecting their results,
-//! either in this process or spread over worker processes when one process cannot hold that many
-//! sockets.
+//! A fleet of benchmark subscribers: opening `count` connections (WebSocket clients in the run's
+//! protocol, SSE streams, or presence members) with global indices `base..base + count` (bounded
+//! concurrency, rotating source addresses, connection `i` on channel `<prefix>-<i % channels>`),
+//! holding them, and collecting their results, either in this process or spread over worker
+//! processes when one process cannot hold that many sockets. Presence members only connect at first
+//! and join when the fleet is told to [`Fleet::go`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,6 +19,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::clock::Clock;
 use crate::conn::{self, Shared};
 use crate::phoenix;
+use crate::presence;
+use crate::protocol::Protocol;
 use crate::sse_client;
 use crate::stats::Latencies;
 use crate::target::Target;
@@ -31,10 +34,16 @@ const MAX_REASONS: usize = 16;
 /// How a fleet's connections reach the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// Phoenix v2 WebSocket clients, each joined to one channel.
+    /// WebSocket clients of the run's protocol, each subscribed to one channel.
     Ws,
     /// Server-Sent Events streams (`GET /sse`), each following one channel.
     Sse,
+    /// Phoenix WebSocket clients that join their channel with presence key `m<i>` and track when the
+    /// fleet is told to go; `members` is the size of the whole fleet (all processes).
+    Presence {
+        /// Members in all processes.
+        members: u64,
+    },
 }
 
 /// What to open.
@@ -44,10 +53,12 @@ pub struct FleetSpec {
     pub target: Target,
     /// The API key.
     pub token: String,
-    /// WebSocket clients or SSE streams.
+    /// WebSocket clients, SSE streams or presence members.
     pub transport: Transport,
+    /// The wire protocol of WebSocket clients.
+    pub protocol: Protocol,
     /// Channel-name prefix: connection `i` follows `<prefix>-<i % channels>`.
-    pub prefix: &'static str,
+    pub prefix: String,
     /// Number of channels.
     pub channels: u64,
     /// Global index of the first connection.
@@ -71,12 +82,14 @@ pub struct Counters {
     pub established: AtomicU64,
     /// Connections that failed to open or join.
     pub failed: AtomicU64,
-    /// Benchmark broadcasts received.
+    /// Benchmark broadcasts received (presence: members that have seen every key).
     pub delivered: AtomicU64,
     /// Joined connections that ended before being told to stop.
     pub disconnects: AtomicU64,
     /// Clock time of the latest delivery, in ns.
     pub last_delivery_ns: AtomicU64,
+    /// Protocol frames counted by the scenario (presence: `presence_state` and `presence_diff`).
+    pub frames: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -90,6 +103,9 @@ pub struct Live {
     pub delivered: u64,
     /// Joined connections that ended early.
     pub disconnects: u64,
+    /// Protocol frames counted by the scenario.
+    #[serde(default)]
+    pub frames: u64,
 }
 
 impl Counters {
@@ -100,6 +116,7 @@ impl Counters {
             failed: self.failed.load(Relaxed),
             delivered: self.delivered.load(Relaxed),
             disconnects: self.disconnects.load(Relaxed),
+            frames: self.frames.load(Relaxed),
         }
     }
 
@@ -109,6 +126,7 @@ impl Counters {
         self.failed.store(live.failed, Relaxed);
         self.delivered.store(live.delivered, Relaxed);
         self.disconnects.store(live.disconnects, Relaxed);
+        self.frames.store(live.frames, Relaxed);
     }
 }
 
@@ -132,6 +150,7 @@ impl LiveHandle {
                 failed: a.failed + b.failed,
                 delivered: a.delivered + b.delivered,
                 disconnects: a.disconnects + b.disconnects,
+                frames: a.frames + b.frames,
             })
     }
 }
@@ -247,6 +266,12 @@ pub struct DoneStats {
     pub last_delivery_ns: u64,
     /// Latencies in µs as `(value, count)` pairs.
     pub latency_us: Vec<(u64, u64)>,
+    /// Protocol frames counted by the scenario.
+    #[serde(default)]
+    pub frames: u64,
+    /// Why held connections failed after the fleet was ready.
+    #[serde(default)]
+    pub failures: Reasons,
 }
 
 impl DoneStats {
@@ -255,6 +280,8 @@ impl DoneStats {
         self.delivered += other.delivered;
         self.disconnects += other.disconnects;
         self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
+        self.frames += other.frames;
+        self.failures.merge(other.failures);
         if self.latency_us.is_empty() {
             self.latency_us = other.latency_us;
         } else {
@@ -275,6 +302,7 @@ impl DoneStats {
 pub struct LocalFleet {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    go: watch::Sender<Option<u64>>,
     connector: Option<JoinHandle<(ReadyStats, JoinSet<()>)>>,
     holders: Option<JoinSet<()>>,
     ready: Option<ReadyStats>,
@@ -283,16 +311,14 @@ pub struct LocalFleet {
 impl LocalFleet {
     /// Starts opening the connections in the background.
     pub fn start(spec: FleetSpec) -> Self {
-        let shared = Arc::new(Shared {
-            counters: Arc::new(Counters::default()),
-            latency: spec.record_latency.then(|| Mutex::new(Latencies::new())),
-            clock: spec.clock,
-        });
+        let shared = Arc::new(Shared::new(spec.record_latency, spec.clock));
         let (stop, stop_rx) = watch::channel(false);
-        let connector = tokio::spawn(connect_all(spec, Arc::clone(&shared), stop_rx));
+        let (go, go_rx) = watch::channel(None);
+        let connector = tokio::spawn(connect_all(spec, Arc::clone(&shared), stop_rx, go_rx));
         Self {
             shared,
             stop,
+            go,
             connector: Some(connector),
             holders: None,
             ready: None,
@@ -302,6 +328,12 @@ impl LocalFleet {
     /// The live counts.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.shared.counters)
+    }
+
+    /// Tells presence members to join and track now; `at_ns` is the clock time their completion is
+    /// measured from.
+    pub fn go(&self, at_ns: u64) {
+        let _ = self.go.send(Some(at_ns));
     }
 
     /// Waits until every connection has been tried. Cancel-safe.
@@ -350,6 +382,13 @@ impl LocalFleet {
             disconnects: counters.disconnects.load(Relaxed),
             last_delivery_ns: counters.last_delivery_ns.load(Relaxed),
             latency_us,
+            frames: counters.frames.load(Relaxed),
+            failures: self
+                .shared
+                .failures
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -364,6 +403,7 @@ async fn connect_all(
     spec: FleetSpec,
     shared: Arc<Shared>,
     stop_rx: watch::Receiver<bool>,
+    go_rx: watch::Receiver<Option<u64>>,
 ) -> (ReadyStats, JoinSet<()>) {
     let mut ready = ReadyStats {
         connect_start_ns: spec.clock.now_ns(),
@@ -372,20 +412,28 @@ async fn connect_all(
     let mut holders = JoinSet::new();
     let spec = Arc::new(spec);
     let channels = spec.channels.max(1);
-    let ws_url = Arc::new(spec.target.ws_url(&spec.token));
+    let ws_url = Arc::new(spec.target.ws_url_for(spec.protocol, &spec.token));
     let attempts = futures_util::stream::iter(spec.base..spec.base.saturating_add(spec.count))
         .map(|i| {
             let (spec, ws_url) = (Arc::clone(&spec), Arc::clone(&ws_url));
             async move {
                 let source = spec.target.source_for(i, spec.per_address);
-                let name = phoenix::channel_name(spec.prefix, i % channels);
+                let name = phoenix::channel_name(&spec.prefix, i % channels);
                 let opened = match spec.transport {
                     Transport::Ws => {
-                        conn::open(&spec.target, &ws_url, source, &format!("realtime:{name}"))
+                        conn::open(&spec.target, &ws_url, source, spec.protocol, &name)
                             .await
                             .map(Opened::Ws)
                             .map_err(|e| e.to_string())
                     }
+                    Transport::Presence { .. } => tokio::time::timeout(
+                        conn::OPEN_TIMEOUT,
+                        conn::connect(&spec.target, &ws_url, source),
+                    )
+                    .await
+                    .unwrap_or(Err(conn::ConnError::Timeout("connect")))
+                    .map(Opened::Ws)
+                    .map_err(|e| e.to_string()),
                     Transport::Sse => {
                         let path = spec.target.sse_path(&name, &spec.token);
                         sse_client::open(&spec.target, source, &path)
@@ -413,9 +461,23 @@ async fn connect_all(
                 ready.established += 1;
                 *ready.joined_per_channel.entry(i % channels).or_default() += 1;
                 let (stop, shared) = (stop_rx.clone(), Arc::clone(&shared));
-                match opened {
-                    Opened::Ws(ws) => holders.spawn(conn::hold(ws, i, stop, shared)),
-                    Opened::Sse(s) => holders.spawn(sse_client::hold(s, stop, shared)),
+                match (opened, spec.transport) {
+                    (Opened::Ws(ws), Transport::Presence { members }) => {
+                        let member = presence::Member {
+                            index: i,
+                            members,
+                            channels,
+                            topic: format!(
+                                "realtime:{}",
+                                phoenix::channel_name(&spec.prefix, i % channels)
+                            ),
+                        };
+                        holders.spawn(presence::member(ws, member, stop, go_rx.clone(), shared))
+                    }
+                    (Opened::Ws(ws), _) => {
+                        holders.spawn(conn::hold(ws, i, stop, shared, spec.protocol))
+                    }
+                    (Opened::Sse(s), _) => holders.spawn(sse_client::hold(s, stop, shared)),
                 };
             }
             Err(reason) => {
@@ -462,6 +524,14 @@ impl Fleet {
         match self {
             Fleet::Local(l) => LiveHandle::new(vec![l.counters()]),
             Fleet::Workers(w) => w.live(),
+        }
+    }
+
+    /// Tells presence members to join and track now (see [`LocalFleet::go`]).
+    pub async fn go(&mut self, at_ns: u64) {
+        match self {
+            Fleet::Local(l) => l.go(at_ns),
+            Fleet::Workers(w) => w.go(at_ns).await,
         }
     }
 

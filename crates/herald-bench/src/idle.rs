@@ -1,6 +1,7 @@
-//! The `idle` scenario: open N connections over C channels, wait until every one has joined, hold
-//! them with heartbeats, and report the connect rate and the memory the server (RSS) and the kernel
-//! (TCP buffer pages) spent per connection.
+//! The `idle` scenario: open N connections over C channels (in any `--protocol` but pusher), wait
+//! until every one has joined, hold them with heartbeats (or answers to Socket.IO pings), and report
+//! the connect rate and the memory the server (RSS) and the kernel (TCP buffer pages) spent per
+//! connection.
 
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,7 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
     let done = fleet.stop().await;
 
     let detail = IdleDetail {
+        protocol: ctx.protocol.name(),
         requested: opts.connections,
         channels: opts.channels,
         failed: ready.failed,

@@ -1,5 +1,7 @@
 //! Load generator behind `herald bench`: opens many Phoenix v2 WebSocket clients against a Herald (or
-//! any Supabase-Realtime-compatible) server on this machine and measures it.
+//! any Supabase-Realtime-compatible) server on this machine and measures it. With `--protocol plain`
+//! or `--protocol socketio`, `idle` and `fanout` measure the peer servers of `bench/peers/` (the
+//! naive Rust server, Socket.IO v4) with the same clients and figures.
 //!
 //! Scenarios:
 //! - `idle`: N connections joined over C channels and held with heartbeats; reports connect rate and,
@@ -14,6 +16,10 @@
 //! - `publish`: publishers (HTTP batches or WebSocket pushes with ack) sending for S seconds at R
 //!   msgs/s or as fast as the server accepts, with N subscribers; reports accepted and delivered
 //!   messages per second and server CPU.
+//! - `presence`: N members over C channels join with presence on and track at once; reports the time
+//!   until every member has seen every key of its channel, and the presence frames received.
+//! - `churn`: connect → join → leave → close cycles at R per second for S seconds; reports completed
+//!   cycles per second, failures, and the server's RSS before, during and after.
 //!
 //! Traffic goes to loopback addresses only, every count and duration is bounded, and every run stops
 //! by itself. Fleets larger than one process can hold are spread over worker processes (module
@@ -21,6 +27,7 @@
 //!
 //! This file owns the command-line surface and the dispatch to the scenarios.
 
+mod churn;
 mod clock;
 mod conn;
 mod error;
@@ -31,11 +38,15 @@ mod idle;
 mod pace;
 mod payload;
 mod phoenix;
+mod plain;
+mod presence;
 mod procfs;
 mod progress;
+mod protocol;
 mod publish;
 mod recover;
 mod report;
+mod socketio;
 mod sse;
 mod sse_client;
 mod stats;
@@ -45,14 +56,18 @@ mod worker;
 
 #[cfg(test)]
 mod mock;
+#[cfg(test)]
+mod mock_peers;
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use crate::clock::Clock;
+use crate::error::ScenarioError;
 use crate::fleet::{FleetSpec, Transport};
 use crate::phoenix::BENCH;
+pub use crate::protocol::Protocol;
 use crate::target::Target;
 
 /// `herald bench`: measure a server on this machine.
@@ -65,16 +80,21 @@ pub struct BenchArgs {
     #[arg(long, default_value = "http://127.0.0.1:4000", global = true)]
     pub url: String,
     /// API key (JWT). Default: env HERALD_BENCH_TOKEN, else a service_role token minted from env
-    /// HERALD_JWT_SECRET.
+    /// HERALD_JWT_SECRET. Not used with --protocol plain or socketio.
     #[arg(long, global = true)]
     pub token: Option<String>,
     /// Also print the results as one JSON object, the last line on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// PID of the server process, to measure its memory (idle, sse) or CPU (fanout, publish, sse
-    /// with --publish-rate) from /proc.
+    /// PID of the server process, to measure its memory (idle, sse, churn) or CPU (fanout, publish,
+    /// presence, churn, sse with --publish-rate) from /proc.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
+    /// Wire protocol of the clients: phoenix (Herald), plain (bench/peers/plain) or socketio
+    /// (bench/peers/socketio), for idle and fanout; the other scenarios speak phoenix only. pusher
+    /// is not available yet.
+    #[arg(long, value_enum, default_value_t = Protocol::Phoenix, global = true)]
+    pub protocol: Protocol,
 }
 
 /// What to measure.
@@ -223,14 +243,56 @@ pub enum Scenario {
         #[command(flatten)]
         clients: ClientOpts,
     },
+    /// Presence storm: members join with presence on and track at once; time until every member
+    /// has seen every key of its channel, and presence frames received.
+    ///
+    /// Members first open their WebSockets (counting against the server's max_connections); then
+    /// all join `bench-presence-<run>-<i % C>` with presence key `m<i>` and track together.
+    Presence {
+        /// Members (member i has key `m<i>`); at most 20,000 per channel.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=200_000))]
+        members: u64,
+        /// Channels to spread them over (member i joins channel i % C).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        channels: u64,
+        /// Longest wait, in seconds, for every member to see every key (the wait also ends when
+        /// nothing arrived for 5 s).
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+        timeout: u64,
+        /// How members are opened.
+        #[command(flatten)]
+        clients: ClientOpts,
+    },
+    /// Connection churn: connect → join → leave → close cycles at a fixed rate; completed cycles
+    /// per second, failures, and server RSS before, during and after (with --server-pid).
+    Churn {
+        /// Cycles started per second.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        rate: u64,
+        /// Seconds of starting cycles.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+        duration: u64,
+        /// Channels the cycles join in turn (cycle k joins `realtime:bench-churn-<k % C>`).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        channels: u64,
+        /// Most cycles under way at once; when all are busy, the next cycle waits.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        concurrency: u64,
+        /// Cycles per loopback source address (127.0.0.2, 127.0.0.3, ...), so that closed
+        /// connections waiting in TIME_WAIT do not use up one address's ports.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=28_000))]
+        per_address: u64,
+    },
 }
 
 /// How messages are published in `fanout` and `publish`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublisherKind {
-    /// v2 text broadcast pushes over WebSocket connections joined to the channels.
+    /// v2 text broadcast pushes over WebSocket connections joined to the channels (the peers'
+    /// protocols: their publish frames).
     Ws,
-    /// `POST /api/broadcast` batches over HTTP/1.1 keep-alive connections.
+    /// `POST /api/broadcast` batches over HTTP/1.1 keep-alive connections (the peers:
+    /// `POST /publish`).
     Http,
 }
 
@@ -268,57 +330,104 @@ impl Scenario {
             Scenario::Idle { clients, .. }
             | Scenario::Fanout { clients, .. }
             | Scenario::Sse { clients, .. }
-            | Scenario::Publish { clients, .. } => Some(clients),
-            Scenario::Recover { .. } => None,
+            | Scenario::Publish { clients, .. }
+            | Scenario::Presence { clients, .. } => Some(clients),
+            Scenario::Recover { .. } | Scenario::Churn { .. } => None,
         }
     }
 
-    /// The fleet a worker process opens a share of: transport, channel prefix, channels, total
-    /// connections, and whether deliveries are timed.
-    fn fleet(&self) -> Option<(Transport, &'static str, u64, u64, bool)> {
+    /// The scenario's name.
+    fn name(&self) -> &'static str {
+        match self {
+            Scenario::Idle { .. } => "idle",
+            Scenario::Fanout { .. } => "fanout",
+            Scenario::Sse { .. } => "sse",
+            Scenario::Recover { .. } => "recover",
+            Scenario::Publish { .. } => "publish",
+            Scenario::Presence { .. } => "presence",
+            Scenario::Churn { .. } => "churn",
+        }
+    }
+
+    /// Whether the scenario runs with the peers' protocols (plain, socketio) too.
+    fn runs_on_peers(&self) -> bool {
+        matches!(self, Scenario::Idle { .. } | Scenario::Fanout { .. })
+    }
+
+    /// The fleet a worker process opens a share of (its channel prefix may depend on the run's
+    /// clock).
+    fn fleet(&self, clock: &Clock) -> Option<Shape> {
+        let shape = |transport, prefix: &str, channels: &u64, count: &u64, record_latency| Shape {
+            transport,
+            prefix: prefix.to_owned(),
+            channels: *channels,
+            count: *count,
+            record_latency,
+        };
         match self {
             Scenario::Idle {
                 connections,
                 channels,
                 ..
-            } => Some((Transport::Ws, BENCH, *channels, *connections, false)),
+            } => Some(shape(Transport::Ws, BENCH, channels, connections, false)),
             Scenario::Fanout {
                 subscribers,
                 channels,
                 ..
-            } => Some((Transport::Ws, BENCH, *channels, *subscribers, true)),
+            } => Some(shape(Transport::Ws, BENCH, channels, subscribers, true)),
             Scenario::Sse {
                 streams,
                 topics,
                 publish_rate,
                 ..
-            } => Some((
+            } => Some(shape(
                 Transport::Sse,
                 BENCH,
-                *topics,
-                *streams,
+                topics,
+                streams,
                 publish_rate.is_some(),
             )),
             Scenario::Publish {
                 subscribers,
                 channels,
                 ..
-            } => Some((
+            } => Some(shape(
                 Transport::Ws,
                 publish::PREFIX,
-                *channels,
-                *subscribers,
+                channels,
+                subscribers,
                 true,
             )),
-            Scenario::Recover { .. } => None,
+            Scenario::Presence {
+                members, channels, ..
+            } => Some(shape(
+                Transport::Presence { members: *members },
+                &presence::prefix(clock),
+                channels,
+                members,
+                true,
+            )),
+            Scenario::Recover { .. } | Scenario::Churn { .. } => None,
         }
     }
+}
+
+/// What a scenario's fleet is: transport, channel prefix, channels, connections in all processes,
+/// and whether deliveries are timed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
+    transport: Transport,
+    prefix: String,
+    channels: u64,
+    count: u64,
+    record_latency: bool,
 }
 
 /// What every scenario needs to know about the run.
 #[derive(Debug)]
 pub(crate) struct Context {
     pub target: Target,
+    pub protocol: Protocol,
     pub token: String,
     pub ws_url: String,
     pub server_pid: Option<u32>,
@@ -333,7 +442,7 @@ impl Context {
     pub fn fleet_spec(
         &self,
         transport: Transport,
-        prefix: &'static str,
+        prefix: &str,
         channels: u64,
         count: u64,
         record_latency: bool,
@@ -342,7 +451,8 @@ impl Context {
             target: self.target.clone(),
             token: self.token.clone(),
             transport,
-            prefix,
+            protocol: self.protocol,
+            prefix: prefix.to_owned(),
             channels,
             base: 0,
             count,
@@ -374,37 +484,57 @@ fn worker_concurrency(total_concurrency: usize, count: u64, total: u64) -> usize
 /// Runs the chosen scenario and prints its report (a table, and with `--json` a JSON line last).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
-    let token = token::resolve(args.token.as_deref())?;
+    let protocol = args.protocol;
+    protocol
+        .check(args.scenario.name(), args.scenario.runs_on_peers())
+        .map_err(ScenarioError::from)?;
+    // The peers take anyone: they need no key, and none is sent to them.
+    let token = if protocol.needs_token() {
+        token::resolve(args.token.as_deref())?
+    } else {
+        String::new()
+    };
     let clients = args.scenario.clients().cloned();
-    let ws_url = target.ws_url(&token);
-    let concurrency = clients
-        .as_ref()
-        .map_or(1, |c| usize::try_from(c.concurrency).unwrap_or(usize::MAX));
+    let ws_url = target.ws_url_for(protocol, &token);
+    let (concurrency, per_address) = match &args.scenario {
+        Scenario::Churn {
+            concurrency,
+            per_address,
+            ..
+        } => (*concurrency, *per_address),
+        _ => clients
+            .as_ref()
+            .map_or((1, 20_000), |c| (c.concurrency, c.per_address)),
+    };
+    let concurrency = usize::try_from(concurrency).unwrap_or(usize::MAX);
 
-    if let (Some(clients), Some((transport, prefix, channels, total, record_latency))) =
-        (clients.as_ref().filter(|c| c.worker), args.scenario.fleet())
-    {
-        let count = clients.worker_count.unwrap_or(total);
-        let spec = FleetSpec {
-            target,
-            token,
-            transport,
-            prefix,
-            channels,
-            base: clients.worker_base,
-            count,
-            concurrency: worker_concurrency(concurrency, count, total),
-            per_address: clients.per_address,
-            record_latency,
-            clock: clients
-                .worker_epoch_ns
-                .map_or_else(Clock::start, Clock::join),
-        };
-        return worker::serve(spec).await.context("worker output");
+    if let Some(clients) = clients.as_ref().filter(|c| c.worker) {
+        let clock = clients
+            .worker_epoch_ns
+            .map_or_else(Clock::start, Clock::join);
+        if let Some(shape) = args.scenario.fleet(&clock) {
+            let count = clients.worker_count.unwrap_or(shape.count);
+            let spec = FleetSpec {
+                target,
+                token,
+                transport: shape.transport,
+                protocol,
+                prefix: shape.prefix,
+                channels: shape.channels,
+                base: clients.worker_base,
+                count,
+                concurrency: worker_concurrency(concurrency, count, shape.count),
+                per_address,
+                record_latency: shape.record_latency,
+                clock,
+            };
+            return worker::serve(spec).await.context("worker output");
+        }
     }
 
     let ctx = Context {
         target,
+        protocol,
         token,
         ws_url,
         server_pid: args.server_pid,
@@ -414,7 +544,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .and_then(|c| c.per_process)
             .unwrap_or_else(default_per_process),
         concurrency,
-        per_address: clients.as_ref().map_or(20_000, |c| c.per_address),
+        per_address,
     };
     let report = match args.scenario {
         Scenario::Idle {
@@ -511,6 +641,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 publisher_rate,
             };
             publish::run(Arc::new(ctx), opts).await?
+        }
+        Scenario::Presence {
+            members,
+            channels,
+            timeout,
+            ..
+        } => {
+            let opts = presence::PresenceOpts {
+                members,
+                channels,
+                timeout,
+            };
+            presence::run(&ctx, opts).await?
+        }
+        Scenario::Churn {
+            rate,
+            duration,
+            channels,
+            ..
+        } => {
+            let opts = churn::ChurnOpts {
+                rate,
+                duration,
+                channels,
+            };
+            churn::run(Arc::new(ctx), opts).await?
         }
     };
     print!("{}", report.table());
@@ -667,9 +823,16 @@ mod tests {
             }
         ));
         assert_eq!(b.server_pid, Some(9));
+        let clock = Clock::start();
         assert_eq!(
-            b.scenario.fleet(),
-            Some((Transport::Sse, BENCH, 10, 200, false))
+            b.scenario.fleet(&clock),
+            Some(Shape {
+                transport: Transport::Sse,
+                prefix: BENCH.to_owned(),
+                channels: 10,
+                count: 200,
+                record_latency: false
+            })
         );
 
         let b = parse(&[
@@ -686,7 +849,7 @@ mod tests {
                 ..
             }
         ));
-        assert!(b.scenario.clients().is_none() && b.scenario.fleet().is_none());
+        assert!(b.scenario.clients().is_none() && b.scenario.fleet(&clock).is_none());
         let b = parse(&["herald", "bench", "recover"]).unwrap();
         assert!(matches!(b.scenario, Scenario::Recover { runs: 5, .. }));
 
@@ -721,8 +884,14 @@ mod tests {
             }
         ));
         assert_eq!(
-            b.scenario.fleet(),
-            Some((Transport::Ws, "bench-pub", 10, 10, true))
+            b.scenario.fleet(&clock),
+            Some(Shape {
+                transport: Transport::Ws,
+                prefix: "bench-pub".to_owned(),
+                channels: 10,
+                count: 10,
+                record_latency: true
+            })
         );
         let b = parse(&["herald", "bench", "publish"]).unwrap();
         assert!(matches!(
@@ -749,5 +918,110 @@ mod tests {
         assert!(parse(&["herald", "bench", "publish", "--batch", "1001"]).is_err());
         assert!(parse(&["herald", "bench", "publish", "--duration", "0"]).is_err());
         assert!(parse(&["herald", "bench", "publish", "--connections", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "presence", "--members", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "presence", "--timeout", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "churn", "--rate", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "churn", "--rate", "20000"]).is_err());
+        assert!(parse(&["herald", "bench", "churn", "--duration", "0"]).is_err());
+        assert!(parse(&["herald", "bench", "churn", "--worker"]).is_err());
+        assert!(parse(&["herald", "bench", "idle", "--protocol", "mqtt"]).is_err());
+    }
+
+    #[test]
+    fn parses_protocols_and_the_presence_and_churn_scenarios() {
+        let b = parse(&["herald", "bench", "idle"]).unwrap();
+        assert_eq!(b.protocol, Protocol::Phoenix);
+        for (flag, protocol) in [
+            ("plain", Protocol::Plain),
+            ("socketio", Protocol::Socketio),
+            ("pusher", Protocol::Pusher),
+            ("phoenix", Protocol::Phoenix),
+        ] {
+            let b = parse(&["herald", "bench", "fanout", "--protocol", flag]).unwrap();
+            assert_eq!(b.protocol, protocol);
+        }
+        let b = parse(&["herald", "bench", "--protocol", "plain", "idle"]).unwrap();
+        assert_eq!(b.protocol, Protocol::Plain);
+        assert!(b.scenario.runs_on_peers());
+
+        let b = parse(&[
+            "herald",
+            "bench",
+            "presence",
+            "--members",
+            "500",
+            "--channels",
+            "5",
+            "--concurrency",
+            "50",
+        ])
+        .unwrap();
+        assert!(matches!(
+            b.scenario,
+            Scenario::Presence {
+                members: 500,
+                channels: 5,
+                timeout: 120,
+                ..
+            }
+        ));
+        assert!(!b.scenario.runs_on_peers());
+        let clock = Clock::start();
+        let shape = b.scenario.fleet(&clock).unwrap();
+        assert_eq!(shape.transport, Transport::Presence { members: 500 });
+        assert_eq!(shape.prefix, presence::prefix(&clock));
+        assert_eq!((shape.channels, shape.count), (5, 500));
+        // A worker joins the parent's epoch, so it finds the same channels.
+        let worker_clock = Clock::join(clock.epoch_unix_ns());
+        assert_eq!(
+            b.scenario.fleet(&worker_clock).unwrap().prefix,
+            shape.prefix
+        );
+
+        let b = parse(&[
+            "herald",
+            "bench",
+            "churn",
+            "--rate",
+            "50",
+            "--duration",
+            "3",
+            "--server-pid",
+            "4",
+        ])
+        .unwrap();
+        assert!(matches!(
+            b.scenario,
+            Scenario::Churn {
+                rate: 50,
+                duration: 3,
+                channels: 100,
+                concurrency: 200,
+                per_address: 20_000,
+            }
+        ));
+        assert_eq!(b.scenario.name(), "churn");
+        assert!(b.scenario.clients().is_none() && b.scenario.fleet(&clock).is_none());
+    }
+
+    #[tokio::test]
+    async fn refuses_protocols_a_scenario_does_not_speak() {
+        for (args, want) in [
+            (
+                &["herald", "bench", "--protocol", "pusher", "idle"][..],
+                "not available yet",
+            ),
+            (
+                &["herald", "bench", "--protocol", "plain", "recover"][..],
+                "recover scenario speaks only phoenix",
+            ),
+            (
+                &["herald", "bench", "--protocol", "socketio", "presence"][..],
+                "presence scenario speaks only phoenix",
+            ),
+        ] {
+            let e = run(parse(args).unwrap()).await.unwrap_err();
+            assert!(format!("{e:#}").contains(want), "{e:#}");
+        }
     }
 }

@@ -1,12 +1,13 @@
-//! The few Phoenix v2 text frames the benchmark speaks (`vsn=2.0.0`): building the join (with `ack`
-//! and `recover`) and heartbeat frames, and reading replies, recovery positions and broadcasts out of
-//! server frames without copying their payloads.
+//! The few Phoenix v2 text frames the benchmark speaks (`vsn=2.0.0`): building the join (with `ack`,
+//! `recover` and a presence key), leave, presence `track` and heartbeat frames, and reading replies,
+//! recovery positions, broadcasts and presence keys out of server frames without copying their
+//! payloads.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Channel-name prefix of the `idle`, `fanout` and `sse` channels (`bench-0`, `bench-1`, ...).
@@ -30,14 +31,21 @@ pub struct JoinOpts {
     pub ack: bool,
     /// `config.broadcast.recover`: the `(epoch, offset)` the client saw last.
     pub recover: Option<(String, u64)>,
+    /// Turn presence on with this `config.presence.key`.
+    pub presence_key: Option<String>,
 }
 
-/// A `phx_join` of `topic` for a public channel with broadcast `self` off and presence off.
+/// A `phx_join` of `topic` for a public channel with broadcast `self` off and presence off (on, with
+/// `opts.presence_key`).
 pub fn join_frame(join_ref: &str, topic: &str, opts: &JoinOpts) -> String {
     let mut broadcast = serde_json::json!({"self": false, "ack": opts.ack});
     if let Some((epoch, offset)) = &opts.recover {
         broadcast["recover"] = serde_json::json!({"epoch": epoch, "offset": offset});
     }
+    let presence = match &opts.presence_key {
+        Some(key) => serde_json::json!({"key": key, "enabled": true}),
+        None => serde_json::json!({"key": "", "enabled": false}),
+    };
     serde_json::json!([
         join_ref,
         join_ref,
@@ -45,12 +53,31 @@ pub fn join_frame(join_ref: &str, topic: &str, opts: &JoinOpts) -> String {
         "phx_join",
         {"config": {
             "broadcast": broadcast,
-            "presence": {"key": "", "enabled": false},
+            "presence": presence,
             "postgres_changes": [],
             "private": false,
         }}
     ])
     .to_string()
+}
+
+/// A `phx_leave` of `topic`.
+pub fn leave_frame(join_ref: &str, push_ref: &str, topic: &str) -> String {
+    serde_json::json!([join_ref, push_ref, topic, "phx_leave", {}]).to_string()
+}
+
+/// A presence `track` of `state` (a JSON object) on `topic`.
+pub fn track_frame(join_ref: &str, push_ref: &str, topic: &str, state: &str) -> String {
+    format!(
+        "[{},{},{},\"presence\",{{\"type\":\"presence\",\"event\":\"track\",\"payload\":{state}}}]",
+        json_str(join_ref),
+        json_str(push_ref),
+        json_str(topic)
+    )
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
 }
 
 /// A heartbeat with ref `push_ref`.
@@ -232,6 +259,70 @@ pub fn broadcast_send_time(text: &str) -> Option<u64> {
     (envelope.event == "b").then_some(envelope.payload.t)
 }
 
+/// The presence keys a server frame announces.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PresenceKeys<'a> {
+    /// `presence_state`: every key present when the member joined.
+    State(Vec<Cow<'a, str>>),
+    /// `presence_diff`: keys that joined and keys that left.
+    Diff {
+        /// Keys in `joins`.
+        joins: Vec<Cow<'a, str>>,
+        /// Keys in `leaves`.
+        leaves: Vec<Cow<'a, str>>,
+    },
+}
+
+/// If `frame` is a `presence_state` or `presence_diff`, the keys it names (metas are skipped).
+pub fn presence_keys<'a>(frame: &Frame<'a>) -> Option<PresenceKeys<'a>> {
+    #[derive(Deserialize)]
+    struct Diff<'a> {
+        #[serde(borrow, default)]
+        joins: Keys<'a>,
+        #[serde(borrow, default)]
+        leaves: Keys<'a>,
+    }
+    match frame.event.as_ref() {
+        "presence_state" => {
+            let keys: Keys<'a> = serde_json::from_str(frame.payload.get()).ok()?;
+            Some(PresenceKeys::State(keys.0))
+        }
+        "presence_diff" => {
+            let diff: Diff<'a> = serde_json::from_str(frame.payload.get()).ok()?;
+            Some(PresenceKeys::Diff {
+                joins: diff.joins.0,
+                leaves: diff.leaves.0,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The keys of a JSON object, values skipped.
+#[derive(Debug, Default)]
+struct Keys<'a>(Vec<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Keys<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Keys<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    keys.push(key.0);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
 /// A string that borrows from the input when it has no escapes.
 struct Str<'a>(Cow<'a, str>);
 
@@ -302,6 +393,7 @@ mod tests {
         let opts = JoinOpts {
             ack: true,
             recover: Some(("5f\"3a".to_owned(), 42)),
+            presence_key: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&join_frame("2", "realtime:bench-pub-3", &opts)).unwrap();
@@ -310,6 +402,53 @@ mod tests {
         assert_eq!(v[4]["config"]["broadcast"]["recover"]["epoch"], "5f\"3a");
         assert_eq!(v[4]["config"]["broadcast"]["recover"]["offset"], 42);
         assert_eq!(channel_name("bench-pub", 7), "bench-pub-7");
+
+        let opts = JoinOpts {
+            presence_key: Some("m3".to_owned()),
+            ..JoinOpts::default()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&join_frame("1", "realtime:p", &opts)).unwrap();
+        assert_eq!(v[4]["config"]["presence"]["key"], "m3");
+        assert_eq!(v[4]["config"]["presence"]["enabled"], true);
+        let v: serde_json::Value =
+            serde_json::from_str(&track_frame("1", "2", "realtime:p", r#"{"i":3}"#)).unwrap();
+        assert_eq!(v[3], "presence");
+        assert_eq!(v[4]["event"], "track");
+        assert_eq!(v[4]["payload"]["i"], 3);
+        let v: serde_json::Value =
+            serde_json::from_str(&leave_frame("1", "3", "realtime:p")).unwrap();
+        assert_eq!(
+            (v[1].as_str(), v[3].as_str()),
+            (Some("3"), Some("phx_leave"))
+        );
+    }
+
+    #[test]
+    fn reads_presence_keys() {
+        let state = r#"["1",null,"realtime:p","presence_state",{"m1":{"metas":[{"phx_ref":"a","i":1}]},"m\u0032":{"metas":[]}}]"#;
+        let f = parse_frame(state).unwrap();
+        assert_eq!(
+            presence_keys(&f),
+            Some(PresenceKeys::State(vec!["m1".into(), "m2".into()]))
+        );
+        let diff = r#"["1",null,"realtime:p","presence_diff",{"joins":{"m3":{"metas":[{"phx_ref":"b"}]}},"leaves":{"m1":{"metas":[]}}}]"#;
+        let f = parse_frame(diff).unwrap();
+        assert_eq!(
+            presence_keys(&f),
+            Some(PresenceKeys::Diff {
+                joins: vec!["m3".into()],
+                leaves: vec!["m1".into()]
+            })
+        );
+        let empty = r#"["1",null,"realtime:p","presence_state",{}]"#;
+        assert_eq!(
+            presence_keys(&parse_frame(empty).unwrap()),
+            Some(PresenceKeys::State(vec![]))
+        );
+        let other =
+            r#"[null,null,"realtime:p","broadcast",{"type":"broadcast","event":"b","payload":{}}]"#;
+        assert_eq!(presence_keys(&parse_frame(other).unwrap()), None);
     }
 
     #[test]

@@ -251,7 +251,7 @@ async fn open_ws_publisher(ctx: &Context, index: u64, mine: &[u64]) -> Result<Ws
         .map_err(failed)?;
     let opts = JoinOpts {
         ack: true,
-        recover: None,
+        ..JoinOpts::default()
     };
     for &channel in mine {
         tokio::time::timeout(

@@ -138,8 +138,8 @@ async fn join_recovering(
     offset: u64,
 ) -> Result<Option<Recovery>, ConnError> {
     let opts = JoinOpts {
-        ack: false,
         recover: Some((epoch.to_owned(), offset)),
+        ..JoinOpts::default()
     };
     ws.send(Message::text(phoenix::join_frame("1", topic, &opts)))
         .await?;

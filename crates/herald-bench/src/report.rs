@@ -12,10 +12,10 @@ use crate::stats::{LatencySummary, Spread};
 /// One run's figures. Fields that do not apply to a scenario (or were not measured) are `null`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `idle`, `fanout`, `sse`, `recover` or `publish`.
+    /// `idle`, `fanout`, `sse`, `recover`, `publish`, `presence` or `churn`.
     pub scenario: &'static str,
     /// Connections established (idle), SSE streams open (sse), subscribers joined (fanout, publish),
-    /// clients connected at once (recover).
+    /// clients connected at once (recover), members connected (presence), cycles completed (churn).
     pub connections: u64,
     /// Growth of the server's RSS per connection or stream, KiB (idle, sse; with `--server-pid`).
     pub rss_per_connection_kib: Option<f64>,
@@ -25,7 +25,8 @@ pub struct Report {
     pub connect_rate: Option<f64>,
     /// Deliveries per second (fanout, publish, sse with `--publish-rate`).
     pub delivered_per_sec: Option<f64>,
-    /// End-to-end latency percentiles (fanout, publish, sse with `--publish-rate`).
+    /// End-to-end latency percentiles (fanout, publish, sse with `--publish-rate`); time from the go
+    /// until a member has seen every key (presence); time of one cycle (churn).
     pub latency_ms: Option<LatencySummary>,
     /// Server CPU over the publishing window, percent of one core (with `--server-pid`).
     pub server_cpu_pct: Option<f64>,
@@ -57,11 +58,17 @@ pub enum Detail {
     Recover(RecoverDetail),
     /// `publish`.
     Publish(PublishDetail),
+    /// `presence`.
+    Presence(PresenceDetail),
+    /// `churn`.
+    Churn(ChurnDetail),
 }
 
 /// Counts of an idle run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IdleDetail {
+    /// The clients' wire protocol (`--protocol`).
+    pub protocol: &'static str,
     /// Connections asked for.
     pub requested: u64,
     /// Channels they were spread over.
@@ -93,6 +100,8 @@ pub struct IdleDetail {
 /// Counts of a fanout run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FanoutDetail {
+    /// The clients' wire protocol (`--protocol`).
+    pub protocol: &'static str,
     /// Subscribers asked for.
     pub subscribers_requested: u64,
     /// Subscribers that failed to open or join.
@@ -264,6 +273,84 @@ pub struct PublishDetail {
     pub cpu_us_per_message: Option<f64>,
 }
 
+/// Counts of a presence run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PresenceDetail {
+    /// Members asked for.
+    pub members_requested: u64,
+    /// Channels they were spread over.
+    pub channels: u64,
+    /// Keys a member of the largest channel must see.
+    pub keys_per_member: u64,
+    /// Client processes used.
+    pub processes: usize,
+    /// Members that could not connect.
+    pub connect_failures: u64,
+    /// Why, with counts.
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// Seconds spent connecting (before the go).
+    pub connect_secs: f64,
+    /// Members that saw every key of their channel.
+    pub members_complete: u64,
+    /// Connected members that did not.
+    pub members_incomplete: u64,
+    /// Time from the go until the last member had every key, ms (only when every member did).
+    pub all_complete_ms: Option<f64>,
+    /// `presence_state` and `presence_diff` frames received by all members.
+    pub presence_frames: u64,
+    /// Presence frames per connected member.
+    pub frames_per_member: f64,
+    /// Members whose join or track was refused, or that dropped, after the go.
+    pub member_failures: u64,
+    /// Why, with counts.
+    pub member_failure_reasons: BTreeMap<String, u64>,
+    /// Seconds from the go to the end of the wait.
+    pub window_secs: f64,
+    /// Server CPU seconds over that window.
+    pub server_cpu_secs: Option<f64>,
+}
+
+/// Counts of a churn run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChurnDetail {
+    /// Cycles started per second, asked for.
+    pub rate: u64,
+    /// Seconds of starting cycles, asked for.
+    pub duration_secs: u64,
+    /// Channels the cycles joined in turn.
+    pub channels: u64,
+    /// Most cycles under way at once.
+    pub concurrency: usize,
+    /// Cycles started.
+    pub started: u64,
+    /// Cycles that connected, joined, left and closed.
+    pub completed: u64,
+    /// Cycles that failed at some step.
+    pub failed: u64,
+    /// Why, with counts.
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// Completed cycles per second over the run.
+    pub cycles_per_sec: f64,
+    /// Seconds until the last cycle was started.
+    pub start_secs: f64,
+    /// Seconds until the last cycle ended.
+    pub run_secs: f64,
+    /// Server RSS before the first cycle, KiB.
+    pub server_rss_before_kib: Option<u64>,
+    /// Largest server RSS seen, KiB.
+    pub server_rss_peak_kib: Option<u64>,
+    /// Server RSS two seconds after the last cycle, KiB.
+    pub server_rss_after_kib: Option<u64>,
+    /// `server_rss_after_kib - server_rss_before_kib`.
+    pub rss_growth_kib: Option<i64>,
+    /// Server RSS once a second during the run, KiB.
+    pub rss_samples_kib: Vec<u64>,
+    /// Server CPU seconds from the first cycle to the last.
+    pub server_cpu_secs: Option<f64>,
+    /// Server CPU time per completed cycle, µs.
+    pub cpu_us_per_cycle: Option<f64>,
+}
+
 impl Report {
     /// A report of `scenario` with every figure unmeasured (`null`, zero).
     pub fn new(scenario: &'static str, detail: Detail) -> Self {
@@ -296,6 +383,7 @@ impl Report {
         let mut rows: Vec<(&str, String)> = Vec::new();
         match &self.detail {
             Detail::Idle(d) => {
+                rows.push(("protocol", d.protocol.to_owned()));
                 rows.push(("connections requested", int(d.requested)));
                 rows.push(("channels", int(d.channels)));
                 rows.push(("client processes", int(d.processes as u64)));
@@ -327,6 +415,7 @@ impl Report {
                 ));
             }
             Detail::Fanout(d) => {
+                rows.push(("protocol", d.protocol.to_owned()));
                 rows.push(("subscribers requested", int(d.subscribers_requested)));
                 rows.push(("subscribers joined", int(self.connections)));
                 rows.push(("subscriber failures", int(d.subscriber_failures)));
@@ -362,6 +451,8 @@ impl Report {
             Detail::Sse(d) => self.sse_rows(d, &mut rows),
             Detail::Recover(d) => self.recover_rows(d, &mut rows),
             Detail::Publish(d) => self.publish_rows(d, &mut rows),
+            Detail::Presence(d) => self.presence_rows(d, &mut rows),
+            Detail::Churn(d) => self.churn_rows(d, &mut rows),
         }
         rows.push(("errors", int(self.errors)));
         render(&format!("herald bench {}", self.scenario), &rows)
@@ -520,6 +611,94 @@ impl Report {
         if d.rate_limited > 0 {
             rows.push(("note", RATE_LIMIT_NOTE.to_owned()));
         }
+    }
+}
+
+impl Report {
+    fn presence_rows<'a>(&self, d: &'a PresenceDetail, rows: &mut Vec<(&'a str, String)>) {
+        rows.push(("members requested", int(d.members_requested)));
+        rows.push(("channels", int(d.channels)));
+        rows.push(("keys per member", int(d.keys_per_member)));
+        rows.push(("client processes", int(d.processes as u64)));
+        rows.push(("members connected", int(self.connections)));
+        rows.push(("connect failures", int(d.connect_failures)));
+        rows.push(("connect time", format!("{:.2} s", d.connect_secs)));
+        rows.push(("members with every key", int(d.members_complete)));
+        rows.push(("members without", int(d.members_incomplete)));
+        rows.push((
+            "all members complete",
+            match d.all_complete_ms {
+                Some(ms) => format!("{ms:.1} ms after the go"),
+                None => "no".to_owned(),
+            },
+        ));
+        match &self.latency_ms {
+            Some(l) => {
+                rows.push(("member complete p50", format!("{:.3} ms", l.p50)));
+                rows.push(("member complete p90", format!("{:.3} ms", l.p90)));
+                rows.push(("member complete p99", format!("{:.3} ms", l.p99)));
+                rows.push(("member complete max", format!("{:.3} ms", l.max)));
+            }
+            None => rows.push(("member complete", "-".to_owned())),
+        }
+        rows.push(("presence frames", int(d.presence_frames)));
+        rows.push((
+            "presence frames / member",
+            format!("{:.1}", d.frames_per_member),
+        ));
+        rows.push(("member failures", int(d.member_failures)));
+        rows.push(("waited", format!("{:.2} s", d.window_secs)));
+        rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
+        reason_rows(rows, "failure", &d.failure_reasons);
+        reason_rows(rows, "member failure", &d.member_failure_reasons);
+    }
+
+    fn churn_rows<'a>(&self, d: &'a ChurnDetail, rows: &mut Vec<(&'a str, String)>) {
+        rows.push((
+            "target rate",
+            format!("{} cycles/s for {} s", int(d.rate), d.duration_secs),
+        ));
+        rows.push(("channels", int(d.channels)));
+        rows.push(("concurrency", int(d.concurrency as u64)));
+        rows.push(("started", int(d.started)));
+        rows.push(("completed", int(d.completed)));
+        rows.push(("failed", int(d.failed)));
+        rows.push(("completed / s", format!("{:.1} cycles/s", d.cycles_per_sec)));
+        rows.push(("run time", format!("{:.2} s", d.run_secs)));
+        match &self.latency_ms {
+            Some(l) => {
+                rows.push(("cycle p50", format!("{:.3} ms", l.p50)));
+                rows.push(("cycle p99", format!("{:.3} ms", l.p99)));
+                rows.push(("cycle max", format!("{:.3} ms", l.max)));
+            }
+            None => rows.push(("cycle time", "-".to_owned())),
+        }
+        rows.push(("server RSS before", opt_kib(d.server_rss_before_kib)));
+        rows.push(("server RSS peak", opt_kib(d.server_rss_peak_kib)));
+        rows.push(("server RSS after", opt_kib(d.server_rss_after_kib)));
+        rows.push((
+            "server RSS growth",
+            d.rss_growth_kib
+                .map_or_else(|| "-".to_owned(), |g| format!("{g:+} KiB")),
+        ));
+        if !d.rss_samples_kib.is_empty() {
+            let (first, last) = (
+                d.rss_samples_kib.first().copied().unwrap_or(0),
+                d.rss_samples_kib.last().copied().unwrap_or(0),
+            );
+            rows.push((
+                "server RSS samples",
+                format!(
+                    "{} (1/s): first {} KiB, last {} KiB",
+                    d.rss_samples_kib.len(),
+                    int(first),
+                    int(last)
+                ),
+            ));
+        }
+        rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
+        rows.push(("server CPU / cycle", opt(d.cpu_us_per_cycle, 1, "µs")));
+        reason_rows(rows, "failure", &d.failure_reasons);
     }
 }
 
@@ -712,6 +891,51 @@ mod tests {
             t.contains("server RSS / stream") && !t.contains("publish rate"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn presence_and_churn_fill_their_tables() {
+        let presence = Report {
+            connections: 100,
+            ..Report::new(
+                "presence",
+                Detail::Presence(PresenceDetail {
+                    members_requested: 100,
+                    members_complete: 100,
+                    all_complete_ms: Some(62.5),
+                    presence_frames: 200,
+                    ..PresenceDetail::default()
+                }),
+            )
+        };
+        let t = presence.table();
+        assert!(t.starts_with("herald bench presence\n"), "{t}");
+        assert!(t.contains("62.5 ms after the go"), "{t}");
+        let v: serde_json::Value = serde_json::from_str(&presence.to_json_line()).unwrap();
+        assert_eq!(v["detail"]["presence_frames"], 200);
+        assert!(v["latency_ms"].is_null());
+
+        let churn = Report::new(
+            "churn",
+            Detail::Churn(ChurnDetail {
+                completed: 500,
+                cycles_per_sec: 100.2,
+                server_rss_before_kib: Some(150_456),
+                server_rss_after_kib: Some(147_720),
+                rss_growth_kib: Some(-2_736),
+                rss_samples_kib: vec![150_456, 147_720],
+                ..ChurnDetail::default()
+            }),
+        );
+        let t = churn.table();
+        assert!(t.contains("100.2 cycles/s"), "{t}");
+        assert!(t.contains("-2736 KiB"), "{t}");
+        assert!(
+            t.contains("2 (1/s): first 150,456 KiB, last 147,720 KiB"),
+            "{t}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&churn.to_json_line()).unwrap();
+        assert_eq!(v["detail"]["rss_growth_kib"], -2_736);
     }
 
     #[test]

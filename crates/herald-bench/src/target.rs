@@ -1,8 +1,12 @@
 //! The server under test: parsing `--url`, refusing anything that is not a loopback address, the
-//! WebSocket, SSE and HTTP paths derived from it, and the rotation of client source addresses over
-//! 127.0.0.2, 127.0.0.3, ... that lets one machine open more connections than one address has ports.
+//! WebSocket, SSE and HTTP paths derived from it (for each `--protocol`), and the rotation of client
+//! source addresses over 127.0.0.2, 127.0.0.3, ... that lets one machine open more connections than
+//! one address has ports.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::protocol::Protocol;
+use crate::{plain, socketio};
 
 /// Why a `--url` was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -90,6 +94,35 @@ impl Target {
             path,
             percent_encode(token)
         )
+    }
+
+    /// The WebSocket URL a client of `protocol` connects to (the API key goes only to Phoenix
+    /// servers).
+    pub fn ws_url_for(&self, protocol: Protocol, token: &str) -> String {
+        match protocol {
+            Protocol::Phoenix | Protocol::Pusher => self.ws_url(token),
+            Protocol::Plain => format!(
+                "ws://{}{}{}",
+                self.host_header,
+                self.base_path,
+                plain::WS_PATH
+            ),
+            Protocol::Socketio => format!(
+                "ws://{}{}{}",
+                self.host_header,
+                self.base_path,
+                socketio::WS_PATH
+            ),
+        }
+    }
+
+    /// Path of the HTTP publish endpoint of `protocol`'s server.
+    pub fn publish_path(&self, protocol: Protocol) -> String {
+        match protocol {
+            Protocol::Phoenix | Protocol::Pusher => self.broadcast_path(),
+            Protocol::Plain => format!("{}{}", self.base_path, plain::PUBLISH_PATH),
+            Protocol::Socketio => format!("{}{}", self.base_path, socketio::PUBLISH_PATH),
+        }
     }
 
     /// Path and query of a Server-Sent Events stream following channel `name`. Herald serves `/sse`
@@ -181,6 +214,14 @@ mod tests {
             "ws://127.0.0.1:4000/socket/websocket?apikey=a.b-c_d&vsn=2.0.0"
         );
         assert_eq!(t.broadcast_path(), "/api/broadcast");
+        assert_eq!(t.publish_path(Protocol::Phoenix), "/api/broadcast");
+        assert_eq!(t.publish_path(Protocol::Plain), "/publish");
+        assert_eq!(t.ws_url_for(Protocol::Plain, "k"), "ws://127.0.0.1:4000/ws");
+        assert_eq!(
+            t.ws_url_for(Protocol::Socketio, "k"),
+            "ws://127.0.0.1:4000/socket.io/?EIO=4&transport=websocket"
+        );
+        assert_eq!(t.ws_url_for(Protocol::Phoenix, "k"), t.ws_url("k"));
 
         let t = Target::parse("ws://localhost:9/realtime/v1/").unwrap();
         assert_eq!(t.addr, "127.0.0.1:9".parse().unwrap());

@@ -2,7 +2,8 @@
 //! fleets re-execute this binary with the same command line plus hidden `--worker` flags naming a
 //! share of the connections. A worker opens its share and speaks one JSON object per stdout line:
 //! `progress` lines while it runs, `ready` once every connection was tried, `done` after the parent
-//! writes `stop` to its stdin (or closes it). This module owns both ends of that exchange.
+//! writes `stop` to its stdin (or closes it). The parent may write `go <ns>` before that to start
+//! the presence members (`Fleet::go`). This module owns both ends of that exchange.
 
 use std::io;
 use std::process::Stdio;
@@ -139,6 +140,18 @@ impl WorkerFleet {
         ReadyStats::combine(self.workers.iter().filter_map(|w| w.ready.clone()))
     }
 
+    /// Tells every worker's presence members to join and track now (a worker whose stdin is closed
+    /// has exited; its members are already counted as lost).
+    pub async fn go(&mut self, at_ns: u64) {
+        let line = format!("go {at_ns}\n");
+        for w in &mut self.workers {
+            if let Some(stdin) = w.stdin.as_mut() {
+                let _ = stdin.write_all(line.as_bytes()).await;
+                let _ = stdin.flush().await;
+            }
+        }
+    }
+
     /// Tells every worker to stop and collects their results.
     pub async fn stop(mut self) -> DoneStats {
         for w in &mut self.workers {
@@ -225,7 +238,11 @@ pub async fn serve(spec: FleetSpec) -> io::Result<()> {
                 ready_sent = true;
             }
             line = stdin.next_line() => match line {
-                Ok(Some(l)) if l.trim() != "stop" => {}
+                Ok(Some(l)) if l.trim() != "stop" => {
+                    if let Some(at_ns) = parse_go(&l) {
+                        fleet.go(at_ns);
+                    }
+                }
                 // `stop`, or end of input because the parent exited.
                 _ => break,
             },
@@ -239,6 +256,11 @@ pub async fn serve(spec: FleetSpec) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// The clock time of a `go <ns>` line.
+fn parse_go(line: &str) -> Option<u64> {
+    line.trim().strip_prefix("go ")?.trim().parse().ok()
 }
 
 async fn emit(out: &mut tokio::io::Stdout, line: &Line) -> io::Result<()> {
@@ -260,6 +282,7 @@ mod tests {
                 failed: 1,
                 delivered: 9,
                 disconnects: 0,
+                frames: 2,
             }),
             Line::Ready(ReadyStats {
                 established: 3,
@@ -280,5 +303,12 @@ mod tests {
         }
         let text = serde_json::to_string(&Line::Ready(ReadyStats::default())).unwrap();
         assert!(text.starts_with("{\"phase\":\"ready\""), "{text}");
+    }
+
+    #[test]
+    fn reads_go_lines() {
+        assert_eq!(parse_go("go 123\n"), Some(123));
+        assert_eq!(parse_go("go x"), None);
+        assert_eq!(parse_go("stop"), None);
     }
 }

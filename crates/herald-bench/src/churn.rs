@@ -1,0 +1,239 @@
+//! The `churn` scenario (Phoenix protocol): connect → join → leave → close cycles, started at R per
+//! second for S seconds (cycle k from the rotating source addresses, on channel
+//! `bench-churn-<k % C>`), at most `--concurrency` of them at a time. Reports completed cycles per
+//! second, failures with their reasons, cycle-time percentiles, server CPU per cycle, and the
+//! server's RSS before, once a second during, and after the run, to show whether connections that
+//! come and go leave memory behind.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::Context;
+use crate::conn::{self, ConnError, OPEN_TIMEOUT};
+use crate::error::ScenarioError;
+use crate::fanout::server_cpu;
+use crate::fleet::Reasons;
+use crate::idle::server_rss;
+use crate::pace::due_at;
+use crate::phoenix::{self, JoinOpts};
+use crate::procfs;
+use crate::progress::Progress;
+use crate::report::{ChurnDetail, Detail, Report};
+use crate::stats::{Latencies, round3};
+
+/// Channel-name prefix of this scenario: `bench-churn-0`, `bench-churn-1`, ...
+pub const PREFIX: &str = "bench-churn";
+/// Longest one cycle may take, all steps together.
+const CYCLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after the last cycle before the final RSS reading, so the server can let go of what the
+/// last connections held.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Interval between RSS samples during the run.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Options of a churn run.
+#[derive(Debug, Clone, Copy)]
+pub struct ChurnOpts {
+    /// Cycles started per second.
+    pub rate: u64,
+    /// Seconds of starting cycles.
+    pub duration: u64,
+    /// Channels the cycles join in turn.
+    pub channels: u64,
+}
+
+/// Cycles started, completed and failed, as they happen.
+#[derive(Debug, Default)]
+struct Live {
+    started: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// One cycle: connect from `source`, join `topic`, leave it, close.
+async fn cycle(
+    ctx: &Context,
+    source: Option<std::net::IpAddr>,
+    topic: &str,
+) -> Result<(), ConnError> {
+    let mut ws = tokio::time::timeout(
+        OPEN_TIMEOUT,
+        conn::connect(&ctx.target, &ctx.ws_url, source),
+    )
+    .await
+    .map_err(|_| ConnError::Timeout("connect"))??;
+    tokio::time::timeout(
+        OPEN_TIMEOUT,
+        conn::join(&mut ws, "1", topic, &JoinOpts::default()),
+    )
+    .await
+    .map_err(|_| ConnError::Timeout("join"))??;
+    tokio::time::timeout(OPEN_TIMEOUT, conn::leave(&mut ws, "1", "2", topic))
+        .await
+        .map_err(|_| ConnError::Timeout("leave"))??;
+    conn::close(ws).await
+}
+
+/// Samples the server's RSS once a second until aborted.
+fn sample_rss(ctx: &Arc<Context>, samples: Arc<Mutex<Vec<u64>>>) -> tokio::task::JoinHandle<()> {
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        loop {
+            tick.tick().await;
+            if let Ok(Some(kib)) = server_rss(&ctx)
+                && let Ok(mut s) = samples.lock()
+            {
+                s.push(kib);
+            }
+        }
+    })
+}
+
+/// Runs the scenario.
+pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioError> {
+    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
+    let rss_before = server_rss(&ctx)?;
+    let cpu_start = server_cpu(&ctx)?;
+    let total = opts.rate * opts.duration;
+    let live = Arc::new(Live::default());
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = sample_rss(&ctx, Arc::clone(&samples));
+    let progress = {
+        let live = Arc::clone(&live);
+        Progress::start(move || {
+            let started = live.started.load(Relaxed);
+            let (completed, failed) = (live.completed.load(Relaxed), live.failed.load(Relaxed));
+            format!(
+                "churn: started {started}/{total}, completed {completed}, failed {failed}, {} in flight",
+                started.saturating_sub(completed + failed)
+            )
+        })
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let interrupted = Arc::clone(&interrupted);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Relaxed);
+            }
+        })
+    };
+
+    let permits = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut times = Latencies::new();
+    let mut reasons = Reasons::default();
+    let mut account =
+        |result: Result<Result<Duration, String>, tokio::task::JoinError>| match result {
+            Ok(Ok(took)) => {
+                live.completed.fetch_add(1, Relaxed);
+                times.record_us(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+            }
+            Ok(Err(reason)) => {
+                live.failed.fetch_add(1, Relaxed);
+                reasons.add(reason, 1);
+            }
+            Err(e) => {
+                live.failed.fetch_add(1, Relaxed);
+                reasons.add(format!("cycle task failed: {e}"), 1);
+            }
+        };
+    let start = Instant::now();
+    for k in 0..total {
+        if interrupted.load(Relaxed) {
+            break;
+        }
+        tokio::time::sleep_until(due_at(start, k, opts.rate).into()).await;
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
+        let ctx = Arc::clone(&ctx);
+        let source = ctx.target.source_for(k, ctx.per_address);
+        let topic = phoenix::topic(PREFIX, k % opts.channels.max(1));
+        tasks.spawn(async move {
+            let _permit = permit;
+            let began = Instant::now();
+            match tokio::time::timeout(CYCLE_TIMEOUT, cycle(&ctx, source, &topic)).await {
+                Ok(Ok(())) => Ok(began.elapsed()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("cycle timed out".to_owned()),
+            }
+        });
+        live.started.fetch_add(1, Relaxed);
+        while let Some(result) = tasks.try_join_next() {
+            account(result);
+        }
+    }
+    let started_all = start.elapsed().as_secs_f64();
+    while let Some(result) = tasks.join_next().await {
+        account(result);
+    }
+    let run_secs = start.elapsed().as_secs_f64();
+    let cpu_end = server_cpu(&ctx).unwrap_or(None);
+    progress.finish();
+    watcher.abort();
+    if interrupted.load(Relaxed) {
+        eprintln!("interrupted: stopped starting cycles early");
+    }
+    tokio::time::sleep(SETTLE).await;
+    sampler.abort();
+    let rss_after = server_rss(&ctx).unwrap_or(None);
+    let rss_samples: Vec<u64> = samples.lock().map(|s| s.clone()).unwrap_or_default();
+
+    let started = live.started.load(Relaxed);
+    let completed = live.completed.load(Relaxed);
+    let failed = live.failed.load(Relaxed);
+    let cpu_secs = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
+        _ => None,
+    };
+    let rss_peak = rss_samples
+        .iter()
+        .copied()
+        .chain(rss_before)
+        .chain(rss_after)
+        .max();
+    let detail = ChurnDetail {
+        rate: opts.rate,
+        duration_secs: opts.duration,
+        channels: opts.channels,
+        concurrency: ctx.concurrency,
+        started,
+        completed,
+        failed,
+        failure_reasons: reasons.0,
+        cycles_per_sec: round3(if run_secs > 0.0 {
+            completed as f64 / run_secs
+        } else {
+            0.0
+        }),
+        start_secs: round3(started_all),
+        run_secs: round3(run_secs),
+        server_rss_before_kib: rss_before,
+        server_rss_peak_kib: rss_peak,
+        server_rss_after_kib: rss_after,
+        rss_growth_kib: rss_before
+            .zip(rss_after)
+            .map(|(b, a)| i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(0)),
+        rss_samples_kib: rss_samples,
+        server_cpu_secs: cpu_secs.map(round3),
+        cpu_us_per_cycle: cpu_secs
+            .filter(|_| completed > 0)
+            .map(|c| round3(c * 1e6 / completed as f64)),
+    };
+    Ok(Report {
+        connections: completed,
+        latency_ms: times.summary(),
+        server_cpu_pct: cpu_secs
+            .filter(|_| run_secs > 0.0)
+            .map(|c| round3(c / run_secs * 100.0)),
+        errors: failed,
+        ..Report::new("churn", Detail::Churn(detail))
+    })
+}
