@@ -155,19 +155,7 @@ pub fn snapshot(app: &AppState) -> Value {
             Some((reason.to_owned(), *v))
         })
         .collect();
-    let mut channels: Vec<Value> = app
-        .hub
-        .channels()
-        .into_iter()
-        .map(|(key, subscribers)| {
-            json!({
-                "topic": &*key.name,
-                "private": key.private,
-                "subscribers": subscribers,
-                "presences": app.hub.presence_count(&key),
-            })
-        })
-        .collect();
+    let mut channels = crate::http_api::channel_summaries(app);
     channels.sort_by(|a, b| b["subscribers"].as_u64().cmp(&a["subscribers"].as_u64()));
     channels.truncate(100);
     json!({

@@ -322,8 +322,12 @@ async fn channels(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_service(&authenticate(&app, &headers, &query)?)?;
-    let list: Vec<Value> = app
-        .hub
+    Ok(axum::Json(json!({ "channels": channel_summaries(&app) })).into_response())
+}
+
+/// Every channel with local subscribers: `{topic, private, subscribers, presences}`.
+pub fn channel_summaries(app: &AppState) -> Vec<Value> {
+    app.hub
         .channels()
         .into_iter()
         .map(|(key, subscribers)| {
@@ -334,8 +338,7 @@ async fn channels(
                 "presences": app.hub.presence_count(&key),
             })
         })
-        .collect();
-    Ok(axum::Json(json!({ "channels": list })).into_response())
+        .collect()
 }
 
 /// A service-role request about one channel: the channel (`?private=true` picks the private one).
