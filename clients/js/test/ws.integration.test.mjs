@@ -267,16 +267,23 @@ function recordingWebSocket() {
 }
 
 /** Breaks every connection of `proxy` and holds the next ones; returns the function that lets them through. */
-async function outage(proxy, c) {
+async function outage(proxy, c, ...channels) {
   proxy.hold();
   const mark = c.states.length;
   const before = proxy.connections.length;
+  // Statuses each channel goes through from here on: the resume waits for its rejoin.
+  const seen = channels.map((ch) => {
+    const statuses = [];
+    ch.on('status', (e) => statuses.push(e.status));
+    return statuses;
+  });
   assert.ok(proxy.break() >= 1);
   await waitState(c, 'reconnecting', 3000, mark);
   await waitFor(() => proxy.connections.length > before, 3000, 'the reconnect attempt (held by the proxy)');
   return async () => {
     proxy.release();
     await waitState(c, 'live', 5000, mark);
+    await waitFor(() => seen.every((s) => s.includes('joined')), 5000, 'the channels to rejoin');
   };
 }
 
@@ -299,7 +306,7 @@ test('self:false: after a reconnect the replay does not hand the sender its own 
   await gotB.count(2, 3000);
   assert.equal(gotA.length, 0, 'self: false leaves them out of live delivery');
 
-  const resume = await outage(proxy, a);
+  const resume = await outage(proxy, a, chA);
   await chB.send('theirs', { n: 3 });
   await chB.send('theirs', { n: 4 });
   await resume();
@@ -349,7 +356,7 @@ test('history: the first join replays recent messages; rejoins recover from the 
   assert.equal(typeof joins('ws-history')[0].replay.since, 'number');
   assert.equal(joins('ws-history')[0].replay.limit, 4);
 
-  const resume = await outage(proxy, a);
+  const resume = await outage(proxy, a, ch);
   await server.publish(numbered('ws-history', 11, 13));
   await resume();
   await server.publish(numbered('ws-history', 14, 14));
@@ -377,14 +384,14 @@ test('history on an empty channel: messages published during an outage are recov
   assert.equal(ch.position, null, 'nothing replayed: no message position yet');
 
   // Nothing replayed and nothing live yet: what is published during an outage still comes back.
-  let resume = await outage(proxy, a);
+  let resume = await outage(proxy, a, ch);
   await server.publish(numbered('ws-history-empty', 1, 1));
   await resume();
   await got.count(1, 3000);
   assert.equal(joins('ws-history-empty')[1].recover.offset, 0, 'recovered from where the replay left the channel');
   assert.equal(got.items[0].meta.replayed, true);
 
-  resume = await outage(proxy, a);
+  resume = await outage(proxy, a, ch);
   await server.publish(numbered('ws-history-empty', 2, 3));
   await resume();
   await got.count(3, 5000);
@@ -419,7 +426,7 @@ test('self:false, the ack lost with the connection: the resent message is recogn
   await chB.send('theirs', { n: 3 });
   assert.equal(settled, null, 'the ack did not arrive');
 
-  const resume = await outage(proxy, a);
+  const resume = await outage(proxy, a, chA);
   await chB.send('theirs', { n: 4 });
   await resume();
   assert.deepEqual(await sent, { status: 'ok', offset: stored.meta.offset, epoch: stored.meta.epoch }, 'acked with the stored copy’s position');
