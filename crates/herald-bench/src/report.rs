@@ -351,6 +351,41 @@ pub struct ChurnDetail {
     pub cpu_us_per_cycle: Option<f64>,
 }
 
+/// Figures of a hold (idle connections or idle streams).
+struct Hold {
+    connect_secs: f64,
+    hold_secs: f64,
+    disconnects: u64,
+    rss: [Option<u64>; 3],
+    tcp: [Option<u64>; 2],
+}
+
+/// The wording of a hold's rows for connections or for streams.
+struct HoldLabels {
+    rate_unit: &'static str,
+    rss_after: &'static str,
+    rss_per: &'static str,
+    tcp_after: &'static str,
+    tcp_per: &'static str,
+}
+
+impl HoldLabels {
+    const CONNECTIONS: HoldLabels = HoldLabels {
+        rate_unit: "conn/s",
+        rss_after: "server RSS all joined",
+        rss_per: "server RSS / connection",
+        tcp_after: "kernel TCP mem all joined",
+        tcp_per: "kernel TCP mem / connection",
+    };
+    const STREAMS: HoldLabels = HoldLabels {
+        rate_unit: "streams/s",
+        rss_after: "server RSS all open",
+        rss_per: "server RSS / stream",
+        tcp_after: "kernel TCP mem all open",
+        tcp_per: "kernel TCP mem / stream",
+    };
+}
+
 impl Report {
     /// A report of `scenario` with every figure unmeasured (`null`, zero).
     pub fn new(scenario: &'static str, detail: Detail) -> Self {
@@ -389,23 +424,21 @@ impl Report {
                 rows.push(("client processes", int(d.processes as u64)));
                 rows.push(("established", int(self.connections)));
                 rows.push(("failed", int(d.failed)));
-                rows.push(("connect time", format!("{:.2} s", d.connect_secs)));
-                rows.push(("connect rate", opt(self.connect_rate, 1, "conn/s")));
-                rows.push(("held for", format!("{:.1} s", d.hold_secs)));
-                rows.push(("disconnects during hold", int(d.disconnects)));
-                rows.push(("server RSS before", opt_kib(d.server_rss_before_kib)));
-                rows.push(("server RSS all joined", opt_kib(d.server_rss_after_kib)));
-                rows.push(("server RSS end of hold", opt_kib(d.server_rss_end_kib)));
-                rows.push((
-                    "server RSS / connection",
-                    opt(self.rss_per_connection_kib, 2, "KiB"),
-                ));
-                rows.push(("kernel TCP mem before", opt_kib(d.tcp_mem_before_kib)));
-                rows.push(("kernel TCP mem all joined", opt_kib(d.tcp_mem_after_kib)));
-                rows.push((
-                    "kernel TCP mem / connection",
-                    opt(self.kernel_per_connection_kib, 2, "KiB"),
-                ));
+                self.hold_rows(
+                    &mut rows,
+                    &HoldLabels::CONNECTIONS,
+                    &Hold {
+                        connect_secs: d.connect_secs,
+                        hold_secs: d.hold_secs,
+                        disconnects: d.disconnects,
+                        rss: [
+                            d.server_rss_before_kib,
+                            d.server_rss_after_kib,
+                            d.server_rss_end_kib,
+                        ],
+                        tcp: [d.tcp_mem_before_kib, d.tcp_mem_after_kib],
+                    },
+                );
                 reason_rows(&mut rows, "failure", &d.failure_reasons);
                 rows.push((
                     "note",
@@ -473,29 +506,42 @@ impl Report {
         }
     }
 
+    /// The rows idle connections and idle streams share: connecting, holding, memory.
+    fn hold_rows(&self, rows: &mut Vec<(&str, String)>, l: &HoldLabels, h: &Hold) {
+        rows.push(("connect time", format!("{:.2} s", h.connect_secs)));
+        rows.push(("connect rate", opt(self.connect_rate, 1, l.rate_unit)));
+        rows.push(("held for", format!("{:.1} s", h.hold_secs)));
+        rows.push(("disconnects during hold", int(h.disconnects)));
+        rows.push(("server RSS before", opt_kib(h.rss[0])));
+        rows.push((l.rss_after, opt_kib(h.rss[1])));
+        rows.push(("server RSS end of hold", opt_kib(h.rss[2])));
+        rows.push((l.rss_per, opt(self.rss_per_connection_kib, 2, "KiB")));
+        rows.push(("kernel TCP mem before", opt_kib(h.tcp[0])));
+        rows.push((l.tcp_after, opt_kib(h.tcp[1])));
+        rows.push((l.tcp_per, opt(self.kernel_per_connection_kib, 2, "KiB")));
+    }
+
     fn sse_rows<'a>(&self, d: &'a SseDetail, rows: &mut Vec<(&'a str, String)>) {
         rows.push(("streams requested", int(d.requested)));
         rows.push(("topics", int(d.topics)));
         rows.push(("client processes", int(d.processes as u64)));
         rows.push(("streams open", int(self.connections)));
         rows.push(("failed", int(d.failed)));
-        rows.push(("connect time", format!("{:.2} s", d.connect_secs)));
-        rows.push(("connect rate", opt(self.connect_rate, 1, "streams/s")));
-        rows.push(("held for", format!("{:.1} s", d.hold_secs)));
-        rows.push(("disconnects during hold", int(d.disconnects)));
-        rows.push(("server RSS before", opt_kib(d.server_rss_before_kib)));
-        rows.push(("server RSS all open", opt_kib(d.server_rss_after_kib)));
-        rows.push(("server RSS end of hold", opt_kib(d.server_rss_end_kib)));
-        rows.push((
-            "server RSS / stream",
-            opt(self.rss_per_connection_kib, 2, "KiB"),
-        ));
-        rows.push(("kernel TCP mem before", opt_kib(d.tcp_mem_before_kib)));
-        rows.push(("kernel TCP mem all open", opt_kib(d.tcp_mem_after_kib)));
-        rows.push((
-            "kernel TCP mem / stream",
-            opt(self.kernel_per_connection_kib, 2, "KiB"),
-        ));
+        self.hold_rows(
+            rows,
+            &HoldLabels::STREAMS,
+            &Hold {
+                connect_secs: d.connect_secs,
+                hold_secs: d.hold_secs,
+                disconnects: d.disconnects,
+                rss: [
+                    d.server_rss_before_kib,
+                    d.server_rss_after_kib,
+                    d.server_rss_end_kib,
+                ],
+                tcp: [d.tcp_mem_before_kib, d.tcp_mem_after_kib],
+            },
+        );
         if let Some(rate) = d.publish_rate {
             rows.push(("publish rate (HTTP)", format!("{} msg/s", int(rate))));
             rows.push(("sent", int(d.sent)));
