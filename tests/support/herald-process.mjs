@@ -1,6 +1,7 @@
-// Runs a Herald server process for a test suite: a free loopback port, a temporary data directory,
-// the given secret and settings, readiness through GET /healthz (with a deadline), SIGTERM on stop
-// (SIGKILL after 5 s). HERALD_BIN overrides the binary (default: target/debug/herald). Shared by
+// Runs a Herald server process for a test suite: a free loopback port, a temporary data directory
+// (or a given one, for a restart on it), the given secret and settings, readiness through GET
+// /healthz (with a deadline), SIGTERM on stop (SIGKILL after 5 s), SIGKILL on kill9() (the data
+// directory stays). HERALD_BIN overrides the binary (default: target/debug/herald). Shared by
 // tests/compat, clients/js and tests/e2e, which add their own helpers on top.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -35,15 +36,18 @@ export function freePort() {
 
 /**
  * Spawns Herald with `env` (HERALD_JWT_SECRET = `secret`) and resolves once it answers /healthz.
- * Returns { port, httpUrl, dataDir, logs(), stop() }.
+ * `dataDir` reuses an existing data directory (which stop() then leaves to its owner); by default
+ * a new temporary one is made and stop() removes it.
+ * Returns { pid, port, httpUrl, dataDir, logs(), stop(), kill9() }.
  */
-export async function spawnHerald({ secret, env = {}, label = 'herald' }) {
+export async function spawnHerald({ secret, env = {}, label = 'herald', dataDir: existingDataDir }) {
   const bin = heraldBinary();
   if (!existsSync(bin)) {
     throw new Error(`Herald binary not found at ${bin}: run \`cargo build -p herald\` or set HERALD_BIN`);
   }
   const port = await freePort();
-  const dataDir = await mkdtemp(join(tmpdir(), `${label}-`));
+  const ownsDataDir = !existingDataDir;
+  const dataDir = existingDataDir ?? (await mkdtemp(join(tmpdir(), `${label}-`)));
   let output = '';
   const child = spawn(bin, ['serve', '--port', String(port), '--bind', '127.0.0.1', '--data-dir', dataDir], {
     env: { ...process.env, HERALD_JWT_SECRET: secret, ...env },
@@ -63,6 +67,7 @@ export async function spawnHerald({ secret, env = {}, label = 'herald' }) {
   });
   const httpUrl = `http://127.0.0.1:${port}`;
   const server = {
+    pid: child.pid,
     port,
     httpUrl,
     dataDir,
@@ -74,7 +79,12 @@ export async function spawnHerald({ secret, env = {}, label = 'herald' }) {
         await exit;
         clearTimeout(timer);
       }
-      await rm(dataDir, { recursive: true, force: true });
+      if (ownsDataDir) await rm(dataDir, { recursive: true, force: true });
+    },
+    /** SIGKILL (no shutdown at all); resolves once the process is gone and keeps the data directory. */
+    async kill9() {
+      if (!exited) child.kill('SIGKILL');
+      await exit;
     },
   };
   const deadline = Date.now() + READY_MS;

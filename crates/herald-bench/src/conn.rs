@@ -65,6 +65,9 @@ pub enum ConnError {
     /// The benchmark does not speak this protocol yet.
     #[error("--protocol {0} is not available yet")]
     Unsupported(&'static str),
+    /// The client's own token could not be minted.
+    #[error("token: {0}")]
+    Token(String),
     /// A step took longer than it may ([`OPEN_TIMEOUT`], [`CLOSE_TIMEOUT`]).
     #[error("{0} timed out")]
     Timeout(&'static str),

@@ -4,6 +4,7 @@
 use crate::conn::ConnError;
 use crate::procfs::ProcError;
 use crate::protocol::ProtocolError;
+use crate::token::TokenError;
 use crate::worker::WorkerError;
 
 /// A run that had to stop.
@@ -91,5 +92,26 @@ pub enum ScenarioError {
         connections: u64,
         /// Most channels per connection.
         max: u64,
+    },
+    /// The `pg` scenario mints a token per group and has no secret to sign them with.
+    #[error(
+        "the pg scenario mints a token per group: set {} to the server's JWT secret",
+        crate::token::SECRET_ENV
+    )]
+    NoSecret,
+    /// A token could not be minted.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// `--database-url` cannot be used.
+    #[error("--database-url: {0}")]
+    DatabaseUrl(String),
+    /// A statement of the `pg` scenario's setup (or its connection) failed.
+    #[error("database: {what}")]
+    Database {
+        /// What was being done.
+        what: String,
+        /// What PostgreSQL (or the connection) said.
+        #[source]
+        source: tokio_postgres::Error,
     },
 }

@@ -3,7 +3,8 @@
 //! concurrency, rotating source addresses, connection `i` on channel `<prefix>-<i % channels>`),
 //! holding them, and collecting their results, either in this process or spread over worker
 //! processes when one process cannot hold that many sockets. Presence members only connect at first
-//! and join when the fleet is told to [`Fleet::go`].
+//! and join when the fleet is told to [`Fleet::go`]. Postgres Changes subscribers (`pg`) join
+//! channels of their own with their group's token and count the changes they receive.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::Clock;
 use crate::conn::{self, Shared};
+use crate::pg::{self, PgJoin};
 use crate::phoenix;
 use crate::presence;
 use crate::protocol::Protocol;
@@ -44,6 +46,9 @@ pub enum Transport {
         /// Members in all processes.
         members: u64,
     },
+    /// Phoenix WebSocket clients subscribed to Postgres Changes: connection `i` joins
+    /// `realtime:pg-bench-<i>` as a member of group `i % groups` (module `pg`).
+    Pg(PgJoin),
 }
 
 /// What to open.
@@ -88,7 +93,8 @@ pub struct Counters {
     pub disconnects: AtomicU64,
     /// Clock time of the latest delivery, in ns.
     pub last_delivery_ns: AtomicU64,
-    /// Protocol frames counted by the scenario (presence: `presence_state` and `presence_diff`).
+    /// Protocol frames counted by the scenario (presence: `presence_state` and `presence_diff`;
+    /// pg: changes of another group's rows, which a subscriber should not have seen).
     pub frames: AtomicU64,
 }
 
@@ -434,6 +440,10 @@ async fn connect_all(
                     .unwrap_or(Err(conn::ConnError::Timeout("connect")))
                     .map(Opened::Ws)
                     .map_err(|e| e.to_string()),
+                    Transport::Pg(join) => pg::open(&spec.target, &ws_url, source, i, join)
+                        .await
+                        .map(Opened::Ws)
+                        .map_err(|e| e.to_string()),
                     Transport::Sse => {
                         let path = spec.target.sse_path(&name, &spec.token);
                         sse_client::open(&spec.target, source, &path)
@@ -473,6 +483,9 @@ async fn connect_all(
                             ),
                         };
                         holders.spawn(presence::member(ws, member, stop, go_rx.clone(), shared))
+                    }
+                    (Opened::Ws(ws), Transport::Pg(join)) => {
+                        holders.spawn(pg::hold(ws, i, stop, shared, join))
                     }
                     (Opened::Ws(ws), _) => {
                         holders.spawn(conn::hold(ws, i, stop, shared, spec.protocol))

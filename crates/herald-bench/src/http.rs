@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 client for the HTTP publishers: JSON POSTs over one keep-alive connection,
-//! reading `Content-Length` and chunked responses, reconnecting when the server closes.
+//! A minimal HTTP/1.1 client for the HTTP publishers (JSON POSTs) and for reading the server's
+//! `/metrics` (GETs), over one keep-alive connection, reading `Content-Length` and chunked
+//! responses, reconnecting when the server closes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -91,6 +92,20 @@ impl Client {
         }
     }
 
+    /// GETs `path` (no credentials), with the same retry as [`Client::post_json`].
+    pub async fn get(&mut self, path: &str) -> Result<Response, HttpError> {
+        let request = get_request_bytes(&self.host, path);
+        let reused = self.conn.is_some();
+        match self.exchange(&request).await {
+            Ok(resp) => Ok(resp),
+            Err(_) if reused => {
+                self.conn = None;
+                self.exchange(&request).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn exchange(&mut self, request: &[u8]) -> Result<Response, HttpError> {
         let result = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange_inner(request))
             .await
@@ -151,6 +166,11 @@ pub fn request_bytes(host: &str, path: &str, bearer: &str, body: &[u8]) -> Vec<u
     .into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// The bytes of a GET request.
+pub fn get_request_bytes(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n").into_bytes()
 }
 
 /// Reads a response head up to its blank line, skipping interim 1xx responses.
@@ -301,6 +321,11 @@ mod tests {
         assert!(text.starts_with("POST /api/broadcast HTTP/1.1\r\nHost: 127.0.0.1:4000\r\n"));
         assert!(text.contains("Authorization: Bearer tok\r\n"));
         assert!(text.ends_with("Content-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"));
+        let r = get_request_bytes("127.0.0.1:4000", "/metrics");
+        assert_eq!(
+            r,
+            b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nConnection: keep-alive\r\n\r\n"
+        );
     }
 
     #[tokio::test]

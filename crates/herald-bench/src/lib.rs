@@ -20,8 +20,13 @@
 //!   until every member has seen every key of its channel, and the presence frames received.
 //! - `churn`: connect → join → leave → close cycles at R per second for S seconds; reports completed
 //!   cycles per second, failures, and the server's RSS before, during and after.
+//! - `pg`: Postgres Changes of a server started with a database: N subscribers in G claims groups
+//!   (optionally with row-level security or a filter per group) while writers insert rows into a
+//!   table of the benchmark's own at R rows/s in transactions of T rows for S seconds; reports rows
+//!   inserted, changes ingested per second (the server's counter), deliveries against expectations,
+//!   commit-to-client latency and server CPU.
 //!
-//! Traffic goes to loopback addresses only, every count and duration is bounded, and every run stops
+//! Traffic (the `pg` scenario's database connections included) goes to loopback addresses only, every count and duration is bounded, and every run stops
 //! by itself. Fleets larger than one process can hold are spread over worker processes (module
 //! `worker`).
 //!
@@ -37,6 +42,7 @@ mod http;
 mod idle;
 mod pace;
 mod payload;
+mod pg;
 mod phoenix;
 mod plain;
 mod presence;
@@ -283,6 +289,51 @@ pub enum Scenario {
         #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=28_000))]
         per_address: u64,
     },
+    /// Postgres Changes: rows inserted into `herald_bench_pg` reach subscribers in claims groups;
+    /// rows and changes ingested per second, deliveries, commit-to-client latency and server CPU.
+    ///
+    /// The server must run with a database (`herald serve --database-url ...`), and
+    /// HERALD_JWT_SECRET must hold its secret: each group's token is minted from it. The benchmark
+    /// creates the table, the roles `authenticated`, `anon` and `service_role` when missing, adds
+    /// the table to publication `supabase_realtime`, and empties it before the run. Writers commit
+    /// with synchronous_commit on, so that each commit reaches the replication stream at once.
+    Pg {
+        /// The database the server streams from (loopback or Unix socket only).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Subscribers (subscriber i joins `realtime:pg-bench-<i>` as a member of group i % G); 0
+        /// measures ingestion alone.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+        subscribers: u64,
+        /// Claims groups: group g's token has role `authenticated`, `sub` = `bench-g<g>` and
+        /// `grp` = g; rows cycle over the groups.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        groups: u64,
+        /// Row-level security on the table, with a policy letting each group see only its rows.
+        #[arg(long)]
+        rls: bool,
+        /// Each subscriber's binding filters on its group (`grp=eq.<g>`).
+        #[arg(long)]
+        filter: bool,
+        /// Rows per second in total; 0: as fast as the database takes them.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+        rows_per_sec: u64,
+        /// Rows per transaction (one multi-row INSERT each).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        rows_per_tx: u64,
+        /// Seconds of inserting.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+        duration: u64,
+        /// Size of each row's `body` in bytes.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+        payload: u64,
+        /// Writer connections sharing the rate (at most one per row per second when paced).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+        writers: u64,
+        /// How subscribers are opened.
+        #[command(flatten)]
+        clients: ClientOpts,
+    },
 }
 
 /// How messages are published in `fanout` and `publish`.
@@ -331,7 +382,8 @@ impl Scenario {
             | Scenario::Fanout { clients, .. }
             | Scenario::Sse { clients, .. }
             | Scenario::Publish { clients, .. }
-            | Scenario::Presence { clients, .. } => Some(clients),
+            | Scenario::Presence { clients, .. }
+            | Scenario::Pg { clients, .. } => Some(clients),
             Scenario::Recover { .. } | Scenario::Churn { .. } => None,
         }
     }
@@ -346,6 +398,7 @@ impl Scenario {
             Scenario::Publish { .. } => "publish",
             Scenario::Presence { .. } => "presence",
             Scenario::Churn { .. } => "churn",
+            Scenario::Pg { .. } => "pg",
         }
     }
 
@@ -405,6 +458,23 @@ impl Scenario {
                 &presence::prefix(clock),
                 channels,
                 members,
+                true,
+            )),
+            Scenario::Pg {
+                subscribers,
+                groups,
+                rls,
+                filter,
+                ..
+            } => Some(shape(
+                Transport::Pg(pg::PgJoin {
+                    groups: *groups,
+                    filter: *filter,
+                    per_group: *rls || *filter,
+                }),
+                pg::PREFIX,
+                groups,
+                subscribers,
                 true,
             )),
             Scenario::Recover { .. } | Scenario::Churn { .. } => None,
@@ -667,6 +737,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 channels,
             };
             churn::run(Arc::new(ctx), opts).await?
+        }
+        Scenario::Pg {
+            database_url,
+            subscribers,
+            groups,
+            rls,
+            filter,
+            rows_per_sec,
+            rows_per_tx,
+            duration,
+            payload,
+            writers,
+            ..
+        } => {
+            let opts = pg::PgOpts {
+                database_url,
+                subscribers,
+                groups,
+                rls,
+                filter,
+                rows_per_sec,
+                rows_per_tx,
+                duration,
+                payload: usize::try_from(payload).unwrap_or(usize::MAX),
+                writers,
+            };
+            pg::run(&ctx, opts).await?
         }
     };
     print!("{}", report.table());
@@ -1004,6 +1101,92 @@ mod tests {
         assert!(b.scenario.clients().is_none() && b.scenario.fleet(&clock).is_none());
     }
 
+    #[test]
+    fn parses_the_pg_scenario() {
+        let b = parse(&[
+            "herald",
+            "bench",
+            "pg",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "--subscribers",
+            "50",
+            "--groups",
+            "5",
+            "--rls",
+            "--rows-per-sec",
+            "200",
+            "--duration",
+            "2",
+            "--server-pid",
+            "3",
+        ])
+        .unwrap();
+        assert!(matches!(
+            &b.scenario,
+            Scenario::Pg {
+                subscribers: 50,
+                groups: 5,
+                rls: true,
+                filter: false,
+                rows_per_sec: 200,
+                rows_per_tx: 100,
+                duration: 2,
+                payload: 100,
+                writers: 4,
+                database_url,
+                ..
+            } if database_url == "postgres://postgres@127.0.0.1:5432/postgres"
+        ));
+        assert_eq!(b.server_pid, Some(3));
+        assert_eq!(b.scenario.name(), "pg");
+        assert!(!b.scenario.runs_on_peers());
+        let clock = Clock::start();
+        assert_eq!(
+            b.scenario.fleet(&clock),
+            Some(Shape {
+                transport: Transport::Pg(pg::PgJoin {
+                    groups: 5,
+                    filter: false,
+                    per_group: true
+                }),
+                prefix: pg::PREFIX.to_owned(),
+                channels: 5,
+                count: 50,
+                record_latency: true
+            })
+        );
+        let url = ["--database-url", "postgres://127.0.0.1/x"];
+        let b = parse(
+            &[
+                &["herald", "bench", "pg", "--subscribers", "0", "--filter"][..],
+                &url[..],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert!(matches!(
+            b.scenario,
+            Scenario::Pg {
+                subscribers: 0,
+                filter: true,
+                rows_per_sec: 0,
+                ..
+            }
+        ));
+        for bad in [
+            &["--groups", "0"][..],
+            &["--rows-per-tx", "0"],
+            &["--rows-per-tx", "10001"],
+            &["--duration", "0"],
+            &["--payload", "70000"],
+            &["--writers", "0"],
+        ] {
+            let args = [&["herald", "bench", "pg"][..], &url[..], bad].concat();
+            assert!(parse(&args).is_err(), "{bad:?}");
+        }
+    }
+
     #[tokio::test]
     async fn refuses_protocols_a_scenario_does_not_speak() {
         for (args, want) in [
@@ -1018,6 +1201,18 @@ mod tests {
             (
                 &["herald", "bench", "--protocol", "socketio", "presence"][..],
                 "presence scenario speaks only phoenix",
+            ),
+            (
+                &[
+                    "herald",
+                    "bench",
+                    "--protocol",
+                    "plain",
+                    "pg",
+                    "--database-url",
+                    "postgres://127.0.0.1/x",
+                ][..],
+                "pg scenario speaks only phoenix",
             ),
         ] {
             let e = run(parse(args).unwrap()).await.unwrap_err();

@@ -12,7 +12,7 @@ use crate::stats::{LatencySummary, Spread};
 /// One run's figures. Fields that do not apply to a scenario (or were not measured) are `null`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `idle`, `fanout`, `sse`, `recover`, `publish`, `presence` or `churn`.
+    /// `idle`, `fanout`, `sse`, `recover`, `publish`, `presence`, `churn` or `pg`.
     pub scenario: &'static str,
     /// Connections established (idle), SSE streams open (sse), subscribers joined (fanout, publish),
     /// clients connected at once (recover), members connected (presence), cycles completed (churn).
@@ -23,9 +23,10 @@ pub struct Report {
     pub kernel_per_connection_kib: Option<f64>,
     /// Joined connections (or open streams) per second while opening.
     pub connect_rate: Option<f64>,
-    /// Deliveries per second (fanout, publish, sse with `--publish-rate`).
+    /// Deliveries per second (fanout, publish, sse with `--publish-rate`, pg).
     pub delivered_per_sec: Option<f64>,
-    /// End-to-end latency percentiles (fanout, publish, sse with `--publish-rate`); time from the go
+    /// End-to-end latency percentiles (fanout, publish, sse with `--publish-rate`; pg: from just
+    /// before the commit to the client); time from the go
     /// until a member has seen every key (presence); time of one cycle (churn).
     pub latency_ms: Option<LatencySummary>,
     /// Server CPU over the publishing window, percent of one core (with `--server-pid`).
@@ -62,6 +63,8 @@ pub enum Detail {
     Presence(PresenceDetail),
     /// `churn`.
     Churn(ChurnDetail),
+    /// `pg`.
+    Pg(PgDetail),
 }
 
 /// Counts of an idle run.
@@ -351,6 +354,71 @@ pub struct ChurnDetail {
     pub cpu_us_per_cycle: Option<f64>,
 }
 
+/// Counts of a pg run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PgDetail {
+    /// Subscribers asked for.
+    pub subscribers_requested: u64,
+    /// Subscribers that failed to open, join or subscribe to Postgres Changes.
+    pub subscriber_failures: u64,
+    /// Why, with counts.
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// Claims groups (subscriber i is in group i % groups).
+    pub groups: u64,
+    /// Row-level security on, each group seeing its own rows.
+    pub rls: bool,
+    /// Each subscriber's binding filters on its group.
+    pub filter: bool,
+    /// Client processes holding subscribers.
+    pub processes: usize,
+    /// Writer connections.
+    pub writers: u64,
+    /// Rows per transaction.
+    pub rows_per_tx: u64,
+    /// Target rows per second in total (0: as fast as possible).
+    pub rate: u64,
+    /// Seconds of inserting asked for.
+    pub duration_secs: u64,
+    /// Size of each row's `body`, bytes.
+    pub payload_bytes: usize,
+    /// Rows committed.
+    pub rows_inserted: u64,
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Rows committed per second over the inserting time.
+    pub rows_per_sec: Option<f64>,
+    /// Rows whose transaction failed.
+    pub insert_errors: u64,
+    /// Why, with counts.
+    pub insert_error_reasons: BTreeMap<String, u64>,
+    /// Growth of the server's `herald_pg_changes_total` over the run (`null`: no `/metrics`).
+    pub changes_ingested: Option<u64>,
+    /// That growth per second, from the first insert until the counter reached the rows committed
+    /// (or stopped growing).
+    pub changes_ingested_per_sec: Option<f64>,
+    /// Seconds from the first insert until then.
+    pub ingest_secs: Option<f64>,
+    /// Deliveries expected: each subscriber's visible rows (its group's with --rls or --filter,
+    /// else all), summed.
+    pub expected: u64,
+    /// Deliveries received (changes of the subscriber's own rows).
+    pub delivered: u64,
+    /// `expected - delivered` (negative would mean duplicates).
+    pub missing: i64,
+    /// Changes of another group's rows received with --rls or --filter (none should arrive).
+    pub foreign: u64,
+    /// Subscribers that dropped (or were told of an error) during the run.
+    pub disconnects: u64,
+    /// Seconds spent inserting.
+    pub insert_secs: f64,
+    /// Seconds from the first insert to the last delivery.
+    pub elapsed_secs: f64,
+    /// Server CPU seconds from the first insert to the end of the wait.
+    pub server_cpu_secs: Option<f64>,
+    /// Server CPU time per row committed, µs.
+    pub cpu_us_per_row: Option<f64>,
+}
+
 /// Figures of a hold (idle connections or idle streams).
 struct Hold {
     connect_secs: f64,
@@ -486,6 +554,7 @@ impl Report {
             Detail::Publish(d) => self.publish_rows(d, &mut rows),
             Detail::Presence(d) => self.presence_rows(d, &mut rows),
             Detail::Churn(d) => self.churn_rows(d, &mut rows),
+            Detail::Pg(d) => self.pg_rows(d, &mut rows),
         }
         rows.push(("errors", int(self.errors)));
         render(&format!("herald bench {}", self.scenario), &rows)
@@ -748,6 +817,83 @@ impl Report {
     }
 }
 
+impl Report {
+    fn pg_rows<'a>(&self, d: &'a PgDetail, rows: &mut Vec<(&'a str, String)>) {
+        rows.push(("subscribers requested", int(d.subscribers_requested)));
+        rows.push(("subscribers joined", int(self.connections)));
+        rows.push(("subscriber failures", int(d.subscriber_failures)));
+        let visibility = match (d.rls, d.filter) {
+            (true, true) => "row-level security and filter",
+            (true, false) => "row-level security",
+            (false, true) => "filter",
+            (false, false) => "all rows",
+        };
+        rows.push((
+            "groups",
+            format!("{}, each subscriber sees: {visibility}", int(d.groups)),
+        ));
+        rows.push(("client processes", int(d.processes as u64)));
+        rows.push(("connect rate", opt(self.connect_rate, 1, "conn/s")));
+        rows.push((
+            "writers",
+            format!("{} x {} rows/transaction", d.writers, int(d.rows_per_tx)),
+        ));
+        rows.push(("body", format!("{} B", int(d.payload_bytes as u64))));
+        let target = if d.rate == 0 {
+            "as fast as possible".to_owned()
+        } else {
+            format!("{} rows/s", int(d.rate))
+        };
+        rows.push(("target rate", format!("{target} for {} s", d.duration_secs)));
+        rows.push(("rows inserted", int(d.rows_inserted)));
+        rows.push(("transactions", int(d.transactions)));
+        rows.push(("rows inserted / s", opt(d.rows_per_sec, 1, "rows/s")));
+        rows.push(("insert errors", int(d.insert_errors)));
+        rows.push((
+            "changes ingested",
+            d.changes_ingested.map_or_else(|| "-".to_owned(), int),
+        ));
+        rows.push((
+            "changes ingested / s",
+            opt(d.changes_ingested_per_sec, 1, "changes/s"),
+        ));
+        rows.push(("expected deliveries", int(d.expected)));
+        rows.push(("delivered", int(d.delivered)));
+        rows.push(("missing", d.missing.to_string()));
+        rows.push(("foreign rows delivered", int(d.foreign)));
+        rows.push(("disconnects", int(d.disconnects)));
+        rows.push(("inserting time", format!("{:.2} s", d.insert_secs)));
+        rows.push(("elapsed", format!("{:.2} s", d.elapsed_secs)));
+        rows.push(("delivered / s", opt(self.delivered_per_sec, 1, "msg/s")));
+        self.latency_rows(rows);
+        rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
+        rows.push(("server CPU / row", opt(d.cpu_us_per_row, 2, "µs")));
+        rows.push((
+            "server CPU / delivery",
+            opt(self.cpu_us_per_delivery, 2, "µs"),
+        ));
+        reason_rows(rows, "failure", &d.failure_reasons);
+        reason_rows(rows, "insert error", &d.insert_error_reasons);
+        match d.changes_ingested {
+            None => rows.push(("note", PG_METRICS_NOTE.to_owned())),
+            Some(n) if n < d.rows_inserted => rows.push((
+                "note",
+                format!(
+                    "the server had ingested {} of the {} rows when the wait ended: changes \
+                     ingested / s is its rate under that backlog",
+                    int(n),
+                    int(d.rows_inserted)
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Why a pg run has no ingest figures.
+pub const PG_METRICS_NOTE: &str = "changes ingested come from the server's /metrics \
+     (herald_pg_changes_total), which could not be read";
+
 /// What a recover run needs from the server.
 pub const RETENTION_NOTE: &str = "the server must keep at least --missed messages per channel \
      for long enough (its default is 100 for 2 minutes): start it with e.g. \
@@ -982,6 +1128,46 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&churn.to_json_line()).unwrap();
         assert_eq!(v["detail"]["rss_growth_kib"], -2_736);
+    }
+
+    #[test]
+    fn pg_fills_its_table() {
+        let pg = Report {
+            connections: 50,
+            delivered_per_sec: Some(190.5),
+            ..Report::new(
+                "pg",
+                Detail::Pg(PgDetail {
+                    subscribers_requested: 50,
+                    groups: 10,
+                    rls: true,
+                    writers: 1,
+                    rows_per_tx: 100,
+                    rows_inserted: 400,
+                    changes_ingested: Some(400),
+                    changes_ingested_per_sec: Some(199.75),
+                    expected: 2_000,
+                    delivered: 2_000,
+                    ..PgDetail::default()
+                }),
+            )
+        };
+        let t = pg.table();
+        assert!(t.starts_with("herald bench pg\n"), "{t}");
+        assert!(
+            t.contains("10, each subscriber sees: row-level security"),
+            "{t}"
+        );
+        assert!(t.contains("199.8 changes/s"), "{t}");
+        assert!(t.contains("as fast as possible"), "{t}");
+        assert!(!t.contains("herald_pg_changes_total"), "{t}");
+        let v: serde_json::Value = serde_json::from_str(&pg.to_json_line()).unwrap();
+        assert_eq!(v["scenario"], "pg");
+        assert_eq!(v["detail"]["rows_inserted"], 400);
+        assert_eq!(v["detail"]["changes_ingested_per_sec"], 199.75);
+        assert_eq!(v["delivered_per_sec"], 190.5);
+        let none = Report::new("pg", Detail::Pg(PgDetail::default()));
+        assert!(none.table().contains("herald_pg_changes_total"));
     }
 
     #[test]

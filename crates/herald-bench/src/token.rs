@@ -1,5 +1,6 @@
 //! The API key the benchmark presents: `--token`, else `HERALD_BENCH_TOKEN`, else a `service_role`
-//! HS256 token minted from `HERALD_JWT_SECRET`.
+//! HS256 token minted from `HERALD_JWT_SECRET`; and the per-client tokens with claims of their own
+//! that the `pg` scenario mints from that secret.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,8 @@ struct Claims<'a> {
     role: &'a str,
     iat: u64,
     exp: u64,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// Picks the token from the flag, then the environment.
@@ -40,25 +43,47 @@ pub fn resolve(flag: Option<&str>) -> Result<String, TokenError> {
     if let Some(t) = env(TOKEN_ENV) {
         return Ok(t);
     }
-    match env(SECRET_ENV) {
+    match secret() {
         Some(secret) => mint(&secret, "service_role", unix_now_secs()),
         None => Err(TokenError::Missing),
     }
 }
 
+/// The server's HS256 secret from `HERALD_JWT_SECRET`, if set and not empty.
+pub fn secret() -> Option<String> {
+    std::env::var(SECRET_ENV).ok().filter(|v| !v.is_empty())
+}
+
 /// An HS256 token with claims `role`, `iat` = `now` and `exp` two days later.
 pub fn mint(secret: &str, role: &str, now: u64) -> Result<String, TokenError> {
+    mint_with(secret, role, now, &serde_json::Map::new())
+}
+
+/// Like [`mint`], with the claims of `extra` besides (`role`, `iat` and `exp` in `extra` are
+/// ignored).
+pub fn mint_with(
+    secret: &str,
+    role: &str,
+    now: u64,
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, TokenError> {
+    let mut extra = extra.clone();
+    for reserved in ["role", "iat", "exp"] {
+        extra.remove(reserved);
+    }
     let claims = Claims {
         role,
         iat: now,
         exp: now + MINTED_LIFETIME_SECS,
+        extra: &extra,
     };
     let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
-fn unix_now_secs() -> u64 {
+/// Wall-clock seconds since 1970.
+pub fn unix_now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -83,6 +108,28 @@ mod tests {
         .unwrap();
         assert_eq!(data.claims["role"], "service_role");
         assert_eq!(data.claims["exp"], now + MINTED_LIFETIME_SECS);
+    }
+
+    #[test]
+    fn minted_token_carries_extra_claims() {
+        let mut extra = serde_json::Map::new();
+        extra.insert("sub".into(), "bench-g3".into());
+        extra.insert("grp".into(), 3.into());
+        extra.insert("role".into(), "service_role".into());
+        let token = mint_with("s3cret", "authenticated", 1_000, &extra).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["exp"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(data.claims["role"], "authenticated");
+        assert_eq!(data.claims["sub"], "bench-g3");
+        assert_eq!(data.claims["grp"], 3);
+        assert_eq!(data.claims["iat"], 1_000);
     }
 
     #[test]

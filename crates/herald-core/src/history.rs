@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_store::{Append, ChannelMeta, Record, Store, StoreError};
+use herald_store::{Append, AppendMany, ChannelMeta, Record, Store, StoreError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -60,6 +60,14 @@ pub trait HistoryBackend: Send + Sync + 'static {
     fn purge_idempotency(&self, now_ms: u64) -> Result<usize, StoreError>;
     /// Makes everything durable on disk.
     fn sync(&self) -> Result<(), StoreError>;
+    /// Appends records of several channels and sets a marker, atomically.
+    fn append_many(
+        &self,
+        appends: &[AppendMany<'_>],
+        marker: Option<(&str, &[u8])>,
+    ) -> Result<(), StoreError>;
+    /// A marker set by `append_many`.
+    fn marker(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 impl HistoryBackend for Store {
@@ -110,6 +118,16 @@ impl HistoryBackend for Store {
     }
     fn sync(&self) -> Result<(), StoreError> {
         Store::sync(self)
+    }
+    fn append_many(
+        &self,
+        appends: &[AppendMany<'_>],
+        marker: Option<(&str, &[u8])>,
+    ) -> Result<(), StoreError> {
+        Store::append_many(self, appends, marker)
+    }
+    fn marker(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::marker(self, name)
     }
 }
 
@@ -526,6 +544,92 @@ impl History {
         };
         let delivered = deliver(&position);
         Ok((Appended::New(position), Some(delivered)))
+    }
+
+    /// Appends messages to several channels, and sets a marker, as one atomic write (no idempotency
+    /// keys). Returns each message's position, in order. Under every involved channel's lock.
+    pub fn append_batch(
+        &self,
+        items: &[(ChannelKey, NewMessage<'_>)],
+        marker: Option<(&str, &[u8])>,
+    ) -> Result<Vec<Position>, HistoryError> {
+        let mut keys: Vec<(Vec<u8>, &ChannelKey)> =
+            items.iter().map(|(k, _)| (store_key(k), k)).collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        // Locks in one global order (by store key), so two batches never wait on each other.
+        let mut guards: Vec<_> = keys.iter().map(|(_, k)| self.slot(k).lock_arc()).collect();
+        for ((_, key), guard) in keys.iter().zip(guards.iter_mut()) {
+            self.load(key, guard)?;
+        }
+        let index =
+            |k: &ChannelKey| keys.binary_search_by(|(sk, _)| sk.as_slice().cmp(&store_key(k)));
+        let now = self.clock.now_ms();
+        let mut records: Vec<Vec<Record>> = vec![Vec::new(); keys.len()];
+        let mut positions = Vec::with_capacity(items.len());
+        for (key, msg) in items {
+            let i = index(key).map_err(|_| HistoryError::Rule("unreachable: key".to_owned()))?;
+            let log = guards[i]
+                .as_ref()
+                .ok_or(HistoryError::Rule("unreachable: log not loaded".to_owned()))?;
+            let offset = log.top + 1 + records[i].len() as u64;
+            records[i].push(Record {
+                offset,
+                ts_ms: now,
+                id: msg.id.to_owned(),
+                event: msg.event.to_owned(),
+                origin: msg.origin,
+                raw: msg.raw,
+                payload: msg.payload.to_vec(),
+            });
+            positions.push(Position {
+                epoch: log.epoch.clone(),
+                offset,
+            });
+        }
+        let mut plans = Vec::with_capacity(keys.len());
+        for (i, guard) in guards.iter().enumerate() {
+            let log = guard
+                .as_ref()
+                .ok_or(HistoryError::Rule("unreachable: log not loaded".to_owned()))?;
+            let top = log.top + records[i].len() as u64;
+            let keep = log.retention.max_messages.max(1) as u64;
+            let first = log.first.max((top + 1).saturating_sub(keep));
+            let meta = ChannelMeta {
+                epoch: log.epoch.to_string(),
+                top,
+            };
+            plans.push((
+                meta,
+                (first > log.first).then_some(log.first..first),
+                top,
+                first,
+            ));
+        }
+        let appends: Vec<AppendMany<'_>> = keys
+            .iter()
+            .zip(plans.iter())
+            .zip(records.iter())
+            .map(|(((sk, _), (meta, evict, _, _)), records)| AppendMany {
+                channel: sk,
+                meta,
+                records,
+                evict: evict.clone(),
+            })
+            .collect();
+        self.backend.append_many(&appends, marker)?;
+        for (guard, (_, _, top, first)) in guards.iter_mut().zip(plans.iter()) {
+            if let Some(log) = guard.as_mut() {
+                log.top = *top;
+                log.first = (*first).min(*top);
+            }
+        }
+        Ok(positions)
+    }
+
+    /// A marker set by [`History::append_batch`].
+    pub fn marker(&self, name: &str) -> Result<Option<Vec<u8>>, HistoryError> {
+        Ok(self.backend.marker(name)?)
     }
 
     /// Reads what a client missed and, under the channel's lock, runs `subscribe`.

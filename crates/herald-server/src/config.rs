@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// How long a client may take to send its request head.
     pub header_read_timeout: Duration,
+    /// Postgres Changes; `None` turns them off.
+    pub postgres: Option<herald_postgres::Settings>,
 }
 
 impl ServerConfig {
@@ -63,6 +65,7 @@ impl ServerConfig {
             sse_keepalive: Duration::from_secs(15),
             cors_origins: vec!["*".to_owned()],
             header_read_timeout: Duration::from_secs(30),
+            postgres: None,
         }
     }
 }

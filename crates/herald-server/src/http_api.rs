@@ -431,8 +431,16 @@ fn base64_encode(bytes: &[u8]) -> String {
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     let connections = app.connections.load(std::sync::atomic::Ordering::Relaxed);
     let channels = app.hub.channels().len();
-    axum::Json(json!({ "status": "ok", "connections": connections, "channels": channels }))
-        .into_response()
+    let mut body = json!({ "status": "ok", "connections": connections, "channels": channels });
+    if let Some(pg) = &app.postgres {
+        body["postgres"] = json!({
+            "ready": pg.ready(),
+            "leader": pg.leader(),
+            "standby": pg.standby(),
+            "streaming": pg.streaming(),
+        });
+    }
+    axum::Json(body).into_response()
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {

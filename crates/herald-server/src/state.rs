@@ -21,6 +21,9 @@ pub enum StateError {
     /// The history store could not be opened.
     #[error(transparent)]
     Store(#[from] herald_store::StoreError),
+    /// Postgres Changes could not be set up.
+    #[error(transparent)]
+    Postgres(#[from] herald_postgres::PgError),
 }
 
 /// Everything a request handler or a session needs.
@@ -43,6 +46,8 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// Renders `/metrics`, when a Prometheus recorder is installed.
     pub prometheus: Option<PrometheusHandle>,
+    /// Postgres Changes, when a database is configured.
+    pub postgres: Option<Arc<herald_postgres::Postgres>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -76,16 +81,27 @@ impl AppState {
             presence_batch: std::time::Duration::from_millis(config.limits.presence_batch_ms),
             max_presence_members: config.limits.max_presence_members,
         };
+        let hub = Hub::in_process(stats, settings, history);
+        let shutdown = CancellationToken::new();
+        let postgres = match &config.postgres {
+            None => None,
+            Some(pg) => Some(herald_postgres::Postgres::start(
+                pg.clone(),
+                hub.clone(),
+                shutdown.clone(),
+            )?),
+        };
         Ok(Arc::new(AppState {
-            hub: Hub::in_process(stats, settings, history),
+            hub,
             auth: Authenticator::new(config.jwt_secret.as_bytes()),
             limits: config.limits.clone(),
             http_limiter: Mutex::new(RateLimiter::new(config.limits.max_http_messages_per_second)),
             config,
             connections: AtomicUsize::new(0),
-            shutdown: CancellationToken::new(),
+            shutdown,
             sessions: TaskTracker::new(),
             prometheus,
+            postgres,
         }))
     }
 

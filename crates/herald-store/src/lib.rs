@@ -123,12 +123,26 @@ pub struct Append<'a> {
     pub idempotency: Option<(&'a str, u64)>,
 }
 
+/// Several records of one channel, appended together.
+#[derive(Debug)]
+pub struct AppendMany<'a> {
+    /// The channel.
+    pub channel: &'a [u8],
+    /// The channel's position after the append.
+    pub meta: &'a ChannelMeta,
+    /// The records, oldest first.
+    pub records: &'a [Record],
+    /// Remove records with offsets in this range (retention by count).
+    pub evict: Option<std::ops::Range<u64>>,
+}
+
 /// The store.
 pub struct Store {
     db: Database,
     log: Keyspace,
     meta: Keyspace,
     idem: Keyspace,
+    markers: Keyspace,
     durability: PersistMode,
 }
 
@@ -161,18 +175,31 @@ fn offset_of(key: &[u8]) -> Result<u64> {
     ))
 }
 
+/// Largest in-memory write buffer of one keyspace before it is flushed.
+const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+/// Block cache of the whole store.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 impl Store {
     /// Opens (or creates) the store in `dir`. With `fsync`, every append is synced to disk.
     pub fn open(dir: &Path, fsync: bool) -> Result<Store> {
-        let db = Database::builder(dir).manual_journal_persist(true).open()?;
-        let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let idem = db.keyspace("idempotency", KeyspaceCreateOptions::default)?;
+        // Small memtables and cache: a burst of appends (a large database transaction, a publish
+        // flood) is flushed to disk in small steps instead of growing the process by hundreds of MiB.
+        let db = Database::builder(dir)
+            .manual_journal_persist(true)
+            .cache_size(CACHE_BYTES)
+            .open()?;
+        let small = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let log = db.keyspace("log", small)?;
+        let meta = db.keyspace("meta", small)?;
+        let idem = db.keyspace("idempotency", small)?;
+        let markers = db.keyspace("markers", small)?;
         Ok(Store {
             db,
             log,
             meta,
             idem,
+            markers,
             durability: if fsync {
                 PersistMode::SyncData
             } else {
@@ -239,6 +266,43 @@ impl Store {
         }
         batch.commit()?;
         Ok(())
+    }
+
+    /// Appends records of several channels and sets a marker, as one atomic write: after a crash
+    /// either all of it is there or none.
+    pub fn append_many(
+        &self,
+        appends: &[AppendMany<'_>],
+        marker: Option<(&str, &[u8])>,
+    ) -> Result<()> {
+        let mut batch = self.db.batch().durability(Some(self.durability));
+        for a in appends {
+            let evict = a.evict.clone().unwrap_or(0..0);
+            for record in a.records {
+                if !evict.contains(&record.offset) {
+                    batch.insert(
+                        &self.log,
+                        log_key(a.channel, record.offset)?,
+                        record.encode()?,
+                    );
+                }
+            }
+            batch.insert(&self.meta, prefix(a.channel)?, Self::meta_value(a.meta));
+            let newest = a.records.first().map_or(u64::MAX, |r| r.offset);
+            for offset in evict.filter(|o| *o < newest) {
+                batch.remove(&self.log, log_key(a.channel, offset)?);
+            }
+        }
+        if let Some((name, value)) = marker {
+            batch.insert(&self.markers, name.as_bytes(), value);
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// A marker set by [`Store::append_many`].
+    pub fn marker(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.markers.get(name.as_bytes())?.map(|v| v.to_vec()))
     }
 
     /// Up to `limit` records with offsets above `after`, oldest first.

@@ -60,6 +60,9 @@ struct ServeArgs {
     /// Serve `/_test/echo` for the WebSocket conformance suite.
     #[arg(long)]
     test_echo_route: bool,
+    /// PostgreSQL URL for Postgres Changes (also `DATABASE_URL`).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -110,6 +113,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         bind: args.bind,
         production: args.production.then_some(true),
         test_echo_route: args.test_echo_route.then_some(true),
+        database_url: args.database_url,
     };
     let settings = Settings::load(args.common.config.as_deref(), &overrides)?;
     init_logging(&settings.log_format);
@@ -135,6 +139,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         sse_keepalive: std::time::Duration::from_secs(settings.sse_keepalive_secs.max(1)),
         cors_origins: settings.cors_origins.clone(),
         header_read_timeout: std::time::Duration::from_secs(30),
+        postgres: settings.postgres_config(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -196,7 +201,7 @@ fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HERALD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info,pg_walstream=error"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

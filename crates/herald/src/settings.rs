@@ -46,6 +46,18 @@ pub struct Settings {
     pub sse_keepalive_secs: u64,
     /// Origins browsers may call from (`*`: any).
     pub cors_origins: Vec<String>,
+    /// PostgreSQL for Postgres Changes and `herald.send` (`DATABASE_URL` works too). Off when unset.
+    pub database_url: Option<String>,
+    /// The publication whose tables are streamed.
+    pub pg_publication: String,
+    /// The permanent logical replication slot.
+    pub pg_slot: String,
+    /// Pooled connections for row-level security checks.
+    pub pg_pool_size: usize,
+    /// Changes kept per table for recovering subscribers.
+    pub pg_history_max_messages: usize,
+    /// Age limit of kept changes.
+    pub pg_history_max_age: String,
     #[serde(flatten)]
     pub limits: Limits,
 }
@@ -72,6 +84,12 @@ impl Default for Settings {
             sse_cookie: "herald_token".to_owned(),
             sse_keepalive_secs: 15,
             cors_origins: vec!["*".to_owned()],
+            database_url: None,
+            pg_publication: "supabase_realtime".to_owned(),
+            pg_slot: "herald".to_owned(),
+            pg_pool_size: 4,
+            pg_history_max_messages: 10_000,
+            pg_history_max_age: "10m".to_owned(),
             limits: Limits::default(),
         }
     }
@@ -90,6 +108,8 @@ pub struct CliOverrides {
     pub production: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_echo_route: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
 }
 
 /// The secret in use and where it came from.
@@ -113,7 +133,23 @@ impl Settings {
         figment = figment
             .merge(Env::prefixed("HERALD_"))
             .merge(Serialized::defaults(overrides));
-        figment.extract().context("invalid configuration")
+        let mut settings: Settings = figment.extract().context("invalid configuration")?;
+        if settings.database_url.as_deref().is_none_or(str::is_empty) {
+            settings.database_url = std::env::var("DATABASE_URL").ok();
+        }
+        settings.database_url = settings.database_url.filter(|u| !u.is_empty());
+        Ok(settings)
+    }
+
+    /// The Postgres Changes configuration, or `None` without a database URL.
+    pub fn postgres_config(&self) -> Option<herald_postgres::Settings> {
+        Some(herald_postgres::Settings {
+            database_url: self.database_url.clone()?,
+            publication: self.pg_publication.clone(),
+            slot: self.pg_slot.clone(),
+            pool_size: self.pg_pool_size,
+            spill_dir: self.data_dir.join("pg-spill"),
+        })
     }
 
     /// The history configuration, or `None` when history is off.
@@ -126,7 +162,22 @@ impl Settings {
                 max_messages: self.history_max_messages,
                 max_age: parse_duration(&self.history_max_age)?,
             },
-            rules: Vec::new(),
+            // Table logs of Postgres Changes, unless a rule of the file names them.
+            rules: if self
+                .history
+                .iter()
+                .any(|r| r.topics.starts_with(herald_postgres::LOG_PREFIX))
+            {
+                Vec::new()
+            } else {
+                vec![(
+                    format!("{}*", herald_postgres::LOG_PREFIX),
+                    Retention {
+                        max_messages: self.pg_history_max_messages,
+                        max_age: parse_duration(&self.pg_history_max_age)?,
+                    },
+                )]
+            },
             idempotency_window: std::time::Duration::from_secs(self.idempotency_window_secs),
             max_replay: self.max_replay_messages,
         }

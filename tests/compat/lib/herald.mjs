@@ -16,11 +16,11 @@ export const DEFAULT_ENV = {
 };
 
 /**
- * Spawns Herald and resolves once /healthz answers 200.
- * Returns { port, httpUrl, wsEndpoint(path), secret, logs(), stop() }.
+ * Spawns Herald and resolves once /healthz answers 200; `dataDir` reuses a data directory.
+ * Returns { pid, port, httpUrl, dataDir, wsEndpoint(path), secret, logs(), stop(), kill9() }.
  */
-export async function startHerald({ env = {} } = {}) {
-  const server = await spawnHerald({ secret: SECRET, env: { ...DEFAULT_ENV, ...env }, label: 'herald-compat' });
+export async function startHerald({ env = {}, dataDir } = {}) {
+  const server = await spawnHerald({ secret: SECRET, env: { ...DEFAULT_ENV, ...env }, label: 'herald-compat', dataDir });
   return {
     ...server,
     secret: SECRET,

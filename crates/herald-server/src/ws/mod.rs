@@ -90,6 +90,7 @@ async fn handshake(
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             let _tracked = token_guard;
+            let claims = session::keep_claims(&app2, claims);
             session::run(
                 app2,
                 socket,
@@ -97,7 +98,7 @@ async fn handshake(
                     remote,
                     vsn,
                     token_hash: session::token_hash(&token),
-                    claims: std::sync::Arc::new(claims.compact()),
+                    claims: std::sync::Arc::new(claims),
                 },
             )
             .await;

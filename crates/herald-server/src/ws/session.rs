@@ -65,6 +65,8 @@ struct Joined {
     expires_at: Instant,
     /// The presence key of this join (the configured one, or a generated UUID).
     presence_key: String,
+    /// Subscribed to Postgres Changes.
+    postgres: bool,
 }
 
 /// A hash of a token, to tell whether a client sent the same one again.
@@ -398,7 +400,7 @@ impl Session {
                     && token_hash(t) != self.peer.token_hash =>
             {
                 match self.app.auth.verify(t) {
-                    Ok(c) => (token_hash(t), Arc::new(c.compact())),
+                    Ok(c) => (token_hash(t), Arc::new(keep_claims(&self.app, c))),
                     Err(e) => return refuse(self, e.join_reason()),
                 }
             }
@@ -465,9 +467,12 @@ impl Session {
         } else {
             config.presence_key.clone()
         };
+        let postgres = !config.postgres_changes.is_empty() && self.app.postgres.is_some();
+        let pg_claims = claims.clone();
         self.channels.insert(
             topic.to_owned(),
             Joined {
+                postgres,
                 key,
                 join_ref: join_ref.clone(),
                 subscription,
@@ -509,7 +514,21 @@ impl Session {
                 "recovery"
             );
         }
-        if !config.postgres_changes.is_empty() {
+        if let (true, Some(pg)) = (postgres, &self.app.postgres) {
+            pg.subscribe(herald_postgres::SubscribeRequest {
+                session: self.handle.clone(),
+                topic: topic.to_owned(),
+                channel: name.clone(),
+                join_ref: join_ref.clone(),
+                bindings: config
+                    .postgres_changes
+                    .iter()
+                    .map(|b| (Value::Object(b.raw.clone()), b.id()))
+                    .collect(),
+                group: pg_group(&pg_claims),
+                recover: pg_recover(&payload),
+            });
+        } else if !config.postgres_changes.is_empty() {
             self.push(
                 join_ref.as_deref(),
                 topic,
@@ -541,6 +560,7 @@ impl Session {
             return;
         };
         self.app.hub.unsubscribe(&joined.key, joined.subscription);
+        self.end_postgres(&joined, &msg.topic);
         info!(conn = self.id, remote = %self.peer.remote, topic = %msg.topic, "leave");
         let join_ref = joined.join_ref.as_deref();
         self.reply(join_ref, msg.ref_.as_deref(), &msg.topic, "ok", json!({}));
@@ -553,6 +573,7 @@ impl Session {
             return;
         };
         self.app.hub.unsubscribe(&joined.key, joined.subscription);
+        self.end_postgres(&joined, topic);
         let join_ref = joined.join_ref.as_deref();
         if !message.is_empty() {
             info!(conn = self.id, remote = %self.peer.remote, topic, reason = message, "channel closed by server");
@@ -603,8 +624,13 @@ impl Session {
                 if let Some(joined) = self.channels.get_mut(&msg.topic) {
                     joined.expires_at =
                         Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
-                    joined.claims = Arc::new(claims.compact());
+                    joined.claims = Arc::new(keep_claims(&self.app, claims));
                     joined.token_hash = token_hash(&token);
+                    if joined.postgres
+                        && let Some(pg) = &self.app.postgres
+                    {
+                        pg.refresh(self.id, &msg.topic, pg_group(&joined.claims));
+                    }
                     debug!(conn = self.id, topic = %msg.topic, "access token refreshed");
                 }
             }
@@ -812,10 +838,58 @@ impl Session {
     }
 
     fn leave_all(&mut self) {
-        for (_, joined) in self.channels.drain() {
+        let channels: Vec<(String, Joined)> = self.channels.drain().collect();
+        for (topic, joined) in channels {
             self.app.hub.unsubscribe(&joined.key, joined.subscription);
+            self.end_postgres(&joined, &topic);
         }
     }
+
+    fn end_postgres(&self, joined: &Joined, topic: &str) {
+        if joined.postgres
+            && let Some(pg) = &self.app.postgres
+        {
+            pg.unsubscribe(self.id, topic);
+        }
+    }
+}
+
+/// The claims a channel keeps: all of them when Postgres Changes may need them for row-level
+/// security, otherwise only what Herald's own policies read.
+pub fn keep_claims(app: &AppState, claims: Claims) -> Claims {
+    if app.postgres.is_some() {
+        claims
+    } else {
+        claims.compact()
+    }
+}
+
+/// The database identity of a channel's token.
+fn pg_group(claims: &Claims) -> herald_postgres::Group {
+    herald_postgres::Group {
+        role: Arc::from(claims.role.as_str()),
+        claims: Arc::from(Value::Object(claims.all.clone()).to_string()),
+        sub: claims.sub.as_deref().map(Arc::from),
+    }
+}
+
+/// `config.postgres_changes_options.recover` of a join: `{"schema.table": {"epoch", "offset"}}`.
+fn pg_recover(payload: &Value) -> Option<HashMap<String, (String, u64)>> {
+    let wanted = payload
+        .get("config")?
+        .get("postgres_changes_options")?
+        .get("recover")?
+        .as_object()?;
+    Some(
+        wanted
+            .iter()
+            .filter_map(|(log, pos)| {
+                let epoch = pos.get("epoch")?.as_str()?.to_owned();
+                let offset = pos.get("offset")?.as_u64()?;
+                Some((log.clone(), (epoch, offset)))
+            })
+            .collect(),
+    )
 }
 
 /// Splits a broadcast push into (event, body, origin, idempotency key), or gives the reason it is malformed.

@@ -1,0 +1,386 @@
+//! The subscription index: table -> event -> filter values -> the channel bindings that want such a
+//! change. A change is matched by a few hash lookups (equality and `in` filters) plus the bindings
+//! without a filter and the few with range filters, never by a scan of every subscriber.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use herald_core::SessionHandle;
+
+use crate::change::{Change, Kind};
+use crate::filter::Filter;
+
+/// A channel subscription (one joined topic on one connection).
+pub type ChanId = u64;
+type EntryId = u64;
+
+/// The database identity a subscriber's rows are checked under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Group {
+    /// The JWT `role`, used as the PostgreSQL role.
+    pub role: Arc<str>,
+    /// The JWT claims as JSON text, for `request.jwt.claims`.
+    pub claims: Arc<str>,
+    /// The JWT `sub`, if any.
+    pub sub: Option<Arc<str>>,
+}
+
+/// A subscribed channel.
+#[derive(Debug)]
+pub struct Chan {
+    /// The connection.
+    pub session: Arc<SessionHandle>,
+    /// Full topic (`realtime:<name>`).
+    pub topic: Arc<str>,
+    /// The join reference (for `system` messages).
+    pub join_ref: Option<Arc<str>>,
+    /// Role and claims.
+    pub group: Arc<Group>,
+    entries: Vec<(u32, Kind, EntryId)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    chan: ChanId,
+    binding: u32,
+    filter: Option<Filter>,
+}
+
+#[derive(Debug, Default)]
+struct EventIndex {
+    all: Vec<EntryId>,
+    eq: HashMap<(usize, String), Vec<EntryId>>,
+    /// Columns with equality filters, with how many entries use each.
+    eq_columns: Vec<(usize, usize)>,
+    other: Vec<EntryId>,
+}
+
+/// One binding of a channel, resolved to one table.
+#[derive(Debug, Clone)]
+pub struct BindingSpec {
+    /// The table's oid.
+    pub table: u32,
+    /// Events wanted (`*` gives all three).
+    pub kinds: Vec<Kind>,
+    /// The binding id the client knows.
+    pub binding: u32,
+    /// Row filter.
+    pub filter: Option<Filter>,
+}
+
+/// Every subscription of this node.
+#[derive(Debug, Default)]
+pub struct Index {
+    tables: HashMap<u32, [EventIndex; 3]>,
+    entries: HashMap<EntryId, Entry>,
+    chans: HashMap<ChanId, Chan>,
+    by_topic: HashMap<(u64, Arc<str>), ChanId>,
+    next: u64,
+}
+
+/// The matches of one change: channels with their matching binding ids.
+pub type Hits = Vec<(ChanId, Vec<u32>)>;
+
+impl Index {
+    /// Adds a channel with its bindings; replaces an earlier subscription of the same topic on the
+    /// same connection.
+    pub fn add(
+        &mut self,
+        session: Arc<SessionHandle>,
+        topic: Arc<str>,
+        join_ref: Option<Arc<str>>,
+        group: Arc<Group>,
+        bindings: Vec<BindingSpec>,
+    ) -> ChanId {
+        self.remove(session.id, &topic);
+        self.next += 1;
+        let chan_id = self.next;
+        let mut entries = Vec::new();
+        for spec in bindings {
+            for &kind in &spec.kinds {
+                self.next += 1;
+                let entry_id = self.next;
+                let ev = &mut self.tables.entry(spec.table).or_default()[kind.index()];
+                match spec.filter.as_ref().map(|f| (f.column, f.index_keys())) {
+                    None => ev.all.push(entry_id),
+                    Some((column, Some(keys))) => {
+                        for key in keys {
+                            ev.eq.entry((column, key)).or_default().push(entry_id);
+                        }
+                        match ev.eq_columns.iter_mut().find(|(c, _)| *c == column) {
+                            Some((_, n)) => *n += 1,
+                            None => ev.eq_columns.push((column, 1)),
+                        }
+                    }
+                    Some((_, None)) => ev.other.push(entry_id),
+                }
+                self.entries.insert(
+                    entry_id,
+                    Entry {
+                        chan: chan_id,
+                        binding: spec.binding,
+                        filter: spec.filter.clone(),
+                    },
+                );
+                entries.push((spec.table, kind, entry_id));
+            }
+        }
+        self.by_topic.insert((session.id, topic.clone()), chan_id);
+        self.chans.insert(
+            chan_id,
+            Chan {
+                session,
+                topic,
+                join_ref,
+                group,
+                entries,
+            },
+        );
+        chan_id
+    }
+
+    /// Removes a connection's subscription of a topic.
+    pub fn remove(&mut self, session: u64, topic: &Arc<str>) -> bool {
+        let Some(chan_id) = self.by_topic.remove(&(session, topic.clone())) else {
+            return false;
+        };
+        let Some(chan) = self.chans.remove(&chan_id) else {
+            return false;
+        };
+        for (table, kind, entry_id) in chan.entries {
+            let Some(entry) = self.entries.remove(&entry_id) else {
+                continue;
+            };
+            let Some(events) = self.tables.get_mut(&table) else {
+                continue;
+            };
+            let ev = &mut events[kind.index()];
+            let drop_from = |v: &mut Vec<EntryId>| v.retain(|e| *e != entry_id);
+            match entry.filter.as_ref().map(|f| (f.column, f.index_keys())) {
+                None => drop_from(&mut ev.all),
+                Some((column, Some(keys))) => {
+                    for key in keys {
+                        let k = (column, key);
+                        if let Some(list) = ev.eq.get_mut(&k) {
+                            drop_from(list);
+                            if list.is_empty() {
+                                ev.eq.remove(&k);
+                            }
+                        }
+                    }
+                    if let Some(pos) = ev.eq_columns.iter().position(|(c, _)| *c == column) {
+                        ev.eq_columns[pos].1 -= 1;
+                        if ev.eq_columns[pos].1 == 0 {
+                            ev.eq_columns.swap_remove(pos);
+                        }
+                    }
+                }
+                Some((_, None)) => drop_from(&mut ev.other),
+            }
+            if events
+                .iter()
+                .all(|e| e.all.is_empty() && e.eq.is_empty() && e.other.is_empty())
+            {
+                self.tables.remove(&table);
+            }
+        }
+        true
+    }
+
+    /// Removes every subscription of closed connections.
+    pub fn remove_closed(&mut self) -> usize {
+        let closed: Vec<(u64, Arc<str>)> = self
+            .chans
+            .values()
+            .filter(|c| c.session.is_closing())
+            .map(|c| (c.session.id, c.topic.clone()))
+            .collect();
+        for (s, t) in &closed {
+            self.remove(*s, t);
+        }
+        closed.len()
+    }
+
+    /// A subscribed channel.
+    pub fn chan(&self, id: ChanId) -> Option<&Chan> {
+        self.chans.get(&id)
+    }
+
+    /// The channel of a connection's topic.
+    pub fn chan_of(&self, session: u64, topic: &Arc<str>) -> Option<ChanId> {
+        self.by_topic.get(&(session, topic.clone())).copied()
+    }
+
+    /// Changes the role and claims of a subscription.
+    pub fn set_group(&mut self, id: ChanId, group: Arc<Group>) {
+        if let Some(c) = self.chans.get_mut(&id) {
+            c.group = group;
+        }
+    }
+
+    /// Subscribed channels.
+    pub fn len(&self) -> usize {
+        self.chans.len()
+    }
+
+    /// True when nobody subscribes.
+    pub fn is_empty(&self) -> bool {
+        self.chans.is_empty()
+    }
+
+    /// True when some subscription watches this table.
+    pub fn watches(&self, table: u32) -> bool {
+        self.tables.contains_key(&table)
+    }
+
+    /// The channels (and their binding ids) a change matches; `only` restricts it to one channel.
+    pub fn lookup(&self, change: &Change, only: Option<ChanId>) -> Hits {
+        let mut hits: Hits = Vec::new();
+        let Some(events) = self.tables.get(&change.table.oid) else {
+            return hits;
+        };
+        let ev = &events[change.kind.index()];
+        let mut add = |entry_id: &EntryId| {
+            let Some(e) = self.entries.get(entry_id) else {
+                return;
+            };
+            if only.is_some_and(|c| c != e.chan) {
+                return;
+            }
+            match hits.iter_mut().find(|(c, _)| *c == e.chan) {
+                Some((_, ids)) => {
+                    if !ids.contains(&e.binding) {
+                        ids.push(e.binding);
+                    }
+                }
+                None => hits.push((e.chan, vec![e.binding])),
+            }
+        };
+        ev.all.iter().for_each(&mut add);
+        for (column, _) in &ev.eq_columns {
+            if let Some(v) = change.typed(*column)
+                && let Some(list) = ev.eq.get(&(*column, v.key()))
+            {
+                list.iter().for_each(&mut add);
+            }
+        }
+        for entry_id in &ev.other {
+            let Some(e) = self.entries.get(entry_id) else {
+                continue;
+            };
+            let passes = e
+                .filter
+                .as_ref()
+                .is_some_and(|f| change.typed(f.column).is_some_and(|v| f.matches(&v)));
+            if passes {
+                add(entry_id);
+            }
+        }
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Column, Table};
+    use crate::change::row_from_pairs;
+    use crate::filter::{Filter, parse};
+    use crate::values::ColumnType;
+    use herald_protocol::Vsn;
+
+    fn table() -> Arc<Table> {
+        let col = |name: &str, ty: &str, pk: bool| Column {
+            name: Arc::from(name),
+            type_name: Arc::from(ty),
+            sql_type: Arc::from(ty),
+            ty: ColumnType::new(ty, None),
+            primary_key: pk,
+        };
+        Arc::new(Table {
+            oid: 42,
+            schema: Arc::from("public"),
+            name: Arc::from("todos"),
+            columns: vec![col("id", "int8", true), col("owner", "text", false)],
+            rls: false,
+        })
+    }
+
+    fn change(t: &Arc<Table>, kind: Kind, id: &str, owner: &str) -> Change {
+        let row = row_from_pairs(t, [("id", Some(id)), ("owner", Some(owner))].into_iter());
+        Change {
+            table: t.clone(),
+            kind,
+            new: (kind != Kind::Delete).then(|| row.clone()),
+            old: (kind == Kind::Delete).then_some(row),
+            commit_timestamp: Arc::from("2026-01-01T00:00:00.000Z"),
+            unchanged_toast: Vec::new(),
+        }
+    }
+
+    fn group() -> Arc<Group> {
+        Arc::new(Group {
+            role: Arc::from("authenticated"),
+            claims: Arc::from("{}"),
+            sub: None,
+        })
+    }
+
+    fn spec(t: &Table, kinds: &[Kind], binding: u32, filter: Option<&str>) -> BindingSpec {
+        BindingSpec {
+            table: t.oid,
+            kinds: kinds.to_vec(),
+            binding,
+            filter: filter.map(|f| Filter::bind(&parse(f).unwrap(), t).unwrap()),
+        }
+    }
+
+    #[test]
+    fn matches_by_event_and_filter_and_groups_ids_per_channel() {
+        let t = table();
+        let mut index = Index::default();
+        let s1 = SessionHandle::new(1, Vsn::V2, 16);
+        let s2 = SessionHandle::new(2, Vsn::V2, 16);
+        let all = [Kind::Insert, Kind::Update, Kind::Delete];
+        let c1 = index.add(
+            s1.clone(),
+            Arc::from("realtime:a"),
+            None,
+            group(),
+            vec![
+                spec(&t, &all, 10, None),
+                spec(&t, &[Kind::Insert], 11, Some("id=in.(1,3)")),
+            ],
+        );
+        let c2 = index.add(
+            s2.clone(),
+            Arc::from("realtime:b"),
+            None,
+            group(),
+            vec![spec(&t, &[Kind::Insert], 20, Some("id=gt.2"))],
+        );
+        assert_eq!(
+            index.lookup(&change(&t, Kind::Insert, "1", "x"), None),
+            vec![(c1, vec![10, 11])]
+        );
+        let mut hits = index.lookup(&change(&t, Kind::Insert, "3", "x"), None);
+        hits.sort();
+        assert_eq!(hits, vec![(c1, vec![10, 11]), (c2, vec![20])]);
+        assert_eq!(
+            index.lookup(&change(&t, Kind::Delete, "3", "x"), None),
+            vec![(c1, vec![10])]
+        );
+        assert_eq!(
+            index.lookup(&change(&t, Kind::Insert, "3", "x"), Some(c2)),
+            vec![(c2, vec![20])]
+        );
+        assert!(index.remove(1, &Arc::from("realtime:a")));
+        assert_eq!(
+            index.lookup(&change(&t, Kind::Insert, "1", "x"), None),
+            Vec::<(ChanId, Vec<u32>)>::new()
+        );
+        s2.close_with(1000, "bye");
+        assert_eq!(index.remove_closed(), 1);
+        assert!(index.is_empty() && !index.watches(t.oid));
+    }
+}

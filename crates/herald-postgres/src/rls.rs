@@ -1,0 +1,181 @@
+//! Row-level security and column privileges for subscribers: which roles bypass RLS, which columns a
+//! role may SELECT, and which changed rows a (role, claims) group can see. One query per group per
+//! table per batch, run on the pool as that role with those claims, never one per subscriber per row.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tracing::warn;
+
+use crate::catalog::{Table, quote_ident};
+use crate::index::Group;
+
+/// Why a check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RlsError {
+    /// No connection from the pool.
+    #[error("no database connection for a row-level security check: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The query failed.
+    #[error("row-level security check failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// Which columns of a table a role may read (`None`: all of them).
+pub type Visible = Option<Arc<[bool]>>;
+
+/// Caches of role facts, cleared when the catalog changes.
+#[derive(Debug, Default)]
+pub struct Roles {
+    bypass: HashMap<Arc<str>, bool>,
+    columns: HashMap<(Arc<str>, u32), Visible>,
+}
+
+impl Roles {
+    /// Forgets what was learned (tables or grants may have changed).
+    pub fn clear(&mut self) {
+        self.bypass.clear();
+        self.columns.clear();
+    }
+
+    /// True when the role sees every row: `service_role`, or a role with BYPASSRLS or superuser.
+    pub async fn bypasses(&mut self, pool: &Pool, role: &Arc<str>) -> bool {
+        if &**role == herald_core::auth::roles::SERVICE_ROLE {
+            return true;
+        }
+        if let Some(b) = self.bypass.get(role) {
+            return *b;
+        }
+        let found = async {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    "select rolbypassrls or rolsuper from pg_roles where rolname = $1",
+                    &[&&**role],
+                )
+                .await?;
+            Ok::<bool, RlsError>(row.is_some_and(|r| r.get::<_, bool>(0)))
+        }
+        .await;
+        match found {
+            Ok(b) => {
+                self.bypass.insert(role.clone(), b);
+                b
+            }
+            Err(e) => {
+                warn!(role = %role, error = %e, "could not read the role");
+                false
+            }
+        }
+    }
+
+    /// The columns of `table` the role may SELECT; `Some` of all false when it may read none (or the
+    /// role does not exist).
+    pub async fn columns(&mut self, pool: &Pool, role: &Arc<str>, table: &Table) -> Visible {
+        let key = (role.clone(), table.oid);
+        if let Some(v) = self.columns.get(&key) {
+            return v.clone();
+        }
+        let found = async {
+            let client = pool.get().await?;
+            let rows = client
+                .query(
+                    "select coalesce(has_column_privilege(r.oid, a.attrelid, a.attnum, 'SELECT'), false) \
+                     from pg_attribute a left join pg_roles r on r.rolname = $1 \
+                     where a.attrelid = $2 and a.attnum > 0 and not a.attisdropped order by a.attnum",
+                    &[&&**role, &table.oid],
+                )
+                .await?;
+            Ok::<Vec<bool>, RlsError>(rows.iter().map(|r| r.get::<_, bool>(0)).collect())
+        }
+        .await;
+        let visible: Visible = match found {
+            Ok(v) if v.len() == table.columns.len() && v.iter().all(|b| *b) => None,
+            Ok(v) if v.len() == table.columns.len() => Some(Arc::from(v)),
+            Ok(_) => Some(Arc::from(vec![false; table.columns.len()])),
+            Err(e) => {
+                warn!(role = %role, table = %table.log_name(), error = %e, "could not read column privileges");
+                return Some(Arc::from(vec![false; table.columns.len()]));
+            }
+        };
+        self.columns.insert(key, visible.clone());
+        visible
+    }
+}
+
+/// The primary keys (as text) among `keys` that the group can SELECT from `table` now.
+pub async fn visible_rows(
+    pool: &Pool,
+    group: &Group,
+    table: &Table,
+    keys: &[Vec<String>],
+) -> Result<HashSet<Vec<String>>, RlsError> {
+    let pk: Vec<_> = table.columns.iter().filter(|c| c.primary_key).collect();
+    if pk.is_empty() || keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let select: Vec<String> = pk
+        .iter()
+        .map(|c| format!("t.{}::text", quote_ident(&c.name)))
+        .collect();
+    let tuple: Vec<String> = pk
+        .iter()
+        .map(|c| format!("t.{}", quote_ident(&c.name)))
+        .collect();
+    let casts: Vec<String> = pk
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("u.c{i}::{}", c.sql_type))
+        .collect();
+    let params: Vec<String> = (1..=pk.len()).map(|i| format!("${i}::text[]")).collect();
+    let aliases: Vec<String> = (0..pk.len()).map(|i| format!("c{i}")).collect();
+    // A single-column key is looked up with `= any(array)`, which the planner serves from the primary
+    // key index (an `in (select ... unnest ...)` may become a scan evaluating the policy on every row).
+    let sql = match pk.as_slice() {
+        [col] => format!(
+            "select {} from {} t where t.{} = any($1::text[]::{}[])",
+            select.join(", "),
+            table.sql_name(),
+            quote_ident(&col.name),
+            col.sql_type,
+        ),
+        _ => format!(
+            "select {} from {} t where ({}) in (select {} from unnest({}) as u({}))",
+            select.join(", "),
+            table.sql_name(),
+            tuple.join(", "),
+            casts.join(", "),
+            params.join(", "),
+            aliases.join(", "),
+        ),
+    };
+    let columns: Vec<Vec<String>> = (0..pk.len())
+        .map(|i| {
+            keys.iter()
+                .map(|k| k.get(i).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!("set local role {}", quote_ident(&group.role)))
+        .await?;
+    let sub = group.sub.as_deref().unwrap_or("");
+    tx.execute(
+        "select set_config('request.jwt.claims', $1, true), set_config('request.jwt.claim.sub', $2, true), \
+         set_config('request.jwt.claim.role', $3, true)",
+        &[&&*group.claims, &sub, &&*group.role],
+    )
+    .await?;
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+        .iter()
+        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = tx.query(&sql, &refs).await?;
+    tx.rollback().await?;
+    Ok(rows
+        .iter()
+        .map(|r| (0..pk.len()).map(|i| r.get::<_, String>(i)).collect())
+        .collect())
+}
