@@ -168,6 +168,8 @@ export const VERSION = '0.1.0';
  * @property {string} topic
  * @property {TransportName} transport
  * @property {string} reason
+ * @property {string} [table] For Postgres Changes: the table (`schema.table`) whose missed changes
+ *   could not be replayed.
  */
 
 /**
@@ -1183,6 +1185,8 @@ class Topic {
     this.held = [];
     /** @type {Listener[]} the postgres_changes bindings sent in the current join */
     this.joinedBindings = [];
+    /** @type {Record<string, { epoch: string, offset: number }>} last change seen per table log */
+    this.pgPositions = {};
     this.joinedPresence = false;
     this.joinedPresenceKey = '';
     /** @type {string|null} why the SSE endpoint refused this channel (it is left out of streams) */
@@ -1352,6 +1356,9 @@ class Topic {
         presence: { enabled: this.joinedPresence, key: this.presenceKey },
         postgres_changes: bindings.map((b) => ({ event: '*', ...b.filter })),
         private: this.private,
+        // Ask for the changes missed since the last one seen of each table (ignored by servers
+        // without table logs).
+        ...(bindings.length > 0 ? { postgres_changes_options: { recover: { ...this.pgPositions } } } : {}),
       },
       access_token: this.client._token,
     };
@@ -1553,6 +1560,13 @@ class Topic {
     const p = /** @type {Record<string, any>} */ (payload);
     const ids = Array.isArray(p.ids) ? p.ids : [];
     const data = p.data ?? p;
+    // De-duplicate by the change's place in its table's log, and remember it for recovery.
+    const pos = data && typeof data === 'object' ? data.position : null;
+    if (pos && typeof pos.log === 'string' && typeof pos.offset === 'number' && typeof pos.epoch === 'string') {
+      const seen = this.pgPositions[pos.log];
+      if (seen && seen.epoch === pos.epoch && pos.offset <= seen.offset) return;
+      this.pgPositions[pos.log] = { epoch: pos.epoch, offset: pos.offset };
+    }
     for (const b of this.joinedBindings) {
       if (b.bindingId !== null && b.bindingId !== undefined && ids.includes(b.bindingId)) {
         try {
@@ -1566,6 +1580,23 @@ class Topic {
 
   /** @param {any} payload */
   _onSystem(payload) {
+    // A Postgres Changes subscription reports each table log's recovery.
+    const rec = payload && typeof payload === 'object' && payload.extension === 'postgres_changes' ? payload.recovery : null;
+    if (rec && typeof rec === 'object') {
+      for (const [table, r] of Object.entries(rec)) {
+        if (!r || typeof r !== 'object') continue;
+        const asked = this.pgPositions[table];
+        if (r.recovered === false && asked) {
+          /** @type {RecoveryEvent} */
+          const event = { recovered: false, topic: this.name, transport: 'websocket', reason: 'changes of this table could not be replayed', table };
+          for (const h of [...this.handles]) h._emitter.emit('recovery', event);
+        }
+        if (typeof r.epoch === 'string' && typeof r.offset === 'number' && (!asked || r.recovered === false)) {
+          // Where the table stood: later changes are new; on recovered:false, start again from here.
+          this.pgPositions[table] = { epoch: r.epoch, offset: r.offset };
+        }
+      }
+    }
     if (payload && typeof payload === 'object' && payload.status === 'error' && typeof payload.message === 'string') {
       this.lastSystemError = payload.message;
     }

@@ -283,6 +283,60 @@ test('postgres_changes: bindings go in the join, the reply ids route changes, a 
   env.client.disconnect();
 });
 
+test('postgres_changes: positions per table are remembered, de-duplicated and asked for on rejoin', async () => {
+  const env = setup();
+  const room = env.client.channel('db');
+  const got = [];
+  const recoveries = [];
+  room.on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos' }, (c) => got.push(c.record.id));
+  room.on('recovery', (e) => recoveries.push(e));
+  room.subscribe();
+  let ws = await live(env);
+  let [join] = ws.framesOf('phx_join');
+  assert.deepEqual(join[4].config.postgres_changes_options, { recover: {} });
+  const ok = (j, recovery) => {
+    ws.receive([j[0], j[1], 'realtime:db', 'phx_reply', {
+      status: 'ok', response: { postgres_changes: [{ id: 7, event: 'INSERT', schema: 'public', table: 'todos' }] },
+    }]);
+    ws.receive([j[0], null, 'realtime:db', 'system', {
+      extension: 'postgres_changes', status: 'ok', message: 'Subscribed to PostgreSQL', channel: 'db', recovery,
+    }]);
+  };
+  const change = (id, offset, epoch = 'p1', replayed = false) => ws.receive([null, null, 'realtime:db', 'postgres_changes', {
+    ids: [7], data: { type: 'INSERT', table: 'todos', record: { id }, position: { log: 'public.todos', epoch, offset }, ...(replayed ? { replayed } : {}) },
+  }]);
+  ok(join, { 'public.todos': { recovered: true, epoch: 'p1', offset: 4 } });
+  change(1, 5);
+  change(2, 6);
+  change(2, 6);
+  assert.deepEqual(got, [1, 2], 'a repeated position is dropped');
+
+  ws.drop();
+  await env.clock.advance(1000);
+  ws = env.WS.last;
+  ws.open();
+  [join] = ws.framesOf('phx_join').slice(-1);
+  assert.deepEqual(join[4].config.postgres_changes_options, { recover: { 'public.todos': { epoch: 'p1', offset: 6 } } });
+  ok(join, { 'public.todos': { recovered: true, epoch: 'p1', offset: 7 } });
+  change(3, 7, 'p1', true);
+  assert.deepEqual(got, [1, 2, 3]);
+  assert.deepEqual(recoveries, []);
+
+  ws.drop();
+  await env.clock.advance(1000);
+  ws = env.WS.last;
+  ws.open();
+  [join] = ws.framesOf('phx_join').slice(-1);
+  assert.deepEqual(join[4].config.postgres_changes_options.recover['public.todos'], { epoch: 'p1', offset: 7 });
+  ok(join, { 'public.todos': { recovered: false, epoch: 'p2', offset: 1 } });
+  assert.equal(recoveries.length, 1);
+  assert.equal(recoveries[0].table, 'public.todos');
+  assert.equal(recoveries[0].recovered, false);
+  change(9, 2, 'p2');
+  assert.deepEqual(got, [1, 2, 3, 9], 'changes of the new epoch are delivered');
+  env.client.disconnect();
+});
+
 test('system messages reach listeners; a refused join is reported and retried with backoff', async () => {
   const env = setup();
   const room = env.client.channel('room1');

@@ -45,8 +45,14 @@ pub trait HistoryBackend: Send + Sync + 'static {
         since_ms: u64,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError>;
-    /// Drops records older than a time.
-    fn trim_older_than(&self, channel: &[u8], cutoff_ms: u64) -> Result<usize, StoreError>;
+    /// Drops records older than a time, scanning from offset `from`; returns how many, and the oldest
+    /// offset left.
+    fn trim_older_than(
+        &self,
+        channel: &[u8],
+        from: u64,
+        cutoff_ms: u64,
+    ) -> Result<(usize, Option<u64>), StoreError>;
     /// Every channel with a log.
     fn channels(&self) -> Result<Vec<Vec<u8>>, StoreError>;
     /// The offset a live idempotency key was used at.
@@ -99,8 +105,13 @@ impl HistoryBackend for Store {
     ) -> Result<Vec<Record>, StoreError> {
         Store::read_since(self, channel, since_ms, limit)
     }
-    fn trim_older_than(&self, channel: &[u8], cutoff_ms: u64) -> Result<usize, StoreError> {
-        Store::trim_older_than(self, channel, cutoff_ms)
+    fn trim_older_than(
+        &self,
+        channel: &[u8],
+        from: u64,
+        cutoff_ms: u64,
+    ) -> Result<(usize, Option<u64>), StoreError> {
+        Store::trim_older_than(self, channel, from, cutoff_ms)
     }
     fn channels(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         Store::channels(self)
@@ -713,12 +724,11 @@ impl History {
             let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
             let slot = self.slot(&key);
             let mut guard = slot.lock();
-            let n = self.backend.trim_older_than(&sk, cutoff)?;
+            let log = self.load(&key, &mut guard)?;
+            let (n, oldest) = self.backend.trim_older_than(&sk, log.first, cutoff)?;
             if n > 0 {
                 removed += n;
-                if let Some(log) = guard.as_mut() {
-                    log.first = self.backend.first_offset(&sk)?.unwrap_or(log.top + 1);
-                }
+                log.first = oldest.unwrap_or(log.top + 1);
             }
         }
         self.backend.purge_idempotency(now)?;
@@ -749,6 +759,56 @@ mod tests {
             payload: b"{}",
             idempotency_key: None,
         }
+    }
+
+    #[test]
+    fn a_batch_spans_channels_keeps_order_evicts_and_sets_its_marker_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = HistorySettings {
+            default: Retention {
+                max_messages: 3,
+                max_age: Duration::from_secs(60),
+            },
+            ..HistorySettings::default()
+        };
+        let h = history(dir.path(), settings.clone());
+        let (a, b) = (ChannelKey::new("a", true), ChannelKey::new("b", true));
+        h.append(&a, &msg("a1"), |_| ()).unwrap();
+        let items: Vec<(ChannelKey, NewMessage<'_>)> = ["a2", "b1", "a3", "a4", "a5"]
+            .iter()
+            .map(|id| {
+                (
+                    if id.starts_with('a') {
+                        a.clone()
+                    } else {
+                        b.clone()
+                    },
+                    msg(id),
+                )
+            })
+            .collect();
+        let positions = h.append_batch(&items, Some(("m", b"42"))).unwrap();
+        let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, vec![2, 1, 3, 4, 5]);
+        // Retention of 3: a1 and a2 are gone, a3..a5 kept in order.
+        let kept: Vec<String> = h
+            .read_after(&a, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(kept, vec!["a3", "a4", "a5"]);
+        assert_eq!(h.position(&b).unwrap().offset, 1);
+        drop(h);
+        let h = history(dir.path(), settings);
+        assert_eq!(h.marker("m").unwrap().as_deref(), Some(&b"42"[..]));
+        assert_eq!(h.position(&a).unwrap().offset, 5);
+        let request = RecoverRequest::After {
+            epoch: h.position(&a).unwrap().epoch.to_string(),
+            offset: 1,
+        };
+        let (r, ()) = h.recover(&a, &request, || ()).unwrap();
+        assert!(!r.recovered, "offset 2 was evicted: no partial replay");
     }
 
     #[test]

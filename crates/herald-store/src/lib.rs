@@ -335,22 +335,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes records accepted before `cutoff_ms`; returns how many were removed.
-    pub fn trim_older_than(&self, channel: &[u8], cutoff_ms: u64) -> Result<usize> {
+    /// Removes records accepted before `cutoff_ms`.
+    ///
+    /// The scan starts at offset `from` (the oldest offset known to be kept), so the tombstones of
+    /// records evicted earlier are not walked over again. Returns how many were removed and the
+    /// offset of the oldest record left, if any.
+    pub fn trim_older_than(
+        &self,
+        channel: &[u8],
+        from: u64,
+        cutoff_ms: u64,
+    ) -> Result<(usize, Option<u64>)> {
         let mut batch = self.db.batch().durability(Some(self.durability));
         let mut removed = 0;
-        for guard in self.log.prefix(prefix(channel)?) {
+        let mut oldest = None;
+        let start = log_key(channel, from)?;
+        let end = log_key(channel, u64::MAX)?;
+        for guard in self.log.range(start..=end) {
             let (k, v) = guard.into_inner()?;
             let ts = v.get(1..9).ok_or(StoreError::Corrupt("record"))?;
             let ts = u64::from_be_bytes(ts.try_into().map_err(|_| StoreError::Corrupt("record"))?);
             if ts >= cutoff_ms {
+                oldest = Some(offset_of(&k)?);
                 break;
             }
             batch.remove(&self.log, k);
             removed += 1;
         }
-        batch.commit()?;
-        Ok(removed)
+        if removed > 0 {
+            batch.commit()?;
+        }
+        Ok((removed, oldest))
     }
 
     /// Every channel with a log.
@@ -480,7 +495,7 @@ mod tests {
             })
         );
         assert_eq!(store.first_offset(b"\0room").unwrap(), Some(1));
-        assert_eq!(store.trim_older_than(b"\0room", 1004).unwrap(), 3);
+        assert_eq!(store.trim_older_than(b"\0room", 0, 1004).unwrap().0, 3);
         assert_eq!(store.first_offset(b"\0room").unwrap(), Some(4));
         append(&store, b"\0room", &record(11, 2000), Some(4..6));
         assert_eq!(store.first_offset(b"\0room").unwrap(), Some(6));
