@@ -896,6 +896,11 @@ export type RecoveryEvent = {
     topic: string;
     transport: TransportName;
     reason: string;
+    /**
+     * For Postgres Changes: the table (`schema.table`) whose missed changes
+     * could not be replayed.
+     */
+    table?: string | undefined;
 };
 export type ChannelStatus = "closed" | "joining" | "joined" | "errored";
 export type ChannelStatusEvent = {
@@ -1071,6 +1076,11 @@ declare class Topic {
     held: BroadcastMessage[];
     /** @type {Listener[]} the postgres_changes bindings sent in the current join */
     joinedBindings: Listener[];
+    /** @type {Record<string, { epoch: string, offset: number }>} last change seen per table log */
+    pgPositions: Record<string, {
+        epoch: string;
+        offset: number;
+    }>;
     joinedPresence: boolean;
     joinedPresenceKey: string;
     /** @type {string|null} why the SSE endpoint refused this channel (it is left out of streams) */
