@@ -25,17 +25,22 @@ pub struct Group {
     pub sub: Option<Arc<str>>,
 }
 
+/// A small number naming one distinct (role, claims) group while it has subscribers.
+pub type GroupId = u64;
+
 /// A subscribed channel.
 #[derive(Debug)]
 pub struct Chan {
     /// The connection.
     pub session: Arc<SessionHandle>,
-    /// Full topic (`realtime:<name>`).
+    /// Full topic (`realtime:<name>`), shared by every channel of the same topic.
     pub topic: Arc<str>,
     /// The join reference (for `system` messages).
     pub join_ref: Option<Arc<str>>,
     /// Role and claims.
     pub group: Arc<Group>,
+    /// The group's number: equal claims, equal number.
+    pub group_id: GroupId,
     entries: Vec<(u32, Kind, EntryId)>,
 }
 
@@ -75,6 +80,10 @@ pub struct Index {
     entries: HashMap<EntryId, Entry>,
     chans: HashMap<ChanId, Chan>,
     by_topic: HashMap<(u64, Arc<str>), ChanId>,
+    /// Distinct groups with their numbers and how many channels use them.
+    groups: HashMap<Arc<Group>, (GroupId, usize)>,
+    /// Distinct topics and how many channels use them (so equal topics share one `Arc`).
+    topics: HashMap<Arc<str>, usize>,
     next: u64,
 }
 
@@ -125,6 +134,8 @@ impl Index {
                 entries.push((spec.table, kind, entry_id));
             }
         }
+        let topic = self.intern_topic(topic);
+        let (group, group_id) = self.intern_group(group);
         self.by_topic.insert((session.id, topic.clone()), chan_id);
         self.chans.insert(
             chan_id,
@@ -133,10 +144,57 @@ impl Index {
                 topic,
                 join_ref,
                 group,
+                group_id,
                 entries,
             },
         );
         chan_id
+    }
+
+    fn intern_topic(&mut self, topic: Arc<str>) -> Arc<str> {
+        if let Some((shared, n)) = self
+            .topics
+            .get_key_value(&topic)
+            .map(|(k, n)| (k.clone(), *n))
+        {
+            self.topics.insert(shared.clone(), n + 1);
+            return shared;
+        }
+        self.topics.insert(topic.clone(), 1);
+        topic
+    }
+
+    fn release_topic(&mut self, topic: &Arc<str>) {
+        if let Some(n) = self.topics.get_mut(topic) {
+            *n -= 1;
+            if *n == 0 {
+                self.topics.remove(topic);
+            }
+        }
+    }
+
+    fn intern_group(&mut self, group: Arc<Group>) -> (Arc<Group>, GroupId) {
+        if let Some((shared, (id, n))) = self
+            .groups
+            .get_key_value(&group)
+            .map(|(k, v)| (k.clone(), *v))
+        {
+            self.groups.insert(shared.clone(), (id, n + 1));
+            return (shared, id);
+        }
+        self.next += 1;
+        let id = self.next;
+        self.groups.insert(group.clone(), (id, 1));
+        (group, id)
+    }
+
+    fn release_group(&mut self, group: &Arc<Group>) {
+        if let Some((_, n)) = self.groups.get_mut(group) {
+            *n -= 1;
+            if *n == 0 {
+                self.groups.remove(group);
+            }
+        }
     }
 
     /// Removes a connection's subscription of a topic.
@@ -147,6 +205,8 @@ impl Index {
         let Some(chan) = self.chans.remove(&chan_id) else {
             return false;
         };
+        self.release_topic(&chan.topic);
+        self.release_group(&chan.group);
         for (table, kind, entry_id) in chan.entries {
             let Some(entry) = self.entries.remove(&entry_id) else {
                 continue;
@@ -213,8 +273,14 @@ impl Index {
 
     /// Changes the role and claims of a subscription.
     pub fn set_group(&mut self, id: ChanId, group: Arc<Group>) {
+        let Some(old) = self.chans.get(&id).map(|c| c.group.clone()) else {
+            return;
+        };
+        self.release_group(&old);
+        let (group, group_id) = self.intern_group(group);
         if let Some(c) = self.chans.get_mut(&id) {
             c.group = group;
+            c.group_id = group_id;
         }
     }
 
@@ -235,25 +301,16 @@ impl Index {
 
     /// The channels (and their binding ids) a change matches; `only` restricts it to one channel.
     pub fn lookup(&self, change: &Change, only: Option<ChanId>) -> Hits {
-        let mut hits: Hits = Vec::new();
         let Some(events) = self.tables.get(&change.table.oid) else {
-            return hits;
+            return Vec::new();
         };
         let ev = &events[change.kind.index()];
+        let mut pairs: Vec<(ChanId, u32)> = Vec::new();
         let mut add = |entry_id: &EntryId| {
-            let Some(e) = self.entries.get(entry_id) else {
-                return;
-            };
-            if only.is_some_and(|c| c != e.chan) {
-                return;
-            }
-            match hits.iter_mut().find(|(c, _)| *c == e.chan) {
-                Some((_, ids)) => {
-                    if !ids.contains(&e.binding) {
-                        ids.push(e.binding);
-                    }
-                }
-                None => hits.push((e.chan, vec![e.binding])),
+            if let Some(e) = self.entries.get(entry_id)
+                && only.is_none_or(|c| c == e.chan)
+            {
+                pairs.push((e.chan, e.binding));
             }
         };
         ev.all.iter().for_each(&mut add);
@@ -265,15 +322,23 @@ impl Index {
             }
         }
         for entry_id in &ev.other {
-            let Some(e) = self.entries.get(entry_id) else {
-                continue;
-            };
-            let passes = e
-                .filter
-                .as_ref()
-                .is_some_and(|f| change.typed(f.column).is_some_and(|v| f.matches(&v)));
+            let passes = self.entries.get(entry_id).is_some_and(|e| {
+                e.filter
+                    .as_ref()
+                    .is_some_and(|f| change.typed(f.column).is_some_and(|v| f.matches(&v)))
+            });
             if passes {
                 add(entry_id);
+            }
+        }
+        // One entry per channel with its distinct binding ids, in channel order.
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut hits: Hits = Vec::new();
+        for (chan, binding) in pairs {
+            match hits.last_mut() {
+                Some((c, ids)) if *c == chan => ids.push(binding),
+                _ => hits.push((chan, vec![binding])),
             }
         }
         hits

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::catalog::{Catalog, Table};
 use crate::change::{Change, Kind, format_commit_time, row_from_pairs};
 use crate::filter::{self, Filter};
-use crate::index::{BindingSpec, ChanId, Group, Hits, Index};
+use crate::index::{BindingSpec, ChanId, Group, GroupId, Hits, Index};
 use crate::replication::{Feedback, RowChange, WalEvent};
 use crate::rls::{Roles, Visible, visible_rows};
 use crate::values::write_json_string;
@@ -106,8 +106,17 @@ struct Spill {
     aborted: HashSet<u32>,
 }
 
-/// The rows (primary keys) of one table a group must be checked for.
-type PendingCheck = (Arc<Table>, Vec<Vec<String>>);
+/// What one (role, claims) group may see of one table, for one batch.
+struct Access {
+    group: Arc<Group>,
+    table: Arc<Table>,
+    bypass: bool,
+    columns: Visible,
+    /// Primary keys to check.
+    pending: Vec<Vec<String>>,
+    /// Primary keys the group can see.
+    seen: HashSet<Vec<String>>,
+}
 
 struct Txn {
     commit_lsn: u64,
@@ -656,57 +665,64 @@ impl Processor {
         if staged.is_empty() {
             return;
         }
-        // Which (group, table) pairs need which rows checked; which (role, table) need columns.
-        let mut checks: HashMap<(Arc<Group>, u32), PendingCheck> = HashMap::new();
-        let mut columns: HashMap<(Arc<str>, u32), Visible> = HashMap::new();
-        let mut bypass: HashMap<Arc<str>, bool> = HashMap::new();
+        // What each (group, table) pair may see: whether it bypasses RLS, its columns, and the rows
+        // to check. Keyed by the group's number, so a hit costs a cheap lookup.
+        let mut access: HashMap<(GroupId, u32), Access> = HashMap::new();
         for (change, _, hits) in &staged {
             for (chan_id, _) in hits {
                 let Some(chan) = self.index.chan(*chan_id) else {
                     continue;
                 };
-                let role = chan.group.role.clone();
-                if !bypass.contains_key(&role) {
-                    let b = self.roles.bypasses(&self.pool, &role).await;
-                    bypass.insert(role.clone(), b);
+                let key = (chan.group_id, change.table.oid);
+                if let std::collections::hash_map::Entry::Vacant(slot) = access.entry(key) {
+                    let group = chan.group.clone();
+                    let bypass = self.roles.bypasses(&self.pool, &group.role).await;
+                    let columns = self
+                        .roles
+                        .columns(&self.pool, &group.role, &change.table)
+                        .await;
+                    slot.insert(Access {
+                        group,
+                        table: change.table.clone(),
+                        bypass,
+                        columns,
+                        pending: Vec::new(),
+                        seen: HashSet::new(),
+                    });
                 }
-                let key = (role.clone(), change.table.oid);
-                if let std::collections::hash_map::Entry::Vacant(slot) = columns.entry(key) {
-                    let v = self.roles.columns(&self.pool, &role, &change.table).await;
-                    slot.insert(v);
-                }
-                if change.table.rls
+                if let Some(a) = access.get_mut(&key)
+                    && change.table.rls
                     && change.kind != Kind::Delete
-                    && !bypass.get(&role).copied().unwrap_or(false)
+                    && !a.bypass
                     && let Some(pk) = change.primary_key()
                 {
-                    let entry = checks
-                        .entry((chan.group.clone(), change.table.oid))
-                        .or_insert_with(|| (change.table.clone(), Vec::new()));
-                    entry.1.push(pk.iter().map(|s| s.to_string()).collect());
+                    a.pending.push(pk.iter().map(|s| s.to_string()).collect());
                 }
             }
         }
-        let mut visible: HashMap<(Arc<Group>, u32), HashSet<Vec<String>>> = HashMap::new();
-        for ((group, oid), (table, mut keys)) in checks {
+        // The groups' checks run side by side on the pool.
+        let pool = &self.pool;
+        let checks = access.values_mut().filter(|a| !a.pending.is_empty()).map(|a| async move {
+            let mut keys = std::mem::take(&mut a.pending);
             keys.sort();
             keys.dedup();
             metrics::counter!("herald_pg_rls_queries_total").increment(1);
-            let rows = match visible_rows(&self.pool, &group, &table, &keys).await {
+            a.seen = match visible_rows(pool, &a.group, &a.table, &keys).await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    warn!(role = %group.role, table = %table.log_name(), error = %e, "row-level security check failed; rows withheld");
+                    warn!(role = %a.group.role, table = %a.table.log_name(), error = %e, "row-level security check failed; rows withheld");
                     HashSet::new()
                 }
             };
-            visible.insert((group, oid), rows);
-        }
+        });
+        futures_util::future::join_all(checks).await;
         let mut delivered = 0u64;
         for (change, position, hits) in staged {
             let log = change.table.log_name();
             let extra = position_extra(&log, position.as_ref(), replay.is_some());
             let mut variants: Vec<(Visible, bool, String)> = Vec::new();
-            let mut frames: HashMap<(usize, Arc<str>, Vsn, Vec<u32>), Message> = HashMap::new();
+            // Frames by (variant, topic, protocol, ids); topics are shared `Arc`s, compared by address.
+            let mut frames: HashMap<(usize, usize, Vsn, Vec<u32>), Message> = HashMap::new();
             let pk: Option<Vec<String>> = change
                 .primary_key()
                 .map(|k| k.iter().map(|s| s.to_string()).collect());
@@ -714,43 +730,42 @@ impl Processor {
                 let Some(chan) = self.index.chan(chan_id) else {
                     continue;
                 };
-                let role = &chan.group.role;
-                let bypasses = bypass.get(role).copied().unwrap_or(false);
-                let checked = change.table.rls && change.kind != Kind::Delete && !bypasses;
-                if checked {
-                    let seen = pk.as_ref().is_some_and(|k| {
-                        visible
-                            .get(&(chan.group.clone(), change.table.oid))
-                            .is_some_and(|set| set.contains(k))
-                    });
-                    if !seen {
-                        continue;
-                    }
-                }
-                let vis = columns
-                    .get(&(role.clone(), change.table.oid))
-                    .cloned()
-                    .unwrap_or(None);
-                if vis.as_ref().is_some_and(|v| !v.iter().any(|b| *b)) {
+                let Some(a) = access.get(&(chan.group_id, change.table.oid)) else {
+                    continue;
+                };
+                if change.table.rls
+                    && change.kind != Kind::Delete
+                    && !a.bypass
+                    && !pk.as_ref().is_some_and(|k| a.seen.contains(k))
+                {
                     continue;
                 }
-                let key_only = change.table.rls && !bypasses;
+                if a.columns.as_ref().is_some_and(|v| !v.iter().any(|b| *b)) {
+                    continue;
+                }
+                let key_only = change.table.rls && !a.bypass;
                 let variant = match variants
                     .iter()
-                    .position(|(v, k, _)| *v == vis && *k == key_only)
+                    .position(|(v, k, _)| *v == a.columns && *k == key_only)
                 {
                     Some(i) => i,
                     None => {
-                        let data = change.render(vis.as_deref(), key_only, &extra);
-                        variants.push((vis.clone(), key_only, data));
+                        let data = change.render(a.columns.as_deref(), key_only, &extra);
+                        variants.push((a.columns.clone(), key_only, data));
                         variants.len() - 1
                     }
                 };
-                let fkey = (variant, chan.topic.clone(), chan.session.vsn, ids);
+                let vsn = chan.session.vsn;
+                let fkey = (
+                    variant,
+                    Arc::as_ptr(&chan.topic).cast::<u8>() as usize,
+                    vsn,
+                    ids,
+                );
                 let frame = match frames.get(&fkey) {
                     Some(f) => f.clone(),
                     None => {
-                        let f = change_frame(fkey.2, &fkey.1, &fkey.3, &variants[variant].2);
+                        let f = change_frame(vsn, &chan.topic, &fkey.3, &variants[variant].2);
                         frames.insert(fkey, f.clone());
                         f
                     }

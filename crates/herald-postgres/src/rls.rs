@@ -104,6 +104,16 @@ impl Roles {
     }
 }
 
+/// A string as an SQL literal (as PostgreSQL's `quote_literal` writes it).
+pub fn quote_literal(text: &str) -> String {
+    let body = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
 /// The primary keys (as text) among `keys` that the group can SELECT from `table` now.
 pub async fn visible_rows(
     pool: &Pool,
@@ -157,25 +167,46 @@ pub async fn visible_rows(
                 .collect()
         })
         .collect();
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    tx.batch_execute(&format!("set local role {}", quote_ident(&group.role)))
-        .await?;
+    let client = pool.get().await?;
+    // Three round trips: begin with the role and claims set (one simple-protocol batch), the check
+    // (a statement prepared once per connection), rollback.
     let sub = group.sub.as_deref().unwrap_or("");
-    tx.execute(
-        "select set_config('request.jwt.claims', $1, true), set_config('request.jwt.claim.sub', $2, true), \
-         set_config('request.jwt.claim.role', $3, true)",
-        &[&&*group.claims, &sub, &&*group.role],
-    )
-    .await?;
+    let setup = format!(
+        "begin; set local role {}; select set_config('request.jwt.claims', {}, true), \
+         set_config('request.jwt.claim.sub', {}, true), set_config('request.jwt.claim.role', {}, true)",
+        quote_ident(&group.role),
+        quote_literal(&group.claims),
+        quote_literal(sub),
+        quote_literal(&group.role),
+    );
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
         .iter()
         .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
-    let rows = tx.query(&sql, &refs).await?;
-    tx.rollback().await?;
+    let checked = async {
+        client.batch_execute(&setup).await?;
+        let stmt = client.prepare_cached(&sql).await?;
+        client.query(&stmt, &refs).await
+    }
+    .await;
+    // Always end the transaction, so the connection goes back to the pool clean.
+    let ended = client.batch_execute("rollback").await;
+    let rows = checked?;
+    ended?;
     Ok(rows
         .iter()
         .map(|r| (0..pk.len()).map(|i| r.get::<_, String>(i)).collect())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_literal;
+
+    #[test]
+    fn literals_are_quoted_like_postgres_does() {
+        assert_eq!(quote_literal("plain"), "'plain'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r#"{"a":"b\\c'"}"#), r#"E'{"a":"b\\\\c''"}'"#);
+    }
 }
