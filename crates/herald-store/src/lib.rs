@@ -176,7 +176,7 @@ fn offset_of(key: &[u8]) -> Result<u64> {
 }
 
 /// Largest in-memory write buffer of one keyspace before it is flushed.
-const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// Block cache of the whole store.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
