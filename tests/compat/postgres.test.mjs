@@ -451,6 +451,41 @@ describe('postgres_changes through realtime-js', () => {
     assert.equal(broadcasts.length, 2, what('exactly two broadcasts')());
   });
 
+  test('herald.broadcast_changes() in a row trigger broadcasts each change to a private channel', { timeout: 90_000 }, async () => {
+    const db = await database(
+      'trig',
+      `create table public.gate (id int8 primary key);
+       create table public.items (id int8 primary key, name text);
+       create function public.items_broadcast() returns trigger language plpgsql as $$
+       begin
+         perform herald.broadcast_changes('items-db', tg_op, tg_op, tg_table_name, tg_table_schema, new, old);
+         return null;
+       end $$;
+       create trigger items_broadcast after insert or update or delete on public.items
+         for each row execute function public.items_broadcast();`,
+      ['gate'],
+    );
+    const server = await heraldFor(db);
+    const gate = await subscriber(server, [{ event: 'INSERT', schema: 'public', table: 'gate' }]);
+    const room = gate.client.channel('items-db', { config: { private: true } });
+    const got = new Inbox('broadcasts on items-db');
+    room.on('broadcast', { event: '*' }, (message) => got.push(message));
+    await subscribed(room);
+    const what = (label) => () => `${label} (have ${JSON.stringify(got.items)}); ${logTail(server)}`;
+
+    await db.query(`insert into public.items values (1, 'first')`);
+    await db.query(`update public.items set name = 'renamed' where id = 1`);
+    await db.query(`delete from public.items where id = 1`);
+    const [ins, upd, del] = await got.count(3, DELIVERY_MS, what('three broadcasts'));
+    assert.deepEqual([ins.event, upd.event, del.event], ['INSERT', 'UPDATE', 'DELETE']);
+    const strip = ({ id, ...rest }) => rest;
+    assert.deepEqual(strip(ins.payload), { operation: 'INSERT', schema: 'public', table: 'items', record: { id: 1, name: 'first' }, old_record: null });
+    assert.deepEqual(strip(upd.payload), {
+      operation: 'UPDATE', schema: 'public', table: 'items', record: { id: 1, name: 'renamed' }, old_record: { id: 1, name: 'first' },
+    });
+    assert.deepEqual(strip(del.payload), { operation: 'DELETE', schema: 'public', table: 'items', record: null, old_record: { id: 1, name: 'renamed' } });
+  });
+
   test('a ~100 MB transaction is streamed without Herald holding it in memory', { timeout: 300_000 }, async () => {
     const db = await database('big', 'create table public.big (id int8 primary key, tag text, body text)', ['big']);
     const server = await heraldFor(db);
