@@ -140,9 +140,10 @@ pub struct Processor {
     last_done: u64,
     /// The last change logged (commit position, number in its transaction), kept with the log.
     progress: (u64, u64),
-    /// The slot exists and streams: only then is a subscription confirmed, so that every change
-    /// committed after the confirmation is delivered.
+    /// The slot exists and streams (since the first start).
     streaming: bool,
+    /// Subscriptions waiting for the stream to start (a standby node, or PostgreSQL not yet up).
+    parked: Vec<SubscribeRequest>,
 }
 
 /// The history log of a table.
@@ -232,6 +233,7 @@ impl Processor {
             last_done: 0,
             progress: (0, 0),
             streaming: false,
+            parked: Vec::new(),
         }
     }
 
@@ -301,7 +303,7 @@ impl Processor {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                cmd = commands.recv(), if self.streaming => match cmd {
+                cmd = commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd).await,
                     None => break,
                 },
@@ -315,6 +317,7 @@ impl Processor {
                     None => break,
                 },
                 _ = sweep.tick() => {
+                    self.parked.retain(|r| !r.session.is_closing());
                     let n = self.index.remove_closed();
                     if n > 0 {
                         debug!(removed = n, "dropped subscriptions of closed connections");
@@ -335,6 +338,9 @@ impl Processor {
                 self.batch.clear();
                 for (_, spill) in self.spills.drain() {
                     let _ = std::fs::remove_file(&spill.path);
+                }
+                for req in std::mem::take(&mut self.parked) {
+                    self.subscribe(req).await;
                 }
             }
             WalEvent::Relation => {
@@ -781,6 +787,8 @@ impl Processor {
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Unsubscribe { session, topic } => {
+                self.parked
+                    .retain(|r| !(r.session.id == session && r.topic == topic));
                 self.index.remove(session, &Arc::from(topic));
             }
             Command::Claims {
@@ -788,9 +796,23 @@ impl Processor {
                 topic,
                 group,
             } => {
+                if let Some(r) = self
+                    .parked
+                    .iter_mut()
+                    .find(|r| r.session.id == session && r.topic == topic)
+                {
+                    r.group = group.clone();
+                }
                 if let Some(id) = self.index.chan_of(session, &Arc::from(topic)) {
                     self.index.set_group(id, Arc::new(group));
                 }
+            }
+            // Confirmed only once the slot streams, so that every change committed after the
+            // confirmation is delivered.
+            Command::Subscribe(req) if !self.streaming => {
+                self.parked
+                    .retain(|r| !(r.session.id == req.session.id && r.topic == req.topic));
+                self.parked.push(*req);
             }
             Command::Subscribe(req) => self.subscribe(*req).await,
         }
