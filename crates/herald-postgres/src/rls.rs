@@ -73,6 +73,10 @@ impl Roles {
     /// The columns of `table` the role may SELECT; `Some` of all false when it may read none (or the
     /// role does not exist).
     pub async fn columns(&mut self, pool: &Pool, role: &Arc<str>, table: &Table) -> Visible {
+        // The server's own role reads everything, whether or not the database has such a role.
+        if &**role == herald_core::auth::roles::SERVICE_ROLE {
+            return None;
+        }
         let key = (role.clone(), table.oid);
         if let Some(v) = self.columns.get(&key) {
             return v.clone();
@@ -92,8 +96,11 @@ impl Roles {
         .await;
         let visible: Visible = match found {
             Ok(v) if v.len() == table.columns.len() && v.iter().all(|b| *b) => None,
-            Ok(v) if v.len() == table.columns.len() => Some(Arc::from(v)),
-            Ok(_) => Some(Arc::from(vec![false; table.columns.len()])),
+            Ok(v) if v.len() == table.columns.len() && v.iter().any(|b| *b) => Some(Arc::from(v)),
+            Ok(_) => {
+                warn!(role = %role, table = %table.log_name(), "the role may read no column of the table (or does not exist): its subscribers get none of its changes");
+                Some(Arc::from(vec![false; table.columns.len()]))
+            }
             Err(e) => {
                 warn!(role = %role, table = %table.log_name(), error = %e, "could not read column privileges");
                 return Some(Arc::from(vec![false; table.columns.len()]));

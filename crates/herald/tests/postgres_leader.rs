@@ -1,6 +1,7 @@
 //! One replication consumer per database: a second Herald on the same database and slot waits as
 //! standby, and takes over when the leader is killed, continuing from the slot (the slot's
-//! acknowledged position moves past what was committed meanwhile).
+//! acknowledged position moves past what was committed meanwhile). A client that subscribed on the
+//! standby is confirmed once that node streams, and then receives the changes.
 //!
 //! Needs a PostgreSQL with `wal_level=logical`: `HERALD_TEST_DATABASE_URL`, which `scripts/test`
 //! sets to a throwaway cluster it starts.
@@ -79,6 +80,48 @@ fn start(db_url: &str, slot: &str, port: u16, data: &std::path::Path) -> Herald 
     )
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Joins `realtime:items` on `port` with a postgres_changes binding on `items`.
+async fn subscribe(port: u16) -> Ws {
+    use futures_util::SinkExt;
+    let token = herald_core::Authenticator::new(SECRET.as_bytes())
+        .mint("service_role", None, 3600)
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/socket/websocket?apikey={token}&vsn=2.0.0");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let join = serde_json::json!(["1", "1", "realtime:items", "phx_join", {
+        "config": {"broadcast": {"self": false}, "presence": {"key": ""}, "private": false,
+                   "postgres_changes": [{"event": "INSERT", "schema": "public", "table": "items"}]},
+        "access_token": token}]);
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        join.to_string(),
+    ))
+    .await
+    .unwrap();
+    ws
+}
+
+/// The next frame whose event is `event`, within `within`.
+async fn next_event(ws: &mut Ws, event: &str, within: Duration) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {event} frame in time"))
+            .expect("socket closed")
+            .unwrap();
+        if let Ok(text) = msg.to_text()
+            && let Ok(frame) = serde_json::from_str::<Value>(text)
+            && frame[3] == event
+        {
+            return frame;
+        }
+    }
+}
+
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -125,6 +168,10 @@ async fn a_second_node_waits_as_standby_and_takes_over() {
     let h = healthz(pb).unwrap();
     assert_eq!(h["postgres"]["leader"], false, "{h}");
     assert_eq!(h["postgres"]["streaming"], false, "{h}");
+    // A client of the standby joins; its subscription waits until that node streams.
+    let mut sub = subscribe(pb).await;
+    let reply = next_event(&mut sub, "phx_reply", Duration::from_secs(10)).await;
+    assert_eq!(reply[4]["status"], "ok", "{reply}");
 
     // The leader dies; rows committed meanwhile are consumed by the node that takes over.
     a.0.kill().unwrap();
@@ -141,6 +188,23 @@ async fn a_second_node_waits_as_standby_and_takes_over() {
     wait_health(pb, "the standby to take over", |p| {
         p["leader"] == true && p["streaming"] == true
     });
+    let confirmed = next_event(&mut sub, "system", Duration::from_secs(30)).await;
+    assert_eq!(confirmed[4]["status"], "ok", "{confirmed}");
+    assert_eq!(
+        confirmed[4]["message"], "Subscribed to PostgreSQL",
+        "{confirmed}"
+    );
+    client
+        .batch_execute("insert into items (body) values ('after the takeover')")
+        .await
+        .unwrap();
+    let change = loop {
+        let c = next_event(&mut sub, "postgres_changes", Duration::from_secs(30)).await;
+        if c[4]["data"]["record"]["body"] == "after the takeover" {
+            break c;
+        }
+    };
+    assert_eq!(change[4]["data"]["type"], "INSERT", "{change}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let row = client
@@ -159,6 +223,7 @@ async fn a_second_node_waits_as_standby_and_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    drop(sub);
     drop(b);
     drop(client);
     // The slot stays active until PostgreSQL notices the killed walsender's connection is gone.
