@@ -36,6 +36,8 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Row-level security is enabled.
     pub rls: bool,
+    /// Column positions by name.
+    pub positions: HashMap<Arc<str>, usize>,
 }
 
 impl Table {
@@ -44,9 +46,32 @@ impl Table {
         format!("{}.{}", self.schema, self.name)
     }
 
+    /// A table with its columns (by position).
+    pub fn new(
+        oid: u32,
+        schema: Arc<str>,
+        name: Arc<str>,
+        columns: Vec<Column>,
+        rls: bool,
+    ) -> Table {
+        let positions = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        Table {
+            oid,
+            schema,
+            name,
+            columns,
+            rls,
+            positions,
+        }
+    }
+
     /// The position of a column.
     pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| &*c.name == name)
+        self.positions.get(name).copied()
     }
 
     /// The table as a quoted SQL name.
@@ -89,13 +114,13 @@ impl Catalog {
             let name: String = row.get(2);
             tables.insert(
                 oid,
-                Table {
+                Table::new(
                     oid,
-                    schema: Arc::from(schema),
-                    name: Arc::from(name),
-                    columns: Vec::new(),
-                    rls: row.get(3),
-                },
+                    Arc::from(schema),
+                    Arc::from(name),
+                    Vec::new(),
+                    row.get(3),
+                ),
             );
         }
         let oids: Vec<u32> = tables.keys().copied().collect();
@@ -131,7 +156,10 @@ impl Catalog {
         Ok(Catalog {
             tables: tables
                 .into_values()
-                .map(|t| ((t.schema.clone(), t.name.clone()), Arc::new(t)))
+                .map(|t| {
+                    let t = Table::new(t.oid, t.schema, t.name, t.columns, t.rls);
+                    ((t.schema.clone(), t.name.clone()), Arc::new(t))
+                })
                 .collect(),
         })
     }

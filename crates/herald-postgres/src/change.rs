@@ -291,17 +291,17 @@ mod tests {
             ty: ColumnType::new(ty, None),
             primary_key: pk,
         };
-        Arc::new(Table {
-            oid: 1,
-            schema: Arc::from("public"),
-            name: Arc::from("todos"),
-            columns: vec![
+        Arc::new(Table::new(
+            1,
+            Arc::from("public"),
+            Arc::from("todos"),
+            vec![
                 col("id", "int8", true),
                 col("done", "bool", false),
                 col("body", "text", false),
             ],
-            rls: false,
-        })
+            false,
+        ))
     }
 
     #[test]

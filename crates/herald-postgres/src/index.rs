@@ -362,13 +362,13 @@ mod tests {
             ty: ColumnType::new(ty, None),
             primary_key: pk,
         };
-        Arc::new(Table {
-            oid: 42,
-            schema: Arc::from("public"),
-            name: Arc::from("todos"),
-            columns: vec![col("id", "int8", true), col("owner", "text", false)],
-            rls: false,
-        })
+        Arc::new(Table::new(
+            42,
+            Arc::from("public"),
+            Arc::from("todos"),
+            vec![col("id", "int8", true), col("owner", "text", false)],
+            false,
+        ))
     }
 
     fn change(t: &Arc<Table>, kind: Kind, id: &str, owner: &str) -> Change {

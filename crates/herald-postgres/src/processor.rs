@@ -18,6 +18,7 @@ use herald_core::history::{NewMessage, Position, RecoverRequest};
 use herald_core::{Body, Broadcast, ChannelKey, Hub, Origin, SessionHandle};
 use herald_protocol::Vsn;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -151,12 +152,19 @@ pub fn log_key(log: &str) -> ChannelKey {
     ChannelKey::new(&format!("{}{log}", crate::LOG_PREFIX), true)
 }
 
-fn system_frame(vsn: Vsn, join_ref: Option<&str>, topic: &str, payload: &Value) -> Option<Message> {
+/// A server push to a channel, as text for the connection's protocol version.
+fn push_frame<P: serde::Serialize + ?Sized>(
+    vsn: Vsn,
+    join_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload: &P,
+) -> Option<Message> {
     let frame = herald_protocol::OutFrame {
         join_ref,
         ref_: None,
         topic,
-        event: "system",
+        event,
         payload,
     };
     herald_protocol::encode_frame(vsn, &frame)
@@ -164,36 +172,10 @@ fn system_frame(vsn: Vsn, join_ref: Option<&str>, topic: &str, payload: &Value) 
         .map(|s| Message::Text(s.into()))
 }
 
-fn change_frame(vsn: Vsn, topic: &str, ids: &[u32], data: &str) -> Message {
-    let mut payload = String::with_capacity(data.len() + 32);
-    payload.push_str("{\"ids\":[");
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            payload.push(',');
-        }
-        payload.push_str(&id.to_string());
-    }
-    payload.push_str("],\"data\":");
-    payload.push_str(data);
-    payload.push('}');
-    let mut s = String::with_capacity(payload.len() + topic.len() + 64);
-    match vsn {
-        Vsn::V2 => {
-            s.push_str("[null,null,");
-            write_json_string(&mut s, topic);
-            s.push_str(",\"postgres_changes\",");
-            s.push_str(&payload);
-            s.push(']');
-        }
-        Vsn::V1 => {
-            s.push_str("{\"topic\":");
-            write_json_string(&mut s, topic);
-            s.push_str(",\"event\":\"postgres_changes\",\"payload\":");
-            s.push_str(&payload);
-            s.push_str(",\"ref\":null}");
-        }
-    }
-    Message::Text(s.into())
+/// The payload of a `postgres_changes` push: `{"ids":[...],"data":...}`.
+fn change_payload(ids: &[u32], data: &str) -> Option<Box<RawValue>> {
+    let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+    RawValue::from_string(format!("{{\"ids\":[{}],\"data\":{data}}}", ids.join(","))).ok()
 }
 
 fn position_extra(log: &str, position: Option<&Position>, replayed: bool) -> String {
@@ -729,6 +711,8 @@ impl Processor {
             let mut variants: Vec<(Visible, bool, String)> = Vec::new();
             // Frames by (variant, topic, protocol, ids); topics are shared `Arc`s, compared by address.
             let mut frames: HashMap<(usize, usize, Vsn, Vec<u32>), Message> = HashMap::new();
+            // Payloads by (variant, ids), shared by the frames of every topic and protocol version.
+            let mut payloads: HashMap<(usize, Vec<u32>), Option<Box<RawValue>>> = HashMap::new();
             let pk: Option<Vec<String>> = change
                 .primary_key()
                 .map(|k| k.iter().map(|s| s.to_string()).collect());
@@ -762,16 +746,20 @@ impl Processor {
                     }
                 };
                 let vsn = chan.session.vsn;
-                let fkey = (
-                    variant,
-                    Arc::as_ptr(&chan.topic).cast::<u8>() as usize,
-                    vsn,
-                    ids,
-                );
+                let topic = Arc::as_ptr(&chan.topic).cast::<u8>() as usize;
+                let fkey = (variant, topic, vsn, ids);
                 let frame = match frames.get(&fkey) {
                     Some(f) => f.clone(),
                     None => {
-                        let f = change_frame(vsn, &chan.topic, &fkey.3, &variants[variant].2);
+                        let payload = payloads
+                            .entry((variant, fkey.3.clone()))
+                            .or_insert_with(|| change_payload(&fkey.3, &variants[variant].2));
+                        let Some(f) = payload.as_deref().and_then(|p| {
+                            push_frame(vsn, None, &chan.topic, "postgres_changes", p)
+                        }) else {
+                            warn!(table = %log, "a change could not be encoded");
+                            continue;
+                        };
                         frames.insert(fkey, f.clone());
                         f
                     }
@@ -834,10 +822,11 @@ impl Processor {
         if let Some(r) = recovery {
             payload["recovery"] = r;
         }
-        if let Some(frame) = system_frame(
+        if let Some(frame) = push_frame(
             req.session.vsn,
             req.join_ref.as_deref(),
             &req.topic,
+            "system",
             &payload,
         ) {
             req.session.push(frame);

@@ -67,23 +67,12 @@ impl ColumnType {
     }
 }
 
-/// Appends `text` as a JSON string.
+/// Appends `text` as a JSON string (serde_json's escaping).
 pub fn write_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
+    // Serializing a `&str` cannot fail.
+    if let Ok(quoted) = serde_json::to_string(text) {
+        out.push_str(&quoted);
     }
-    out.push('"');
 }
 
 /// True when `text` is a JSON number as written (PostgreSQL's output of a finite number).
