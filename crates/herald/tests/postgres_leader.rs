@@ -7,12 +7,12 @@
 //! sets to a throwaway cluster it starts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use serde_json::Value;
+use support::{Herald, eventually, free_port, healthz};
 
 const SECRET: &str = "leader-test-secret-leader-test-secret-0";
 
@@ -22,61 +22,20 @@ fn admin_url() -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn healthz(port: u16) -> Option<Value> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let body = out.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
-}
-
-/// Polls `/healthz` until `pred` holds for its `postgres` object.
-fn wait_health(port: u16, what: &str, pred: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(h) = healthz(port)
-            && pred(&h["postgres"])
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Herald(Child);
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Waits until `pred` holds for the `postgres` object of the node's `/healthz`.
+async fn wait_health(port: u16, what: &str, pred: impl Fn(&Value) -> bool) {
+    eventually(what, Duration::from_secs(30), || async {
+        healthz(port).filter(|h| pred(&h["postgres"]))
+    })
+    .await;
 }
 
 fn start(db_url: &str, slot: &str, port: u16, data: &std::path::Path) -> Herald {
-    Herald(
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--port", &port.to_string(), "--data-dir"])
-            .arg(data)
-            .args(["--database-url", db_url])
-            .env("HERALD_JWT_SECRET", SECRET)
-            .env("HERALD_PG_SLOT", slot)
-            .env("HERALD_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    Herald::start(
+        port,
+        data,
+        &["--database-url", db_url],
+        &[("HERALD_JWT_SECRET", SECRET), ("HERALD_PG_SLOT", slot)],
     )
 }
 
@@ -136,7 +95,11 @@ async fn a_second_node_waits_as_standby_and_takes_over() {
     let admin = connect(&admin_url).await;
     let suffix = format!(
         "{:x}",
-        std::process::id() ^ (Instant::now().elapsed().as_nanos() as u32)
+        std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
     );
     let db = format!("herald_leader_{suffix}");
     let slot = format!("herald_leader_{suffix}");
@@ -160,11 +123,12 @@ async fn a_second_node_waits_as_standby_and_takes_over() {
     let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (pa, pb) = (free_port(), free_port());
     let mut a = start(&db_url, &slot, pa, da.path());
-    wait_health(pa, "the first node to stream", |p| p["streaming"] == true);
+    wait_health(pa, "the first node to stream", |p| p["streaming"] == true).await;
     let b = start(&db_url, &slot, pb, db_dir.path());
     wait_health(pb, "the second node to wait as standby", |p| {
         p["ready"] == true && p["standby"] == true
-    });
+    })
+    .await;
     let h = healthz(pb).unwrap();
     assert_eq!(h["postgres"]["leader"], false, "{h}");
     assert_eq!(h["postgres"]["streaming"], false, "{h}");
@@ -187,7 +151,8 @@ async fn a_second_node_waits_as_standby_and_takes_over() {
         .unwrap();
     wait_health(pb, "the standby to take over", |p| {
         p["leader"] == true && p["streaming"] == true
-    });
+    })
+    .await;
     let confirmed = next_event(&mut sub, "system", Duration::from_secs(30)).await;
     assert_eq!(confirmed[4]["status"], "ok", "{confirmed}");
     assert_eq!(
@@ -205,36 +170,36 @@ async fn a_second_node_waits_as_standby_and_takes_over() {
         }
     };
     assert_eq!(change[4]["data"]["type"], "INSERT", "{change}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let row = client
-            .query_one(
-                "select confirmed_flush_lsn > $1::text::pg_lsn from pg_replication_slots where slot_name = $2",
-                &[&before, &slot],
-            )
-            .await
-            .unwrap();
-        if row.get::<_, bool>(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new leader did not acknowledge the rows committed during the takeover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the new leader to acknowledge the rows committed during the takeover",
+        Duration::from_secs(30),
+        || async {
+            let row = client
+                .query_one(
+                    "select confirmed_flush_lsn > $1::text::pg_lsn from pg_replication_slots where slot_name = $2",
+                    &[&before, &slot],
+                )
+                .await
+                .unwrap();
+            row.get::<_, bool>(0).then_some(())
+        },
+    )
+    .await;
     drop(sub);
     drop(b);
     drop(client);
     // The slot stays active until PostgreSQL notices the killed walsender's connection is gone.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = admin
-        .execute("select pg_drop_replication_slot($1)", &[&slot])
-        .await
-    {
-        assert!(Instant::now() < deadline, "could not drop the slot: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the slot to be dropped",
+        Duration::from_secs(30),
+        || async {
+            admin
+                .execute("select pg_drop_replication_slot($1)", &[&slot])
+                .await
+                .ok()
+        },
+    )
+    .await;
     admin
         .batch_execute(&format!("drop database {db} with (force)"))
         .await
