@@ -674,17 +674,15 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         &ctx.token,
     )?;
     let processes = fleet.processes();
-    let live = fleet.live();
     let total_subs = opts.subscribers;
-    let progress = Progress::start(move || {
-        let l = live.snapshot();
-        format!(
-            "fanout: {}/{total_subs} subscribers joined, {} failed",
-            l.established, l.failed
-        )
-    });
-    let ready = fleet.wait_ready().await;
-    progress.finish();
+    let ready = fleet
+        .wait_ready_showing(move |l| {
+            format!(
+                "fanout: {}/{total_subs} subscribers joined, {} failed",
+                l.established, l.failed
+            )
+        })
+        .await;
     if ready.established == 0 {
         fleet.stop().await;
         return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));

@@ -62,21 +62,19 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
         &ctx.token,
     )?;
     let processes = fleet.processes();
-    let live = fleet.live();
     let started = Instant::now();
     let total = opts.connections;
-    let progress = Progress::start(move || {
-        let l = live.snapshot();
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        format!(
-            "idle: {}/{total} joined, {} failed, {:.0} conn/s",
-            l.established,
-            l.failed,
-            l.established as f64 / secs
-        )
-    });
-    let ready = fleet.wait_ready().await;
-    progress.finish();
+    let ready = fleet
+        .wait_ready_showing(move |l| {
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            format!(
+                "idle: {}/{total} joined, {} failed, {:.0} conn/s",
+                l.established,
+                l.failed,
+                l.established as f64 / secs
+            )
+        })
+        .await;
     let connect_secs = started.elapsed().as_secs_f64();
 
     // The PID was checked above; if the server has gone since, report without its memory.

@@ -886,17 +886,15 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         &ctx.token,
     )?;
     let processes = fleet.processes();
-    let live = fleet.live();
     let total_subs = opts.subscribers;
-    let progress = Progress::start(move || {
-        let l = live.snapshot();
-        format!(
-            "pg: {}/{total_subs} subscribers subscribed, {} failed",
-            l.established, l.failed
-        )
-    });
-    let ready = fleet.wait_ready().await;
-    progress.finish();
+    let ready = fleet
+        .wait_ready_showing(move |l| {
+            format!(
+                "pg: {}/{total_subs} subscribers subscribed, {} failed",
+                l.established, l.failed
+            )
+        })
+        .await;
     if opts.subscribers > 0 && ready.established == 0 {
         fleet.stop().await;
         return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));

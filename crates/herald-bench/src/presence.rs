@@ -293,17 +293,15 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
         &ctx.token,
     )?;
     let processes = fleet.processes();
-    let live = fleet.live();
     let total = opts.members;
-    let progress = Progress::start(move || {
-        let l = live.snapshot();
-        format!(
-            "presence: {}/{total} connected, {} failed",
-            l.established, l.failed
-        )
-    });
-    let ready = fleet.wait_ready().await;
-    progress.finish();
+    let ready = fleet
+        .wait_ready_showing(move |l| {
+            format!(
+                "presence: {}/{total} connected, {} failed",
+                l.established, l.failed
+            )
+        })
+        .await;
     if ready.established == 0 {
         fleet.stop().await;
         return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
