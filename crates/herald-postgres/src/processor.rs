@@ -115,6 +115,8 @@ struct Access {
     columns: Visible,
     /// Primary keys to check.
     pending: Vec<Vec<String>>,
+    /// The staged change whose key was last added to `pending`.
+    last: Option<usize>,
     /// Primary keys the group can see.
     seen: HashSet<Vec<String>>,
 }
@@ -656,7 +658,7 @@ impl Processor {
         // What each (group, table) pair may see: whether it bypasses RLS, its columns, and the rows
         // to check. Keyed by the group's number, so a hit costs a cheap lookup.
         let mut access: HashMap<(GroupId, u32), Access> = HashMap::new();
-        for (change, _, hits) in &staged {
+        for (n, (change, _, hits)) in staged.iter().enumerate() {
             for (chan_id, _) in hits {
                 let Some(chan) = self.index.chan(*chan_id) else {
                     continue;
@@ -675,15 +677,19 @@ impl Processor {
                         bypass,
                         columns,
                         pending: Vec::new(),
+                        last: None,
                         seen: HashSet::new(),
                     });
                 }
+                // Once per change and group, however many of the group's channels it matches.
                 if let Some(a) = access.get_mut(&key)
+                    && a.last != Some(n)
                     && change.table.rls
                     && change.kind != Kind::Delete
                     && !a.bypass
                     && let Some(pk) = change.primary_key()
                 {
+                    a.last = Some(n);
                     a.pending.push(pk.iter().map(|s| s.to_string()).collect());
                 }
             }
