@@ -429,7 +429,7 @@ async fn stream_once(
 struct LeaderLock {
     lost: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    _client: tokio_postgres::Client,
+    client: tokio_postgres::Client,
 }
 
 impl Drop for LeaderLock {
@@ -462,16 +462,12 @@ async fn take_lock(
             lost.cancel();
         })
     };
-    let lock = LeaderLock {
-        lost,
-        task,
-        _client: client,
-    };
+    let lock = LeaderLock { lost, task, client };
     let key = format!("herald:{}", settings.slot);
     let mut said_standby = false;
     loop {
         let got = lock
-            ._client
+            .client
             .query_one("select pg_try_advisory_lock(hashtext($1))", &[&key])
             .await;
         match got {
