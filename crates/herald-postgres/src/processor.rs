@@ -123,6 +123,8 @@ struct Access {
 
 struct Txn {
     commit_lsn: u64,
+    /// The transaction id: row-level security checks wait until it is visible.
+    xid: u32,
     timestamp: Arc<str>,
     seq: u64,
     skip: bool,
@@ -333,9 +335,11 @@ impl Processor {
             WalEvent::Begin {
                 commit_lsn,
                 timestamp,
+                xid,
             } => {
                 self.txn = Some(Txn {
                     commit_lsn,
+                    xid,
                     timestamp: format_commit_time(timestamp),
                     seq: 0,
                     skip: commit_lsn <= self.last_done,
@@ -411,6 +415,7 @@ impl Processor {
                     let ts = format_commit_time(timestamp);
                     self.txn = Some(Txn {
                         commit_lsn,
+                        xid,
                         timestamp: ts.clone(),
                         seq: 0,
                         skip: false,
@@ -567,7 +572,8 @@ impl Processor {
                 staged.push((change, position, hits));
             }
         }
-        self.deliver(staged, None).await;
+        let xid = self.txn.as_ref().map(|t| t.xid);
+        self.deliver(staged, None, xid).await;
     }
 
     fn log(
@@ -647,10 +653,12 @@ impl Processor {
     }
 
     /// Checks row-level security and column privileges for the staged changes and queues the frames.
+    /// `xid` is the live transaction the changes come from (`None` for a replay of logged ones).
     async fn deliver(
         &mut self,
         staged: Vec<(Change, Option<Position>, Hits)>,
         replay: Option<ChanId>,
+        xid: Option<u32>,
     ) {
         if staged.is_empty() {
             return;
@@ -701,7 +709,7 @@ impl Processor {
             keys.sort();
             keys.dedup();
             metrics::counter!("herald_pg_rls_queries_total").increment(1);
-            a.seen = match visible_rows(pool, &a.group, &a.table, &keys).await {
+            a.seen = match visible_rows(pool, &a.group, &a.table, &keys, xid).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     warn!(role = %a.group.role, table = %a.table.log_name(), error = %e, "row-level security check failed; rows withheld");
@@ -997,7 +1005,7 @@ impl Processor {
         info!(conn = req.session.id, topic = %req.topic, tables = tables.len(), replayed = replay.len(), "postgres_changes subscribed");
         self.push_system(&req, "ok", "Subscribed to PostgreSQL", recovery);
         // Replays are ordered by table log; each is checked like a live change.
-        self.deliver(replay, Some(chan)).await;
+        self.deliver(replay, Some(chan), None).await;
     }
 }
 

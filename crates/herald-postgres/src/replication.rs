@@ -51,6 +51,8 @@ pub enum WalEvent {
         commit_lsn: u64,
         /// Commit time.
         timestamp: chrono::DateTime<chrono::Utc>,
+        /// Its transaction id (32 bits, as the stream carries it).
+        xid: u32,
     },
     /// A change inside the current transaction.
     Row(RowChange),
@@ -344,10 +346,11 @@ async fn stream_once(
             LogicalReplicationMessage::Begin {
                 final_lsn,
                 timestamp: ts,
-                ..
+                xid,
             } => Some(WalEvent::Begin {
                 commit_lsn: final_lsn,
                 timestamp: timestamp(ts),
+                xid,
             }),
             LogicalReplicationMessage::Commit {
                 commit_lsn,

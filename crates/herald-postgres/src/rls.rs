@@ -4,8 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use tokio_postgres::SimpleQueryMessage;
 use tracing::warn;
 
 use crate::catalog::{Table, quote_ident};
@@ -121,12 +123,44 @@ pub fn quote_literal(text: &str) -> String {
     }
 }
 
+/// How long a check waits for its transaction to become visible before it runs anyway.
+const VISIBLE_WAIT: Duration = Duration::from_secs(5);
+
+/// SQL answering whether the recent transaction `xid` (the 32 bits the stream carries) is visible to
+/// a snapshot taken now. The epoch is taken from the snapshot's xmax: the transaction is less than
+/// 2^31 transactions old.
+pub fn visible_sql(xid: u32) -> String {
+    format!(
+        "select pg_visible_in_snapshot(\
+         (q.m - ((q.m % 4294967296) - {xid} + 4294967296) % 4294967296)::text::xid8, q.s) \
+         from (select s, pg_snapshot_xmax(s)::text::bigint as m from pg_current_snapshot() as s) q"
+    )
+}
+
+/// Runs a simple-protocol batch whose last row is one boolean, and returns it.
+pub async fn last_bool(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages.iter().rev().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    }) == Some("t"))
+}
+
 /// The primary keys (as text) among `keys` that the group can SELECT from `table` now.
+///
+/// `xid` is the transaction the changes come from. A commit reaches the replication stream a moment
+/// before other sessions can see it, so the check first waits (polling every millisecond, at most
+/// five seconds) until that transaction is visible: a row checked in that moment would otherwise be
+/// withheld.
 pub async fn visible_rows(
     pool: &Pool,
     group: &Group,
     table: &Table,
     keys: &[Vec<String>],
+    xid: Option<u32>,
 ) -> Result<HashSet<Vec<String>>, RlsError> {
     let pk: Vec<_> = table.columns.iter().filter(|c| c.primary_key).collect();
     if pk.is_empty() || keys.is_empty() {
@@ -182,7 +216,7 @@ pub async fn visible_rows(
     // every row.
     let sub = group.sub.as_deref().unwrap_or("");
     let setup = format!(
-        "begin; set local role {}; set local enable_seqscan = off; select set_config('request.jwt.claims', {}, true), \
+        "begin isolation level read committed; set local role {}; set local enable_seqscan = off; select set_config('request.jwt.claims', {}, true), \
          set_config('request.jwt.claim.sub', {}, true), set_config('request.jwt.claim.role', {}, true)",
         quote_ident(&group.role),
         quote_literal(&group.claims),
@@ -194,7 +228,25 @@ pub async fn visible_rows(
         .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
     let checked = async {
-        client.batch_execute(&setup).await?;
+        match xid {
+            None => client.batch_execute(&setup).await?,
+            Some(xid) => {
+                // In READ COMMITTED each statement takes a new snapshot: once one sees the
+                // transaction, the check that follows does too.
+                let wait = visible_sql(xid);
+                let mut visible = last_bool(&client, &format!("{setup}; {wait}")).await?;
+                let deadline = tokio::time::Instant::now() + VISIBLE_WAIT;
+                while !visible {
+                    metrics::counter!("herald_pg_rls_visibility_waits_total").increment(1);
+                    if tokio::time::Instant::now() >= deadline {
+                        warn!(xid, table = %table.log_name(), "a replicated transaction is still not visible; checking anyway");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    visible = last_bool(&client, &wait).await?;
+                }
+            }
+        }
         let stmt = client.prepare_cached(&sql).await?;
         client.query(&stmt, &refs).await
     }
