@@ -20,8 +20,10 @@ use tracing::info;
 use crate::listener::RemoteAddr;
 use crate::state::AppState;
 
-/// Read buffer of each connection: small, since idle connections are the common case.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Initial read buffer of each connection: small, since idle connections are the common case. A frame
+/// larger than this is read into room reserved for its whole length once its header has arrived, so
+/// the size bounds only how much one read asks for, not how large a message may be.
+pub const READ_BUFFER_BYTES: usize = 512;
 /// Writes are buffered up to this size before going to the socket (coalescing).
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
