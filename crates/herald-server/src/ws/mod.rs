@@ -79,6 +79,9 @@ async fn handshake(
     let limits = &app.limits;
     let app2 = app.clone();
     let token_guard = app.sessions.token();
+    // Only the token's hash lives as long as the connection.
+    let token_hash = session::token_hash(&token);
+    drop(token);
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
@@ -99,7 +102,7 @@ async fn handshake(
                 session::Peer {
                     remote,
                     vsn,
-                    token_hash: session::token_hash(&token),
+                    token_hash,
                     claims: std::sync::Arc::new(claims),
                 },
             )

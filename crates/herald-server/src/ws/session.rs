@@ -143,7 +143,9 @@ struct Session {
     handle: Arc<SessionHandle>,
     peer: Peer,
     id: u64,
-    channels: HashMap<String, Joined>,
+    /// Joined channels. Boxed: a map's slots are allocated in advance (at least three), and most
+    /// connections join one channel.
+    channels: HashMap<String, Box<Joined>>,
     join_limiter: RateLimiter,
     message_limiter: RateLimiter,
     presence_limiter: RateLimiter,
@@ -471,7 +473,7 @@ impl Session {
         let pg_claims = claims.clone();
         self.channels.insert(
             topic.to_owned(),
-            Joined {
+            Box::new(Joined {
                 postgres,
                 key,
                 join_ref: join_ref.clone(),
@@ -481,7 +483,7 @@ impl Session {
                 claims,
                 expires_at,
                 presence_key,
-            },
+            }),
         );
         self.app.hub.stats().joins.increment(1);
         info!(conn = self.id, remote = %self.peer.remote, topic, private = config.private, "join");
@@ -838,7 +840,7 @@ impl Session {
     }
 
     fn leave_all(&mut self) {
-        let channels: Vec<(String, Joined)> = self.channels.drain().collect();
+        let channels: Vec<(String, Box<Joined>)> = self.channels.drain().collect();
         for (topic, joined) in channels {
             self.app.hub.unsubscribe(&joined.key, joined.subscription);
             self.end_postgres(&joined, &topic);
