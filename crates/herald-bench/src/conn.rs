@@ -1,7 +1,8 @@
 //! One benchmark WebSocket client: opening it from a chosen loopback source address, subscribing it
-//! to its channel in the protocol of the run (a Phoenix join, a plain `join`, or the Socket.IO
-//! connect and acked `join`), and holding it open (Phoenix heartbeats every 25 s, answers to
-//! Socket.IO pings, recording the latency of every benchmark message it receives) until told to stop.
+//! to its channel in the protocol of the run (a Phoenix join, a plain `join`, the Socket.IO connect
+//! and acked `join`, or a signed Pusher subscription to a private channel), and holding it open
+//! (Phoenix heartbeats every 25 s, answers to Socket.IO and Pusher pings, recording the latency of
+//! every benchmark message it receives) until told to stop.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use crate::fleet::{Counters, Reasons};
 use crate::phoenix::{self, JoinOpts, Reply};
 use crate::plain;
 use crate::protocol::Protocol;
+use crate::pusher::{self, PusherError};
 use crate::socketio::{self, Packet};
 use crate::stats::Latencies;
 use crate::target::Target;
@@ -62,9 +64,9 @@ pub enum ConnError {
     /// The server said something the protocol does not allow at that point.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
-    /// The benchmark does not speak this protocol yet.
-    #[error("--protocol {0} is not available yet")]
-    Unsupported(&'static str),
+    /// A Pusher subscription could not be signed.
+    #[error("signing the subscription: {0}")]
+    Sign(PusherError),
     /// The client's own token could not be minted.
     #[error("token: {0}")]
     Token(String),
@@ -136,18 +138,18 @@ pub async fn connect(
     Ok(ws)
 }
 
-/// Reads frames until `answer` recognises the one it waits for and returns what it says. With
-/// `pings`, Engine.IO pings met on the way are answered.
+/// Reads frames until `answer` recognises the one it waits for and returns what it says. The
+/// server's pings met on the way are answered as `protocol` does.
 async fn await_answer<T>(
     ws: &mut Ws,
-    pings: bool,
+    protocol: Protocol,
     mut answer: impl FnMut(&str) -> Option<Result<T, ConnError>>,
 ) -> Result<T, ConnError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
-                if pings && text.as_str() == socketio::PING {
-                    ws.send(Message::text(socketio::PONG)).await?;
+                if let Some(pong) = protocol.pong_for(&text) {
+                    ws.send(Message::text(pong)).await?;
                     continue;
                 }
                 if let Some(result) = answer(&text) {
@@ -170,7 +172,7 @@ pub async fn join(
 ) -> Result<(), ConnError> {
     ws.send(Message::text(phoenix::join_frame(join_ref, topic, opts)))
         .await?;
-    await_answer(ws, false, |text| {
+    await_answer(ws, Protocol::Phoenix, |text| {
         let frame = phoenix::parse_frame(text)?;
         if frame.topic != topic {
             return None;
@@ -194,7 +196,7 @@ pub async fn leave(
         join_ref, push_ref, topic,
     )))
     .await?;
-    await_answer(ws, false, |text| {
+    await_answer(ws, Protocol::Phoenix, |text| {
         let frame = phoenix::parse_frame(text)?;
         if frame.topic != topic {
             return None;
@@ -231,7 +233,7 @@ pub async fn close(mut ws: Ws) -> Result<(), ConnError> {
 /// Plain protocol: joins `channel` and waits for `joined`.
 pub async fn plain_join(ws: &mut Ws, channel: &str) -> Result<(), ConnError> {
     ws.send(Message::text(plain::join_frame(channel))).await?;
-    await_answer(ws, false, |text| match plain::reply(text)? {
+    await_answer(ws, Protocol::Plain, |text| match plain::reply(text)? {
         plain::Reply::Joined(c) if c == channel => Some(Ok(())),
         plain::Reply::Joined(_) => None,
         plain::Reply::Error(reason) => Some(Err(ConnError::JoinRefused(reason))),
@@ -242,7 +244,7 @@ pub async fn plain_join(ws: &mut Ws, channel: &str) -> Result<(), ConnError> {
 /// Socket.IO: waits for the Engine.IO open packet, connects to the main namespace and waits until the
 /// server accepts.
 pub async fn socketio_connect(ws: &mut Ws) -> Result<(), ConnError> {
-    await_answer(ws, true, |text| match socketio::parse(text) {
+    await_answer(ws, Protocol::Socketio, |text| match socketio::parse(text) {
         Packet::Open(_) => Some(Ok(())),
         _ => Some(Err(ConnError::Unexpected(format!(
             "expected the Engine.IO open packet, got {}",
@@ -251,7 +253,7 @@ pub async fn socketio_connect(ws: &mut Ws) -> Result<(), ConnError> {
     })
     .await?;
     ws.send(Message::text(socketio::CONNECT)).await?;
-    await_answer(ws, true, |text| match socketio::parse(text) {
+    await_answer(ws, Protocol::Socketio, |text| match socketio::parse(text) {
         Packet::Connect(_) => Some(Ok(())),
         Packet::ConnectError(data) => Some(Err(ConnError::JoinRefused(
             socketio::connect_error_message(data),
@@ -266,7 +268,7 @@ pub async fn socketio_connect(ws: &mut Ws) -> Result<(), ConnError> {
 pub async fn socketio_join(ws: &mut Ws, room: &str) -> Result<(), ConnError> {
     ws.send(Message::text(socketio::join_frame(1, room)))
         .await?;
-    await_answer(ws, true, |text| match socketio::parse(text) {
+    await_answer(ws, Protocol::Socketio, |text| match socketio::parse(text) {
         Packet::Ack { id: 1, .. } => Some(Ok(())),
         Packet::Close | Packet::Disconnect => Some(Err(ConnError::ClosedBeforeReply)),
         _ => None,
@@ -274,9 +276,49 @@ pub async fn socketio_join(ws: &mut Ws, room: &str) -> Result<(), ConnError> {
     .await
 }
 
+/// Pusher: waits for `pusher:connection_established` and returns the socket id.
+pub async fn pusher_connect(ws: &mut Ws) -> Result<String, ConnError> {
+    await_answer(ws, Protocol::Pusher, |text| match pusher::parse(text) {
+        Some(pusher::Frame::ConnectionEstablished(socket_id)) => Some(Ok(socket_id)),
+        Some(pusher::Frame::Error(reason)) => Some(Err(ConnError::JoinRefused(reason))),
+        _ => Some(Err(ConnError::Unexpected(format!(
+            "expected pusher:connection_established, got {}",
+            text.chars().take(80).collect::<String>()
+        )))),
+    })
+    .await
+}
+
+/// Pusher: subscribes socket `socket_id` to the private `channel`, signing the subscription with
+/// `app`'s secret, and waits until the server confirms it.
+pub async fn pusher_subscribe(
+    ws: &mut Ws,
+    app: &pusher::App,
+    socket_id: &str,
+    channel: &str,
+) -> Result<(), ConnError> {
+    let auth = app
+        .channel_auth(socket_id, channel)
+        .map_err(ConnError::Sign)?;
+    ws.send(Message::text(pusher::subscribe_frame(channel, &auth)))
+        .await?;
+    await_answer(ws, Protocol::Pusher, |text| match pusher::parse(text)? {
+        pusher::Frame::SubscriptionSucceeded(c) if c == channel => Some(Ok(())),
+        pusher::Frame::Error(reason) => Some(Err(ConnError::JoinRefused(reason))),
+        _ => None,
+    })
+    .await
+}
+
 /// Subscribes an open connection to channel `name` (Phoenix topic `realtime:<name>`, plain
-/// channel or Socket.IO room `<name>`) the way `protocol` does it.
-pub async fn subscribe(ws: &mut Ws, protocol: Protocol, name: &str) -> Result<(), ConnError> {
+/// channel, Socket.IO room `<name>` or Pusher channel `private-<name>`, signed with `app`) the way
+/// `protocol` does it.
+pub async fn subscribe(
+    ws: &mut Ws,
+    protocol: Protocol,
+    name: &str,
+    app: &pusher::App,
+) -> Result<(), ConnError> {
     match protocol {
         Protocol::Phoenix => join(ws, "1", &format!("realtime:{name}"), &JoinOpts::default()).await,
         Protocol::Plain => plain_join(ws, name).await,
@@ -284,7 +326,10 @@ pub async fn subscribe(ws: &mut Ws, protocol: Protocol, name: &str) -> Result<()
             socketio_connect(ws).await?;
             socketio_join(ws, name).await
         }
-        Protocol::Pusher => Err(ConnError::Unsupported(protocol.name())),
+        Protocol::Pusher => {
+            let socket_id = pusher_connect(ws).await?;
+            pusher_subscribe(ws, app, &socket_id, &pusher::channel(name)).await
+        }
     }
 }
 
@@ -295,11 +340,12 @@ pub async fn open(
     source: Option<IpAddr>,
     protocol: Protocol,
     name: &str,
+    app: &pusher::App,
 ) -> Result<Ws, ConnError> {
     let mut ws = tokio::time::timeout(OPEN_TIMEOUT, connect(target, ws_url, source))
         .await
         .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(OPEN_TIMEOUT, subscribe(&mut ws, protocol, name))
+    tokio::time::timeout(OPEN_TIMEOUT, subscribe(&mut ws, protocol, name, app))
         .await
         .map_err(|_| ConnError::Timeout("join"))??;
     Ok(ws)
@@ -362,8 +408,8 @@ pub fn first_heartbeat_delay(index: u64) -> Duration {
 /// Keeps a subscribed connection alive until `stop` turns true (or its sender is dropped).
 ///
 /// Counts a disconnect if the connection ends before that. Phoenix connections heartbeat, Socket.IO
-/// connections answer the server's pings. When `shared.latency` is set, every benchmark message is
-/// timed against its `t` and counted as delivered.
+/// and Pusher connections answer the server's pings. When `shared.latency` is set, every benchmark
+/// message is timed against its `t` and counted as delivered.
 pub async fn hold(
     mut ws: Ws,
     index: u64,
@@ -375,7 +421,6 @@ pub async fn hold(
         tokio::time::interval_at(Instant::now() + first_heartbeat_delay(index), HEARTBEAT);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let heartbeats = protocol.client_heartbeats();
-    let pings = protocol == Protocol::Socketio;
     let mut next_ref: u64 = 2;
     if *stop.borrow_and_update() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
@@ -394,12 +439,12 @@ pub async fn hold(
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    if pings
-                        && text.as_str() == socketio::PING
-                        && ws.send(Message::text(socketio::PONG)).await.is_err()
-                    {
-                        shared.counters.disconnects.fetch_add(1, Relaxed);
-                        return;
+                    if let Some(pong) = protocol.pong_for(&text) {
+                        if ws.send(Message::text(pong)).await.is_err() {
+                            shared.counters.disconnects.fetch_add(1, Relaxed);
+                            return;
+                        }
+                        continue;
                     }
                     if shared.latency.is_some()
                         && let Some(sent) = protocol.send_time(&text)

@@ -1,15 +1,16 @@
 //! The `fanout` scenario: N subscribers over C channels, publishers sending R messages per second in
 //! total (message k to channel k % C) for S seconds, each payload stamped with its send time; reports
 //! deliveries against expectations, end-to-end latency percentiles and the server's CPU per delivery.
-//! Runs in any `--protocol` but pusher: subscribers, WebSocket publishers and the HTTP publisher
-//! speak the run's protocol.
+//! Runs in any `--protocol`: subscribers, WebSocket publishers and the HTTP publisher speak the run's
+//! protocol (Pusher: client events on private channels, or signed `batch_events` requests).
 
+use std::borrow::Cow;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -27,8 +28,8 @@ use crate::plain;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
+use crate::pusher;
 use crate::report::{Detail, FanoutDetail, Report};
-use crate::socketio;
 use crate::stats::round3;
 use crate::{Context, PublisherKind};
 
@@ -125,7 +126,8 @@ struct Refusals {
 type SharedSink = Arc<tokio::sync::Mutex<SplitSink<Ws, Message>>>;
 
 /// WebSocket publishers: of `n` connections, connection `s` publishes to the channels `c` with
-/// `c % n == s` (joining them first with Phoenix; the peers' protocols publish without joining).
+/// `c % n == s` (joining them first with Phoenix, subscribing with Pusher, whose client events only
+/// a member of the channel may send; plain and Socket.IO publish without joining).
 pub(crate) struct WsPublishers {
     protocol: Protocol,
     sinks: Vec<Option<SharedSink>>,
@@ -180,7 +182,21 @@ impl WsPublishers {
                 }
                 Protocol::Plain => {}
                 Protocol::Pusher => {
-                    return Err(failed(ConnError::Unsupported(ctx.protocol.name())));
+                    let socket_id =
+                        tokio::time::timeout(OPEN_TIMEOUT, conn::pusher_connect(&mut ws))
+                            .await
+                            .unwrap_or(Err(ConnError::Timeout("connect")))
+                            .map_err(failed)?;
+                    for channel in (first..channels).step_by(stride) {
+                        let name = pusher::channel(&phoenix::channel_name(BENCH, channel));
+                        tokio::time::timeout(
+                            OPEN_TIMEOUT,
+                            conn::pusher_subscribe(&mut ws, &ctx.pusher, &socket_id, &name),
+                        )
+                        .await
+                        .unwrap_or(Err(ConnError::Timeout("join")))
+                        .map_err(failed)?;
+                    }
                 }
             }
             let (sink, stream) = ws.split();
@@ -273,8 +289,8 @@ impl WsPublishers {
         }
     }
 
-    /// Phoenix publishers heartbeat; the peers' protocols need none from the client (Socket.IO
-    /// pings are answered by the readers).
+    /// Phoenix publishers heartbeat; the peers' protocols need none from the client (Socket.IO and
+    /// Pusher pings are answered by the readers).
     async fn heartbeat(&mut self) {
         if !self.protocol.client_heartbeats() {
             return;
@@ -308,8 +324,9 @@ fn join_ref(channel: u64) -> String {
     (channel + 1).to_string()
 }
 
-/// Drains a publisher's incoming frames: answers Socket.IO pings, and counts refused pushes (Phoenix:
-/// replies with status error to the push refs `p<k>`; plain: `error` frames).
+/// Drains a publisher's incoming frames: answers Socket.IO and Pusher pings, and counts refused
+/// pushes (Phoenix: replies with status error to the push refs `p<k>`; plain: `error` frames;
+/// Pusher: `pusher:error` frames).
 async fn read_publisher(
     mut stream: SplitStream<Ws>,
     sink: SharedSink,
@@ -324,27 +341,35 @@ async fn read_publisher(
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => continue,
         };
-        match protocol {
-            Protocol::Phoenix => read_phoenix_refusal(&text, channels, &joined, &refusals),
-            Protocol::Plain => {
-                if let Some(plain::Reply::Error(reason)) = plain::reply(&text) {
-                    // Which message was refused is unknown: its expected deliveries stay counted.
-                    refusals.count.fetch_add(1, Relaxed);
-                    if let Ok(mut reasons) = refusals.reasons.lock() {
-                        reasons.add(format!("refused: {reason}"), 1);
-                    }
-                }
+        if let Some(pong) = protocol.pong_for(&text) {
+            let pong = async { sink.lock().await.send(Message::text(pong)).await };
+            if !matches!(tokio::time::timeout(SEND_TIMEOUT, pong).await, Ok(Ok(()))) {
+                break;
             }
-            Protocol::Socketio => {
-                if text.as_str() == socketio::PING {
-                    let pong =
-                        async { sink.lock().await.send(Message::text(socketio::PONG)).await };
-                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, pong).await, Ok(Ok(()))) {
-                        break;
-                    }
-                }
+            continue;
+        }
+        // Which message a plain or Pusher error refused is unknown: its expected deliveries stay
+        // counted.
+        let refused = match protocol {
+            Protocol::Phoenix => {
+                read_phoenix_refusal(&text, channels, &joined, &refusals);
+                None
             }
-            Protocol::Pusher => {}
+            Protocol::Plain => match plain::reply(&text) {
+                Some(plain::Reply::Error(reason)) => Some(reason),
+                _ => None,
+            },
+            Protocol::Pusher => match pusher::parse(&text) {
+                Some(pusher::Frame::Error(reason)) => Some(reason),
+                _ => None,
+            },
+            Protocol::Socketio => None,
+        };
+        if let Some(reason) = refused {
+            refusals.count.fetch_add(1, Relaxed);
+            if let Ok(mut reasons) = refusals.reasons.lock() {
+                reasons.add(format!("refused: {reason}"), 1);
+            }
         }
     }
     refusals.lost.fetch_add(1, Relaxed);
@@ -385,10 +410,13 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
 }
 
 /// The HTTP publisher: batches of at most [`HTTP_BATCH`] messages per request (Phoenix:
-/// `POST /api/broadcast`; the peers: `POST /publish`).
+/// `POST /api/broadcast`; plain and Socket.IO: `POST /publish`; Pusher: at most
+/// [`pusher::MAX_BATCH`] per signed `POST /apps/<id>/batch_events`).
 pub(crate) struct HttpPublisher {
     client: http::Client,
     protocol: Protocol,
+    /// The Pusher app signing the requests (boxed, to keep [`Publisher`] small).
+    pusher: Box<pusher::App>,
     path: String,
     token: String,
     /// Channel-name prefix: channel `c` is `<prefix>-<c>`.
@@ -403,7 +431,8 @@ impl HttpPublisher {
         Self {
             client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
             protocol: ctx.protocol,
-            path: ctx.target.publish_path(ctx.protocol),
+            pusher: Box::new(ctx.pusher.clone()),
+            path: ctx.target.publish_path(ctx.protocol, &ctx.pusher),
             token: ctx.token.clone(),
             prefix,
             stalled: false,
@@ -420,7 +449,11 @@ impl HttpPublisher {
         tally: &mut Tally,
     ) {
         let ks: Vec<u64> = ks.collect();
-        for chunk in ks.chunks(HTTP_BATCH) {
+        let per_request = match self.protocol {
+            Protocol::Pusher => pusher::MAX_BATCH,
+            _ => HTTP_BATCH,
+        };
+        for chunk in ks.chunks(per_request) {
             if self.stalled {
                 tally.failed(
                     chunk.len() as u64,
@@ -436,9 +469,24 @@ impl HttpPublisher {
                 .protocol
                 .http_batch(self.prefix, payloads.iter().map(|(c, p)| (*c, p.as_str())));
             let n = chunk.len() as u64;
+            let path = match self.protocol {
+                Protocol::Pusher => {
+                    match self
+                        .pusher
+                        .signed_post(&self.path, body.as_bytes(), unix_secs())
+                    {
+                        Ok(path) => Cow::Owned(path),
+                        Err(e) => {
+                            tally.failed(n, e.to_string());
+                            continue;
+                        }
+                    }
+                }
+                _ => Cow::Borrowed(self.path.as_str()),
+            };
             match self
                 .client
-                .post_json(&self.path, &self.token, body.as_bytes())
+                .post_json(&path, &self.token, body.as_bytes())
                 .await
             {
                 Ok(resp) if resp.status == 202 || resp.status == 200 => {
@@ -460,6 +508,13 @@ impl HttpPublisher {
             }
         }
     }
+}
+
+/// Seconds since the Unix epoch, for Pusher request signatures.
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Where a publishing phase sends its messages.

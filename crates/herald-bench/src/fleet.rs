@@ -23,6 +23,7 @@ use crate::pg::{self, PgJoin};
 use crate::phoenix;
 use crate::presence;
 use crate::protocol::Protocol;
+use crate::pusher;
 use crate::sse_client;
 use crate::stats::Latencies;
 use crate::target::Target;
@@ -62,6 +63,8 @@ pub struct FleetSpec {
     pub transport: Transport,
     /// The wire protocol of WebSocket clients.
     pub protocol: Protocol,
+    /// The Pusher app the clients connect to and sign for (`--protocol pusher`).
+    pub pusher: pusher::App,
     /// Channel-name prefix: connection `i` follows `<prefix>-<i % channels>`.
     pub prefix: String,
     /// Number of channels.
@@ -418,7 +421,10 @@ async fn connect_all(
     let mut holders = JoinSet::new();
     let spec = Arc::new(spec);
     let channels = spec.channels.max(1);
-    let ws_url = Arc::new(spec.target.ws_url_for(spec.protocol, &spec.token));
+    let ws_url = Arc::new(
+        spec.target
+            .ws_url_for(spec.protocol, &spec.token, &spec.pusher),
+    );
     let attempts = futures_util::stream::iter(spec.base..spec.base.saturating_add(spec.count))
         .map(|i| {
             let (spec, ws_url) = (Arc::clone(&spec), Arc::clone(&ws_url));
@@ -426,12 +432,17 @@ async fn connect_all(
                 let source = spec.target.source_for(i, spec.per_address);
                 let name = phoenix::channel_name(&spec.prefix, i % channels);
                 let opened = match spec.transport {
-                    Transport::Ws => {
-                        conn::open(&spec.target, &ws_url, source, spec.protocol, &name)
-                            .await
-                            .map(Opened::Ws)
-                            .map_err(|e| e.to_string())
-                    }
+                    Transport::Ws => conn::open(
+                        &spec.target,
+                        &ws_url,
+                        source,
+                        spec.protocol,
+                        &name,
+                        &spec.pusher,
+                    )
+                    .await
+                    .map(Opened::Ws)
+                    .map_err(|e| e.to_string()),
                     Transport::Presence { .. } => tokio::time::timeout(
                         conn::OPEN_TIMEOUT,
                         conn::connect(&spec.target, &ws_url, source),

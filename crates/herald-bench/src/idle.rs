@@ -1,5 +1,5 @@
-//! The `idle` scenario: open N connections over C channels (in any `--protocol` but pusher), wait
-//! until every one has joined, hold them with heartbeats (or answers to Socket.IO pings), and report
+//! The `idle` scenario: open N connections over C channels (in any `--protocol`), wait until every
+//! one has joined, hold them with heartbeats (or answers to Socket.IO and Pusher pings), and report
 //! the connect rate and the memory the server (RSS) and the kernel (TCP buffer pages) spent per
 //! connection.
 

@@ -1,7 +1,7 @@
 //! Load generator behind `herald bench`: opens many Phoenix v2 WebSocket clients against a Herald (or
-//! any Supabase-Realtime-compatible) server on this machine and measures it. With `--protocol plain`
-//! or `--protocol socketio`, `idle` and `fanout` measure the peer servers of `bench/peers/` (the
-//! naive Rust server, Socket.IO v4) with the same clients and figures.
+//! any Supabase-Realtime-compatible) server on this machine and measures it. With `--protocol plain`,
+//! `--protocol socketio` or `--protocol pusher`, `idle` and `fanout` measure the peer servers of
+//! `bench/peers/` (the naive Rust server, Socket.IO v4, Sockudo) with the same clients and figures.
 //!
 //! Scenarios:
 //! - `idle`: N connections joined over C channels and held with heartbeats; reports connect rate and,
@@ -50,6 +50,7 @@ mod procfs;
 mod progress;
 mod protocol;
 mod publish;
+mod pusher;
 mod recover;
 mod report;
 mod socketio;
@@ -64,6 +65,8 @@ mod worker;
 mod mock;
 #[cfg(test)]
 mod mock_peers;
+#[cfg(test)]
+mod mock_pusher;
 
 use std::sync::Arc;
 
@@ -96,11 +99,21 @@ pub struct BenchArgs {
     /// presence, churn, sse with --publish-rate) from /proc.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
-    /// Wire protocol of the clients: phoenix (Herald), plain (bench/peers/plain) or socketio
-    /// (bench/peers/socketio), for idle and fanout; the other scenarios speak phoenix only. pusher
-    /// is not available yet.
+    /// Wire protocol of the clients: phoenix (Herald), plain (bench/peers/plain), socketio
+    /// (bench/peers/socketio) or pusher (Sockudo, bench/peers/sockudo), for idle and fanout; the
+    /// other scenarios speak phoenix only.
     #[arg(long, value_enum, default_value_t = Protocol::Phoenix, global = true)]
     pub protocol: Protocol,
+    /// Pusher app id (--protocol pusher): the HTTP publisher posts to /apps/<id>/batch_events.
+    #[arg(long, default_value = pusher::DEFAULT_APP_ID, global = true)]
+    pub pusher_app_id: String,
+    /// Pusher app key (--protocol pusher): clients connect to /app/<key>.
+    #[arg(long, default_value = pusher::DEFAULT_KEY, global = true)]
+    pub pusher_key: String,
+    /// Pusher app secret (--protocol pusher): clients sign their private-channel subscriptions and
+    /// HTTP publishes with it.
+    #[arg(long, default_value = pusher::DEFAULT_SECRET, global = true)]
+    pub pusher_secret: String,
 }
 
 /// What to measure.
@@ -498,6 +511,7 @@ struct Shape {
 pub(crate) struct Context {
     pub target: Target,
     pub protocol: Protocol,
+    pub pusher: pusher::App,
     pub token: String,
     pub ws_url: String,
     pub server_pid: Option<u32>,
@@ -522,6 +536,7 @@ impl Context {
             token: self.token.clone(),
             transport,
             protocol: self.protocol,
+            pusher: self.pusher.clone(),
             prefix: prefix.to_owned(),
             channels,
             base: 0,
@@ -564,8 +579,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         String::new()
     };
+    let app = pusher::App {
+        id: args.pusher_app_id,
+        key: args.pusher_key,
+        secret: args.pusher_secret,
+    };
     let clients = args.scenario.clients().cloned();
-    let ws_url = target.ws_url_for(protocol, &token);
+    let ws_url = target.ws_url_for(protocol, &token, &app);
     let (concurrency, per_address) = match &args.scenario {
         Scenario::Churn {
             concurrency,
@@ -589,6 +609,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 token,
                 transport: shape.transport,
                 protocol,
+                pusher: app,
                 prefix: shape.prefix,
                 channels: shape.channels,
                 base: clients.worker_base,
@@ -605,6 +626,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let ctx = Context {
         target,
         protocol,
+        pusher: app,
         token,
         ws_url,
         server_pid: args.server_pid,
@@ -1041,6 +1063,43 @@ mod tests {
         assert_eq!(b.protocol, Protocol::Plain);
         assert!(b.scenario.runs_on_peers());
 
+        // The Pusher app defaults to the one in bench/peers/sockudo/config.json.
+        let b = parse(&["herald", "bench", "--protocol", "pusher", "idle"]).unwrap();
+        assert_eq!(
+            (
+                b.pusher_app_id.as_str(),
+                b.pusher_key.as_str(),
+                b.pusher_secret.as_str()
+            ),
+            (
+                pusher::DEFAULT_APP_ID,
+                pusher::DEFAULT_KEY,
+                pusher::DEFAULT_SECRET
+            )
+        );
+        let b = parse(&[
+            "herald",
+            "bench",
+            "fanout",
+            "--protocol",
+            "pusher",
+            "--pusher-app-id",
+            "7",
+            "--pusher-key",
+            "k",
+            "--pusher-secret",
+            "s",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                b.pusher_app_id.as_str(),
+                b.pusher_key.as_str(),
+                b.pusher_secret.as_str()
+            ),
+            ("7", "k", "s")
+        );
+
         let b = parse(&[
             "herald",
             "bench",
@@ -1191,8 +1250,8 @@ mod tests {
     async fn refuses_protocols_a_scenario_does_not_speak() {
         for (args, want) in [
             (
-                &["herald", "bench", "--protocol", "pusher", "idle"][..],
-                "not available yet",
+                &["herald", "bench", "--protocol", "pusher", "churn"][..],
+                "churn scenario speaks only phoenix",
             ),
             (
                 &["herald", "bench", "--protocol", "plain", "recover"][..],

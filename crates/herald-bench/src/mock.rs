@@ -376,10 +376,12 @@ pub(crate) mod smoke {
     /// A context for a server of `protocol` at `addr`, measuring this process as the server.
     pub(crate) fn context_for(addr: SocketAddr, protocol: Protocol) -> Context {
         let target = Target::parse(&format!("http://{addr}")).unwrap();
+        let pusher = crate::pusher::App::default();
         Context {
-            ws_url: target.ws_url_for(protocol, "test-token"),
+            ws_url: target.ws_url_for(protocol, "test-token", &pusher),
             target,
             protocol,
+            pusher,
             token: "test-token".into(),
             server_pid: Some(std::process::id()),
             clock: Clock::start(),

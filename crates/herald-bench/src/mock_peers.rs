@@ -158,7 +158,7 @@ async fn http(sock: TcpStream, rooms: Rooms) {
     }
 }
 
-mod smoke {
+pub(crate) mod smoke {
     use super::*;
     use crate::PublisherKind;
     use crate::fanout::{self, FanoutOpts};
@@ -168,7 +168,7 @@ mod smoke {
     use crate::report::Detail;
 
     /// Idle then fanout (WebSocket and HTTP publishers) against the server at `addr`.
-    async fn idle_and_fanout(addr: SocketAddr, protocol: Protocol, hold: u64) {
+    pub(crate) async fn idle_and_fanout(addr: SocketAddr, protocol: Protocol, hold: u64) {
         let ctx = context_for(addr, protocol);
         let report = idle::run(
             &ctx,

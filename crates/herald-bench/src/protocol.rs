@@ -1,13 +1,14 @@
 //! Which wire protocol the benchmark's clients speak (`--protocol`), so that peers are measured by the
 //! same generator in the same run: Phoenix v2 (Herald, Supabase Realtime), Socket.IO v4 (module
-//! `socketio`) and the naive reference server's "plain" JSON protocol (module `plain`). Pusher
-//! (Sockudo) is accepted on the command line but not spoken yet.
+//! `socketio`), Pusher Channels (Sockudo, module `pusher`) and the naive reference server's "plain"
+//! JSON protocol (module `plain`).
 //!
 //! This module holds what differs between them at the level of a scenario: which scenarios a
-//! protocol supports, whether it needs an API key, heartbeats, recognising a benchmark delivery, and
-//! the publish frames and HTTP bodies. The per-protocol subscribe exchanges live in `conn`.
+//! protocol supports, whether it needs an API key, heartbeats and answers to server pings,
+//! recognising a benchmark delivery, and the publish frames and HTTP bodies. The per-protocol
+//! subscribe exchanges live in `conn`.
 
-use crate::{payload, phoenix, plain, socketio};
+use crate::{payload, phoenix, plain, pusher, socketio};
 
 /// A wire protocol.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,7 +16,7 @@ pub enum Protocol {
     /// Phoenix v2 (`vsn=2.0.0`): Herald and other Supabase-Realtime-compatible servers.
     #[default]
     Phoenix,
-    /// Pusher Channels, for Sockudo: not available yet.
+    /// Pusher Channels (protocol 7) on private channels: Sockudo, `bench/peers/sockudo`.
     Pusher,
     /// Socket.IO v4 (Engine.IO v4 over WebSocket): `bench/peers/socketio`.
     Socketio,
@@ -26,12 +27,6 @@ pub enum Protocol {
 /// A protocol that cannot run the chosen scenario.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
-    /// The protocol is accepted on the command line but not implemented.
-    #[error(
-        "--protocol {0} is not available yet: the benchmark has no client for it (use phoenix, \
-         plain or socketio)"
-    )]
-    NotAvailable(&'static str),
     /// The scenario is written for another protocol.
     #[error(
         "the {scenario} scenario speaks only {supported}, not --protocol {protocol} (peers are \
@@ -59,29 +54,40 @@ impl Protocol {
     }
 
     /// Checks that `scenario` can run with this protocol: `peers` says whether it supports the
-    /// peers' protocols (plain, socketio) besides phoenix.
+    /// peers' protocols (plain, socketio, pusher) besides phoenix.
     pub fn check(self, scenario: &'static str, peers: bool) -> Result<(), ProtocolError> {
         match self {
             Protocol::Phoenix => Ok(()),
-            Protocol::Pusher => Err(ProtocolError::NotAvailable(self.name())),
-            Protocol::Plain | Protocol::Socketio if peers => Ok(()),
-            Protocol::Plain | Protocol::Socketio => Err(ProtocolError::Unsupported {
-                scenario,
-                protocol: self.name(),
-                supported: "phoenix",
-            }),
+            Protocol::Plain | Protocol::Socketio | Protocol::Pusher if peers => Ok(()),
+            Protocol::Plain | Protocol::Socketio | Protocol::Pusher => {
+                Err(ProtocolError::Unsupported {
+                    scenario,
+                    protocol: self.name(),
+                    supported: "phoenix",
+                })
+            }
         }
     }
 
-    /// Whether the server wants an API key (the peers take anyone).
+    /// Whether the server wants an API key (the peers take anyone; Pusher clients sign with the
+    /// app's credentials instead).
     pub fn needs_token(self) -> bool {
-        matches!(self, Protocol::Phoenix | Protocol::Pusher)
+        self == Protocol::Phoenix
     }
 
-    /// Whether clients send heartbeats of their own (Phoenix); Socket.IO clients answer the server's
-    /// pings instead, and plain connections need neither.
+    /// Whether clients send heartbeats of their own (Phoenix); Socket.IO and Pusher clients answer
+    /// the server's pings instead, and plain connections need neither.
     pub fn client_heartbeats(self) -> bool {
         self == Protocol::Phoenix
+    }
+
+    /// The answer to `text` if it is the server's keep-alive ping (Socket.IO `2`, `pusher:ping`).
+    pub fn pong_for(self, text: &str) -> Option<&'static str> {
+        match self {
+            Protocol::Socketio => (text == socketio::PING).then_some(socketio::PONG),
+            Protocol::Pusher => pusher::is_ping(text).then_some(pusher::PONG),
+            Protocol::Phoenix | Protocol::Plain => None,
+        }
     }
 
     /// The send time of a benchmark message, if `text` delivers one.
@@ -90,16 +96,18 @@ impl Protocol {
             Protocol::Phoenix => phoenix::broadcast_send_time(text),
             Protocol::Plain => plain::send_time(text),
             Protocol::Socketio => socketio::send_time(text),
-            Protocol::Pusher => None,
+            Protocol::Pusher => pusher::send_time(text),
         }
     }
 
     /// The WebSocket frame publishing `payload` (JSON) to channel `name`, for the peers' protocols
-    /// (Phoenix pushes need a join ref and a push ref: `payload::ws_push`).
+    /// (Phoenix pushes need a join ref and a push ref: `payload::ws_push`; Pusher sends a client
+    /// event to `private-<name>`).
     pub fn publish_frame(self, name: &str, payload: &str) -> String {
         match self {
             Protocol::Socketio => socketio::publish_frame(name, payload),
-            _ => plain::publish_frame(name, payload),
+            Protocol::Pusher => pusher::client_event_frame(&pusher::channel(name), payload),
+            Protocol::Phoenix | Protocol::Plain => plain::publish_frame(name, payload),
         }
     }
 
@@ -113,7 +121,8 @@ impl Protocol {
         match self {
             Protocol::Plain => plain::http_batch(prefix, messages),
             Protocol::Socketio => socketio::http_batch(prefix, messages),
-            Protocol::Phoenix | Protocol::Pusher => payload::http_batch(prefix, messages),
+            Protocol::Pusher => pusher::batch_body(prefix, messages),
+            Protocol::Phoenix => payload::http_batch(prefix, messages),
         }
     }
 }
@@ -133,9 +142,24 @@ mod tests {
                 .contains("presence scenario speaks only phoenix"),
             "{e}"
         );
-        let e = Protocol::Pusher.check("idle", true).unwrap_err();
-        assert!(e.to_string().contains("not available yet"), "{e}");
+        assert!(Protocol::Pusher.check("fanout", true).is_ok());
+        let e = Protocol::Pusher.check("churn", false).unwrap_err();
+        assert!(
+            e.to_string().contains("churn scenario speaks only phoenix"),
+            "{e}"
+        );
         assert!(Protocol::Phoenix.needs_token() && !Protocol::Plain.needs_token());
+        assert!(!Protocol::Pusher.needs_token() && !Protocol::Pusher.client_heartbeats());
+    }
+
+    #[test]
+    fn answers_the_servers_pings() {
+        assert_eq!(Protocol::Socketio.pong_for("2"), Some("3"));
+        assert_eq!(Protocol::Socketio.pong_for("3"), None);
+        assert_eq!(Protocol::Pusher.pong_for(pusher::PING), Some(pusher::PONG));
+        assert_eq!(Protocol::Pusher.pong_for("2"), None);
+        assert_eq!(Protocol::Phoenix.pong_for("2"), None);
+        assert_eq!(Protocol::Plain.pong_for(pusher::PING), None);
     }
 
     #[test]
@@ -143,6 +167,9 @@ mod tests {
         let phoenix = r#"[null,null,"realtime:bench-0","broadcast",{"type":"broadcast","event":"b","payload":{"t":1}}]"#;
         let plain = r#"{"channel":"bench-0","data":{"t":2}}"#;
         let sio = r#"42["msg",{"t":3}]"#;
+        let pusher = r#"{"event":"client-b","channel":"private-bench-0","data":{"t":4}}"#;
+        assert_eq!(Protocol::Pusher.send_time(pusher), Some(4));
+        assert_eq!(Protocol::Pusher.send_time(plain), None);
         assert_eq!(Protocol::Phoenix.send_time(phoenix), Some(1));
         assert_eq!(Protocol::Plain.send_time(plain), Some(2));
         assert_eq!(Protocol::Socketio.send_time(sio), Some(3));
@@ -157,6 +184,16 @@ mod tests {
             Protocol::Plain
                 .http_batch("bench", [(0, "{}")])
                 .starts_with("[{\"channel\"")
+        );
+        assert!(
+            Protocol::Pusher
+                .publish_frame("bench-0", "{}")
+                .contains("\"channel\":\"private-bench-0\"")
+        );
+        assert!(
+            Protocol::Pusher
+                .http_batch("bench", [(0, "{}")])
+                .starts_with("{\"batch\"")
         );
         assert!(
             Protocol::Phoenix

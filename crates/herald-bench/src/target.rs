@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::protocol::Protocol;
-use crate::{plain, socketio};
+use crate::{plain, pusher, socketio};
 
 /// Why a `--url` was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -97,10 +97,16 @@ impl Target {
     }
 
     /// The WebSocket URL a client of `protocol` connects to (the API key goes only to Phoenix
-    /// servers).
-    pub fn ws_url_for(&self, protocol: Protocol, token: &str) -> String {
+    /// servers; a Pusher client names the app by its key).
+    pub fn ws_url_for(&self, protocol: Protocol, token: &str, app: &pusher::App) -> String {
         match protocol {
-            Protocol::Phoenix | Protocol::Pusher => self.ws_url(token),
+            Protocol::Phoenix => self.ws_url(token),
+            Protocol::Pusher => format!(
+                "ws://{}{}{}",
+                self.host_header,
+                self.base_path,
+                app.ws_path()
+            ),
             Protocol::Plain => format!(
                 "ws://{}{}{}",
                 self.host_header,
@@ -116,10 +122,12 @@ impl Target {
         }
     }
 
-    /// Path of the HTTP publish endpoint of `protocol`'s server.
-    pub fn publish_path(&self, protocol: Protocol) -> String {
+    /// Path of the HTTP publish endpoint of `protocol`'s server (Pusher: of `app`, before the
+    /// signed query each request adds).
+    pub fn publish_path(&self, protocol: Protocol, app: &pusher::App) -> String {
         match protocol {
-            Protocol::Phoenix | Protocol::Pusher => self.broadcast_path(),
+            Protocol::Phoenix => self.broadcast_path(),
+            Protocol::Pusher => app.batch_events_path(&self.base_path),
             Protocol::Plain => format!("{}{}", self.base_path, plain::PUBLISH_PATH),
             Protocol::Socketio => format!("{}{}", self.base_path, socketio::PUBLISH_PATH),
         }
@@ -173,7 +181,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (a JWT passes through unchanged).
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -214,14 +222,26 @@ mod tests {
             "ws://127.0.0.1:4000/socket/websocket?apikey=a.b-c_d&vsn=2.0.0"
         );
         assert_eq!(t.broadcast_path(), "/api/broadcast");
-        assert_eq!(t.publish_path(Protocol::Phoenix), "/api/broadcast");
-        assert_eq!(t.publish_path(Protocol::Plain), "/publish");
-        assert_eq!(t.ws_url_for(Protocol::Plain, "k"), "ws://127.0.0.1:4000/ws");
+        let app = pusher::App::default();
+        assert_eq!(t.publish_path(Protocol::Phoenix, &app), "/api/broadcast");
+        assert_eq!(t.publish_path(Protocol::Plain, &app), "/publish");
         assert_eq!(
-            t.ws_url_for(Protocol::Socketio, "k"),
+            t.publish_path(Protocol::Pusher, &app),
+            "/apps/herald-bench/batch_events"
+        );
+        assert_eq!(
+            t.ws_url_for(Protocol::Plain, "k", &app),
+            "ws://127.0.0.1:4000/ws"
+        );
+        assert_eq!(
+            t.ws_url_for(Protocol::Socketio, "k", &app),
             "ws://127.0.0.1:4000/socket.io/?EIO=4&transport=websocket"
         );
-        assert_eq!(t.ws_url_for(Protocol::Phoenix, "k"), t.ws_url("k"));
+        assert_eq!(t.ws_url_for(Protocol::Phoenix, "k", &app), t.ws_url("k"));
+        assert_eq!(
+            t.ws_url_for(Protocol::Pusher, "k", &app),
+            "ws://127.0.0.1:4000/app/herald-bench-key?protocol=7&client=herald-bench&version=1.0"
+        );
 
         let t = Target::parse("ws://localhost:9/realtime/v1/").unwrap();
         assert_eq!(t.addr, "127.0.0.1:9".parse().unwrap());
