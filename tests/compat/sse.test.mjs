@@ -424,7 +424,13 @@ describe('refusals before the stream', () => {
       assert.equal(res.status, 429);
       assert.deepEqual(await jsonOf(res), { error: 'Too many connected users' });
       first.close();
-      // Herald notices the closed stream (at the latest on its next keep-alive write) and frees the slot.
+      // Herald notices the closed stream (at the latest on its next keep-alive write) and frees the
+      // slot; a stream opened before that is refused, and an EventSource does not retry a refusal.
+      await waitFor(
+        async () => (await (await fetch(`${full.httpUrl}/healthz`)).json()).connections === 0,
+        8000,
+        "the first stream's slot to be freed",
+      );
       const second = open(url);
       await second.opens.count(1, 8000, () => `a stream after the first one went; errors: ${JSON.stringify(second.errors.items)}`);
     } finally {
