@@ -322,26 +322,35 @@ async fn sse(sock: TcpStream, id: u64, state: Shared) {
     leave(&state, id);
 }
 
+/// Reads one HTTP/1.1 request from a mock server's connection: its request target and its body (by
+/// `Content-Length`). `None` at the end of the connection or on a broken request.
+pub(crate) async fn read_request(sock: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+    let mut request_line = String::new();
+    if sock.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    let target = request_line.split_whitespace().nth(1)?.to_owned();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if sock.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    sock.read_exact(&mut body).await.ok()?;
+    Some((target, body))
+}
+
 async fn http(sock: TcpStream, state: Shared) {
     let mut sock = BufReader::new(sock);
-    loop {
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            if sock.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        if sock.read_exact(&mut body).await.is_err() {
-            return;
-        }
+    while let Some((_, body)) = read_request(&mut sock).await {
         let body: Value = serde_json::from_slice(&body).unwrap_or_default();
         for m in body["messages"].as_array().into_iter().flatten() {
             let topic = format!("realtime:{}", m["topic"].as_str().unwrap_or(""));

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::mock::read_request;
 use crate::socketio::{self, Packet};
 
 /// Room name → members.
@@ -129,24 +130,7 @@ async fn websocket(sock: TcpStream, id: u64, rooms: Rooms, ping: Duration) {
 
 async fn http(sock: TcpStream, rooms: Rooms) {
     let mut sock = BufReader::new(sock);
-    loop {
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            if sock.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        if sock.read_exact(&mut body).await.is_err() {
-            return;
-        }
+    while let Some((_, body)) = read_request(&mut sock).await {
         let body: Value = serde_json::from_slice(&body).unwrap_or_default();
         for m in body.as_array().into_iter().flatten() {
             emit(&rooms, m["room"].as_str().unwrap_or(""), &m["data"]);

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
+use crate::mock::read_request;
 use crate::pusher::{self, App};
 
 /// Channel name → members.
@@ -160,33 +161,7 @@ async fn websocket(sock: TcpStream, id: u64, channels: Channels, app: &App, ping
 
 async fn http(sock: TcpStream, channels: Channels, app: &App) {
     let mut sock = BufReader::new(sock);
-    loop {
-        let mut request_line = String::new();
-        if sock.read_line(&mut request_line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let target = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            if sock.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        if sock.read_exact(&mut body).await.is_err() {
-            return;
-        }
+    while let Some((target, body)) = read_request(&mut sock).await {
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let timestamp = query
             .split('&')
