@@ -1,5 +1,6 @@
 //! The `herald` binary: command line, configuration loading, logging, and wiring of the server.
 
+mod config_check;
 mod settings;
 
 use std::path::PathBuf;
@@ -32,6 +33,17 @@ enum Command {
     Token(TokenArgs),
     /// Generate load against a running server and report what it measured.
     Bench(herald_bench::BenchArgs),
+    /// Check the configuration, or print the effective one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate the configuration file, the environment and the flags; name every bad value.
+    Check(ServeArgs),
+    /// Print the effective configuration (as TOML) with the source of every value.
+    Print(ServeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,11 +92,26 @@ struct TokenArgs {
     exp: u64,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The message and each cause on its own line; no backtrace, which names no remedy.
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::Config(ConfigCommand::Check(args)) => config_check(args),
+        Command::Config(ConfigCommand::Print(args)) => config_print(args),
         Command::Bench(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -106,15 +133,52 @@ fn token(args: TokenArgs) -> Result<()> {
     Ok(())
 }
 
+impl ServeArgs {
+    fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            data_dir: self.common.data_dir.clone(),
+            port: self.port,
+            bind: self.bind,
+            production: self.production.then_some(true),
+            test_echo_route: self.test_echo_route.then_some(true),
+            database_url: self.database_url.clone(),
+        }
+    }
+}
+
+fn config_check(args: ServeArgs) -> Result<()> {
+    let checked = config_check::check(args.common.config.as_deref(), &args.overrides());
+    for warning in &checked.warnings {
+        println!("warning: {warning}");
+    }
+    if checked.problems.is_empty() {
+        println!("the configuration is valid");
+        return Ok(());
+    }
+    bail!(
+        "the configuration has {} problem(s):\n{}\nEvery setting is described in docs/configuration.md.",
+        checked.problems.len(),
+        checked.problem_lines()
+    )
+}
+
+fn config_print(args: ServeArgs) -> Result<()> {
+    let checked = config_check::check(args.common.config.as_deref(), &args.overrides());
+    if checked.settings.is_none() {
+        bail!(
+            "the configuration cannot be read:\n{}",
+            checked.problem_lines()
+        );
+    }
+    print!("{}", checked.render());
+    for problem in &checked.problems {
+        eprintln!("problem: {problem}");
+    }
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
-    let overrides = CliOverrides {
-        data_dir: args.common.data_dir,
-        port: args.port,
-        bind: args.bind,
-        production: args.production.then_some(true),
-        test_echo_route: args.test_echo_route.then_some(true),
-        database_url: args.database_url,
-    };
+    let overrides = args.overrides();
     let settings = Settings::load(args.common.config.as_deref(), &overrides)?;
     init_logging(&settings.log_format);
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -145,14 +209,34 @@ fn serve(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let running = herald_server::start(config, Some(prometheus)).await?;
+        let running = match herald_server::start(config, Some(prometheus)).await {
+            Ok(running) => running,
+            Err(herald_server::StartError::Bind { addr, source }) => {
+                bail!("{}", bind_failure(addr, &source))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let url = format!("http://{}", running.addr);
+        let ws = url.replacen("http", "ws", 1);
+        let mode = if production {
+            "production"
+        } else {
+            "development"
+        };
+        println!(
+            "Herald {} is running at {url} ({mode} mode)",
+            env!("CARGO_PKG_VERSION")
+        );
+        println!("  demo:      {url}/");
+        println!("  admin:     {url}/admin");
+        println!("  websocket: {ws}/socket/websocket (supabase-js: createClient('{url}', token))");
+        println!("  sse:       {url}/sse?topic=<topic>");
+        println!("  publish:   POST {url}/api/broadcast");
         if !production {
             let auth = Authenticator::new(secret.value.as_bytes());
             let year = 365 * 24 * 3600;
-            println!("Herald is running in development mode at {url}");
             if secret.generated {
-                println!("  secret: generated and kept in {}", secret.source);
+                println!("  secret:    generated and kept in {}", secret.source);
             }
             println!(
                 "  anon token:         {}",
@@ -162,10 +246,6 @@ fn serve(args: ServeArgs) -> Result<()> {
                 "  service_role token: {}",
                 auth.mint(roles::SERVICE_ROLE, None, year)?
             );
-            println!(
-                "  demo: {url}/   websocket: {}/socket/websocket",
-                url.replacen("http", "ws", 1)
-            );
         }
         info!(%url, production, "herald started");
         wait_for_signal().await;
@@ -173,6 +253,23 @@ fn serve(args: ServeArgs) -> Result<()> {
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// What to do when the listening address cannot be bound.
+fn bind_failure(addr: std::net::SocketAddr, error: &std::io::Error) -> String {
+    let remedy = match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another process already listens on port {}: stop it, or choose another port with --port or HERALD_PORT",
+            addr.port()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine: set --bind or HERALD_BIND to one of its addresses (0.0.0.0 for all)",
+            addr.ip()
+        ),
+        std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges: choose a port above 1023 with --port or HERALD_PORT (and put a proxy in front, see docs/operations.md), or grant CAP_NET_BIND_SERVICE".to_owned(),
+        _ => "check --bind and --port (HERALD_BIND, HERALD_PORT)".to_owned(),
+    };
+    format!("cannot listen on {addr}: {error}\n{remedy}")
 }
 
 async fn wait_for_signal() {
@@ -197,11 +294,15 @@ async fn wait_for_signal() {
     }
 }
 
+/// Herald's own lines at `info`; the embedded store's and the replication library's only when they
+/// warn.
+const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn,pg_walstream=error";
+
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HERALD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,pg_walstream=error"));
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -5,8 +5,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use herald_core::Limits;
 use herald_core::history::{HistorySettings, Retention, RetentionRule, parse_duration};
 use rand::Rng;
@@ -123,22 +121,18 @@ pub struct Secret {
 impl Settings {
     /// Loads settings in order of precedence.
     pub fn load(config: Option<&Path>, overrides: &CliOverrides) -> Result<Settings> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = config {
-            if !path.exists() {
-                anyhow::bail!("config file {} does not exist", path.display());
-            }
-            figment = figment.merge(Toml::file(path));
+        let checked = crate::config_check::check(config, overrides);
+        for warning in &checked.warnings {
+            eprintln!("warning: {warning}");
         }
-        figment = figment
-            .merge(Env::prefixed("HERALD_"))
-            .merge(Serialized::defaults(overrides));
-        let mut settings: Settings = figment.extract().context("invalid configuration")?;
-        if settings.database_url.as_deref().is_none_or(str::is_empty) {
-            settings.database_url = std::env::var("DATABASE_URL").ok();
+        match checked.settings {
+            Some(settings) if checked.problems.is_empty() => Ok(settings),
+            _ => anyhow::bail!(
+                "the configuration has {} problem(s):\n{}\n`herald config check` lists them; docs/configuration.md describes every setting.",
+                checked.problems.len().max(1),
+                checked.problem_lines()
+            ),
         }
-        settings.database_url = settings.database_url.filter(|u| !u.is_empty());
-        Ok(settings)
     }
 
     /// The Postgres Changes configuration, or `None` without a database URL.
@@ -282,6 +276,12 @@ mod tests {
             let s = Settings::load(Some(Path::new("h.toml")), &flags).unwrap();
             assert_eq!(s.port, 7000);
             jail.set_env("HERALD_ENV", "production");
+            let refused = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(
+                format!("{refused}").contains("production mode needs a secret"),
+                "{refused}"
+            );
+            jail.set_env("HERALD_JWT_SECRET", "a-secret-of-the-production-kind-0123");
             let s = Settings::load(None, &CliOverrides::default()).unwrap();
             assert!(s.is_production());
             Ok(())
