@@ -20,7 +20,7 @@ use crate::fanout::server_cpu;
 use crate::fleet::Reasons;
 use crate::idle::server_rss;
 use crate::pace::due_at;
-use crate::phoenix::{self, JoinOpts};
+use crate::payload;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{ChurnDetail, Detail, Report};
@@ -69,7 +69,7 @@ async fn cycle(
     .map_err(|_| ConnError::Timeout("connect"))??;
     tokio::time::timeout(
         OPEN_TIMEOUT,
-        conn::join(&mut ws, "1", topic, &JoinOpts::default()),
+        conn::join(&mut ws, "1", topic, &herald_protocol::JoinConfig::default()),
     )
     .await
     .map_err(|_| ConnError::Timeout("join"))??;
@@ -155,7 +155,7 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         };
         let ctx = Arc::clone(&ctx);
         let source = ctx.target.source_for(k, ctx.per_address);
-        let topic = phoenix::topic(PREFIX, k % opts.channels.max(1));
+        let topic = payload::topic(PREFIX, k % opts.channels.max(1));
         tasks.spawn(async move {
             let _permit = permit;
             let began = Instant::now();

@@ -31,10 +31,12 @@ pub enum ScenarioError {
         max: u64,
     },
     /// A WebSocket publisher could not connect or join its channels.
-    #[error("publisher connection {index} failed")]
+    #[error("publisher connection {index} failed, with {subscribers} subscribers connected")]
     Publisher {
         /// Which publisher connection.
         index: u64,
+        /// Subscribers connected at that moment (they count against the server's limits too).
+        subscribers: u64,
         /// What went wrong.
         #[source]
         source: ConnError,
@@ -114,4 +116,105 @@ pub enum ScenarioError {
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+/// `e` and every error under it, `: `-separated (the way `anyhow` prints `{:#}`).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some errors repeat their cause in their own message.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// The server refused a WebSocket upgrade, an SSE stream or a request with an HTTP status: what it
+/// said, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server refused: HTTP {status} {message}{}", self.remedy().map(|r| format!(" ({r})")).unwrap_or_default())]
+pub struct Refusal {
+    /// The status.
+    pub status: u16,
+    /// Herald's `{"error": ..}` (or `message`), else the start of the body.
+    pub message: String,
+}
+
+impl Refusal {
+    /// The refusal of `status` with response body `body`.
+    pub fn new(status: u16, body: &str) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Said {
+            #[serde(alias = "message")]
+            error: String,
+        }
+        let message = match serde_json::from_str::<Said>(body) {
+            Ok(said) => said.error,
+            Err(_) => body.trim().chars().take(160).collect(),
+        };
+        Self { status, message }
+    }
+
+    /// What to do about it, when the status says.
+    pub fn remedy(&self) -> Option<&'static str> {
+        Some(match self.status {
+            429 if self.message.contains("connected users") => {
+                "the server is at its max_connections, 10,000 by default: start it with a larger \
+                 HERALD_MAX_CONNECTIONS, or open fewer connections"
+            }
+            429 => {
+                "a rate limit of the server: lower the rate, or raise the server's limit (see \
+                 `herald bench publish --help`)"
+            }
+            401 | 403 => {
+                "the API key was refused: pass the server's key with --token or \
+                 HERALD_BENCH_TOKEN, or set HERALD_JWT_SECRET to the server's JWT secret"
+            }
+            404 => "nothing there: check the path of --url, and that the server speaks --protocol",
+            503 => "the server is shutting down or overloaded: try again once it is ready",
+            _ => return None,
+        })
+    }
+}
+
+/// What to do about a failed local socket or TCP connection, when its error kind says.
+pub fn io_remedy(e: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    match e.raw_os_error() {
+        // EMFILE, ENFILE.
+        Some(24 | 23) => {
+            return Some(
+                "the open-file limit is reached: raise it (ulimit -n) or lower --per-process, \
+                 so that worker processes share the connections",
+            );
+        }
+        // EADDRINUSE, EADDRNOTAVAIL: no free local port on the source address.
+        Some(98 | 99) => {
+            return Some(
+                "no local port is left on the source address: lower --per-address (more \
+                 loopback source addresses), or wait for closed connections to leave TIME_WAIT",
+            );
+        }
+        _ => {}
+    }
+    Some(match e.kind() {
+        ErrorKind::ConnectionRefused => "nothing listens there: start the server, or check --url",
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            "the server dropped the connection: did it stop or crash?"
+        }
+        _ => return None,
+    })
+}
+
+/// `e`, followed by what to do about it when known.
+pub fn io_with_remedy(e: &std::io::Error) -> String {
+    match io_remedy(e) {
+        Some(remedy) => format!("{e} ({remedy})"),
+        None => e.to_string(),
+    }
 }

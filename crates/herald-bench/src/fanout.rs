@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{JoinConfig, client};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -22,8 +23,7 @@ use crate::error::ScenarioError;
 use crate::fleet::{Fleet, LiveHandle, Reasons, Transport};
 use crate::http;
 use crate::pace::{due_at, due_by};
-use crate::payload::{self, PayloadBuilder};
-use crate::phoenix::{self, BENCH, JoinOpts, Reply};
+use crate::payload::{self, BENCH, PayloadBuilder};
 use crate::plain;
 use crate::procfs;
 use crate::progress::Progress;
@@ -150,6 +150,7 @@ impl WsPublishers {
         for first in 0..connections {
             let failed = |source| ScenarioError::Publisher {
                 index: first,
+                subscribers: joined.iter().sum(),
                 source,
             };
             let mut ws =
@@ -165,8 +166,8 @@ impl WsPublishers {
                             conn::join(
                                 &mut ws,
                                 &join_ref(channel),
-                                &phoenix::topic(BENCH, channel),
-                                &JoinOpts::default(),
+                                &payload::topic(BENCH, channel),
+                                &JoinConfig::default(),
                             ),
                         )
                         .await
@@ -188,7 +189,7 @@ impl WsPublishers {
                             .unwrap_or(Err(ConnError::Timeout("connect")))
                             .map_err(failed)?;
                     for channel in (first..channels).step_by(stride) {
-                        let name = pusher::channel(&phoenix::channel_name(BENCH, channel));
+                        let name = pusher::channel(&payload::channel_name(BENCH, channel));
                         tokio::time::timeout(
                             OPEN_TIMEOUT,
                             conn::pusher_subscribe(&mut ws, &ctx.pusher, &socket_id, &name),
@@ -222,12 +223,13 @@ impl WsPublishers {
 
     /// The frame publishing message `k` with `payload` to `channel`.
     fn frame(&self, k: u64, channel: u64, payload: &str) -> String {
-        let name = phoenix::channel_name(BENCH, channel);
+        let name = payload::channel_name(BENCH, channel);
         match self.protocol {
-            Protocol::Phoenix => payload::ws_push(
+            Protocol::Phoenix => client::broadcast(
                 &join_ref(channel),
                 &format!("p{k}"),
                 &format!("realtime:{name}"),
+                "b",
                 payload,
             ),
             protocol => protocol.publish_frame(&name, payload),
@@ -296,7 +298,7 @@ impl WsPublishers {
             return;
         }
         for slot in &mut self.sinks {
-            let frame = Message::text(phoenix::heartbeat_frame(self.next_heartbeat));
+            let frame = Message::text(client::heartbeat(self.next_heartbeat));
             if let Some(sink) = slot.as_ref() {
                 let sent = async { sink.lock().await.send(frame).await };
                 if !matches!(tokio::time::timeout(SEND_TIMEOUT, sent).await, Ok(Ok(()))) {
@@ -377,10 +379,10 @@ async fn read_publisher(
 
 /// Counts a Phoenix refusal: a `system` error, or an error reply to a push ref `p<k>`.
 fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Refusals) {
-    let Some(frame) = phoenix::parse_frame(text) else {
+    let Some(frame) = client::decode(text) else {
         return;
     };
-    if let Some(message) = phoenix::system_error(&frame) {
+    if let Some(message) = client::system(&frame, "error") {
         if let Ok(mut reasons) = refusals.reasons.lock() {
             reasons.add(
                 format!("{} closed by the server: {message}", frame.topic),
@@ -390,14 +392,14 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
         return;
     }
     let Some(k) = frame
-        .msg_ref
+        .ref_
         .as_deref()
         .and_then(|r| r.strip_prefix('p'))
         .and_then(|k| k.parse::<u64>().ok())
     else {
         return;
     };
-    let Some(Reply::Error(reason)) = phoenix::reply_to(&frame, &format!("p{k}")) else {
+    let Some(Err(reason)) = client::reply_to(&frame, &format!("p{k}")) else {
         return;
     };
     refusals.count.fetch_add(1, Relaxed);
@@ -415,8 +417,8 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
 pub(crate) struct HttpPublisher {
     client: http::Client,
     protocol: Protocol,
-    /// The Pusher app signing the requests (boxed, to keep [`Publisher`] small).
-    pusher: Box<pusher::App>,
+    /// The Pusher app signing the requests.
+    pusher: pusher::App,
     path: String,
     token: String,
     /// Channel-name prefix: channel `c` is `<prefix>-<c>`.
@@ -429,9 +431,9 @@ impl HttpPublisher {
     /// A publisher to the channels `<prefix>-<c>` over one keep-alive connection.
     pub fn new(ctx: &Context, prefix: &'static str) -> Self {
         Self {
-            client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
+            client: http::Client::new(&ctx.target),
             protocol: ctx.protocol,
-            pusher: Box::new(ctx.pusher.clone()),
+            pusher: ctx.pusher.clone(),
             path: ctx.target.publish_path(ctx.protocol, &ctx.pusher),
             token: ctx.token.clone(),
             prefix,
@@ -494,13 +496,7 @@ impl HttpPublisher {
                         tally.sent_to(*channel, joined);
                     }
                 }
-                Ok(resp) => {
-                    let body: String = String::from_utf8_lossy(&resp.body)
-                        .chars()
-                        .take(160)
-                        .collect();
-                    tally.failed(n, format!("HTTP {} {}", resp.status, body.trim()));
-                }
+                Ok(resp) => tally.failed(n, resp.summary()),
                 Err(e) => {
                     self.stalled = matches!(e, http::HttpError::Timeout);
                     tally.failed(n, e.to_string());
@@ -521,8 +517,8 @@ fn unix_secs() -> u64 {
 pub(crate) enum Publisher {
     /// WebSocket connections (joined to the channels, with Phoenix).
     Ws(WsPublishers),
-    /// HTTP publish requests.
-    Http(HttpPublisher),
+    /// HTTP publish requests (boxed: the client is large).
+    Http(Box<HttpPublisher>),
 }
 
 impl Publisher {
@@ -760,7 +756,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
                 .await
                 .map(Publisher::Ws)
         }
-        PublisherKind::Http => Ok(Publisher::Http(HttpPublisher::new(ctx, BENCH))),
+        PublisherKind::Http => Ok(Publisher::Http(Box::new(HttpPublisher::new(ctx, BENCH)))),
     };
     let mut publisher = match publisher {
         Ok(p) => p,

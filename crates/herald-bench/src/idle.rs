@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::Context;
 use crate::error::ScenarioError;
 use crate::fleet::{Fleet, Transport};
-use crate::phoenix::BENCH;
+use crate::payload::BENCH;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, IdleDetail, Report};

@@ -43,7 +43,6 @@ mod idle;
 mod pace;
 mod payload;
 mod pg;
-mod phoenix;
 mod plain;
 mod presence;
 mod procfs;
@@ -62,11 +61,7 @@ mod token;
 mod worker;
 
 #[cfg(test)]
-mod mock;
-#[cfg(test)]
-mod mock_peers;
-#[cfg(test)]
-mod mock_pusher;
+mod e2e;
 
 use std::sync::Arc;
 
@@ -75,7 +70,7 @@ use anyhow::Context as _;
 use crate::clock::Clock;
 use crate::error::ScenarioError;
 use crate::fleet::{FleetSpec, Transport};
-use crate::phoenix::BENCH;
+use crate::payload::BENCH;
 pub use crate::protocol::Protocol;
 use crate::target::Target;
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{JoinConfig, PostgresBinding, client};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -34,7 +35,6 @@ use crate::fanout::server_cpu;
 use crate::fleet::{Fleet, Reasons, Transport};
 use crate::http;
 use crate::pace::due_at;
-use crate::phoenix;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, PgDetail, Report};
@@ -128,30 +128,19 @@ pub fn group_token(secret: &str, group: u64) -> Result<String, token::TokenError
 
 /// The `phx_join` of a subscriber of `group` on `topic`, carrying its own `access_token`.
 pub fn join_frame(topic: &str, group: u64, filter: bool, access_token: &str) -> String {
-    let mut binding = serde_json::json!({
-        "event": "INSERT",
-        "schema": "public",
-        "table": TABLE,
-    });
+    let mut binding = serde_json::Map::new();
+    binding.insert("event".into(), "INSERT".into());
+    binding.insert("schema".into(), "public".into());
+    binding.insert("table".into(), TABLE.into());
     if filter {
-        binding["filter"] = format!("grp=eq.{group}").into();
+        binding.insert("filter".into(), format!("grp=eq.{group}").into());
     }
-    serde_json::json!([
-        "1",
-        "1",
-        topic,
-        "phx_join",
-        {
-            "config": {
-                "broadcast": {"self": false},
-                "presence": {"key": ""},
-                "postgres_changes": [binding],
-                "private": false,
-            },
-            "access_token": access_token,
-        }
-    ])
-    .to_string()
+    let config = JoinConfig {
+        postgres_changes: vec![PostgresBinding { raw: binding }],
+        access_token: Some(access_token.to_owned()),
+        ..JoinConfig::default()
+    };
+    client::join("1", topic, &config)
 }
 
 /// What a server frame says about a subscription under way.
@@ -169,32 +158,17 @@ enum Answer {
 
 /// Reads a frame met while subscribing on `topic` (`None`: not about the subscription).
 fn answer(text: &str, topic: &str) -> Option<Answer> {
-    #[derive(Deserialize)]
-    struct System {
-        #[serde(default)]
-        status: String,
-        #[serde(default)]
-        message: String,
-    }
-    let frame = phoenix::parse_frame(text)?;
-    if frame.topic != topic {
-        return None;
-    }
-    if let Some(reply) = phoenix::reply_to(&frame, "1") {
+    let frame = client::decode(text).filter(|f| f.topic == topic)?;
+    if let Some(reply) = client::reply_to(&frame, "1") {
         return Some(match reply {
-            phoenix::Reply::Ok => Answer::Joined,
-            phoenix::Reply::Error(reason) => Answer::Refused(reason),
+            Ok(_) => Answer::Joined,
+            Err(reason) => Answer::Refused(reason),
         });
     }
-    if frame.event != "system" {
-        return None;
+    if client::system(&frame, "ok").is_some_and(|m| m == SUBSCRIBED) {
+        return Some(Answer::Subscribed);
     }
-    let system: System = serde_json::from_str(frame.payload.get()).ok()?;
-    match system.status.as_str() {
-        "ok" if system.message == SUBSCRIBED => Some(Answer::Subscribed),
-        "error" => Some(Answer::Failed(system.message)),
-        _ => None,
-    }
+    client::system(&frame, "error").map(Answer::Failed)
 }
 
 /// Connects subscriber `index` and subscribes it, each step bounded by [`OPEN_TIMEOUT`]. Its group
@@ -269,11 +243,14 @@ pub fn parse_change(text: &str) -> Option<RowChange> {
         table: Option<String>,
         record: RowChange,
     }
-    let frame = phoenix::parse_frame(text)?;
+    let frame = client::decode(text)?;
     if frame.event != "postgres_changes" {
         return None;
     }
-    let payload: Payload = serde_json::from_str(frame.payload.get()).ok()?;
+    let herald_protocol::InboundPayload::Json(payload) = &frame.payload else {
+        return None;
+    };
+    let payload: Payload = serde_json::from_str(payload.get()).ok()?;
     match payload.data.table.as_deref() {
         Some(t) if t != TABLE => None,
         _ => Some(payload.data.record),
@@ -341,7 +318,7 @@ pub async fn hold(
             biased;
             _ = stop.changed() => break,
             _ = heartbeat.tick() => {
-                if ws.send(Message::text(phoenix::heartbeat_frame(next_ref))).await.is_err() {
+                if ws.send(Message::text(client::heartbeat(next_ref))).await.is_err() {
                     shared.counters.disconnects.fetch_add(1, Relaxed);
                     return;
                 }
@@ -357,8 +334,8 @@ pub async fn hold(
                             }
                             Seen::Stale => {}
                         }
-                    } else if let Some(frame) = phoenix::parse_frame(&text)
-                        && let Some(message) = phoenix::system_error(&frame)
+                    } else if let Some(frame) = client::decode(&text)
+                        && let Some(message) = client::system(&frame, "error")
                     {
                         shared.failed_late(format!("postgres_changes error: {message}"));
                     }
@@ -449,7 +426,7 @@ struct MetricsProbe {
 impl MetricsProbe {
     fn new(target: &Target) -> Self {
         Self {
-            client: http::Client::new(target.addr, target.host_header.clone()),
+            client: http::Client::new(target),
         }
     }
 
@@ -1158,7 +1135,7 @@ mod tests {
         assert_eq!(v[2], "realtime:pg-bench-7");
         assert_eq!(v[3], "phx_join");
         let want: serde_json::Value = serde_json::from_str(
-            r#"{"config":{"broadcast":{"self":false},"presence":{"key":""},"postgres_changes":[{"event":"INSERT","schema":"public","table":"herald_bench_pg","filter":"grp=eq.2"}],"private":false},"access_token":"tok"}"#,
+            r#"{"config":{"broadcast":{"self":false,"ack":false},"presence":{"key":"","enabled":false},"postgres_changes":[{"event":"INSERT","schema":"public","table":"herald_bench_pg","filter":"grp=eq.2"}],"private":false},"access_token":"tok"}"#,
         )
         .unwrap();
         assert_eq!(v[4], want);

@@ -8,7 +8,7 @@
 //! recognising a benchmark delivery, and the publish frames and HTTP bodies. The per-protocol
 //! subscribe exchanges live in `conn`.
 
-use crate::{payload, phoenix, plain, pusher, socketio};
+use crate::{payload, plain, pusher, socketio};
 
 /// A wire protocol.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,7 +93,7 @@ impl Protocol {
     /// The send time of a benchmark message, if `text` delivers one.
     pub fn send_time(self, text: &str) -> Option<u64> {
         match self {
-            Protocol::Phoenix => phoenix::broadcast_send_time(text),
+            Protocol::Phoenix => payload::phoenix_send_time(text),
             Protocol::Plain => plain::send_time(text),
             Protocol::Socketio => socketio::send_time(text),
             Protocol::Pusher => pusher::send_time(text),

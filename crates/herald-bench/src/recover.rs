@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::JoinConfig;
+use herald_protocol::client::{self, Recovery};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::Context;
@@ -21,7 +23,6 @@ use crate::fleet::Reasons;
 use crate::http;
 use crate::pace::due_at;
 use crate::payload::{self, PayloadBuilder};
-use crate::phoenix::{self, JoinOpts, Recovery, Reply};
 use crate::progress::Progress;
 use crate::report::{Detail, RETENTION_NOTE, RecoverDetail, Report};
 use crate::stats::{Spread, round3};
@@ -137,24 +138,21 @@ async fn join_recovering(
     epoch: &str,
     offset: u64,
 ) -> Result<Option<Recovery>, ConnError> {
-    let opts = JoinOpts {
+    let opts = JoinConfig {
         recover: Some((epoch.to_owned(), offset)),
-        ..JoinOpts::default()
+        ..JoinConfig::default()
     };
-    ws.send(Message::text(phoenix::join_frame("1", topic, &opts)))
+    ws.send(Message::text(client::join("1", topic, &opts)))
         .await?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
-                let Some(frame) = phoenix::parse_frame(&text) else {
+                let Some(frame) = client::decode(&text).filter(|f| f.topic == topic) else {
                     continue;
                 };
-                if frame.topic != topic {
-                    continue;
-                }
-                match phoenix::reply_to(&frame, "1") {
-                    Some(Reply::Ok) => return Ok(phoenix::recovery(&frame)),
-                    Some(Reply::Error(reason)) => return Err(ConnError::JoinRefused(reason)),
+                match client::reply_to(&frame, "1") {
+                    Some(Ok(response)) => return Ok(client::recovery(&response)),
+                    Some(Err(reason)) => return Err(ConnError::JoinRefused(reason)),
                     None => {}
                 }
             }
@@ -232,16 +230,7 @@ async fn publish_missed(
                     retries += 1;
                     tokio::time::sleep(RETRY_AFTER).await;
                 }
-                status => {
-                    let body: String = String::from_utf8_lossy(&resp.body)
-                        .chars()
-                        .take(160)
-                        .collect();
-                    return Err(ScenarioError::Publish(format!(
-                        "HTTP {status} {}",
-                        body.trim()
-                    )));
-                }
+                _ => return Err(ScenarioError::Publish(resp.summary())),
             }
         }
         k = end;
@@ -276,16 +265,13 @@ async fn read_replay(
             Ok(_) => continue,
             Err(e) => return Err(format!("replay: {e}")),
         };
-        let Some(frame) = phoenix::parse_frame(&text) else {
+        let Some(frame) = client::decode(&text).filter(|f| f.topic == topic) else {
             continue;
         };
-        if frame.topic != topic {
-            continue;
-        }
-        if let Some(message) = phoenix::system_error(&frame) {
+        if let Some(message) = client::system(&frame, "error") {
             return Err(format!("closed by the server: {message}"));
         }
-        let Some(meta) = phoenix::broadcast_meta(&frame) else {
+        let Some(meta) = client::broadcast_of(&frame).map(|b| b.meta) else {
             continue;
         };
         if let (true, Some(offset)) = (meta.replayed, meta.offset) {
@@ -309,7 +295,7 @@ async fn one_run(
     builder: &PayloadBuilder,
     live: &Live,
 ) -> Result<RunResult, ScenarioError> {
-    let name = phoenix::channel_name(prefix, run);
+    let name = payload::channel_name(prefix, run);
     let topic = format!("realtime:{name}");
     live.run.store(run + 1, Relaxed);
     live.published.store(0, Relaxed);
@@ -398,7 +384,7 @@ pub async fn run(ctx: &Context, opts: RecoverOpts) -> Result<Report, ScenarioErr
     // A fresh channel family per invocation: runs never find an earlier run's messages.
     let prefix = format!("bench-recover-{}", ctx.clock.epoch_unix_ns() / 1_000_000);
     let builder = PayloadBuilder::new(opts.payload);
-    let mut client = http::Client::new(ctx.target.addr, ctx.target.host_header.clone());
+    let mut client = http::Client::new(&ctx.target);
     let live = Arc::new(Live::default());
     let progress = {
         let live = Arc::clone(&live);

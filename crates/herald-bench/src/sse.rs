@@ -11,8 +11,8 @@ use crate::error::ScenarioError;
 use crate::fanout::{self, HttpPublisher, Publisher, Schedule};
 use crate::fleet::{Fleet, Transport};
 use crate::idle::{per_connection, server_rss, tcp_mem_kib};
+use crate::payload::BENCH;
 use crate::payload::PayloadBuilder;
-use crate::phoenix::BENCH;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, Report, SseDetail};
@@ -75,7 +75,7 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
     let phase = match opts.publish_rate {
         Some(rate) if established > 0 => {
             let joined = ready.joined(opts.topics);
-            let mut publisher = Publisher::Http(HttpPublisher::new(ctx, BENCH));
+            let mut publisher = Publisher::Http(Box::new(HttpPublisher::new(ctx, BENCH)));
             let schedule = Schedule {
                 channels: opts.topics,
                 rate,
