@@ -36,14 +36,17 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// Interval between RSS samples during the run.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// Options of a churn run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a churn run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct ChurnOpts {
     /// Cycles started per second.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub rate: u64,
     /// Seconds of starting cycles.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
-    /// Channels the cycles join in turn.
+    /// Channels the cycles join in turn (cycle k joins `realtime:bench-churn-<k % C>`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
 }
 

@@ -47,22 +47,31 @@ const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// ... or after this long in any case.
 const DRAIN_MAX: Duration = Duration::from_secs(15);
 
-/// Options of a fanout run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a fanout run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct FanoutOpts {
     /// Subscribers to open.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub subscribers: u64,
-    /// Channels.
+    /// Channels (subscriber i joins `realtime:bench-<i % C>`; message k goes to channel k % C).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
-    /// Messages per second, in total.
+    /// Messages per second published, in total over all channels.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub rate: u64,
     /// Seconds of publishing.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
-    /// Payload bytes.
+    /// Size of each message payload in bytes (`{"t":...,"pad":"xxx"}`; at least about 25).
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(1_048_576))]
     pub payload: usize,
-    /// How to publish.
+    /// How messages are published.
+    #[arg(long, value_enum, default_value_t = PublisherKind::Ws)]
     pub publisher: PublisherKind,
-    /// Most messages per second one WebSocket publisher connection sends.
+    /// Most messages per second one WebSocket publisher connection sends: more publisher
+    /// connections are opened, up to one per channel, to reach --rate. Keep it under the
+    /// server's per-connection message limit (Herald: 1,000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub publisher_rate: u64,
 }
 

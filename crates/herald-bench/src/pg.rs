@@ -74,28 +74,40 @@ pub struct PgJoin {
     pub per_group: bool,
 }
 
-/// Options of a pg run.
-#[derive(Debug, Clone)]
+/// Options of a pg run: its command-line flags.
+#[derive(clap::Args, Debug, Clone)]
 pub struct PgOpts {
-    /// `postgres://...` of the database Herald streams from.
+    /// The database the server streams from (loopback or Unix socket only).
+    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// Subscribers (0: none, to measure ingestion alone).
+    /// Subscribers (subscriber i joins `realtime:pg-bench-<i>` as a member of group i % G); 0
+    /// measures ingestion alone.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub subscribers: u64,
-    /// Claims groups.
+    /// Claims groups: group g's token has role `authenticated`, `sub` = `bench-g<g>` and
+    /// `grp` = g; rows cycle over the groups.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub groups: u64,
-    /// Row-level security with a policy per group.
+    /// Row-level security on the table, with a policy letting each group see only its rows.
+    #[arg(long)]
     pub rls: bool,
-    /// Bindings filtered on the group.
+    /// Each subscriber's binding filters on its group (`grp=eq.<g>`).
+    #[arg(long)]
     pub filter: bool,
-    /// Rows per second in total; 0: as fast as possible.
+    /// Rows per second in total; 0: as fast as the database takes them.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub rows_per_sec: u64,
-    /// Rows per transaction.
+    /// Rows per transaction (one multi-row INSERT each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub rows_per_tx: u64,
     /// Seconds of inserting.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
-    /// Bytes of each row's `body`.
+    /// Size of each row's `body` in bytes.
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(65_536))]
     pub payload: usize,
-    /// Writer connections.
+    /// Writer connections sharing the rate (at most one per row per second when paced).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub writers: u64,
 }
 

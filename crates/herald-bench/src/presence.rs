@@ -39,14 +39,18 @@ const JOIN_REF: &str = "1";
 /// Push ref of a member's track.
 const TRACK_REF: &str = "2";
 
-/// Options of a presence run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a presence run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PresenceOpts {
-    /// Members in all.
+    /// Members (member i has key `m<i>`); at most 20,000 per channel.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=200_000))]
     pub members: u64,
-    /// Channels they are spread over.
+    /// Channels to spread them over (member i joins channel i % C).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
-    /// Longest wait, in seconds, for every member to see every key.
+    /// Longest wait, in seconds, for every member to see every key (the wait also ends when
+    /// nothing arrived for 5 s).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub timeout: u64,
 }
 

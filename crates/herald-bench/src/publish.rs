@@ -43,26 +43,42 @@ const RATE_LIMIT_PAUSE: Duration = Duration::from_millis(10);
 /// How long WebSocket publishers wait for their last acks.
 const ACK_WAIT: Duration = Duration::from_secs(5);
 
-/// Options of a publish run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a publish run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PublishOpts {
-    /// Messages per second in total; 0: as fast as allowed.
+    /// Messages per second in total; 0: as fast as the server accepts them (HTTP: each
+    /// connection sends its next batch as soon as the previous one is answered; WebSocket:
+    /// each connection at --publisher-rate).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub rate: u64,
     /// Seconds of publishing.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
-    /// Payload bytes.
+    /// Size of each message payload in bytes (`{"t":...,"pad":"xxx"}`; at least about 25).
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(1_048_576))]
     pub payload: usize,
-    /// Subscribers.
+    /// WebSocket subscribers counting deliveries (subscriber i joins
+    /// `realtime:bench-pub-<i % C>`); 0 measures publishing alone.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub subscribers: u64,
-    /// Channels.
+    /// Channels `bench-pub-<c>`; publisher j sends to the channels c with c % connections == j
+    /// in turn.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
     /// How messages are published.
+    #[arg(long, value_enum, default_value_t = PublisherKind::Http)]
     pub publisher: PublisherKind,
-    /// Publisher connections.
+    /// Concurrent publisher connections (HTTP/1.1 keep-alive or WebSocket).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub connections: u64,
-    /// Messages per HTTP request.
+    /// Messages per HTTP request: with --rate 0 every request carries this many; when paced, a
+    /// request carries the messages due, up to this many (the server takes at most
+    /// max_http_batch, 1,000 by default).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub batch: u64,
-    /// Most messages per second one WebSocket publisher sends.
+    /// Most messages per second one WebSocket publisher connection sends; keep it under the
+    /// server's max_messages_per_second (1,000 by default).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub publisher_rate: u64,
 }
 

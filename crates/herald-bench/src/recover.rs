@@ -40,18 +40,26 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time allowed to close a client.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Options of a recover run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a recover run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct RecoverOpts {
-    /// Messages published while the client is away.
+    /// Messages published while the client is away, replayed when it comes back.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub missed: u64,
-    /// Payload bytes.
+    /// Size of each message payload in bytes.
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(1_048_576))]
     pub payload: usize,
-    /// Runs, each on a fresh channel.
+    /// Runs, each on a new channel `bench-recover-<id>-<run>`.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub runs: u64,
-    /// Messages per HTTP request.
+    /// Messages per HTTP request while publishing what is missed (the server takes at most
+    /// max_http_batch, 1,000 by default).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub batch: u64,
-    /// Most messages per second published.
+    /// Most messages per second published while the client is away; keep it under the
+    /// server's max_http_messages_per_second (10,000 by default). A batch refused with 429 is
+    /// sent again.
+    #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub publish_rate: u64,
 }
 
