@@ -118,9 +118,11 @@ pub enum ScenarioError {
     },
 }
 
-/// `e` and every error under it, `: `-separated (the way `anyhow` prints `{:#}`).
+/// `e` and every error under it, `: `-separated (the way `anyhow` prints `{:#}`), followed by what
+/// to do about the I/O error among them, when known.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
+    let mut remedy = None;
     let mut source = e.source();
     while let Some(cause) = source {
         let text = cause.to_string();
@@ -129,7 +131,11 @@ pub fn chain(e: &dyn std::error::Error) -> String {
             out.push_str(": ");
             out.push_str(&text);
         }
+        remedy = remedy.or_else(|| cause.downcast_ref::<std::io::Error>().and_then(io_remedy));
         source = cause.source();
+    }
+    if let Some(remedy) = remedy {
+        out.push_str(&format!(" ({remedy})"));
     }
     out
 }
@@ -164,8 +170,8 @@ impl Refusal {
     pub fn remedy(&self) -> Option<&'static str> {
         Some(match self.status {
             429 if self.message.contains("connected users") => {
-                "the server is at its max_connections, 10,000 by default: start it with a larger \
-                 HERALD_MAX_CONNECTIONS, or open fewer connections"
+                "the server is at its max_connections (HERALD_MAX_CONNECTIONS, 10,000 by default): \
+                 start it with a larger one, or open fewer connections"
             }
             429 => {
                 "a rate limit of the server: lower the rate, or raise the server's limit (see \
@@ -216,5 +222,21 @@ pub fn io_with_remedy(e: &std::io::Error) -> String {
     match io_remedy(e) {
         Some(remedy) => format!("{e} ({remedy})"),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_limits_name_their_remedy() {
+        let files = std::io::Error::from_raw_os_error(24);
+        assert!(io_with_remedy(&files).contains("ulimit -n"));
+        let ports = std::io::Error::from_raw_os_error(99);
+        assert!(io_with_remedy(&ports).contains("--per-address"));
+        let refusal = Refusal::new(503, r#"{"error":"Shutting down"}"#);
+        assert_eq!(refusal.message, "Shutting down");
+        assert!(refusal.to_string().contains("try again"), "{refusal}");
     }
 }
