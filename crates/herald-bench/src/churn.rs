@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::Context;
-use crate::conn::{self, ConnError, OPEN_TIMEOUT};
+use crate::conn::{self, ConnError};
 use crate::error::ScenarioError;
 use crate::fanout::server_cpu;
 use crate::fleet::Reasons;
@@ -64,21 +64,13 @@ async fn cycle(
     source: Option<std::net::IpAddr>,
     topic: &str,
 ) -> Result<(), ConnError> {
-    let mut ws = tokio::time::timeout(
-        OPEN_TIMEOUT,
-        conn::connect(&ctx.target, &ctx.ws_url, source),
-    )
-    .await
-    .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(
-        OPEN_TIMEOUT,
+    let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, source)).await?;
+    conn::within(
+        "join",
         conn::join(&mut ws, "1", topic, &herald_protocol::JoinConfig::default()),
     )
-    .await
-    .map_err(|_| ConnError::Timeout("join"))??;
-    tokio::time::timeout(OPEN_TIMEOUT, conn::leave(&mut ws, "1", "2", topic))
-        .await
-        .map_err(|_| ConnError::Timeout("leave"))??;
+    .await?;
+    conn::within("leave", conn::leave(&mut ws, "1", "2", topic)).await?;
     conn::close(ws).await
 }
 

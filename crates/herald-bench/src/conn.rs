@@ -110,6 +110,16 @@ fn handshake_error(e: tungstenite::Error) -> ConnError {
     }
 }
 
+/// Runs `step` within [`OPEN_TIMEOUT`]; past it, the error is a timeout of `what`.
+pub async fn within<T>(
+    what: &'static str,
+    step: impl Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    tokio::time::timeout(OPEN_TIMEOUT, step)
+        .await
+        .unwrap_or(Err(ConnError::Timeout(what)))
+}
+
 /// Opens a TCP connection from `source` (any port; the system's choice when `None`) to `addr`.
 pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ConnError> {
     let socket = match addr {
@@ -340,12 +350,8 @@ pub async fn open(
     name: &str,
     app: &pusher::App,
 ) -> Result<Ws, ConnError> {
-    let mut ws = tokio::time::timeout(OPEN_TIMEOUT, connect(target, ws_url, source))
-        .await
-        .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(OPEN_TIMEOUT, subscribe(&mut ws, protocol, name, app))
-        .await
-        .map_err(|_| ConnError::Timeout("join"))??;
+    let mut ws = within("connect", connect(target, ws_url, source)).await?;
+    within("join", subscribe(&mut ws, protocol, name, app)).await?;
     Ok(ws)
 }
 
@@ -409,11 +415,30 @@ pub fn first_heartbeat_delay(index: u64) -> Duration {
 /// and Pusher connections answer the server's pings. When `shared.latency` is set, every benchmark
 /// message is timed against its `t` and counted as delivered.
 pub async fn hold(
+    ws: Ws,
+    index: u64,
+    stop: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    protocol: Protocol,
+) {
+    hold_with(ws, index, stop, shared, protocol, |text, shared| {
+        if shared.latency.is_some()
+            && let Some(sent) = protocol.send_time(text)
+        {
+            shared.delivered(sent);
+        }
+    })
+    .await;
+}
+
+/// Like [`hold`], handing every text frame that is not a ping to `on_text`.
+pub async fn hold_with(
     mut ws: Ws,
     index: u64,
     mut stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
     protocol: Protocol,
+    mut on_text: impl FnMut(&str, &Shared),
 ) {
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + first_heartbeat_delay(index), HEARTBEAT);
@@ -425,37 +450,31 @@ pub async fn hold(
         return;
     }
     loop {
-        tokio::select! {
+        let reply = tokio::select! {
             biased;
             _ = stop.changed() => break,
             _ = heartbeat.tick(), if heartbeats => {
-                if ws.send(Message::text(client::heartbeat(next_ref))).await.is_err() {
-                    shared.counters.disconnects.fetch_add(1, Relaxed);
-                    return;
-                }
                 next_ref += 1;
+                client::heartbeat(next_ref - 1)
             }
             msg = ws.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(pong) = protocol.pong_for(&text) {
-                        if ws.send(Message::text(pong)).await.is_err() {
-                            shared.counters.disconnects.fetch_add(1, Relaxed);
-                            return;
-                        }
+                Some(Ok(Message::Text(text))) => match protocol.pong_for(&text) {
+                    Some(pong) => pong.to_owned(),
+                    None => {
+                        on_text(&text, &shared);
                         continue;
                     }
-                    if shared.latency.is_some()
-                        && let Some(sent) = protocol.send_time(&text)
-                    {
-                        shared.delivered(sent);
-                    }
-                }
+                },
                 Some(Ok(Message::Close(_)) | Err(_)) | None => {
                     shared.counters.disconnects.fetch_add(1, Relaxed);
                     return;
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
             },
+        };
+        if ws.send(Message::text(reply)).await.is_err() {
+            shared.counters.disconnects.fetch_add(1, Relaxed);
+            return;
         }
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;

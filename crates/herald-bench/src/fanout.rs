@@ -18,7 +18,7 @@ use herald_protocol::{JoinConfig, client};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::conn::{self, ConnError, HEARTBEAT, OPEN_TIMEOUT, Ws};
+use crate::conn::{self, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{Fleet, LiveHandle, Reasons, Transport};
 use crate::http;
@@ -162,16 +162,14 @@ impl WsPublishers {
                 subscribers: joined.iter().sum(),
                 source,
             };
-            let mut ws =
-                tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
-                    .await
-                    .unwrap_or(Err(ConnError::Timeout("connect")))
-                    .map_err(failed)?;
+            let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
+                .await
+                .map_err(failed)?;
             match ctx.protocol {
                 Protocol::Phoenix => {
                     for channel in (first..channels).step_by(stride) {
-                        tokio::time::timeout(
-                            OPEN_TIMEOUT,
+                        conn::within(
+                            "join",
                             conn::join(
                                 &mut ws,
                                 &join_ref(channel),
@@ -180,31 +178,26 @@ impl WsPublishers {
                             ),
                         )
                         .await
-                        .unwrap_or(Err(ConnError::Timeout("join")))
                         .map_err(failed)?;
                     }
                 }
                 Protocol::Socketio => {
-                    tokio::time::timeout(OPEN_TIMEOUT, conn::socketio_connect(&mut ws))
+                    conn::within("connect", conn::socketio_connect(&mut ws))
                         .await
-                        .unwrap_or(Err(ConnError::Timeout("connect")))
                         .map_err(failed)?;
                 }
                 Protocol::Plain => {}
                 Protocol::Pusher => {
-                    let socket_id =
-                        tokio::time::timeout(OPEN_TIMEOUT, conn::pusher_connect(&mut ws))
-                            .await
-                            .unwrap_or(Err(ConnError::Timeout("connect")))
-                            .map_err(failed)?;
+                    let socket_id = conn::within("connect", conn::pusher_connect(&mut ws))
+                        .await
+                        .map_err(failed)?;
                     for channel in (first..channels).step_by(stride) {
                         let name = pusher::channel(&payload::channel_name(BENCH, channel));
-                        tokio::time::timeout(
-                            OPEN_TIMEOUT,
+                        conn::within(
+                            "join",
                             conn::pusher_subscribe(&mut ws, &ctx.pusher, &socket_id, &name),
                         )
                         .await
-                        .unwrap_or(Err(ConnError::Timeout("join")))
                         .map_err(failed)?;
                     }
                 }

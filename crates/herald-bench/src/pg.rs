@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::Context;
 use crate::clock::Clock;
-use crate::conn::{self, CLOSE_TIMEOUT, ConnError, HEARTBEAT, OPEN_TIMEOUT, Shared, Ws};
+use crate::conn::{self, ConnError, Shared, Ws};
 use crate::error::ScenarioError;
 use crate::fanout::server_cpu;
 use crate::fleet::{Fleet, Reasons, Transport};
@@ -37,6 +37,7 @@ use crate::http;
 use crate::pace::due_at;
 use crate::procfs;
 use crate::progress::Progress;
+use crate::protocol::Protocol;
 use crate::report::{Detail, PgDetail, Report};
 use crate::stats::round3;
 use crate::target::Target;
@@ -198,12 +199,12 @@ pub async fn open(
     let access_token = group_token(&secret, group).map_err(|e| ConnError::Token(e.to_string()))?;
     let topic = topic(index);
     let frame = join_frame(&topic, group, join.filter, &access_token);
-    let mut ws = tokio::time::timeout(OPEN_TIMEOUT, conn::connect(target, ws_url, source))
-        .await
-        .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(OPEN_TIMEOUT, subscribe(&mut ws, &topic, frame))
-        .await
-        .map_err(|_| ConnError::Timeout("join and subscription to PostgreSQL"))??;
+    let mut ws = conn::within("connect", conn::connect(target, ws_url, source)).await?;
+    conn::within(
+        "join and subscription to PostgreSQL",
+        subscribe(&mut ws, &topic, frame),
+    )
+    .await?;
     Ok(ws)
 }
 
@@ -307,60 +308,37 @@ fn classify(row: &RowChange, epoch_unix_ns: u64, group: i64, per_group: bool) ->
 /// `frames`; rows of earlier runs are skipped. A `system` error (the server dropped the bindings)
 /// is counted as a late failure.
 pub async fn hold(
-    mut ws: Ws,
+    ws: Ws,
     index: u64,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
     join: PgJoin,
 ) {
     let group = i64::try_from(index % join.groups.max(1)).unwrap_or(i64::MAX);
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + conn::first_heartbeat_delay(index),
-        HEARTBEAT,
-    );
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let epoch = shared.clock.epoch_unix_ns();
-    let mut next_ref: u64 = 2;
-    if *stop.borrow_and_update() {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
-        return;
-    }
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            _ = heartbeat.tick() => {
-                if ws.send(Message::text(client::heartbeat(next_ref))).await.is_err() {
-                    shared.counters.disconnects.fetch_add(1, Relaxed);
-                    return;
-                }
-                next_ref += 1;
-            }
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(row) = parse_change(&text) {
-                        match classify(&row, epoch, group, join.per_group) {
-                            Seen::Own => shared.delivered(clock_ns(row.sent_us, epoch)),
-                            Seen::Foreign => {
-                                shared.counters.frames.fetch_add(1, Relaxed);
-                            }
-                            Seen::Stale => {}
-                        }
-                    } else if let Some(frame) = client::decode(&text)
-                        && let Some(message) = client::system(&frame, "error")
-                    {
-                        shared.failed_late(format!("postgres_changes error: {message}"));
+    conn::hold_with(
+        ws,
+        index,
+        stop,
+        shared,
+        Protocol::Phoenix,
+        |text, shared| {
+            if let Some(row) = parse_change(text) {
+                match classify(&row, epoch, group, join.per_group) {
+                    Seen::Own => shared.delivered(clock_ns(row.sent_us, epoch)),
+                    Seen::Foreign => {
+                        shared.counters.frames.fetch_add(1, Relaxed);
                     }
+                    Seen::Stale => {}
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                    shared.counters.disconnects.fetch_add(1, Relaxed);
-                    return;
-                }
-                Some(Ok(_)) => {}
-            },
-        }
-    }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            } else if let Some(frame) = client::decode(text)
+                && let Some(message) = client::system(&frame, "error")
+            {
+                shared.failed_late(format!("postgres_changes error: {message}"));
+            }
+        },
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

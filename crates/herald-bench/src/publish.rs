@@ -17,7 +17,7 @@ use herald_protocol::{JoinConfig, client};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{self, ConnError, HEARTBEAT, OPEN_TIMEOUT, Ws};
+use crate::conn::{self, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
 use crate::fanout::{self, server_cpu, subscribers_of};
 use crate::fleet::{Fleet, Reasons, Transport};
@@ -262,17 +262,16 @@ async fn open_ws_publisher(
         subscribers,
         source,
     };
-    let mut ws = tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
+    let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
         .await
-        .unwrap_or(Err(ConnError::Timeout("connect")))
         .map_err(failed)?;
     let opts = JoinConfig {
         broadcast_ack: true,
         ..JoinConfig::default()
     };
     for &channel in mine {
-        tokio::time::timeout(
-            OPEN_TIMEOUT,
+        conn::within(
+            "join",
             conn::join(
                 &mut ws,
                 &join_ref(channel),
@@ -281,7 +280,6 @@ async fn open_ws_publisher(
             ),
         )
         .await
-        .unwrap_or(Err(ConnError::Timeout("join")))
         .map_err(failed)?;
     }
     Ok(ws)

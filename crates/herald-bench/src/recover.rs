@@ -17,7 +17,7 @@ use herald_protocol::client::{self, Recovery};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::Context;
-use crate::conn::{self, ConnError, OPEN_TIMEOUT, Ws};
+use crate::conn::{self, ConnError, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::Reasons;
 use crate::http;
@@ -133,9 +133,8 @@ fn client_error(what: String) -> impl FnOnce(ConnError) -> ScenarioError {
 }
 
 async fn connect(ctx: &Context, what: &str) -> Result<Ws, ScenarioError> {
-    tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
+    conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
         .await
-        .unwrap_or(Err(ConnError::Timeout("connect")))
         .map_err(client_error(format!("{what} client")))
 }
 
@@ -182,9 +181,8 @@ async fn learn_position(
     name: &str,
 ) -> Result<(String, u64), ScenarioError> {
     let mut ws = connect(ctx, "position").await?;
-    let recovery = tokio::time::timeout(OPEN_TIMEOUT, join_recovering(&mut ws, topic, "", 0))
+    let recovery = conn::within("join", join_recovering(&mut ws, topic, "", 0))
         .await
-        .unwrap_or(Err(ConnError::Timeout("join")))
         .map_err(client_error(format!(
             "joining {topic} to learn its position"
         )))?;
@@ -317,13 +315,9 @@ async fn one_run(
     live.replaying.store(true, Relaxed);
     let mut ws = connect(ctx, "recovering").await?;
     let sent_at = Instant::now();
-    let recovery = tokio::time::timeout(
-        OPEN_TIMEOUT,
-        join_recovering(&mut ws, &topic, &epoch, offset),
-    )
-    .await
-    .unwrap_or(Err(ConnError::Timeout("join")))
-    .map_err(client_error(format!("recovering join of {topic}")))?;
+    let recovery = conn::within("join", join_recovering(&mut ws, &topic, &epoch, offset))
+        .await
+        .map_err(client_error(format!("recovering join of {topic}")))?;
     let reply_ms = sent_at.elapsed().as_secs_f64() * 1e3;
     let Some(recovery) = recovery else {
         close(ws).await;
