@@ -24,6 +24,8 @@ use crate::error::{Refusal, chain};
 use crate::payload;
 use crate::target::Target;
 
+/// Read buffer per stream.
+const READ_BUFFER: usize = 4096;
 /// Most body bytes of a refusal kept for the failure reason.
 const MAX_ERROR_BODY: usize = 4096;
 
@@ -89,7 +91,10 @@ pub async fn open(
 
 async fn start(stream: tokio::net::TcpStream, host: &str, path: &str) -> Result<SseConn, SseError> {
     let http = |e: hyper::Error| SseError::Http(chain(&e));
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    // A small fixed read buffer: idle streams only ever receive pings, and many share a process.
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .read_buf_exact_size(Some(READ_BUFFER))
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(http)?;
     let connection = tokio::spawn(async move {
