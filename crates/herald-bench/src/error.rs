@@ -1,5 +1,7 @@
-//! Why a scenario could not run to the end (as opposed to what it measured: failed connections,
-//! drops, gaps and refusals are results, reported in the table, not errors).
+//! What went wrong, said so that a person can act on it: why a scenario could not run to the end
+//! (as opposed to what it measured: failed connections, drops, gaps and refusals are results,
+//! reported in the table, not errors), the server's HTTP refusals, and the remedies for refusals
+//! and for local socket errors (open files, ports), appended to the chains of causes.
 
 use crate::conn::ConnError;
 use crate::procfs::ProcError;
@@ -11,7 +13,9 @@ use crate::worker::WorkerError;
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// `--server-pid` names a process whose `/proc` files cannot be read.
-    #[error("cannot measure the server process (--server-pid)")]
+    #[error(
+        "cannot measure the server process (--server-pid): is that the server's PID, and is it running?"
+    )]
     Server(#[source] ProcError),
     /// Worker processes could not be started.
     #[error(transparent)]
