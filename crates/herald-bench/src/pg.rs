@@ -549,114 +549,59 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, ScenarioErro
     Ok(client)
 }
 
-/// Runs `sql`, naming it in the error.
-async fn exec(client: &Client, sql: &str) -> Result<(), ScenarioError> {
+/// Runs `sql`, saying in the error that it was doing `what`.
+async fn exec(client: &Client, what: &str, sql: &str) -> Result<(), ScenarioError> {
     client
         .batch_execute(sql)
         .await
         .map_err(|source| ScenarioError::Database {
-            what: sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            what: what.to_owned(),
             source,
         })
 }
 
 /// Prepares the table, its grants, its row-level security and its publication, and empties it.
 async fn setup(client: &Client, rls: bool) -> Result<(), ScenarioError> {
-    exec(
-        client,
-        &format!(
-            "create table if not exists {TABLE} (id bigserial primary key, grp int not null, \
-             sent_us bigint not null, body text)"
-        ),
-    )
-    .await?;
-    for (role, extra) in [
-        ("authenticated", ""),
-        ("anon", ""),
-        ("service_role", " bypassrls"),
-    ] {
-        let exists = client
-            .query_opt("select 1 from pg_roles where rolname = $1", &[&role])
-            .await
-            .map_err(|source| ScenarioError::Database {
-                what: format!("looking up role {role}"),
-                source,
-            })?
-            .is_some();
-        if !exists {
-            exec(client, &format!("create role {role} nologin{extra}")).await?;
-        }
-    }
-    exec(
-        client,
-        &format!(
-            "grant select, insert on {TABLE} to authenticated, service_role; \
-             grant usage on sequence {TABLE}_id_seq to authenticated, service_role; \
-             grant usage on schema public to authenticated, anon, service_role"
-        ),
-    )
-    .await?;
-    if rls {
-        exec(
-            client,
-            &format!(
-                "alter table {TABLE} enable row level security; \
-                 drop policy if exists herald_bench_grp on {TABLE}; \
-                 create policy herald_bench_grp on {TABLE} for select to authenticated \
-                 using (grp = (current_setting('request.jwt.claims', true)::json->>'grp')::int)"
-            ),
+    let security = if rls {
+        format!(
+            "alter table {TABLE} enable row level security;
+             drop policy if exists herald_bench_grp on {TABLE};
+             create policy herald_bench_grp on {TABLE} for select to authenticated
+               using (grp = (current_setting('request.jwt.claims', true)::json->>'grp')::int);"
         )
-        .await?;
     } else {
-        exec(
-            client,
-            &format!("alter table {TABLE} disable row level security"),
-        )
-        .await?;
-    }
-    let all_tables = client
-        .query_opt(
-            "select puballtables from pg_publication where pubname = $1",
-            &[&PUBLICATION],
-        )
-        .await
-        .map_err(|source| ScenarioError::Database {
-            what: format!("looking up publication {PUBLICATION}"),
-            source,
-        })?
-        .map(|row| row.try_get::<_, bool>(0).unwrap_or(false));
-    match all_tables {
-        None => {
-            exec(
-                client,
-                &format!("create publication {PUBLICATION} for table {TABLE}"),
-            )
-            .await?
-        }
-        Some(true) => {}
-        Some(false) => {
-            let listed = client
-                .query_opt(
-                    "select 1 from pg_publication_tables where pubname = $1 \
-                     and schemaname = 'public' and tablename = $2",
-                    &[&PUBLICATION, &TABLE],
-                )
-                .await
-                .map_err(|source| ScenarioError::Database {
-                    what: format!("looking up {TABLE} in publication {PUBLICATION}"),
-                    source,
-                })?
-                .is_some();
-            if !listed {
-                exec(
-                    client,
-                    &format!("alter publication {PUBLICATION} add table {TABLE}"),
-                )
-                .await?;
-            }
-        }
-    }
-    exec(client, &format!("truncate {TABLE} restart identity")).await
+        format!("alter table {TABLE} disable row level security;")
+    };
+    exec(
+        client,
+        &format!("preparing {TABLE} (table, roles, grants, publication {PUBLICATION})"),
+        &format!(
+            "create table if not exists {TABLE} (id bigserial primary key, grp int not null,
+               sent_us bigint not null, body text);
+             do $$ begin
+               if not exists (select from pg_roles where rolname = 'authenticated') then
+                 create role authenticated nologin; end if;
+               if not exists (select from pg_roles where rolname = 'anon') then
+                 create role anon nologin; end if;
+               if not exists (select from pg_roles where rolname = 'service_role') then
+                 create role service_role nologin bypassrls; end if;
+               if not exists (select from pg_publication where pubname = '{PUBLICATION}') then
+                 create publication {PUBLICATION} for table {TABLE};
+               elsif not exists (select from pg_publication where pubname = '{PUBLICATION}'
+                                   and puballtables)
+                 and not exists (select from pg_publication_tables where pubname = '{PUBLICATION}'
+                                   and schemaname = 'public' and tablename = '{TABLE}') then
+                 alter publication {PUBLICATION} add table {TABLE};
+               end if;
+             end $$;
+             grant select, insert on {TABLE} to authenticated, service_role;
+             grant usage on sequence {TABLE}_id_seq to authenticated, service_role;
+             grant usage on schema public to authenticated, anon, service_role;
+             {security}
+             truncate {TABLE} restart identity"
+        ),
+    )
+    .await
 }
 
 /// The insert of one transaction: `$5` rows with groups cycling from `$1` modulo `$2`, `sent_us` =
@@ -882,7 +827,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     let mut clients = Vec::new();
     for _ in 0..writers {
         let client = match connect(&config).await {
-            Ok(c) => exec(&c, WRITER_SESSION).await.map(|()| c),
+            Ok(c) => exec(&c, WRITER_SESSION, WRITER_SESSION).await.map(|()| c),
             Err(e) => Err(e),
         };
         match client {
