@@ -64,6 +64,24 @@ impl Herald {
         context_for(self.addr, Protocol::Phoenix, &token)
     }
 
+    /// Waits until the server has let go of every connection (closing is not instant on its side).
+    async fn wait_until_empty(&self) {
+        let Some(running) = &self.running else { return };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running
+            .state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connections still open"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
@@ -359,6 +377,7 @@ async fn refusals_say_what_to_change() {
     );
     assert!(reason.contains("HERALD_MAX_CONNECTIONS"), "{reason}");
 
+    herald.wait_until_empty().await;
     // 20 subscribers fill the server: the publisher is refused, and the error names the cause and
     // the remedy.
     let opts = FanoutOpts {
