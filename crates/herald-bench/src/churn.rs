@@ -14,13 +14,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::Context;
-use crate::conn::{self, ConnError, OPEN_TIMEOUT};
+use crate::conn::{self, ConnError};
 use crate::error::ScenarioError;
 use crate::fanout::server_cpu;
 use crate::fleet::Reasons;
 use crate::idle::server_rss;
 use crate::pace::due_at;
-use crate::phoenix::{self, JoinOpts};
+use crate::payload;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{ChurnDetail, Detail, Report};
@@ -36,14 +36,17 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// Interval between RSS samples during the run.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// Options of a churn run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a churn run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct ChurnOpts {
     /// Cycles started per second.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub rate: u64,
     /// Seconds of starting cycles.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
-    /// Channels the cycles join in turn.
+    /// Channels the cycles join in turn (cycle k joins `realtime:bench-churn-<k % C>`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
 }
 
@@ -61,21 +64,13 @@ async fn cycle(
     source: Option<std::net::IpAddr>,
     topic: &str,
 ) -> Result<(), ConnError> {
-    let mut ws = tokio::time::timeout(
-        OPEN_TIMEOUT,
-        conn::connect(&ctx.target, &ctx.ws_url, source),
+    let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, source)).await?;
+    conn::within(
+        "join",
+        conn::join(&mut ws, "1", topic, &herald_protocol::JoinConfig::default()),
     )
-    .await
-    .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(
-        OPEN_TIMEOUT,
-        conn::join(&mut ws, "1", topic, &JoinOpts::default()),
-    )
-    .await
-    .map_err(|_| ConnError::Timeout("join"))??;
-    tokio::time::timeout(OPEN_TIMEOUT, conn::leave(&mut ws, "1", "2", topic))
-        .await
-        .map_err(|_| ConnError::Timeout("leave"))??;
+    .await?;
+    conn::within("leave", conn::leave(&mut ws, "1", "2", topic)).await?;
     conn::close(ws).await
 }
 
@@ -155,7 +150,7 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         };
         let ctx = Arc::clone(&ctx);
         let source = ctx.target.source_for(k, ctx.per_address);
-        let topic = phoenix::topic(PREFIX, k % opts.channels.max(1));
+        let topic = payload::topic(PREFIX, k % opts.channels.max(1));
         tasks.spawn(async move {
             let _permit = permit;
             let began = Instant::now();

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{JoinConfig, client};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -19,8 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::clock::Clock;
+use crate::error::{Refusal, io_with_remedy};
 use crate::fleet::{Counters, Reasons};
-use crate::phoenix::{self, JoinOpts, Reply};
 use crate::plain;
 use crate::protocol::Protocol;
 use crate::pusher::{self, PusherError};
@@ -44,12 +45,15 @@ const MAX_MESSAGE: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
     /// Creating or binding the local socket failed (for example: ports exhausted, too many files).
-    #[error("socket: {0}")]
+    #[error("cannot open a local socket: {}", io_with_remedy(.0))]
     Socket(io::Error),
     /// The TCP connection was refused or failed.
-    #[error("connect: {0}")]
+    #[error("connect: {}", io_with_remedy(.0))]
     Connect(io::Error),
-    /// The WebSocket upgrade failed; for HTTP refusals this carries the status and body.
+    /// The server answered the WebSocket upgrade with an HTTP refusal.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// The WebSocket upgrade failed otherwise.
     #[error("handshake: {0}")]
     Handshake(String),
     /// The frame could not be sent or the connection broke while waiting.
@@ -59,7 +63,7 @@ pub enum ConnError {
     #[error("join refused: {0}")]
     JoinRefused(String),
     /// The server closed the connection before answering the join.
-    #[error("closed before the join reply")]
+    #[error("the server closed the connection before answering the join (did it stop?)")]
     ClosedBeforeReply,
     /// The server said something the protocol does not allow at that point.
     #[error("unexpected answer: {0}")]
@@ -71,7 +75,7 @@ pub enum ConnError {
     #[error("token: {0}")]
     Token(String),
     /// A step took longer than it may ([`OPEN_TIMEOUT`], [`CLOSE_TIMEOUT`]).
-    #[error("{0} timed out")]
+    #[error("{0} timed out: the server did not answer in time (overloaded? lower --concurrency)")]
     Timeout(&'static str),
 }
 
@@ -99,11 +103,21 @@ fn handshake_error(e: tungstenite::Error) -> ConnError {
                 .as_deref()
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default();
-            let body: String = body.chars().take(160).collect();
-            ConnError::Handshake(format!("HTTP {} {}", resp.status().as_u16(), body.trim()))
+            ConnError::Refused(Refusal::new(resp.status().as_u16(), &body))
         }
+        tungstenite::Error::Io(e) => ConnError::Connect(e),
         other => ConnError::Handshake(other.to_string()),
     }
+}
+
+/// Runs `step` within [`OPEN_TIMEOUT`]; past it, the error is a timeout of `what`.
+pub async fn within<T>(
+    what: &'static str,
+    step: impl Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    tokio::time::timeout(OPEN_TIMEOUT, step)
+        .await
+        .unwrap_or(Err(ConnError::Timeout(what)))
 }
 
 /// Opens a TCP connection from `source` (any port; the system's choice when `None`) to `addr`.
@@ -168,18 +182,15 @@ pub async fn join(
     ws: &mut Ws,
     join_ref: &str,
     topic: &str,
-    opts: &JoinOpts,
+    opts: &JoinConfig,
 ) -> Result<(), ConnError> {
-    ws.send(Message::text(phoenix::join_frame(join_ref, topic, opts)))
+    ws.send(Message::text(client::join(join_ref, topic, opts)))
         .await?;
     await_answer(ws, Protocol::Phoenix, |text| {
-        let frame = phoenix::parse_frame(text)?;
-        if frame.topic != topic {
-            return None;
-        }
-        match phoenix::reply_to(&frame, join_ref)? {
-            Reply::Ok => Some(Ok(())),
-            Reply::Error(reason) => Some(Err(ConnError::JoinRefused(reason))),
+        let frame = client::decode(text).filter(|f| f.topic == topic)?;
+        match client::reply_to(&frame, join_ref)? {
+            Ok(_) => Some(Ok(())),
+            Err(reason) => Some(Err(ConnError::JoinRefused(reason))),
         }
     })
     .await
@@ -192,18 +203,13 @@ pub async fn leave(
     push_ref: &str,
     topic: &str,
 ) -> Result<(), ConnError> {
-    ws.send(Message::text(phoenix::leave_frame(
-        join_ref, push_ref, topic,
-    )))
-    .await?;
+    ws.send(Message::text(client::leave(join_ref, push_ref, topic)))
+        .await?;
     await_answer(ws, Protocol::Phoenix, |text| {
-        let frame = phoenix::parse_frame(text)?;
-        if frame.topic != topic {
-            return None;
-        }
-        match phoenix::reply_to(&frame, push_ref)? {
-            Reply::Ok => Some(Ok(())),
-            Reply::Error(reason) => Some(Err(ConnError::Unexpected(format!(
+        let frame = client::decode(text).filter(|f| f.topic == topic)?;
+        match client::reply_to(&frame, push_ref)? {
+            Ok(_) => Some(Ok(())),
+            Err(reason) => Some(Err(ConnError::Unexpected(format!(
                 "leave refused: {reason}"
             )))),
         }
@@ -320,7 +326,9 @@ pub async fn subscribe(
     app: &pusher::App,
 ) -> Result<(), ConnError> {
     match protocol {
-        Protocol::Phoenix => join(ws, "1", &format!("realtime:{name}"), &JoinOpts::default()).await,
+        Protocol::Phoenix => {
+            join(ws, "1", &format!("realtime:{name}"), &JoinConfig::default()).await
+        }
         Protocol::Plain => plain_join(ws, name).await,
         Protocol::Socketio => {
             socketio_connect(ws).await?;
@@ -342,12 +350,8 @@ pub async fn open(
     name: &str,
     app: &pusher::App,
 ) -> Result<Ws, ConnError> {
-    let mut ws = tokio::time::timeout(OPEN_TIMEOUT, connect(target, ws_url, source))
-        .await
-        .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(OPEN_TIMEOUT, subscribe(&mut ws, protocol, name, app))
-        .await
-        .map_err(|_| ConnError::Timeout("join"))??;
+    let mut ws = within("connect", connect(target, ws_url, source)).await?;
+    within("join", subscribe(&mut ws, protocol, name, app)).await?;
     Ok(ws)
 }
 
@@ -411,11 +415,30 @@ pub fn first_heartbeat_delay(index: u64) -> Duration {
 /// and Pusher connections answer the server's pings. When `shared.latency` is set, every benchmark
 /// message is timed against its `t` and counted as delivered.
 pub async fn hold(
+    ws: Ws,
+    index: u64,
+    stop: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    protocol: Protocol,
+) {
+    hold_with(ws, index, stop, shared, protocol, |text, shared| {
+        if shared.latency.is_some()
+            && let Some(sent) = protocol.send_time(text)
+        {
+            shared.delivered(sent);
+        }
+    })
+    .await;
+}
+
+/// Like [`hold`], handing every text frame that is not a ping to `on_text`.
+pub async fn hold_with(
     mut ws: Ws,
     index: u64,
     mut stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
     protocol: Protocol,
+    mut on_text: impl FnMut(&str, &Shared),
 ) {
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + first_heartbeat_delay(index), HEARTBEAT);
@@ -427,37 +450,31 @@ pub async fn hold(
         return;
     }
     loop {
-        tokio::select! {
+        let reply = tokio::select! {
             biased;
             _ = stop.changed() => break,
             _ = heartbeat.tick(), if heartbeats => {
-                if ws.send(Message::text(phoenix::heartbeat_frame(next_ref))).await.is_err() {
-                    shared.counters.disconnects.fetch_add(1, Relaxed);
-                    return;
-                }
                 next_ref += 1;
+                client::heartbeat(next_ref - 1)
             }
             msg = ws.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(pong) = protocol.pong_for(&text) {
-                        if ws.send(Message::text(pong)).await.is_err() {
-                            shared.counters.disconnects.fetch_add(1, Relaxed);
-                            return;
-                        }
+                Some(Ok(Message::Text(text))) => match protocol.pong_for(&text) {
+                    Some(pong) => pong.to_owned(),
+                    None => {
+                        on_text(&text, &shared);
                         continue;
                     }
-                    if shared.latency.is_some()
-                        && let Some(sent) = protocol.send_time(&text)
-                    {
-                        shared.delivered(sent);
-                    }
-                }
+                },
                 Some(Ok(Message::Close(_)) | Err(_)) | None => {
                     shared.counters.disconnects.fetch_add(1, Relaxed);
                     return;
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
             },
+        };
+        if ws.send(Message::text(reply)).await.is_err() {
+            shared.counters.disconnects.fetch_add(1, Relaxed);
+            return;
         }
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;

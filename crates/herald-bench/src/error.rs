@@ -1,5 +1,7 @@
-//! Why a scenario could not run to the end (as opposed to what it measured: failed connections,
-//! drops, gaps and refusals are results, reported in the table, not errors).
+//! What went wrong, said so that a person can act on it: why a scenario could not run to the end
+//! (as opposed to what it measured: failed connections, drops, gaps and refusals are results,
+//! reported in the table, not errors), the server's HTTP refusals, and the remedies for refusals
+//! and for local socket errors (open files, ports), appended to the chains of causes.
 
 use crate::conn::ConnError;
 use crate::procfs::ProcError;
@@ -11,7 +13,9 @@ use crate::worker::WorkerError;
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// `--server-pid` names a process whose `/proc` files cannot be read.
-    #[error("cannot measure the server process (--server-pid)")]
+    #[error(
+        "cannot measure the server process (--server-pid): is that the server's PID, and is it running?"
+    )]
     Server(#[source] ProcError),
     /// Worker processes could not be started.
     #[error(transparent)]
@@ -31,10 +35,12 @@ pub enum ScenarioError {
         max: u64,
     },
     /// A WebSocket publisher could not connect or join its channels.
-    #[error("publisher connection {index} failed")]
+    #[error("publisher connection {index} failed, with {subscribers} subscribers connected")]
     Publisher {
         /// Which publisher connection.
         index: u64,
+        /// Subscribers connected at that moment (they count against the server's limits too).
+        subscribers: u64,
         /// What went wrong.
         #[source]
         source: ConnError,
@@ -114,4 +120,127 @@ pub enum ScenarioError {
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+/// `e` and every error under it, `: `-separated (the way `anyhow` prints `{:#}`), followed by what
+/// to do about the I/O error among them, when known.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut remedy = None;
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some errors repeat their cause in their own message.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        remedy = remedy.or_else(|| cause.downcast_ref::<std::io::Error>().and_then(io_remedy));
+        source = cause.source();
+    }
+    if let Some(remedy) = remedy {
+        out.push_str(&format!(" ({remedy})"));
+    }
+    out
+}
+
+/// The server refused a WebSocket upgrade, an SSE stream or a request with an HTTP status: what it
+/// said, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server refused: HTTP {status} {message}{}", self.remedy().map(|r| format!(" ({r})")).unwrap_or_default())]
+pub struct Refusal {
+    /// The status.
+    pub status: u16,
+    /// Herald's `{"error": ..}` (or `message`), else the start of the body.
+    pub message: String,
+}
+
+impl Refusal {
+    /// The refusal of `status` with response body `body`.
+    pub fn new(status: u16, body: &str) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Said {
+            #[serde(alias = "message")]
+            error: String,
+        }
+        let message = match serde_json::from_str::<Said>(body) {
+            Ok(said) => said.error,
+            Err(_) => body.trim().chars().take(160).collect(),
+        };
+        Self { status, message }
+    }
+
+    /// What to do about it, when the status says.
+    pub fn remedy(&self) -> Option<&'static str> {
+        Some(match self.status {
+            429 if self.message.contains("connected users") => {
+                "the server is at its max_connections (HERALD_MAX_CONNECTIONS, 10,000 by default): \
+                 start it with a larger one, or open fewer connections"
+            }
+            429 => {
+                "a rate limit of the server: lower the rate, or raise the server's limit (see \
+                 `herald bench publish --help`)"
+            }
+            401 | 403 => {
+                "the API key was refused: pass the server's key with --token or \
+                 HERALD_BENCH_TOKEN, or set HERALD_JWT_SECRET to the server's JWT secret"
+            }
+            404 => "nothing there: check the path of --url, and that the server speaks --protocol",
+            503 => "the server is shutting down or overloaded: try again once it is ready",
+            _ => return None,
+        })
+    }
+}
+
+/// What to do about a failed local socket or TCP connection, when its error kind says.
+pub fn io_remedy(e: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    match e.raw_os_error() {
+        // EMFILE, ENFILE.
+        Some(24 | 23) => {
+            return Some(
+                "the open-file limit is reached: raise it (ulimit -n) or lower --per-process, \
+                 so that worker processes share the connections",
+            );
+        }
+        // EADDRINUSE, EADDRNOTAVAIL: no free local port on the source address.
+        Some(98 | 99) => {
+            return Some(
+                "no local port is left on the source address: lower --per-address (more \
+                 loopback source addresses), or wait for closed connections to leave TIME_WAIT",
+            );
+        }
+        _ => {}
+    }
+    Some(match e.kind() {
+        ErrorKind::ConnectionRefused => "nothing listens there: start the server, or check --url",
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            "the server dropped the connection: did it stop or crash?"
+        }
+        _ => return None,
+    })
+}
+
+/// `e`, followed by what to do about it when known.
+pub fn io_with_remedy(e: &std::io::Error) -> String {
+    match io_remedy(e) {
+        Some(remedy) => format!("{e} ({remedy})"),
+        None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_limits_name_their_remedy() {
+        let files = std::io::Error::from_raw_os_error(24);
+        assert!(io_with_remedy(&files).contains("ulimit -n"));
+        let ports = std::io::Error::from_raw_os_error(99);
+        assert!(io_with_remedy(&ports).contains("--per-address"));
+        let refusal = Refusal::new(503, r#"{"error":"Shutting down"}"#);
+        assert_eq!(refusal.message, "Shutting down");
+        assert!(refusal.to_string().contains("try again"), "{refusal}");
+    }
 }

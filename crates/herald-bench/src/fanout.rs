@@ -14,16 +14,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{JoinConfig, client};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::conn::{self, ConnError, HEARTBEAT, OPEN_TIMEOUT, Ws};
+use crate::conn::{self, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{Fleet, LiveHandle, Reasons, Transport};
 use crate::http;
 use crate::pace::{due_at, due_by};
-use crate::payload::{self, PayloadBuilder};
-use crate::phoenix::{self, BENCH, JoinOpts, Reply};
+use crate::payload::{self, BENCH, PayloadBuilder};
 use crate::plain;
 use crate::procfs;
 use crate::progress::Progress;
@@ -47,22 +47,31 @@ const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// ... or after this long in any case.
 const DRAIN_MAX: Duration = Duration::from_secs(15);
 
-/// Options of a fanout run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a fanout run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct FanoutOpts {
     /// Subscribers to open.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub subscribers: u64,
-    /// Channels.
+    /// Channels (subscriber i joins `realtime:bench-<i % C>`; message k goes to channel k % C).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
-    /// Messages per second, in total.
+    /// Messages per second published, in total over all channels.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub rate: u64,
     /// Seconds of publishing.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
-    /// Payload bytes.
+    /// Size of each message payload in bytes (`{"t":...,"pad":"xxx"}`; at least about 25).
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(1_048_576))]
     pub payload: usize,
-    /// How to publish.
+    /// How messages are published.
+    #[arg(long, value_enum, default_value_t = PublisherKind::Ws)]
     pub publisher: PublisherKind,
-    /// Most messages per second one WebSocket publisher connection sends.
+    /// Most messages per second one WebSocket publisher connection sends: more publisher
+    /// connections are opened, up to one per channel, to reach --rate. Keep it under the
+    /// server's per-connection message limit (Herald: 1,000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub publisher_rate: u64,
 }
 
@@ -150,51 +159,45 @@ impl WsPublishers {
         for first in 0..connections {
             let failed = |source| ScenarioError::Publisher {
                 index: first,
+                subscribers: joined.iter().sum(),
                 source,
             };
-            let mut ws =
-                tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
-                    .await
-                    .unwrap_or(Err(ConnError::Timeout("connect")))
-                    .map_err(failed)?;
+            let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
+                .await
+                .map_err(failed)?;
             match ctx.protocol {
                 Protocol::Phoenix => {
                     for channel in (first..channels).step_by(stride) {
-                        tokio::time::timeout(
-                            OPEN_TIMEOUT,
+                        conn::within(
+                            "join",
                             conn::join(
                                 &mut ws,
                                 &join_ref(channel),
-                                &phoenix::topic(BENCH, channel),
-                                &JoinOpts::default(),
+                                &payload::topic(BENCH, channel),
+                                &JoinConfig::default(),
                             ),
                         )
                         .await
-                        .unwrap_or(Err(ConnError::Timeout("join")))
                         .map_err(failed)?;
                     }
                 }
                 Protocol::Socketio => {
-                    tokio::time::timeout(OPEN_TIMEOUT, conn::socketio_connect(&mut ws))
+                    conn::within("connect", conn::socketio_connect(&mut ws))
                         .await
-                        .unwrap_or(Err(ConnError::Timeout("connect")))
                         .map_err(failed)?;
                 }
                 Protocol::Plain => {}
                 Protocol::Pusher => {
-                    let socket_id =
-                        tokio::time::timeout(OPEN_TIMEOUT, conn::pusher_connect(&mut ws))
-                            .await
-                            .unwrap_or(Err(ConnError::Timeout("connect")))
-                            .map_err(failed)?;
+                    let socket_id = conn::within("connect", conn::pusher_connect(&mut ws))
+                        .await
+                        .map_err(failed)?;
                     for channel in (first..channels).step_by(stride) {
-                        let name = pusher::channel(&phoenix::channel_name(BENCH, channel));
-                        tokio::time::timeout(
-                            OPEN_TIMEOUT,
+                        let name = pusher::channel(&payload::channel_name(BENCH, channel));
+                        conn::within(
+                            "join",
                             conn::pusher_subscribe(&mut ws, &ctx.pusher, &socket_id, &name),
                         )
                         .await
-                        .unwrap_or(Err(ConnError::Timeout("join")))
                         .map_err(failed)?;
                     }
                 }
@@ -222,12 +225,13 @@ impl WsPublishers {
 
     /// The frame publishing message `k` with `payload` to `channel`.
     fn frame(&self, k: u64, channel: u64, payload: &str) -> String {
-        let name = phoenix::channel_name(BENCH, channel);
+        let name = payload::channel_name(BENCH, channel);
         match self.protocol {
-            Protocol::Phoenix => payload::ws_push(
+            Protocol::Phoenix => client::broadcast(
                 &join_ref(channel),
                 &format!("p{k}"),
                 &format!("realtime:{name}"),
+                "b",
                 payload,
             ),
             protocol => protocol.publish_frame(&name, payload),
@@ -296,7 +300,7 @@ impl WsPublishers {
             return;
         }
         for slot in &mut self.sinks {
-            let frame = Message::text(phoenix::heartbeat_frame(self.next_heartbeat));
+            let frame = Message::text(client::heartbeat(self.next_heartbeat));
             if let Some(sink) = slot.as_ref() {
                 let sent = async { sink.lock().await.send(frame).await };
                 if !matches!(tokio::time::timeout(SEND_TIMEOUT, sent).await, Ok(Ok(()))) {
@@ -377,10 +381,10 @@ async fn read_publisher(
 
 /// Counts a Phoenix refusal: a `system` error, or an error reply to a push ref `p<k>`.
 fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Refusals) {
-    let Some(frame) = phoenix::parse_frame(text) else {
+    let Some(frame) = client::decode(text) else {
         return;
     };
-    if let Some(message) = phoenix::system_error(&frame) {
+    if let Some(message) = client::system(&frame, "error") {
         if let Ok(mut reasons) = refusals.reasons.lock() {
             reasons.add(
                 format!("{} closed by the server: {message}", frame.topic),
@@ -390,14 +394,14 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
         return;
     }
     let Some(k) = frame
-        .msg_ref
+        .ref_
         .as_deref()
         .and_then(|r| r.strip_prefix('p'))
         .and_then(|k| k.parse::<u64>().ok())
     else {
         return;
     };
-    let Some(Reply::Error(reason)) = phoenix::reply_to(&frame, &format!("p{k}")) else {
+    let Some(Err(reason)) = client::reply_to(&frame, &format!("p{k}")) else {
         return;
     };
     refusals.count.fetch_add(1, Relaxed);
@@ -415,8 +419,8 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
 pub(crate) struct HttpPublisher {
     client: http::Client,
     protocol: Protocol,
-    /// The Pusher app signing the requests (boxed, to keep [`Publisher`] small).
-    pusher: Box<pusher::App>,
+    /// The Pusher app signing the requests.
+    pusher: pusher::App,
     path: String,
     token: String,
     /// Channel-name prefix: channel `c` is `<prefix>-<c>`.
@@ -429,9 +433,9 @@ impl HttpPublisher {
     /// A publisher to the channels `<prefix>-<c>` over one keep-alive connection.
     pub fn new(ctx: &Context, prefix: &'static str) -> Self {
         Self {
-            client: http::Client::new(ctx.target.addr, ctx.target.host_header.clone()),
+            client: http::Client::new(&ctx.target),
             protocol: ctx.protocol,
-            pusher: Box::new(ctx.pusher.clone()),
+            pusher: ctx.pusher.clone(),
             path: ctx.target.publish_path(ctx.protocol, &ctx.pusher),
             token: ctx.token.clone(),
             prefix,
@@ -494,13 +498,7 @@ impl HttpPublisher {
                         tally.sent_to(*channel, joined);
                     }
                 }
-                Ok(resp) => {
-                    let body: String = String::from_utf8_lossy(&resp.body)
-                        .chars()
-                        .take(160)
-                        .collect();
-                    tally.failed(n, format!("HTTP {} {}", resp.status, body.trim()));
-                }
+                Ok(resp) => tally.failed(n, resp.summary()),
                 Err(e) => {
                     self.stalled = matches!(e, http::HttpError::Timeout);
                     tally.failed(n, e.to_string());
@@ -521,8 +519,8 @@ fn unix_secs() -> u64 {
 pub(crate) enum Publisher {
     /// WebSocket connections (joined to the channels, with Phoenix).
     Ws(WsPublishers),
-    /// HTTP publish requests.
-    Http(HttpPublisher),
+    /// HTTP publish requests (boxed: the client is large).
+    Http(Box<HttpPublisher>),
 }
 
 impl Publisher {
@@ -760,7 +758,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
                 .await
                 .map(Publisher::Ws)
         }
-        PublisherKind::Http => Ok(Publisher::Http(HttpPublisher::new(ctx, BENCH))),
+        PublisherKind::Http => Ok(Publisher::Http(Box::new(HttpPublisher::new(ctx, BENCH)))),
     };
     let mut publisher = match publisher {
         Ok(p) => p,

@@ -19,8 +19,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::Clock;
 use crate::conn::{self, Shared};
+use crate::payload;
 use crate::pg::{self, PgJoin};
-use crate::phoenix;
 use crate::presence;
 use crate::protocol::Protocol;
 use crate::pusher;
@@ -430,7 +430,7 @@ async fn connect_all(
             let (spec, ws_url) = (Arc::clone(&spec), Arc::clone(&ws_url));
             async move {
                 let source = spec.target.source_for(i, spec.per_address);
-                let name = phoenix::channel_name(&spec.prefix, i % channels);
+                let name = payload::channel_name(&spec.prefix, i % channels);
                 let opened = match spec.transport {
                     Transport::Ws => conn::open(
                         &spec.target,
@@ -490,7 +490,7 @@ async fn connect_all(
                             channels,
                             topic: format!(
                                 "realtime:{}",
-                                phoenix::channel_name(&spec.prefix, i % channels)
+                                payload::channel_name(&spec.prefix, i % channels)
                             ),
                         };
                         holders.spawn(presence::member(ws, member, stop, go_rx.clone(), shared))

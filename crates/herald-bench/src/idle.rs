@@ -8,20 +8,23 @@ use std::time::{Duration, Instant};
 use crate::Context;
 use crate::error::ScenarioError;
 use crate::fleet::{Fleet, Transport};
-use crate::phoenix::BENCH;
+use crate::payload::BENCH;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, IdleDetail, Report};
 use crate::stats::round3;
 
-/// Options of an idle run.
-#[derive(Debug, Clone, Copy)]
+/// Options of an idle run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct IdleOpts {
     /// Connections to open.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub connections: u64,
-    /// Channels to spread them over.
+    /// Channels to spread them over (connection i joins `realtime:bench-<i % C>`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
-    /// Seconds to hold them once joined.
+    /// Seconds to hold the connections once all are joined.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub hold: u64,
 }
 

@@ -1,7 +1,41 @@
-//! Benchmark message payloads: `{"t":<send time ns>,"pad":"xxx..."}` padded to an exact byte size, and
-//! the JSON bodies that carry them (WebSocket broadcast push, HTTP batch broadcast).
+//! What the benchmark sends: its channel names (`<prefix>-<c>`), its message payloads
+//! (`{"t":<send time ns>,"pad":"xxx..."}` padded to an exact byte size, and reading `t` back) and
+//! the HTTP batch body that carries them to Herald.
 
-use crate::phoenix;
+use herald_protocol::client;
+use serde::Deserialize;
+
+/// Channel-name prefix of the `idle`, `fanout` and `sse` channels (`bench-0`, `bench-1`, ...).
+pub const BENCH: &str = "bench";
+
+/// Name (without the `realtime:` prefix) of channel `channel` of the family `prefix`.
+pub fn channel_name(prefix: &str, channel: u64) -> String {
+    format!("{prefix}-{channel}")
+}
+
+/// Topic of channel `channel` of the family `prefix`: `realtime:<prefix>-<channel>`.
+pub fn topic(prefix: &str, channel: u64) -> String {
+    format!("realtime:{prefix}-{channel}")
+}
+
+/// The send time `t` of a benchmark payload (JSON text), if it is one.
+pub fn send_time(payload: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Stamped {
+        t: u64,
+    }
+    serde_json::from_str::<Stamped>(payload).ok().map(|p| p.t)
+}
+
+/// The send time of a benchmark broadcast (event `b`) if the Phoenix frame `text` is one.
+pub fn phoenix_send_time(text: &str) -> Option<u64> {
+    let b = client::broadcast_of(&client::decode(text)?)?;
+    if b.event == "b" {
+        send_time(b.payload.get())
+    } else {
+        None
+    }
+}
 
 /// Smallest payload, reached when the pad is empty and `t` has one digit: `{"t":0,"pad":""}`.
 pub const MIN_PAYLOAD: usize = 16;
@@ -58,16 +92,6 @@ fn decimal_digits(mut n: u64) -> usize {
     d
 }
 
-/// A v2 text broadcast push of `payload` on `topic`, event `b`.
-pub fn ws_push(join_ref: &str, push_ref: &str, topic: &str, payload: &str) -> String {
-    format!(
-        "[{},{},{},\"broadcast\",{{\"type\":\"broadcast\",\"event\":\"b\",\"payload\":{payload}}}]",
-        json_str(join_ref),
-        json_str(push_ref),
-        json_str(topic)
-    )
-}
-
 /// The body of `POST /api/broadcast` for `(channel, payload)` pairs, channel `c` being
 /// `<prefix>-<c>`.
 pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
@@ -78,15 +102,11 @@ pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a
         }
         body.push_str(&format!(
             "{{\"topic\":\"{}\",\"event\":\"b\",\"payload\":{payload}}}",
-            phoenix::channel_name(prefix, channel)
+            channel_name(prefix, channel)
         ));
     }
     body.push_str("]}");
     body
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
 }
 
 #[cfg(test)]
@@ -124,15 +144,13 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_valid_json() {
+    fn bodies_carry_the_payloads_and_send_times_read_back() {
         let p = PayloadBuilder::new(40).build(5);
-        let f: serde_json::Value =
-            serde_json::from_str(&ws_push("3", "p9", "realtime:bench-2", &p)).unwrap();
-        assert_eq!(f[0], "3");
-        assert_eq!(f[1], "p9");
-        assert_eq!(f[2], "realtime:bench-2");
-        assert_eq!(f[3], "broadcast");
-        assert_eq!(f[4]["payload"]["t"], 5);
+        let push = client::broadcast("3", "p9", &topic(BENCH, 2), "b", &p);
+        assert_eq!(phoenix_send_time(&push), Some(5));
+        let other = client::broadcast("3", "p9", &topic(BENCH, 2), "c", &p);
+        assert_eq!(phoenix_send_time(&other), None);
+        assert_eq!(send_time(r#"{"other":1}"#), None);
         let body: serde_json::Value =
             serde_json::from_str(&http_batch("bench", [(1, p.as_str()), (4, p.as_str())])).unwrap();
         assert_eq!(body["messages"][1]["topic"], "bench-4");

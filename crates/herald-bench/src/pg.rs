@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{JoinConfig, PostgresBinding, client};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -28,15 +29,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::Context;
 use crate::clock::Clock;
-use crate::conn::{self, CLOSE_TIMEOUT, ConnError, HEARTBEAT, OPEN_TIMEOUT, Shared, Ws};
+use crate::conn::{self, ConnError, Shared, Ws};
 use crate::error::ScenarioError;
 use crate::fanout::server_cpu;
 use crate::fleet::{Fleet, Reasons, Transport};
 use crate::http;
 use crate::pace::due_at;
-use crate::phoenix;
 use crate::procfs;
 use crate::progress::Progress;
+use crate::protocol::Protocol;
 use crate::report::{Detail, PgDetail, Report};
 use crate::stats::round3;
 use crate::target::Target;
@@ -74,28 +75,40 @@ pub struct PgJoin {
     pub per_group: bool,
 }
 
-/// Options of a pg run.
-#[derive(Debug, Clone)]
+/// Options of a pg run: its command-line flags.
+#[derive(clap::Args, Debug, Clone)]
 pub struct PgOpts {
-    /// `postgres://...` of the database Herald streams from.
+    /// The database the server streams from (loopback or Unix socket only).
+    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// Subscribers (0: none, to measure ingestion alone).
+    /// Subscribers (subscriber i joins `realtime:pg-bench-<i>` as a member of group i % G); 0
+    /// measures ingestion alone.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub subscribers: u64,
-    /// Claims groups.
+    /// Claims groups: group g's token has role `authenticated`, `sub` = `bench-g<g>` and
+    /// `grp` = g; rows cycle over the groups.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub groups: u64,
-    /// Row-level security with a policy per group.
+    /// Row-level security on the table, with a policy letting each group see only its rows.
+    #[arg(long)]
     pub rls: bool,
-    /// Bindings filtered on the group.
+    /// Each subscriber's binding filters on its group (`grp=eq.<g>`).
+    #[arg(long)]
     pub filter: bool,
-    /// Rows per second in total; 0: as fast as possible.
+    /// Rows per second in total; 0: as fast as the database takes them.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub rows_per_sec: u64,
-    /// Rows per transaction.
+    /// Rows per transaction (one multi-row INSERT each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub rows_per_tx: u64,
     /// Seconds of inserting.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
-    /// Bytes of each row's `body`.
+    /// Size of each row's `body` in bytes.
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(65_536))]
     pub payload: usize,
-    /// Writer connections.
+    /// Writer connections sharing the rate (at most one per row per second when paced).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub writers: u64,
 }
 
@@ -128,30 +141,19 @@ pub fn group_token(secret: &str, group: u64) -> Result<String, token::TokenError
 
 /// The `phx_join` of a subscriber of `group` on `topic`, carrying its own `access_token`.
 pub fn join_frame(topic: &str, group: u64, filter: bool, access_token: &str) -> String {
-    let mut binding = serde_json::json!({
-        "event": "INSERT",
-        "schema": "public",
-        "table": TABLE,
-    });
+    let mut binding = serde_json::Map::new();
+    binding.insert("event".into(), "INSERT".into());
+    binding.insert("schema".into(), "public".into());
+    binding.insert("table".into(), TABLE.into());
     if filter {
-        binding["filter"] = format!("grp=eq.{group}").into();
+        binding.insert("filter".into(), format!("grp=eq.{group}").into());
     }
-    serde_json::json!([
-        "1",
-        "1",
-        topic,
-        "phx_join",
-        {
-            "config": {
-                "broadcast": {"self": false},
-                "presence": {"key": ""},
-                "postgres_changes": [binding],
-                "private": false,
-            },
-            "access_token": access_token,
-        }
-    ])
-    .to_string()
+    let config = JoinConfig {
+        postgres_changes: vec![PostgresBinding { raw: binding }],
+        access_token: Some(access_token.to_owned()),
+        ..JoinConfig::default()
+    };
+    client::join("1", topic, &config)
 }
 
 /// What a server frame says about a subscription under way.
@@ -169,32 +171,17 @@ enum Answer {
 
 /// Reads a frame met while subscribing on `topic` (`None`: not about the subscription).
 fn answer(text: &str, topic: &str) -> Option<Answer> {
-    #[derive(Deserialize)]
-    struct System {
-        #[serde(default)]
-        status: String,
-        #[serde(default)]
-        message: String,
-    }
-    let frame = phoenix::parse_frame(text)?;
-    if frame.topic != topic {
-        return None;
-    }
-    if let Some(reply) = phoenix::reply_to(&frame, "1") {
+    let frame = client::decode(text).filter(|f| f.topic == topic)?;
+    if let Some(reply) = client::reply_to(&frame, "1") {
         return Some(match reply {
-            phoenix::Reply::Ok => Answer::Joined,
-            phoenix::Reply::Error(reason) => Answer::Refused(reason),
+            Ok(_) => Answer::Joined,
+            Err(reason) => Answer::Refused(reason),
         });
     }
-    if frame.event != "system" {
-        return None;
+    if client::system(&frame, "ok").is_some_and(|m| m == SUBSCRIBED) {
+        return Some(Answer::Subscribed);
     }
-    let system: System = serde_json::from_str(frame.payload.get()).ok()?;
-    match system.status.as_str() {
-        "ok" if system.message == SUBSCRIBED => Some(Answer::Subscribed),
-        "error" => Some(Answer::Failed(system.message)),
-        _ => None,
-    }
+    client::system(&frame, "error").map(Answer::Failed)
 }
 
 /// Connects subscriber `index` and subscribes it, each step bounded by [`OPEN_TIMEOUT`]. Its group
@@ -212,12 +199,12 @@ pub async fn open(
     let access_token = group_token(&secret, group).map_err(|e| ConnError::Token(e.to_string()))?;
     let topic = topic(index);
     let frame = join_frame(&topic, group, join.filter, &access_token);
-    let mut ws = tokio::time::timeout(OPEN_TIMEOUT, conn::connect(target, ws_url, source))
-        .await
-        .map_err(|_| ConnError::Timeout("connect"))??;
-    tokio::time::timeout(OPEN_TIMEOUT, subscribe(&mut ws, &topic, frame))
-        .await
-        .map_err(|_| ConnError::Timeout("join and subscription to PostgreSQL"))??;
+    let mut ws = conn::within("connect", conn::connect(target, ws_url, source)).await?;
+    conn::within(
+        "join and subscription to PostgreSQL",
+        subscribe(&mut ws, &topic, frame),
+    )
+    .await?;
     Ok(ws)
 }
 
@@ -269,11 +256,14 @@ pub fn parse_change(text: &str) -> Option<RowChange> {
         table: Option<String>,
         record: RowChange,
     }
-    let frame = phoenix::parse_frame(text)?;
+    let frame = client::decode(text)?;
     if frame.event != "postgres_changes" {
         return None;
     }
-    let payload: Payload = serde_json::from_str(frame.payload.get()).ok()?;
+    let herald_protocol::InboundPayload::Json(payload) = &frame.payload else {
+        return None;
+    };
+    let payload: Payload = serde_json::from_str(payload.get()).ok()?;
     match payload.data.table.as_deref() {
         Some(t) if t != TABLE => None,
         _ => Some(payload.data.record),
@@ -318,60 +308,37 @@ fn classify(row: &RowChange, epoch_unix_ns: u64, group: i64, per_group: bool) ->
 /// `frames`; rows of earlier runs are skipped. A `system` error (the server dropped the bindings)
 /// is counted as a late failure.
 pub async fn hold(
-    mut ws: Ws,
+    ws: Ws,
     index: u64,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
     join: PgJoin,
 ) {
     let group = i64::try_from(index % join.groups.max(1)).unwrap_or(i64::MAX);
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + conn::first_heartbeat_delay(index),
-        HEARTBEAT,
-    );
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let epoch = shared.clock.epoch_unix_ns();
-    let mut next_ref: u64 = 2;
-    if *stop.borrow_and_update() {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
-        return;
-    }
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            _ = heartbeat.tick() => {
-                if ws.send(Message::text(phoenix::heartbeat_frame(next_ref))).await.is_err() {
-                    shared.counters.disconnects.fetch_add(1, Relaxed);
-                    return;
-                }
-                next_ref += 1;
-            }
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(row) = parse_change(&text) {
-                        match classify(&row, epoch, group, join.per_group) {
-                            Seen::Own => shared.delivered(clock_ns(row.sent_us, epoch)),
-                            Seen::Foreign => {
-                                shared.counters.frames.fetch_add(1, Relaxed);
-                            }
-                            Seen::Stale => {}
-                        }
-                    } else if let Some(frame) = phoenix::parse_frame(&text)
-                        && let Some(message) = phoenix::system_error(&frame)
-                    {
-                        shared.failed_late(format!("postgres_changes error: {message}"));
+    conn::hold_with(
+        ws,
+        index,
+        stop,
+        shared,
+        Protocol::Phoenix,
+        |text, shared| {
+            if let Some(row) = parse_change(text) {
+                match classify(&row, epoch, group, join.per_group) {
+                    Seen::Own => shared.delivered(clock_ns(row.sent_us, epoch)),
+                    Seen::Foreign => {
+                        shared.counters.frames.fetch_add(1, Relaxed);
                     }
+                    Seen::Stale => {}
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                    shared.counters.disconnects.fetch_add(1, Relaxed);
-                    return;
-                }
-                Some(Ok(_)) => {}
-            },
-        }
-    }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            } else if let Some(frame) = client::decode(text)
+                && let Some(message) = client::system(&frame, "error")
+            {
+                shared.failed_late(format!("postgres_changes error: {message}"));
+            }
+        },
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -449,7 +416,7 @@ struct MetricsProbe {
 impl MetricsProbe {
     fn new(target: &Target) -> Self {
         Self {
-            client: http::Client::new(target.addr, target.host_header.clone()),
+            client: http::Client::new(target),
         }
     }
 
@@ -582,114 +549,59 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Client, ScenarioErro
     Ok(client)
 }
 
-/// Runs `sql`, naming it in the error.
-async fn exec(client: &Client, sql: &str) -> Result<(), ScenarioError> {
+/// Runs `sql`, saying in the error that it was doing `what`.
+async fn exec(client: &Client, what: &str, sql: &str) -> Result<(), ScenarioError> {
     client
         .batch_execute(sql)
         .await
         .map_err(|source| ScenarioError::Database {
-            what: sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            what: what.to_owned(),
             source,
         })
 }
 
 /// Prepares the table, its grants, its row-level security and its publication, and empties it.
 async fn setup(client: &Client, rls: bool) -> Result<(), ScenarioError> {
-    exec(
-        client,
-        &format!(
-            "create table if not exists {TABLE} (id bigserial primary key, grp int not null, \
-             sent_us bigint not null, body text)"
-        ),
-    )
-    .await?;
-    for (role, extra) in [
-        ("authenticated", ""),
-        ("anon", ""),
-        ("service_role", " bypassrls"),
-    ] {
-        let exists = client
-            .query_opt("select 1 from pg_roles where rolname = $1", &[&role])
-            .await
-            .map_err(|source| ScenarioError::Database {
-                what: format!("looking up role {role}"),
-                source,
-            })?
-            .is_some();
-        if !exists {
-            exec(client, &format!("create role {role} nologin{extra}")).await?;
-        }
-    }
-    exec(
-        client,
-        &format!(
-            "grant select, insert on {TABLE} to authenticated, service_role; \
-             grant usage on sequence {TABLE}_id_seq to authenticated, service_role; \
-             grant usage on schema public to authenticated, anon, service_role"
-        ),
-    )
-    .await?;
-    if rls {
-        exec(
-            client,
-            &format!(
-                "alter table {TABLE} enable row level security; \
-                 drop policy if exists herald_bench_grp on {TABLE}; \
-                 create policy herald_bench_grp on {TABLE} for select to authenticated \
-                 using (grp = (current_setting('request.jwt.claims', true)::json->>'grp')::int)"
-            ),
+    let security = if rls {
+        format!(
+            "alter table {TABLE} enable row level security;
+             drop policy if exists herald_bench_grp on {TABLE};
+             create policy herald_bench_grp on {TABLE} for select to authenticated
+               using (grp = (current_setting('request.jwt.claims', true)::json->>'grp')::int);"
         )
-        .await?;
     } else {
-        exec(
-            client,
-            &format!("alter table {TABLE} disable row level security"),
-        )
-        .await?;
-    }
-    let all_tables = client
-        .query_opt(
-            "select puballtables from pg_publication where pubname = $1",
-            &[&PUBLICATION],
-        )
-        .await
-        .map_err(|source| ScenarioError::Database {
-            what: format!("looking up publication {PUBLICATION}"),
-            source,
-        })?
-        .map(|row| row.try_get::<_, bool>(0).unwrap_or(false));
-    match all_tables {
-        None => {
-            exec(
-                client,
-                &format!("create publication {PUBLICATION} for table {TABLE}"),
-            )
-            .await?
-        }
-        Some(true) => {}
-        Some(false) => {
-            let listed = client
-                .query_opt(
-                    "select 1 from pg_publication_tables where pubname = $1 \
-                     and schemaname = 'public' and tablename = $2",
-                    &[&PUBLICATION, &TABLE],
-                )
-                .await
-                .map_err(|source| ScenarioError::Database {
-                    what: format!("looking up {TABLE} in publication {PUBLICATION}"),
-                    source,
-                })?
-                .is_some();
-            if !listed {
-                exec(
-                    client,
-                    &format!("alter publication {PUBLICATION} add table {TABLE}"),
-                )
-                .await?;
-            }
-        }
-    }
-    exec(client, &format!("truncate {TABLE} restart identity")).await
+        format!("alter table {TABLE} disable row level security;")
+    };
+    exec(
+        client,
+        &format!("preparing {TABLE} (table, roles, grants, publication {PUBLICATION})"),
+        &format!(
+            "create table if not exists {TABLE} (id bigserial primary key, grp int not null,
+               sent_us bigint not null, body text);
+             do $$ begin
+               if not exists (select from pg_roles where rolname = 'authenticated') then
+                 create role authenticated nologin; end if;
+               if not exists (select from pg_roles where rolname = 'anon') then
+                 create role anon nologin; end if;
+               if not exists (select from pg_roles where rolname = 'service_role') then
+                 create role service_role nologin bypassrls; end if;
+               if not exists (select from pg_publication where pubname = '{PUBLICATION}') then
+                 create publication {PUBLICATION} for table {TABLE};
+               elsif not exists (select from pg_publication where pubname = '{PUBLICATION}'
+                                   and puballtables)
+                 and not exists (select from pg_publication_tables where pubname = '{PUBLICATION}'
+                                   and schemaname = 'public' and tablename = '{TABLE}') then
+                 alter publication {PUBLICATION} add table {TABLE};
+               end if;
+             end $$;
+             grant select, insert on {TABLE} to authenticated, service_role;
+             grant usage on sequence {TABLE}_id_seq to authenticated, service_role;
+             grant usage on schema public to authenticated, anon, service_role;
+             {security}
+             truncate {TABLE} restart identity"
+        ),
+    )
+    .await
 }
 
 /// The insert of one transaction: `$5` rows with groups cycling from `$1` modulo `$2`, `sent_us` =
@@ -915,7 +827,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     let mut clients = Vec::new();
     for _ in 0..writers {
         let client = match connect(&config).await {
-            Ok(c) => exec(&c, WRITER_SESSION).await.map(|()| c),
+            Ok(c) => exec(&c, WRITER_SESSION, WRITER_SESSION).await.map(|()| c),
             Err(e) => Err(e),
         };
         match client {
@@ -1158,7 +1070,7 @@ mod tests {
         assert_eq!(v[2], "realtime:pg-bench-7");
         assert_eq!(v[3], "phx_join");
         let want: serde_json::Value = serde_json::from_str(
-            r#"{"config":{"broadcast":{"self":false},"presence":{"key":""},"postgres_changes":[{"event":"INSERT","schema":"public","table":"herald_bench_pg","filter":"grp=eq.2"}],"private":false},"access_token":"tok"}"#,
+            r#"{"config":{"broadcast":{"self":false,"ack":false},"presence":{"key":"","enabled":false},"postgres_changes":[{"event":"INSERT","schema":"public","table":"herald_bench_pg","filter":"grp=eq.2"}],"private":false},"access_token":"tok"}"#,
         )
         .unwrap();
         assert_eq!(v[4], want);

@@ -11,8 +11,6 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::phoenix;
-
 /// Path of the WebSocket endpoint, after the URL's path prefix.
 pub const WS_PATH: &str = "/ws";
 /// Path of the HTTP publish endpoint, after the URL's path prefix.
@@ -44,7 +42,7 @@ pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a
         }
         body.push_str(&format!(
             "{{\"channel\":{},\"data\":{payload}}}",
-            json_str(&phoenix::channel_name(prefix, channel))
+            json_str(&crate::payload::channel_name(prefix, channel))
         ));
     }
     body.push(']');

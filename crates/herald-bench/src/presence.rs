@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{JoinConfig, client};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,7 +25,6 @@ use crate::conn::{self, CLOSE_TIMEOUT, HEARTBEAT, Shared, Ws};
 use crate::error::ScenarioError;
 use crate::fanout::server_cpu;
 use crate::fleet::{Fleet, Transport};
-use crate::phoenix::{self, JoinOpts, PresenceKeys, Reply};
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, PresenceDetail, Report};
@@ -39,14 +39,18 @@ const JOIN_REF: &str = "1";
 /// Push ref of a member's track.
 const TRACK_REF: &str = "2";
 
-/// Options of a presence run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a presence run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PresenceOpts {
-    /// Members in all.
+    /// Members (member i has key `m<i>`); at most 20,000 per channel.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=200_000))]
     pub members: u64,
-    /// Channels they are spread over.
+    /// Channels to spread them over (member i joins channel i % C).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
-    /// Longest wait, in seconds, for every member to see every key.
+    /// Longest wait, in seconds, for every member to see every key (the wait also ends when
+    /// nothing arrived for 5 s).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub timeout: u64,
 }
 
@@ -137,27 +141,22 @@ enum Step {
 }
 
 fn read_frame(text: &str, m: &Member, seen: &mut Seen, shared: &Shared) -> Step {
-    let Some(frame) = phoenix::parse_frame(text) else {
+    let Some(frame) = client::decode(text).filter(|f| f.topic == m.topic) else {
         return Step::Continue;
     };
-    if frame.topic != m.topic {
-        return Step::Continue;
-    }
-    match phoenix::reply_to(&frame, JOIN_REF) {
-        Some(Reply::Ok) => return Step::Track,
-        Some(Reply::Error(reason)) => return Step::Failed(format!("join refused: {reason}")),
+    match client::reply_to(&frame, JOIN_REF) {
+        Some(Ok(_)) => return Step::Track,
+        Some(Err(reason)) => return Step::Failed(format!("join refused: {reason}")),
         None => {}
     }
-    if let Some(Reply::Error(reason)) = phoenix::reply_to(&frame, TRACK_REF) {
+    if let Some(Err(reason)) = client::reply_to(&frame, TRACK_REF) {
         return Step::Failed(format!("track refused: {reason}"));
     }
-    if let Some(message) = phoenix::system_error(&frame) {
+    if let Some(message) = client::system(&frame, "error") {
         return Step::Failed(format!("closed by the server: {message}"));
     }
-    let keys = match phoenix::presence_keys(&frame) {
-        Some(PresenceKeys::State(keys)) => keys,
-        Some(PresenceKeys::Diff { joins, .. }) => joins,
-        None => return Step::Continue,
+    let Some(keys) = client::presence_joins(&frame) else {
+        return Step::Continue;
     };
     shared.counters.frames.fetch_add(1, Relaxed);
     for key in keys {
@@ -203,18 +202,19 @@ pub async fn member(
                 }
                 let Some(at) = *go.borrow_and_update() else { continue };
                 go_ns = Some(at);
-                let opts = JoinOpts {
-                    presence_key: Some(format!("m{}", m.index)),
-                    ..JoinOpts::default()
+                let opts = JoinConfig {
+                    presence_enabled: true,
+                    presence_key: format!("m{}", m.index),
+                    ..JoinConfig::default()
                 };
-                let join = phoenix::join_frame(JOIN_REF, &m.topic, &opts);
+                let join = client::join(JOIN_REF, &m.topic, &opts);
                 if let Err(e) = ws.send(Message::text(join)).await {
                     failure = Some(format!("join: {e}"));
                     break;
                 }
             }
             _ = heartbeat.tick() => {
-                if let Err(e) = ws.send(Message::text(phoenix::heartbeat_frame(next_ref))).await {
+                if let Err(e) = ws.send(Message::text(client::heartbeat(next_ref))).await {
                     failure = Some(format!("heartbeat: {e}"));
                     break;
                 }
@@ -224,8 +224,8 @@ pub async fn member(
                 Some(Ok(Message::Text(text))) => match read_frame(&text, &m, &mut seen, &shared) {
                     Step::Continue => {}
                     Step::Track => {
-                        let state = format!("{{\"i\":{}}}", m.index);
-                        let track = phoenix::track_frame(JOIN_REF, TRACK_REF, &m.topic, &state);
+                        let state = serde_json::json!({"i": m.index});
+                        let track = client::track(JOIN_REF, TRACK_REF, &m.topic, &state);
                         if let Err(e) = ws.send(Message::text(track)).await {
                             failure = Some(format!("track: {e}"));
                             break;

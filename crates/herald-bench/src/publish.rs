@@ -13,17 +13,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::{JoinConfig, client};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{self, ConnError, HEARTBEAT, OPEN_TIMEOUT, Ws};
+use crate::conn::{self, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
 use crate::fanout::{self, server_cpu, subscribers_of};
 use crate::fleet::{Fleet, Reasons, Transport};
 use crate::http::{self, HttpError};
 use crate::pace::{due_at, due_by, share};
 use crate::payload::{self, PayloadBuilder};
-use crate::phoenix::{self, JoinOpts, Reply};
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, PublishDetail, RATE_LIMIT_NOTE, Report};
@@ -43,26 +43,42 @@ const RATE_LIMIT_PAUSE: Duration = Duration::from_millis(10);
 /// How long WebSocket publishers wait for their last acks.
 const ACK_WAIT: Duration = Duration::from_secs(5);
 
-/// Options of a publish run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a publish run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PublishOpts {
-    /// Messages per second in total; 0: as fast as allowed.
+    /// Messages per second in total; 0: as fast as the server accepts them (HTTP: each
+    /// connection sends its next batch as soon as the previous one is answered; WebSocket:
+    /// each connection at --publisher-rate).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub rate: u64,
     /// Seconds of publishing.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
-    /// Payload bytes.
+    /// Size of each message payload in bytes (`{"t":...,"pad":"xxx"}`; at least about 25).
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(1_048_576))]
     pub payload: usize,
-    /// Subscribers.
+    /// WebSocket subscribers counting deliveries (subscriber i joins
+    /// `realtime:bench-pub-<i % C>`); 0 measures publishing alone.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub subscribers: u64,
-    /// Channels.
+    /// Channels `bench-pub-<c>`; publisher j sends to the channels c with c % connections == j
+    /// in turn.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub channels: u64,
     /// How messages are published.
+    #[arg(long, value_enum, default_value_t = PublisherKind::Http)]
     pub publisher: PublisherKind,
-    /// Publisher connections.
+    /// Concurrent publisher connections (HTTP/1.1 keep-alive or WebSocket).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub connections: u64,
-    /// Messages per HTTP request.
+    /// Messages per HTTP request: with --rate 0 every request carries this many; when paced, a
+    /// request carries the messages due, up to this many (the server takes at most
+    /// max_http_batch, 1,000 by default).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub batch: u64,
-    /// Most messages per second one WebSocket publisher sends.
+    /// Most messages per second one WebSocket publisher connection sends; keep it under the
+    /// server's max_messages_per_second (1,000 by default).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub publisher_rate: u64,
 }
 
@@ -189,7 +205,7 @@ impl Job {
 
 /// One HTTP publisher: batches of `batch` messages over one keep-alive connection.
 async fn http_publisher(ctx: Arc<Context>, job: Job, batch: u64) {
-    let mut client = http::Client::new(ctx.target.addr, ctx.target.host_header.clone());
+    let mut client = http::Client::new(&ctx.target);
     let path = ctx.target.broadcast_path();
     let totals = &job.totals;
     let mut n = 0;
@@ -216,16 +232,8 @@ async fn http_publisher(ctx: Arc<Context>, job: Job, batch: u64) {
                 totals.accept(channels, &job.joined);
             }
             Ok(resp) => {
-                let text: String = String::from_utf8_lossy(&resp.body)
-                    .chars()
-                    .take(160)
-                    .collect();
                 let limited = resp.status == 429;
-                totals.refuse(
-                    count,
-                    format!("HTTP {} {}", resp.status, text.trim()),
-                    limited,
-                );
+                totals.refuse(count, resp.summary(), limited);
                 if limited {
                     tokio::time::sleep(RATE_LIMIT_PAUSE).await;
                 }
@@ -243,28 +251,35 @@ async fn http_publisher(ctx: Arc<Context>, job: Job, batch: u64) {
 }
 
 /// Opens WebSocket publisher `index` and joins its channels with `ack`.
-async fn open_ws_publisher(ctx: &Context, index: u64, mine: &[u64]) -> Result<Ws, ScenarioError> {
-    let failed = |source| ScenarioError::Publisher { index, source };
-    let mut ws = tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
+async fn open_ws_publisher(
+    ctx: &Context,
+    index: u64,
+    mine: &[u64],
+    subscribers: u64,
+) -> Result<Ws, ScenarioError> {
+    let failed = |source| ScenarioError::Publisher {
+        index,
+        subscribers,
+        source,
+    };
+    let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
         .await
-        .unwrap_or(Err(ConnError::Timeout("connect")))
         .map_err(failed)?;
-    let opts = JoinOpts {
-        ack: true,
-        ..JoinOpts::default()
+    let opts = JoinConfig {
+        broadcast_ack: true,
+        ..JoinConfig::default()
     };
     for &channel in mine {
-        tokio::time::timeout(
-            OPEN_TIMEOUT,
+        conn::within(
+            "join",
             conn::join(
                 &mut ws,
                 &join_ref(channel),
-                &phoenix::topic(PREFIX, channel),
+                &payload::topic(PREFIX, channel),
                 &opts,
             ),
         )
         .await
-        .unwrap_or(Err(ConnError::Timeout("join")))
         .map_err(failed)?;
     }
     Ok(ws)
@@ -295,10 +310,10 @@ async fn read_acks(
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => continue,
         };
-        let Some(frame) = phoenix::parse_frame(&text) else {
+        let Some(frame) = client::decode(&text) else {
             continue;
         };
-        if let Some(message) = phoenix::system_error(&frame) {
+        if let Some(message) = client::system(&frame, "error") {
             // The push that crossed the limit is dropped unanswered; the channel is closed.
             let limited = message.contains("Too many messages");
             totals.refuse(
@@ -310,16 +325,16 @@ async fn read_acks(
             continue;
         }
         let Some(n) = frame
-            .msg_ref
+            .ref_
             .as_deref()
             .and_then(|r| r.strip_prefix('p'))
             .and_then(|n| n.parse::<u64>().ok())
         else {
             continue;
         };
-        match phoenix::reply_to(&frame, &format!("p{n}")) {
-            Some(Reply::Ok) => totals.accept([channel_for(&job.mine, n)], &job.joined),
-            Some(Reply::Error(reason)) => totals.refuse(1, format!("refused: {reason}"), false),
+        match client::reply_to(&frame, &format!("p{n}")) {
+            Some(Ok(_)) => totals.accept([channel_for(&job.mine, n)], &job.joined),
+            Some(Err(reason)) => totals.refuse(1, format!("refused: {reason}"), false),
             None => continue,
         }
         answers.answered.fetch_add(1, Relaxed);
@@ -359,7 +374,7 @@ async fn ws_publisher(ctx: Arc<Context>, job: Job, ws: Ws) {
             break;
         }
         if Instant::now() >= next_heartbeat {
-            let frame = Message::text(phoenix::heartbeat_frame(heartbeat_ref));
+            let frame = Message::text(client::heartbeat(heartbeat_ref));
             heartbeat_ref += 1;
             next_heartbeat += HEARTBEAT;
             broken = !feed(&mut sink, frame).await;
@@ -369,10 +384,11 @@ async fn ws_publisher(ctx: Arc<Context>, job: Job, ws: Ws) {
                 break;
             }
             let channel = channel_for(&job.mine, k);
-            let frame = payload::ws_push(
+            let frame = client::broadcast(
                 &join_ref(channel),
                 &format!("p{k}"),
-                &phoenix::topic(PREFIX, channel),
+                &payload::topic(PREFIX, channel),
+                "b",
                 &job.builder.build(ctx.clock.now_ns()),
             );
             broken = !feed(&mut sink, Message::text(frame)).await;
@@ -465,7 +481,7 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
     if opts.publisher == PublisherKind::Ws {
         for j in 0..opts.connections {
             let mine = channels_of(j, opts.connections, opts.channels);
-            match open_ws_publisher(&ctx, j, &mine).await {
+            match open_ws_publisher(&ctx, j, &mine, ready.established).await {
                 Ok(ws) => sockets.push(ws),
                 Err(e) => {
                     fleet.stop().await;

@@ -27,7 +27,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::Sha256;
 
-use crate::phoenix;
 use crate::target::percent_encode;
 
 /// App id of the benchmark's Sockudo configuration (`bench/peers/sockudo/config.json`).
@@ -180,7 +179,7 @@ pub fn batch_body<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a
         }
         body.push_str(&format!(
             "{{\"name\":\"{SERVER_EVENT}\",\"channel\":{},\"data\":{}}}",
-            json_str(&channel(&phoenix::channel_name(prefix, c))),
+            json_str(&channel(&crate::payload::channel_name(prefix, c))),
             json_str(payload)
         ));
     }

@@ -12,16 +12,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use herald_protocol::JoinConfig;
+use herald_protocol::client::{self, Recovery};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::Context;
-use crate::conn::{self, ConnError, OPEN_TIMEOUT, Ws};
+use crate::conn::{self, ConnError, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::Reasons;
 use crate::http;
 use crate::pace::due_at;
 use crate::payload::{self, PayloadBuilder};
-use crate::phoenix::{self, JoinOpts, Recovery, Reply};
 use crate::progress::Progress;
 use crate::report::{Detail, RETENTION_NOTE, RecoverDetail, Report};
 use crate::stats::{Spread, round3};
@@ -39,18 +40,26 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time allowed to close a client.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Options of a recover run.
-#[derive(Debug, Clone, Copy)]
+/// Options of a recover run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct RecoverOpts {
-    /// Messages published while the client is away.
+    /// Messages published while the client is away, replayed when it comes back.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub missed: u64,
-    /// Payload bytes.
+    /// Size of each message payload in bytes.
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(1_048_576))]
     pub payload: usize,
-    /// Runs, each on a fresh channel.
+    /// Runs, each on a new channel `bench-recover-<id>-<run>`.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub runs: u64,
-    /// Messages per HTTP request.
+    /// Messages per HTTP request while publishing what is missed (the server takes at most
+    /// max_http_batch, 1,000 by default).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub batch: u64,
-    /// Most messages per second published.
+    /// Most messages per second published while the client is away; keep it under the
+    /// server's max_http_messages_per_second (10,000 by default). A batch refused with 429 is
+    /// sent again.
+    #[arg(long, default_value_t = 8_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub publish_rate: u64,
 }
 
@@ -124,9 +133,8 @@ fn client_error(what: String) -> impl FnOnce(ConnError) -> ScenarioError {
 }
 
 async fn connect(ctx: &Context, what: &str) -> Result<Ws, ScenarioError> {
-    tokio::time::timeout(OPEN_TIMEOUT, conn::connect(&ctx.target, &ctx.ws_url, None))
+    conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
         .await
-        .unwrap_or(Err(ConnError::Timeout("connect")))
         .map_err(client_error(format!("{what} client")))
 }
 
@@ -137,24 +145,21 @@ async fn join_recovering(
     epoch: &str,
     offset: u64,
 ) -> Result<Option<Recovery>, ConnError> {
-    let opts = JoinOpts {
+    let opts = JoinConfig {
         recover: Some((epoch.to_owned(), offset)),
-        ..JoinOpts::default()
+        ..JoinConfig::default()
     };
-    ws.send(Message::text(phoenix::join_frame("1", topic, &opts)))
+    ws.send(Message::text(client::join("1", topic, &opts)))
         .await?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
-                let Some(frame) = phoenix::parse_frame(&text) else {
+                let Some(frame) = client::decode(&text).filter(|f| f.topic == topic) else {
                     continue;
                 };
-                if frame.topic != topic {
-                    continue;
-                }
-                match phoenix::reply_to(&frame, "1") {
-                    Some(Reply::Ok) => return Ok(phoenix::recovery(&frame)),
-                    Some(Reply::Error(reason)) => return Err(ConnError::JoinRefused(reason)),
+                match client::reply_to(&frame, "1") {
+                    Some(Ok(response)) => return Ok(client::recovery(&response)),
+                    Some(Err(reason)) => return Err(ConnError::JoinRefused(reason)),
                     None => {}
                 }
             }
@@ -176,9 +181,8 @@ async fn learn_position(
     name: &str,
 ) -> Result<(String, u64), ScenarioError> {
     let mut ws = connect(ctx, "position").await?;
-    let recovery = tokio::time::timeout(OPEN_TIMEOUT, join_recovering(&mut ws, topic, "", 0))
+    let recovery = conn::within("join", join_recovering(&mut ws, topic, "", 0))
         .await
-        .unwrap_or(Err(ConnError::Timeout("join")))
         .map_err(client_error(format!(
             "joining {topic} to learn its position"
         )))?;
@@ -232,16 +236,7 @@ async fn publish_missed(
                     retries += 1;
                     tokio::time::sleep(RETRY_AFTER).await;
                 }
-                status => {
-                    let body: String = String::from_utf8_lossy(&resp.body)
-                        .chars()
-                        .take(160)
-                        .collect();
-                    return Err(ScenarioError::Publish(format!(
-                        "HTTP {status} {}",
-                        body.trim()
-                    )));
-                }
+                _ => return Err(ScenarioError::Publish(resp.summary())),
             }
         }
         k = end;
@@ -276,16 +271,13 @@ async fn read_replay(
             Ok(_) => continue,
             Err(e) => return Err(format!("replay: {e}")),
         };
-        let Some(frame) = phoenix::parse_frame(&text) else {
+        let Some(frame) = client::decode(&text).filter(|f| f.topic == topic) else {
             continue;
         };
-        if frame.topic != topic {
-            continue;
-        }
-        if let Some(message) = phoenix::system_error(&frame) {
+        if let Some(message) = client::system(&frame, "error") {
             return Err(format!("closed by the server: {message}"));
         }
-        let Some(meta) = phoenix::broadcast_meta(&frame) else {
+        let Some(meta) = client::broadcast_of(&frame).map(|b| b.meta) else {
             continue;
         };
         if let (true, Some(offset)) = (meta.replayed, meta.offset) {
@@ -309,7 +301,7 @@ async fn one_run(
     builder: &PayloadBuilder,
     live: &Live,
 ) -> Result<RunResult, ScenarioError> {
-    let name = phoenix::channel_name(prefix, run);
+    let name = payload::channel_name(prefix, run);
     let topic = format!("realtime:{name}");
     live.run.store(run + 1, Relaxed);
     live.published.store(0, Relaxed);
@@ -323,13 +315,9 @@ async fn one_run(
     live.replaying.store(true, Relaxed);
     let mut ws = connect(ctx, "recovering").await?;
     let sent_at = Instant::now();
-    let recovery = tokio::time::timeout(
-        OPEN_TIMEOUT,
-        join_recovering(&mut ws, &topic, &epoch, offset),
-    )
-    .await
-    .unwrap_or(Err(ConnError::Timeout("join")))
-    .map_err(client_error(format!("recovering join of {topic}")))?;
+    let recovery = conn::within("join", join_recovering(&mut ws, &topic, &epoch, offset))
+        .await
+        .map_err(client_error(format!("recovering join of {topic}")))?;
     let reply_ms = sent_at.elapsed().as_secs_f64() * 1e3;
     let Some(recovery) = recovery else {
         close(ws).await;
@@ -398,7 +386,7 @@ pub async fn run(ctx: &Context, opts: RecoverOpts) -> Result<Report, ScenarioErr
     // A fresh channel family per invocation: runs never find an earlier run's messages.
     let prefix = format!("bench-recover-{}", ctx.clock.epoch_unix_ns() / 1_000_000);
     let builder = PayloadBuilder::new(opts.payload);
-    let mut client = http::Client::new(ctx.target.addr, ctx.target.host_header.clone());
+    let mut client = http::Client::new(&ctx.target);
     let live = Arc::new(Live::default());
     let progress = {
         let live = Arc::clone(&live);

@@ -16,8 +16,6 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::phoenix;
-
 /// Path and query of the WebSocket endpoint, after the URL's path prefix.
 pub const WS_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
 /// Path of the reference server's HTTP publish endpoint.
@@ -143,7 +141,7 @@ pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a
         }
         body.push_str(&format!(
             "{{\"room\":{},\"data\":{payload}}}",
-            json_str(&phoenix::channel_name(prefix, channel))
+            json_str(&crate::payload::channel_name(prefix, channel))
         ));
     }
     body.push(']');

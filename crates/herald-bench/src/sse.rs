@@ -11,25 +11,31 @@ use crate::error::ScenarioError;
 use crate::fanout::{self, HttpPublisher, Publisher, Schedule};
 use crate::fleet::{Fleet, Transport};
 use crate::idle::{per_connection, server_rss, tcp_mem_kib};
+use crate::payload::BENCH;
 use crate::payload::PayloadBuilder;
-use crate::phoenix::BENCH;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, Report, SseDetail};
 use crate::stats::round3;
 
-/// Options of an sse run.
-#[derive(Debug, Clone, Copy)]
+/// Options of an sse run: its command-line flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct SseOpts {
     /// Streams to open.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub streams: u64,
-    /// Topics to spread them over.
+    /// Topics to spread them over (stream i follows `bench-<i % T>`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub topics: u64,
-    /// Seconds to hold them once open (and to publish, with `publish_rate`).
+    /// Seconds to hold the streams once all are open.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub hold: u64,
-    /// Messages per second to publish over HTTP during the hold, if any.
+    /// Also publish this many messages per second (in total, over HTTP, message k to topic
+    /// k % T) during the hold (at least 1 s), and measure delivery to the streams.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub publish_rate: Option<u64>,
-    /// Payload bytes of published messages.
+    /// Size of each published payload in bytes (with --publish-rate).
+    #[arg(long, default_value_t = 100, value_parser = crate::bytes_up_to(1_048_576))]
     pub payload: usize,
 }
 
@@ -75,7 +81,7 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
     let phase = match opts.publish_rate {
         Some(rate) if established > 0 => {
             let joined = ready.joined(opts.topics);
-            let mut publisher = Publisher::Http(HttpPublisher::new(ctx, BENCH));
+            let mut publisher = Publisher::Http(Box::new(HttpPublisher::new(ctx, BENCH)));
             let schedule = Schedule {
                 channels: opts.topics,
                 rate,

@@ -34,7 +34,7 @@ pub enum WorkerError {
     #[error("cannot find this executable to start workers: {0}")]
     CurrentExe(io::Error),
     /// Spawning failed.
-    #[error("cannot start a worker process: {0}")]
+    #[error("cannot start a worker process: {}", crate::error::io_with_remedy(.0))]
     Spawn(io::Error),
     /// The child had no stdout pipe.
     #[error("worker process has no stdout pipe")]

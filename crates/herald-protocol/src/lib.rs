@@ -6,6 +6,7 @@
 //! bytes so that a message is serialized once per wire format and shared by every subscriber.
 
 pub mod binary;
+pub mod client;
 pub mod cursor;
 pub mod decode;
 pub mod encode;

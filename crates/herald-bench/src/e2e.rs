@@ -1,0 +1,459 @@
+//! The scenarios end to end against the real servers, started in this test process: Herald
+//! (`herald_server::start`, with history, so that `recover` works, and limits of the test's choosing)
+//! and the naive reference server of `bench/peers/plain`. The server's PID is this process's, so the
+//! CPU and memory figures are measured too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herald_core::Limits;
+use herald_server::{HistoryConfig, Running, ServerConfig};
+
+use crate::churn::{self, ChurnOpts};
+use crate::clock::Clock;
+use crate::fanout::{self, FanoutOpts};
+use crate::idle::{self, IdleOpts};
+use crate::presence::{self, PresenceOpts};
+use crate::protocol::Protocol;
+use crate::publish::{self, PublishOpts};
+use crate::recover::{self, RecoverOpts};
+use crate::report::Detail;
+use crate::sse::{self, SseOpts};
+use crate::target::Target;
+use crate::{Context, PublisherKind, token};
+
+const SECRET: &str = "bench-test-secret-bench-test-secret-0123";
+
+/// A Herald on an ephemeral loopback port, with history in a directory of its own.
+struct Herald {
+    running: Option<Running>,
+    addr: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Herald {
+    async fn start(limits: Limits) -> Herald {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::local(SECRET);
+        config.limits = limits;
+        config.history = Some(HistoryConfig {
+            dir: data.path().join("history"),
+            settings: herald_core::history::HistorySettings::default(),
+            fsync: false,
+            sweep_every: std::time::Duration::from_secs(60),
+        });
+        let running = herald_server::start(config, None).await.unwrap();
+        Herald {
+            addr: running.addr,
+            running: Some(running),
+            _data: data,
+        }
+    }
+
+    /// Limits that the scenarios' small runs stay under (the HTTP rate is the only one they reach).
+    async fn roomy() -> Herald {
+        Herald::start(Limits {
+            max_http_messages_per_second: 1_000_000,
+            ..Limits::default()
+        })
+        .await
+    }
+
+    fn context(&self) -> Context {
+        let token = token::mint(SECRET, "service_role", token::unix_now_secs()).unwrap();
+        context_for(self.addr, Protocol::Phoenix, &token)
+    }
+
+    /// Waits until the server has let go of every connection (closing is not instant on its side).
+    async fn wait_until_empty(&self) {
+        let Some(running) = &self.running else { return };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running
+            .state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connections still open"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+/// A context for a server of `protocol` at `addr`, measuring this process as the server.
+fn context_for(addr: SocketAddr, protocol: Protocol, token: &str) -> Context {
+    let target = Target::parse(&format!("http://{addr}")).unwrap();
+    let pusher = crate::pusher::App::default();
+    Context {
+        ws_url: target.ws_url_for(protocol, token, &pusher),
+        target,
+        protocol,
+        pusher,
+        token: token.into(),
+        server_pid: Some(std::process::id()),
+        clock: Clock::start(),
+        per_process: 10_000,
+        concurrency: 8,
+        per_address: 100,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_opens_joins_and_holds() {
+    let herald = Herald::roomy().await;
+    // 150 connections at 100 per address use two source addresses.
+    let opts = IdleOpts {
+        connections: 150,
+        channels: 4,
+        hold: 1,
+    };
+    let report = idle::run(&herald.context(), opts).await.unwrap();
+    assert_eq!(
+        (report.connections, report.errors),
+        (150, 0),
+        "{}",
+        report.table()
+    );
+    assert!(report.connect_rate.unwrap() > 0.0);
+    assert!(report.rss_per_connection_kib.is_some());
+    herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_delivers_everything_over_ws_and_http() {
+    let herald = Herald::roomy().await;
+    let ctx = herald.context();
+    for publisher in [PublisherKind::Ws, PublisherKind::Http] {
+        let opts = FanoutOpts {
+            subscribers: 20,
+            channels: 3,
+            rate: 60,
+            duration: 1,
+            payload: 200,
+            publisher,
+            publisher_rate: 500,
+        };
+        let report = fanout::run(&ctx, opts).await.unwrap();
+        let Detail::Fanout(d) = &report.detail else {
+            panic!()
+        };
+        assert_eq!(d.sent, 60, "{}", report.table());
+        // Subscribers 0..20 over 3 channels: 7, 7, 6; 20 messages to each channel.
+        assert_eq!(d.expected, 20 * 20);
+        assert_eq!(d.delivered, d.expected, "{}", report.table());
+        assert_eq!((d.drops, report.errors), (0, 0));
+        assert!(report.latency_ms.is_some());
+        assert!(report.server_cpu_pct.is_some() && report.cpu_us_per_delivery.is_some());
+    }
+    herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_opens_holds_and_delivers() {
+    let herald = Herald::roomy().await;
+    let ctx = herald.context();
+    let opts = SseOpts {
+        streams: 150,
+        topics: 3,
+        hold: 1,
+        publish_rate: None,
+        payload: 100,
+    };
+    let report = sse::run(&ctx, opts).await.unwrap();
+    assert_eq!(
+        (report.connections, report.errors),
+        (150, 0),
+        "{}",
+        report.table()
+    );
+    assert!(report.connect_rate.unwrap() > 0.0 && report.rss_per_connection_kib.is_some());
+    assert!(report.delivered_per_sec.is_none());
+
+    // 30 messages over 3 topics of 10 streams each: 300 deliveries.
+    let opts = SseOpts {
+        streams: 30,
+        publish_rate: Some(30),
+        ..opts
+    };
+    let report = sse::run(&ctx, opts).await.unwrap();
+    let Detail::Sse(d) = &report.detail else {
+        panic!()
+    };
+    assert_eq!(
+        (d.sent, d.expected, d.delivered),
+        (30, 300, 300),
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.errors, 0);
+    assert!(report.latency_ms.is_some() && report.server_cpu_pct.is_some());
+    herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_replays_every_missed_message() {
+    let herald = Herald::roomy().await;
+    let opts = RecoverOpts {
+        missed: 90,
+        payload: 64,
+        runs: 3,
+        batch: 40,
+        publish_rate: 100_000,
+    };
+    let report = recover::run(&herald.context(), opts).await.unwrap();
+    let Detail::Recover(d) = &report.detail else {
+        panic!()
+    };
+    assert_eq!(d.runs_complete, 3, "{}", report.table());
+    assert_eq!((d.gaps, d.duplicates, report.errors), (0, 0, 0));
+    let r = report.replay_ms.unwrap();
+    assert!(r.min <= r.median && r.median <= r.max);
+    assert!(report.replay_msgs_per_sec.unwrap() > 0.0);
+
+    // More than the server keeps (100 by default): the run stops with the settings to change.
+    let too_many = RecoverOpts {
+        missed: 150,
+        runs: 1,
+        ..opts
+    };
+    let e = recover::run(&herald.context(), too_many).await.unwrap_err();
+    assert!(
+        e.to_string().contains("HERALD_HISTORY_MAX_MESSAGES="),
+        "{e}"
+    );
+    herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
+    let herald = Herald::roomy().await;
+    let ctx = Arc::new(herald.context());
+    for (publisher, rate) in [
+        (PublisherKind::Http, 200),
+        (PublisherKind::Ws, 200),
+        (PublisherKind::Http, 0),
+    ] {
+        let opts = PublishOpts {
+            rate,
+            duration: 1,
+            payload: 100,
+            subscribers: 6,
+            channels: 3,
+            publisher,
+            connections: 2,
+            batch: 5,
+            publisher_rate: 900,
+        };
+        let report = publish::run(Arc::clone(&ctx), opts).await.unwrap();
+        let Detail::Publish(d) = &report.detail else {
+            panic!()
+        };
+        if rate > 0 {
+            // Pacing never exceeds the rate; on a loaded machine it may fall short of it.
+            assert!(d.accepted <= 200, "{}", report.table());
+        }
+        assert!(d.accepted > 0 && d.accepted == d.sent, "{}", report.table());
+        // Two subscribers per channel.
+        assert_eq!(d.expected, 2 * d.accepted);
+        assert_eq!(d.delivered, d.expected, "{}", report.table());
+        assert_eq!(report.errors, 0, "{}", report.table());
+        assert!(report.accepted_per_sec.unwrap() > 0.0 && report.server_cpu_pct.is_some());
+    }
+    herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_members_see_every_key() {
+    let herald = Herald::roomy().await;
+    let ctx = herald.context();
+    let opts = PresenceOpts {
+        members: 31,
+        channels: 3,
+        timeout: 30,
+    };
+    let report = presence::run(&ctx, opts).await.unwrap();
+    let Detail::Presence(d) = &report.detail else {
+        panic!()
+    };
+    assert_eq!(report.connections, 31, "{}", report.table());
+    assert_eq!(d.members_complete, 31, "{}", report.table());
+    assert_eq!((d.members_incomplete, report.errors), (0, 0));
+    assert_eq!(d.keys_per_member, 11);
+    // Each member gets a presence_state and at least the diff of its own track.
+    assert!(d.presence_frames >= 2 * 31, "{}", report.table());
+    assert!(d.all_complete_ms.is_some() && report.server_cpu_pct.is_some());
+    herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_cycles_connect_join_leave_and_close() {
+    let herald = Herald::roomy().await;
+    let ctx = Arc::new(herald.context());
+    let opts = ChurnOpts {
+        rate: 40,
+        duration: 1,
+        channels: 3,
+    };
+    let report = churn::run(Arc::clone(&ctx), opts).await.unwrap();
+    let Detail::Churn(d) = &report.detail else {
+        panic!()
+    };
+    assert_eq!(
+        (d.started, d.completed, d.failed),
+        (40, 40, 0),
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.errors, 0);
+    assert!(d.server_rss_before_kib.is_some() && d.server_rss_after_kib.is_some());
+    assert!(report.latency_ms.is_some() && d.cpu_us_per_cycle.is_some());
+    herald.stop().await;
+
+    // The server is gone: every cycle fails, and says what to do.
+    let ctx = Arc::new(Context {
+        server_pid: None,
+        ..herald_context_at(ctx.target.addr)
+    });
+    let opts = ChurnOpts {
+        rate: 5,
+        duration: 1,
+        channels: 1,
+    };
+    let report = churn::run(ctx, opts).await.unwrap();
+    let Detail::Churn(d) = &report.detail else {
+        panic!()
+    };
+    assert_eq!((d.completed, d.failed, report.errors), (0, 5, 5));
+    assert!(
+        d.failure_reasons
+            .keys()
+            .any(|r| r.contains("start the server")),
+        "{:?}",
+        d.failure_reasons
+    );
+}
+
+fn herald_context_at(addr: SocketAddr) -> Context {
+    context_for(addr, Protocol::Phoenix, "any")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_what_to_change() {
+    // A server that takes 20 connections.
+    let herald = Herald::start(Limits {
+        max_connections: 20,
+        ..Limits::default()
+    })
+    .await;
+    let ctx = herald.context();
+    let opts = IdleOpts {
+        connections: 25,
+        channels: 2,
+        hold: 0,
+    };
+    let report = idle::run(&ctx, opts).await.unwrap();
+    let Detail::Idle(d) = &report.detail else {
+        panic!()
+    };
+    assert_eq!(
+        (report.connections, d.failed),
+        (20, 5),
+        "{}",
+        report.table()
+    );
+    let reason = d.failure_reasons.keys().next().unwrap();
+    assert!(
+        reason.contains("HTTP 429 Too many connected users"),
+        "{reason}"
+    );
+    assert!(reason.contains("HERALD_MAX_CONNECTIONS"), "{reason}");
+
+    herald.wait_until_empty().await;
+    // 20 subscribers fill the server: the publisher is refused, and the error names the cause and
+    // the remedy.
+    let opts = FanoutOpts {
+        subscribers: 20,
+        channels: 2,
+        rate: 10,
+        duration: 1,
+        payload: 100,
+        publisher: PublisherKind::Ws,
+        publisher_rate: 500,
+    };
+    let e = fanout::run(&ctx, opts).await.unwrap_err();
+    let e = format!("{:#}", anyhow::Error::from(e));
+    assert!(e.contains("publisher connection 0"), "{e}");
+    assert!(e.contains("20 subscribers"), "{e}");
+    assert!(e.contains("HERALD_MAX_CONNECTIONS"), "{e}");
+
+    // A token signed with another secret.
+    let now = token::unix_now_secs();
+    let wrong = token::mint("not-the-secret-not-the-secret-0123456", "anon", now).unwrap();
+    let report = idle::run(
+        &context_for(herald.addr, Protocol::Phoenix, &wrong),
+        IdleOpts {
+            connections: 3,
+            channels: 1,
+            hold: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let Detail::Idle(d) = &report.detail else {
+        panic!()
+    };
+    assert_eq!((report.connections, d.failed), (0, 3));
+    let reason = d.failure_reasons.keys().next().unwrap();
+    assert!(
+        reason.contains("HTTP 401") && reason.contains("--token"),
+        "{reason}"
+    );
+    herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_idle_and_fanout_against_the_naive_server() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(herald_peer_plain::serve(listener));
+    let ctx = context_for(addr, Protocol::Plain, "");
+    let opts = IdleOpts {
+        connections: 120,
+        channels: 4,
+        hold: 0,
+    };
+    let report = idle::run(&ctx, opts).await.unwrap();
+    assert_eq!(
+        (report.connections, report.errors),
+        (120, 0),
+        "{}",
+        report.table()
+    );
+    assert!(report.table().contains("plain"));
+    for publisher in [PublisherKind::Ws, PublisherKind::Http] {
+        let opts = FanoutOpts {
+            subscribers: 20,
+            channels: 3,
+            rate: 60,
+            duration: 1,
+            payload: 200,
+            publisher,
+            publisher_rate: 500,
+        };
+        let report = fanout::run(&ctx, opts).await.unwrap();
+        let Detail::Fanout(d) = &report.detail else {
+            panic!()
+        };
+        assert_eq!((d.sent, d.expected), (60, 400), "{}", report.table());
+        assert_eq!((d.delivered, report.errors), (400, 0), "{}", report.table());
+    }
+}
