@@ -206,4 +206,73 @@ describe('README', () => {
       client.disconnect();
     }
   });
+  test('the Postgres Changes section: a server given a database streams an insert of todos to the snippet, and herald.send reaches room1', async () => {
+    const admin = process.env.HERALD_TEST_DATABASE_URL;
+    assert.ok(admin, 'HERALD_TEST_DATABASE_URL is not set (scripts/test starts a throwaway PostgreSQL and sets it)');
+    const name = `herald_docs_${process.pid}`;
+    const psql = (url, sql) => execFileSync('psql', [url, '-qAtc', sql], { encoding: 'utf8' });
+    psql(admin, `create database ${name}`);
+    const url = `${admin.slice(0, admin.lastIndexOf('/'))}/${name}`;
+    let pgServer;
+    try {
+      // The database the section presumes: a todos table, and the roles of docs/postgres.md's set-up.
+      psql(url, 'create table todos (id bigserial primary key, title text not null, done boolean not null default false)');
+      psql(url, "do $$ begin if not exists (select from pg_roles where rolname = 'anon') then create role anon nologin; end if; end $$");
+      const [serveLine, ...psqlLines] = blockIn(blocks, 'Postgres Changes', 'sh').trim().split('\n');
+      const printedUrl = /^DATABASE_URL=(\S+) /.exec(serveLine)?.[1];
+      assert.ok(printedUrl, `the section starts Herald with DATABASE_URL: ${serveLine}`);
+      for (const line of psqlLines) assert.match(line, /^psql app -c /);
+      // The only changes: this check's database in place of the example's, and its own slot.
+      await server.stop();
+      pgServer = track(runShell('the Postgres serve line', serveLine.replace(printedUrl, url), { ...env, HERALD_PG_SLOT: name }));
+      await pgServer.waitForOutput('service_role token:', START_MS);
+      await waitFor(
+        async () => (await (await fetch(`${ORIGIN}/healthz`)).json()).postgres?.streaming,
+        STEP_MS,
+        'the replication stream',
+      );
+      for (const line of psqlLines) {
+        const ran = runShell(line, withoutComment(line).replace('psql app', `psql '${url}'`), env);
+        assert.equal((await ran.finished(STEP_MS)).code, 0, ran.output());
+      }
+
+      const quick = blockIn(blocks, 'Quick start with supabase-js', 'js');
+      const client = quick.slice(0, quick.indexOf('\n})\n') + 4).replace("'<the anon token Herald printed>'", `'${anon}'`);
+      const snippet = blockIn(blocks, 'Postgres Changes', 'js');
+      const source = [
+        client,
+        // The check's only addition: a line once the channel is subscribed.
+        'const channel = supabase.channel.bind(supabase)',
+        "supabase.channel = (...a) => { const c = channel(...a); const s = c.subscribe.bind(c); c.subscribe = (cb) => s((status, e) => { console.log('[status]', status); cb?.(status, e) }); return c }",
+        snippet,
+      ].join('\n');
+      const run = track(runModule('the postgres_changes snippet', 'postgres.mjs', source));
+      await run.waitForOutput('[status] SUBSCRIBED', STEP_MS);
+      psql(url, "insert into todos (title) values ('buy milk')");
+      psql(url, "insert into todos (title, done) values ('filtered out', true)");
+      psql(url, "insert into todos (title) values ('call mum')");
+      await run.waitForOutput("INSERT { id: 1, title: 'buy milk', done: false } {}", STEP_MS);
+      await run.waitForOutput("INSERT { id: 3, title: 'call mum', done: false } {}", STEP_MS);
+      assert.ok(!run.stdout.includes('filtered out'), `the filter done=eq.false let a done row through:\n${run.output()}`);
+      await run.stop();
+
+      const send = /`(select herald\.send\([^`]+\))`/.exec(readFileSync(README, 'utf8'));
+      assert.ok(send, 'the section shows a herald.send call');
+      const sub = await subscriber('room1', 'chat');
+      try {
+        psql(url, send[1]);
+        // The message's id rides along in the payload, as with Supabase's realtime.send.
+        const { id, ...payload } = await sub.inbox.next(STEP_MS);
+        assert.deepEqual(payload, { text: 'hi' });
+        assert.match(id, /^[0-9a-f-]{36}$/);
+      } finally {
+        sub.close();
+      }
+    } finally {
+      await pgServer?.stop();
+      psql(admin, `select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = '${name}'`);
+      psql(admin, `drop database if exists ${name} with (force)`);
+    }
+  });
+
 });
