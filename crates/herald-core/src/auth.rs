@@ -40,6 +40,15 @@ impl Claims {
         self.exp.saturating_sub(now)
     }
 
+    /// When a connection holding these claims must end, from `now` (monotonic) and `unix` (the
+    /// wall clock). An `exp` beyond a century is held as a century: an `Instant` cannot reach as far
+    /// as any `u64`.
+    pub fn expiry(&self, now: tokio::time::Instant, unix: u64) -> tokio::time::Instant {
+        const CENTURY_SECS: u64 = 100 * 365 * 24 * 3600;
+        let left = std::time::Duration::from_secs(self.seconds_left(unix).min(CENTURY_SECS));
+        now.checked_add(left).unwrap_or(now)
+    }
+
     /// The claims Herald's policies use (role, exp, sub), without the full claim set: what a
     /// long-lived connection keeps.
     pub fn compact(mut self) -> Claims {
@@ -74,7 +83,16 @@ pub enum AuthError {
     /// The signature does not verify with the configured secret.
     #[error("Failed to validate JWT signature")]
     BadSignature,
+    /// The token's `nbf` (not before) is still ahead, past the leeway.
+    #[error("Token is not valid yet: nbf is {ahead} seconds from now")]
+    NotYetValid {
+        /// How far ahead `nbf` is, in seconds.
+        ahead: u64,
+    },
 }
+
+/// Clock difference tolerated between the token's issuer and this node for `nbf`, in seconds.
+pub const NBF_LEEWAY_SECS: u64 = 30;
 
 impl AuthError {
     /// The `error` text of a refused WebSocket handshake (HTTP 401).
@@ -88,9 +106,10 @@ impl AuthError {
     /// The `reason` of a refused join: `Code: message`.
     pub fn join_reason(&self) -> String {
         let code = match self {
-            AuthError::Missing | AuthError::Expired { .. } | AuthError::MissingClaims => {
-                "InvalidJWTToken"
-            }
+            AuthError::Missing
+            | AuthError::Expired { .. }
+            | AuthError::MissingClaims
+            | AuthError::NotYetValid { .. } => "InvalidJWTToken",
             AuthError::Malformed => "MalformedJWT",
             AuthError::BadSignature => "JwtSignatureError",
         };
@@ -105,6 +124,7 @@ impl AuthError {
             AuthError::MissingClaims => "token_claims_missing",
             AuthError::Malformed => "token_malformed",
             AuthError::BadSignature => "token_bad_signature",
+            AuthError::NotYetValid { .. } => "token_not_yet_valid",
         }
     }
 }
@@ -192,6 +212,17 @@ impl Authenticator {
         if exp <= now {
             return Err(AuthError::Expired { ago: now - exp });
         }
+        if let Some(nbf) = all.get("nbf") {
+            let Some(nbf) = nbf
+                .as_u64()
+                .or_else(|| nbf.as_f64().map(|f| f.max(0.0) as u64))
+            else {
+                return Err(AuthError::Malformed);
+            };
+            if nbf > now.saturating_add(NBF_LEEWAY_SECS) {
+                return Err(AuthError::NotYetValid { ahead: nbf - now });
+            }
+        }
         let sub = all.get("sub").and_then(Value::as_str).map(str::to_owned);
         Ok(Claims {
             role,
@@ -241,6 +272,36 @@ mod tests {
         let c = a.verify(&t).unwrap();
         assert_eq!(c.role, "anon");
         assert_eq!(c.sub.as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn nbf_in_the_future_is_refused_past_the_leeway_and_a_far_exp_is_held() {
+        let a = Authenticator::new(b"k");
+        let now = 1_800_000_000;
+        let early = sign(
+            b"k",
+            json!({"role":"anon","exp": now + 600, "nbf": now + 120}),
+        );
+        assert_eq!(
+            a.verify_at(&early, now),
+            Err(AuthError::NotYetValid { ahead: 120 })
+        );
+        assert_eq!(
+            a.verify_at(&early, now).unwrap_err().join_reason(),
+            "InvalidJWTToken: Token is not valid yet: nbf is 120 seconds from now"
+        );
+        // Within the leeway, and once the time has come.
+        assert!(a.verify_at(&early, now + 100).is_ok());
+        assert!(a.verify_at(&early, now + 120).is_ok());
+        let bad = sign(b"k", json!({"role":"anon","exp": now + 600, "nbf": "soon"}));
+        assert_eq!(a.verify_at(&bad, now), Err(AuthError::Malformed));
+        // An exp as far as u64 goes verifies, and its expiry is a reachable instant.
+        let far = sign(b"k", json!({"role":"anon","exp": u64::MAX}));
+        let claims = a.verify_at(&far, now).unwrap();
+        let start = tokio::time::Instant::now();
+        assert!(claims.expiry(start, now) > start + std::time::Duration::from_secs(3_000_000_000));
+        let far_float = sign(b"k", json!({"role":"anon","exp": 1e300}));
+        assert!(a.verify_at(&far_float, now).is_ok());
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum TopicError {
     Unmatched,
     /// `realtime:` alone.
     NameRequired,
+    /// A name over the length limit.
+    TooLong(crate::limits::LengthError),
 }
 
 /// Splits `realtime:<name>` into its name.
@@ -49,7 +51,10 @@ pub fn channel_name(topic: &str) -> Result<&str, TopicError> {
     match topic.strip_prefix(TOPIC_PREFIX) {
         None => Err(TopicError::Unmatched),
         Some("") => Err(TopicError::NameRequired),
-        Some(name) => Ok(name),
+        Some(name) => {
+            crate::limits::check_channel_name(name).map_err(TopicError::TooLong)?;
+            Ok(name)
+        }
     }
 }
 

@@ -63,6 +63,9 @@ pub enum PublishError {
     /// The history store failed; nothing was delivered.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// A name or key of the message is too long; nothing was stored or delivered. No retry helps.
+    #[error(transparent)]
+    Invalid(#[from] crate::limits::LengthError),
 }
 
 /// Routes messages between publishers and local subscribers, through the backplane.
@@ -202,6 +205,12 @@ impl Hub {
     /// Publishes a broadcast to every subscriber of its channel, on every node. When the channel keeps
     /// history, the message is durably appended (and given its position) before anyone receives it.
     pub async fn publish(&self, mut msg: Broadcast) -> Result<Published, PublishError> {
+        crate::limits::check_broadcast(
+            &msg.channel.name,
+            &msg.event,
+            msg.id.as_deref(),
+            msg.idempotency_key.as_deref(),
+        )?;
         let Some(history) = self.history.as_ref().filter(|h| h.enabled(&msg.channel)) else {
             let fanout = self.backplane.publish(Arc::new(msg)).await?;
             return Ok(Published::Delivered {

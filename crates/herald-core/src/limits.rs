@@ -1,4 +1,6 @@
-//! Limits a node enforces, and the token bucket that enforces the per-second ones.
+//! Limits a node enforces, and the token bucket that enforces the per-second ones. Also the lengths
+//! of names and keys (topic, event, message id, idempotency key), fixed by the wire format and checked
+//! by every transport before anything reaches the store.
 //!
 //! Time comes from `tokio::time::Instant`, so tests can pause and advance it.
 
@@ -63,6 +65,75 @@ impl Default for Limits {
             presence_window_secs: 10,
         }
     }
+}
+
+/// Longest topic on the wire (`realtime:<name>`): Phoenix v2 binary frames carry its length in a byte.
+pub const MAX_TOPIC_BYTES: usize = 255;
+/// Longest channel name: the topic without its `realtime:` prefix.
+pub const MAX_CHANNEL_NAME_BYTES: usize = MAX_TOPIC_BYTES - crate::channel::TOPIC_PREFIX.len();
+/// Longest event name (a byte of length in binary frames, too).
+pub const MAX_EVENT_BYTES: usize = 255;
+/// Longest message id given by a publisher.
+pub const MAX_MESSAGE_ID_BYTES: usize = 255;
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// A name or key over its length limit. The text names the limit, and it is the same on every
+/// transport; no retry can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LengthError {
+    /// The channel name.
+    #[error("topic is {0} bytes long; the limit is {MAX_CHANNEL_NAME_BYTES} bytes")]
+    Topic(usize),
+    /// The event name.
+    #[error("event is {0} bytes long; the limit is {MAX_EVENT_BYTES} bytes")]
+    Event(usize),
+    /// The message id.
+    #[error("id is {0} bytes long; the limit is {MAX_MESSAGE_ID_BYTES} bytes")]
+    Id(usize),
+    /// The idempotency key.
+    #[error("idempotency_key is {0} bytes long; the limit is {MAX_IDEMPOTENCY_KEY_BYTES} bytes")]
+    IdempotencyKey(usize),
+}
+
+impl LengthError {
+    /// The field it is about, as the HTTP API names it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            LengthError::Topic(_) => "topic",
+            LengthError::Event(_) => "event",
+            LengthError::Id(_) => "id",
+            LengthError::IdempotencyKey(_) => "idempotency_key",
+        }
+    }
+}
+
+/// Checks a channel name (without `realtime:`).
+pub fn check_channel_name(name: &str) -> Result<(), LengthError> {
+    if name.len() > MAX_CHANNEL_NAME_BYTES {
+        return Err(LengthError::Topic(name.len()));
+    }
+    Ok(())
+}
+
+/// Checks what names a broadcast: its channel, event, id and idempotency key.
+pub fn check_broadcast(
+    channel: &str,
+    event: &str,
+    id: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> Result<(), LengthError> {
+    check_channel_name(channel)?;
+    if event.len() > MAX_EVENT_BYTES {
+        return Err(LengthError::Event(event.len()));
+    }
+    if let Some(id) = id.filter(|id| id.len() > MAX_MESSAGE_ID_BYTES) {
+        return Err(LengthError::Id(id.len()));
+    }
+    if let Some(key) = idempotency_key.filter(|k| k.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
+        return Err(LengthError::IdempotencyKey(key.len()));
+    }
+    Ok(())
 }
 
 impl Limits {

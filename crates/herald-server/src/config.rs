@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Postgres Changes; `None` turns them off.
     pub postgres: Option<herald_postgres::Settings>,
+    /// The bearer token `/metrics` requires; `None` leaves it open (refused in production mode).
+    pub metrics_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -66,6 +68,7 @@ impl ServerConfig {
             cors_origins: vec!["*".to_owned()],
             header_read_timeout: Duration::from_secs(30),
             postgres: None,
+            metrics_token: None,
         }
     }
 }

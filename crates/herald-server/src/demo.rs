@@ -88,16 +88,43 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// Whether a browser sent the request from another site's page: a `Sec-Fetch-Site` other than
+/// same-origin or none, or an `Origin` whose host is not the one asked.
+fn cross_origin(headers: &HeaderMap) -> bool {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))
+        && !matches!(site, "same-origin" | "none")
+    {
+        return true;
+    }
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// `/dev/token[?role=anon|authenticated|service_role]`: a token for the demo and admin pages. Only
 /// outside production mode.
 async fn dev_token(
     State(app): State<Arc<AppState>>,
     Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
     if app.config.production {
         return (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": "not available in production mode"})),
+        )
+            .into_response();
+    }
+    if cross_origin(&headers) {
+        herald_core::stats::error("dev_token_cross_origin");
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(
+                json!({"error": "development tokens are given to this server's own pages only"}),
+            ),
         )
             .into_response();
     }

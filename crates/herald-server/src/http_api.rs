@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use herald_core::channel::{self, ChannelKey};
+use herald_core::hub::PublishError;
 use herald_core::{Body, Broadcast, Claims, Limits, Origin};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -45,11 +46,36 @@ pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
 pub struct ApiError {
     status: StatusCode,
     body: Value,
+    /// Seconds after which a retry can succeed (sent as `Retry-After`).
+    retry_after: Option<u32>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// The answer to a publish the hub refused, after `accepted` messages of the request were taken:
+/// a name too long is the caller's to fix (422); a store or backplane failure can pass on a retry
+/// (503 with `Retry-After`), and `accepted` says how many of a batch need no retry.
+fn publish_failure(remote: std::net::SocketAddr, e: &PublishError, accepted: usize) -> ApiError {
+    if let PublishError::Invalid(e) = e {
+        herald_core::stats::error("http_invalid_message");
+        return unprocessable(json!({ e.field(): e.to_string() }));
+    }
+    warn!(%remote, error = %e, accepted, "publish failed");
+    herald_core::stats::error("publish_failed");
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        body: json!({ "message": "Publish failed; retry", "accepted": accepted }),
+        retry_after: Some(1),
     }
 }
 
@@ -57,6 +83,7 @@ fn message(status: StatusCode, text: &str) -> ApiError {
     ApiError {
         status,
         body: json!({ "message": text }),
+        retry_after: None,
     }
 }
 
@@ -64,6 +91,7 @@ fn unprocessable(errors: Value) -> ApiError {
     ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         body: json!({ "errors": errors }),
+        retry_after: None,
     }
 }
 
@@ -181,11 +209,16 @@ async fn batch(
             Some(Value::String(s)) => Some(s),
             Some(other) => Some(other.to_string()),
         };
-        if msg.id.as_ref().is_some_and(|id| id.len() > 255) {
-            errors.push(json!({"index": index, "id": "must be at most 255 bytes"}));
+        msg.idempotency_key = m.idempotency_key.filter(|k| !k.is_empty());
+        if let Err(e) = herald_core::limits::check_broadcast(
+            &msg.channel.name,
+            &msg.event,
+            msg.id.as_deref(),
+            msg.idempotency_key.as_deref(),
+        ) {
+            errors.push(json!({"index": index, e.field(): e.to_string()}));
             continue;
         }
-        msg.idempotency_key = m.idempotency_key.filter(|k| !k.is_empty());
         ready.push(msg);
     }
     if !errors.is_empty() {
@@ -194,16 +227,11 @@ async fn batch(
     }
     take_rate(&app, ready.len())?;
     let stats = app.hub.stats();
-    for msg in ready {
+    for (accepted, msg) in ready.into_iter().enumerate() {
         stats.http_messages_in.increment(1);
         stats.http_bytes_in.increment(msg.body.len() as u64);
         if let Err(e) = app.hub.publish(msg).await {
-            warn!(%remote, error = %e, "publish failed");
-            herald_core::stats::error("publish_failed");
-            return Err(message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Publish failed; retry",
-            ));
+            return Err(publish_failure(remote, &e, accepted));
         }
     }
     Ok(StatusCode::ACCEPTED)
@@ -244,6 +272,7 @@ async fn single(
             return Err(ApiError {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 body: json!({"error": "Unsupported Media Type. Use application/json or application/octet-stream"}),
+                retry_after: None,
             });
         }
     };
@@ -253,15 +282,23 @@ async fn single(
             json!({ "payload": "Payload size exceeds the limit" }),
         ));
     }
-    if topic.is_empty()
-        || event.is_empty()
-        || event.len() > 255
-        || topic.len() + channel::TOPIC_PREFIX.len() > 255
-    {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query.get("idempotency_key").cloned())
+        .filter(|k| !k.is_empty());
+    if topic.is_empty() || event.is_empty() {
         herald_core::stats::error("http_invalid_message");
         return Err(unprocessable(
-            json!({ "topic": "topic and event must be 1 to 255 bytes" }),
+            json!({ "topic": "topic and event can't be blank" }),
         ));
+    }
+    if let Err(e) =
+        herald_core::limits::check_broadcast(&topic, &event, None, idempotency_key.as_deref())
+    {
+        herald_core::stats::error("http_invalid_message");
+        return Err(unprocessable(json!({ e.field(): e.to_string() })));
     }
     let Some(private) = flexible_bool(
         query
@@ -284,22 +321,10 @@ async fn single(
     stats.http_messages_in.increment(1);
     stats.http_bytes_in.increment(payload.len() as u64);
     let mut msg = Broadcast::new(key, event, payload, Origin::Binary, None);
-    msg.idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query.get("idempotency_key").cloned())
-        .filter(|k| !k.is_empty());
+    msg.idempotency_key = idempotency_key;
     match app.hub.publish(msg).await {
         Ok(_) => Ok(StatusCode::ACCEPTED),
-        Err(e) => {
-            warn!(%remote, error = %e, "publish failed");
-            herald_core::stats::error("publish_failed");
-            Err(message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Publish failed; retry",
-            ))
-        }
+        Err(e) => Err(publish_failure(remote, &e, 0)),
     }
 }
 
@@ -396,10 +421,13 @@ async fn history(
     };
     let internal = |e: herald_core::history::HistoryError| {
         warn!(error = %e, "history read failed");
-        message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "History unavailable; retry",
-        )
+        ApiError {
+            retry_after: Some(1),
+            ..message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "History unavailable; retry",
+            )
+        }
     };
     let position = history.position(&key).map_err(internal)?;
     let records = history.read_after(&key, after, limit).map_err(internal)?;
@@ -443,7 +471,22 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &app.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same_secret(given.as_bytes(), expected.as_bytes()) {
+            herald_core::stats::error("metrics_unauthorized");
+            return message(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs Authorization: Bearer <metrics_token>",
+            )
+            .into_response();
+        }
+    }
     match &app.prometheus {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -452,4 +495,9 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics recorder not installed").into_response(),
     }
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -109,19 +109,28 @@ pub async fn serve(state: Arc<AppState>) -> Result<Running, StartError> {
     Ok(Running { addr, state, task })
 }
 
-/// Cross-origin access for browsers: the configured origins (or any, with `*`), credentials allowed
-/// so that cookie-authenticated SSE works across origins.
+/// Cross-origin access for browsers. A listed origin may send credentials (a cookie-authenticated
+/// SSE stream); `*` lets any origin call, never with credentials, so that a page of another site
+/// cannot read a user's private stream with the user's cookie.
 fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderName, HeaderValue, Method, header};
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let allow_origin = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::mirror_request()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
+    use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
+    let any = origins.iter().any(|o| o == "*");
+    let listed: Arc<Vec<HeaderValue>> = Arc::new(
+        origins
+            .iter()
+            .filter(|o| *o != "*")
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect(),
+    );
+    let credentialed = listed.clone();
     CorsLayer::new()
-        .allow_origin(allow_origin)
-        .allow_credentials(true)
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            any || listed.contains(origin)
+        }))
+        .allow_credentials(AllowCredentials::predicate(move |origin, _| {
+            credentialed.contains(origin)
+        }))
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,

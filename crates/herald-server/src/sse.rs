@@ -139,11 +139,17 @@ pub async fn prepare(
             &format!("topic: at most {MAX_TOPICS} topics per stream"),
         ));
     }
-    if let Some(bad) = topics.iter().find(|t| t.is_empty() || t.len() > 200) {
+    if topics.iter().any(|t| t.is_empty()) {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            &format!("topic: {bad:?} must be 1 to 200 bytes"),
+            "topic: can't be blank",
         ));
+    }
+    if let Some(e) = topics
+        .iter()
+        .find_map(|t| herald_core::limits::check_channel_name(t).err())
+    {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, &e.to_string()));
     }
     let token = crate::credentials::token(
         headers,
@@ -209,8 +215,7 @@ pub async fn prepare(
         ),
         _slot: slot,
         id,
-        expires_at: tokio::time::Instant::now()
-            + std::time::Duration::from_secs(claims.seconds_left(herald_core::auth::unix_now())),
+        expires_at: claims.expiry(tokio::time::Instant::now(), herald_core::auth::unix_now()),
         ending: false,
     };
     stream

@@ -83,14 +83,14 @@ pub async fn serve(app: Arc<AppState>, mut stream: TcpStream, remote: SocketAddr
     let mut events = match sse::prepare(app.clone(), remote, pairs, &headers).await {
         Ok(events) => events,
         Err(r) => {
-            let _ = write_refusal(&mut stream, r.status, &r.message, cors.as_deref()).await;
+            let _ = write_refusal(&mut stream, r.status, &r.message, cors.as_ref()).await;
             return;
         }
     };
     let mut start = String::from(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\nconnection: close\r\n",
     );
-    push_cors(&mut start, cors.as_deref());
+    push_cors(&mut start, cors.as_ref());
     start.push_str("\r\n");
     if stream.write_all(start.as_bytes()).await.is_err() {
         return;
@@ -174,22 +174,28 @@ fn parse_head(head: &[u8]) -> Result<Parsed, StatusCode> {
     Ok((pairs, headers))
 }
 
-/// The origin to allow in the response, as the router's CORS layer would.
-fn cors_origin(app: &AppState, headers: &HeaderMap) -> Option<String> {
+/// The origin to allow in the response, and whether it may send credentials, as the router's CORS
+/// layer decides: a listed origin with credentials, any origin under `*` without.
+fn cors_origin(app: &AppState, headers: &HeaderMap) -> Option<(String, bool)> {
     let origin = headers.get("origin")?.to_str().ok()?;
-    let allowed = app
-        .config
-        .cors_origins
+    let origins = &app.config.cors_origins;
+    if origins.iter().any(|o| o == origin) {
+        return Some((origin.to_owned(), true));
+    }
+    origins
         .iter()
-        .any(|o| o == "*" || o == origin);
-    allowed.then(|| origin.to_owned())
+        .any(|o| o == "*")
+        .then(|| (origin.to_owned(), false))
 }
 
-fn push_cors(out: &mut String, origin: Option<&str>) {
-    if let Some(origin) = origin {
+fn push_cors(out: &mut String, origin: Option<&(String, bool)>) {
+    if let Some((origin, credentials)) = origin {
         out.push_str("access-control-allow-origin: ");
         out.push_str(origin);
-        out.push_str("\r\naccess-control-allow-credentials: true\r\nvary: origin\r\n");
+        if *credentials {
+            out.push_str("\r\naccess-control-allow-credentials: true");
+        }
+        out.push_str("\r\nvary: origin\r\n");
     }
 }
 
@@ -197,7 +203,7 @@ async fn write_refusal(
     stream: &mut TcpStream,
     status: StatusCode,
     message: &str,
-    cors: Option<&str>,
+    cors: Option<&(String, bool)>,
 ) -> std::io::Result<()> {
     let body = serde_json::json!({ "error": message }).to_string();
     let mut head = format!(

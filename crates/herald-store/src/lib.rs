@@ -24,10 +24,17 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("history store: corrupt {0}")]
     Corrupt(&'static str),
-    /// A channel name longer than 65535 bytes.
+    /// A channel name longer than `MAX_NAME_BYTES`.
     #[error("history store: channel name too long")]
     ChannelTooLong,
+    /// An idempotency key longer than `MAX_NAME_BYTES`.
+    #[error("history store: idempotency key too long")]
+    KeyTooLong,
 }
+
+/// The longest channel name and idempotency key the store takes: far below the engine's key limit
+/// (64 KiB), which it would enforce by panicking. Callers check shorter limits first.
+pub const MAX_NAME_BYTES: usize = 1024;
 
 /// Result type of the store.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -153,10 +160,22 @@ impl std::fmt::Debug for Store {
 }
 
 fn prefix(channel: &[u8]) -> Result<Vec<u8>> {
+    if channel.len() > MAX_NAME_BYTES {
+        return Err(StoreError::ChannelTooLong);
+    }
     let len = u16::try_from(channel.len()).map_err(|_| StoreError::ChannelTooLong)?;
     let mut k = Vec::with_capacity(2 + channel.len() + 8);
     k.extend_from_slice(&len.to_be_bytes());
     k.extend_from_slice(channel);
+    Ok(k)
+}
+
+fn idempotency_key(channel: &[u8], key: &str) -> Result<Vec<u8>> {
+    if key.len() > MAX_NAME_BYTES {
+        return Err(StoreError::KeyTooLong);
+    }
+    let mut k = prefix(channel)?;
+    k.extend_from_slice(key.as_bytes());
     Ok(k)
 }
 
@@ -258,8 +277,7 @@ impl Store {
             }
         }
         if let Some((key, expires_ms)) = a.idempotency {
-            let mut k = prefix(a.channel)?;
-            k.extend_from_slice(key.as_bytes());
+            let k = idempotency_key(a.channel, key)?;
             let mut v = expires_ms.to_be_bytes().to_vec();
             v.extend_from_slice(&a.record.offset.to_be_bytes());
             batch.insert(&self.idem, k, v);
@@ -384,8 +402,7 @@ impl Store {
 
     /// The offset a still-valid idempotency key was published at.
     pub fn idempotent_offset(&self, channel: &[u8], key: &str, now_ms: u64) -> Result<Option<u64>> {
-        let mut k = prefix(channel)?;
-        k.extend_from_slice(key.as_bytes());
+        let k = idempotency_key(channel, key)?;
         let Some(v) = self.idem.get(k)? else {
             return Ok(None);
         };
@@ -502,6 +519,26 @@ mod tests {
         let mut channels = store.channels().unwrap();
         channels.sort();
         assert_eq!(channels, vec![b"\0room".to_vec(), b"\0room2".to_vec()]);
+    }
+
+    #[test]
+    fn names_and_keys_past_the_limit_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let long = "k".repeat(70_000);
+        assert!(matches!(
+            store.idempotent_offset(b"c", &long, 0),
+            Err(StoreError::KeyTooLong)
+        ));
+        let channel = vec![b'c'; 65_530];
+        assert!(matches!(
+            store.read_after(&channel, 0, 1),
+            Err(StoreError::ChannelTooLong)
+        ));
+        assert!(matches!(
+            store.channel_meta(&channel),
+            Err(StoreError::ChannelTooLong)
+        ));
     }
 
     #[test]

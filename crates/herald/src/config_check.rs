@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use crate::settings::{CliOverrides, Settings};
 
+/// The shortest secret production mode accepts (HS256 wants a key as long as its hash).
+pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+
 /// Environment variables with Herald's prefix that are read elsewhere, not settings.
 const NON_SETTING_VARS: &[&str] = &["HERALD_LOG", "HERALD_BIN"];
 
@@ -331,11 +334,34 @@ fn check_meaning(
             format!("{} exists and is not a directory", s.data_dir.display()),
         );
     }
-    if s.is_production() && s.jwt_secret.as_deref().is_none_or(str::is_empty) {
-        bad(
-            "jwt_secret",
-            "production mode needs a secret: set HERALD_JWT_SECRET (or jwt_secret in the config file)".to_owned(),
-        );
+    if s.is_production() {
+        match s.jwt_secret.as_deref().map(str::len).unwrap_or(0) {
+            0 => bad(
+                "jwt_secret",
+                "production mode needs a secret: set HERALD_JWT_SECRET (or jwt_secret in the config file)"
+                    .to_owned(),
+            ),
+            n if n < MIN_PRODUCTION_SECRET_BYTES => bad(
+                "jwt_secret",
+                format!(
+                    "is {n} bytes; production mode needs at least {MIN_PRODUCTION_SECRET_BYTES} (e.g. `openssl rand -base64 48`)"
+                ),
+            ),
+            _ => {}
+        }
+        if s.test_echo_route {
+            bad(
+                "test_echo_route",
+                "the conformance suite's echo route is refused in production mode".to_owned(),
+            );
+        }
+        if s.metrics_token.as_deref().is_none_or(str::is_empty) {
+            bad(
+                "metrics_token",
+                "production mode keeps /metrics private: set HERALD_METRICS_TOKEN; scrapers send `Authorization: Bearer <it>`"
+                    .to_owned(),
+            );
+        }
     }
     if s.limits.max_payload_bytes > s.limits.max_frame_bytes {
         warnings.push(format!(
@@ -400,7 +426,9 @@ const MASK: &str = "***";
 
 fn masked(key: &str, value: Value) -> Value {
     match (key, value) {
-        ("jwt_secret", Value::String(s)) => Value::String(format!("{MASK} ({} bytes)", s.len())),
+        ("jwt_secret" | "metrics_token", Value::String(s)) => {
+            Value::String(format!("{MASK} ({} bytes)", s.len()))
+        }
         ("database_url", Value::String(url)) => Value::String(mask_password(&url)),
         (_, v) => v,
     }
@@ -483,6 +511,32 @@ mod tests {
                 "{:?}",
                 checked.warnings
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn production_refuses_a_short_secret_the_echo_route_and_open_metrics() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_ENV", "production");
+            jail.set_env("HERALD_JWT_SECRET", "a");
+            let flags = CliOverrides {
+                test_echo_route: Some(true),
+                ..CliOverrides::default()
+            };
+            let lines = check(None, &flags).problem_lines();
+            for e in [
+                "jwt_secret (environment HERALD_JWT_SECRET): is 1 bytes; production mode needs at least 32",
+                "test_echo_route (flag --test-echo-route): the conformance suite's echo route is refused",
+                "metrics_token (default): production mode keeps /metrics private",
+            ] {
+                assert!(lines.contains(e), "missing {e:?} in\n{lines}");
+            }
+            jail.set_env("HERALD_JWT_SECRET", "s".repeat(32));
+            jail.set_env("HERALD_METRICS_TOKEN", "m");
+            let checked = check(None, &CliOverrides::default());
+            assert!(checked.problems.is_empty(), "{}", checked.problem_lines());
             Ok(())
         });
     }

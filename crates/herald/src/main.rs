@@ -204,6 +204,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         cors_origins: settings.cors_origins.clone(),
         header_read_timeout: std::time::Duration::from_secs(30),
         postgres: settings.postgres_config(),
+        metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -42,8 +42,10 @@ pub struct Settings {
     pub sse_cookie: String,
     /// Seconds between SSE keep-alive comments.
     pub sse_keepalive_secs: u64,
-    /// Origins browsers may call from (`*`: any).
+    /// Origins browsers may call from (`*`: any, without credentials).
     pub cors_origins: Vec<String>,
+    /// The bearer token `/metrics` requires (required in production mode).
+    pub metrics_token: Option<String>,
     /// PostgreSQL for Postgres Changes and `herald.send` (`DATABASE_URL` works too). Off when unset.
     pub database_url: Option<String>,
     /// The publication whose tables are streamed.
@@ -82,6 +84,7 @@ impl Default for Settings {
             sse_cookie: "herald_token".to_owned(),
             sse_keepalive_secs: 15,
             cors_origins: vec!["*".to_owned()],
+            metrics_token: None,
             database_url: None,
             pg_publication: "supabase_realtime".to_owned(),
             pg_slot: "herald".to_owned(),
@@ -282,6 +285,7 @@ mod tests {
                 "{refused}"
             );
             jail.set_env("HERALD_JWT_SECRET", "a-secret-of-the-production-kind-0123");
+            jail.set_env("HERALD_METRICS_TOKEN", "scraper-token");
             let s = Settings::load(None, &CliOverrides::default()).unwrap();
             assert!(s.is_production());
             Ok(())

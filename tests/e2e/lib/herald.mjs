@@ -25,7 +25,7 @@ export async function startHerald({ production = false, env = {} } = {}) {
     env: {
       HERALD_MAX_JOINS_PER_SECOND: '100',
       HERALD_IDLE_TIMEOUT_SECS: '60',
-      ...(production ? { HERALD_ENV: 'production' } : {}),
+      ...(production ? { HERALD_ENV: 'production', HERALD_METRICS_TOKEN: 'e2e-metrics-token' } : {}),
       ...env,
     },
     label: 'herald-e2e',

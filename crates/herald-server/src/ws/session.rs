@@ -364,6 +364,7 @@ impl Session {
                     "TopicNameRequired: You must provide a topic name".to_owned(),
                 );
             }
+            Err(TopicError::TooLong(e)) => return refuse(self, format!("TopicTooLong: {e}")),
         };
         if !self.join_limiter.try_take(1) {
             refuse(
@@ -463,7 +464,7 @@ impl Session {
                 }
             }
         };
-        let expires_at = Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
+        let expires_at = claims.expiry(Instant::now(), unix_now());
         let presence_key = if config.presence_key.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -624,8 +625,7 @@ impl Session {
             }
             Ok(claims) => {
                 if let Some(joined) = self.channels.get_mut(&msg.topic) {
-                    joined.expires_at =
-                        Instant::now() + Duration::from_secs(claims.seconds_left(unix_now()));
+                    joined.expires_at = claims.expiry(Instant::now(), unix_now());
                     joined.claims = Arc::new(keep_claims(&self.app, claims));
                     joined.token_hash = token_hash(&token);
                     if joined.postgres
@@ -667,6 +667,23 @@ impl Session {
                 return;
             }
         };
+        if let Err(e) = herald_core::limits::check_broadcast(
+            &key.name,
+            &event,
+            None,
+            idempotency_key.as_deref(),
+        ) {
+            herald_core::stats::error("name_too_long");
+            info!(conn = self.id, topic = %topic, reason = %e, "broadcast refused");
+            self.reply(
+                join_ref.as_deref(),
+                ref_,
+                &topic,
+                "error",
+                json!({ "reason": e.to_string() }),
+            );
+            return;
+        }
         if body.len() > self.app.limits.max_payload_bytes {
             herald_core::stats::error("payload_too_large");
             info!(conn = self.id, topic = %topic, size = body.len(), "broadcast refused: payload too large");
@@ -708,6 +725,11 @@ impl Session {
             }
             Ok(_) => {}
             Err(e) => {
+                // A name too long is the sender's to fix; anything else may pass on a retry.
+                let reason = match &e {
+                    herald_core::hub::PublishError::Invalid(e) => e.to_string(),
+                    _ => "publish failed; retry".to_owned(),
+                };
                 herald_core::stats::error("publish_failed");
                 warn!(conn = self.id, topic = %topic, error = %e, "publish failed");
                 self.reply(
@@ -715,7 +737,7 @@ impl Session {
                     ref_,
                     &topic,
                     "error",
-                    json!({"reason": "publish failed"}),
+                    json!({ "reason": reason }),
                 );
             }
         }
