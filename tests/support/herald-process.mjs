@@ -1,7 +1,8 @@
 // Runs a Herald server process for a test suite: a free loopback port, a temporary data directory
 // (or a given one, for a restart on it), the given secret and settings, readiness through GET
 // /healthz (with a deadline), SIGTERM on stop (SIGKILL after 5 s), SIGKILL on kill9() (the data
-// directory stays). HERALD_BIN overrides the binary (default: target/debug/herald). Shared by
+// directory stays), and a failure of stop() or kill9() when the server's log has a `panicked` line.
+// HERALD_BIN overrides the binary (default: target/debug/herald). Shared by
 // tests/compat, clients/js and tests/e2e, which add their own helpers on top.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -53,8 +54,15 @@ export async function spawnHerald({ secret, env = {}, label = 'herald', dataDir:
     env: { ...process.env, HERALD_JWT_SECRET: secret, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // A panic is never an accepted outcome, whatever the test asserts: stop() and kill9() fail on one.
+  let panicLine = null;
   const capture = (chunk) => {
-    output = (output + chunk.toString()).slice(-LOG_LIMIT);
+    const text = chunk.toString();
+    if (!panicLine) panicLine = text.split('\n').find((line) => line.includes('panicked')) ?? null;
+    output = (output + text).slice(-LOG_LIMIT);
+  };
+  const noPanic = () => {
+    if (panicLine) throw new Error(`herald (${label}) panicked: ${panicLine}\n${output}`);
   };
   child.stdout.on('data', capture);
   child.stderr.on('data', capture);
@@ -80,11 +88,13 @@ export async function spawnHerald({ secret, env = {}, label = 'herald', dataDir:
         clearTimeout(timer);
       }
       if (ownsDataDir) await rm(dataDir, { recursive: true, force: true });
+      noPanic();
     },
     /** SIGKILL (no shutdown at all); resolves once the process is gone and keeps the data directory. */
     async kill9() {
       if (!exited) child.kill('SIGKILL');
       await exit;
+      noPanic();
     },
   };
   const deadline = Date.now() + READY_MS;

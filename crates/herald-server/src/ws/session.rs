@@ -114,8 +114,8 @@ pub async fn run(app: Arc<AppState>, socket: WebSocket, peer: Peer) {
         id,
     };
     let ending = session.serve(socket).await;
-    session.handle.close_queue();
-    session.leave_all();
+    // `Session`'s drop ends its queue and subscriptions, on this path and when a panic unwinds.
+    session.end();
     match ending {
         Ending::Closed(frame) => {
             info!(conn = id, remote = %session.peer.remote, code = frame.code, reason = %frame.reason, "close")
@@ -154,7 +154,21 @@ struct Session {
     out: Vec<Message>,
 }
 
+/// Whatever ends a session, a panic included, its subscriptions end with it: a connection that is
+/// gone never stays registered to receive fan-out.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 impl Session {
+    /// Closes the outbound queue and leaves every channel. Safe to repeat.
+    fn end(&mut self) {
+        self.handle.close_queue();
+        self.leave_all();
+    }
+
     async fn serve(&mut self, mut socket: WebSocket) -> Ending {
         let handle = self.handle.clone();
         let shutdown = self.app.shutdown.clone();
@@ -260,6 +274,7 @@ impl Session {
 
     /// Handles one frame; returns the close code when the client closed the socket.
     async fn on_message(&mut self, msg: Message) -> Option<u16> {
+        fail::fail_point!("ws-on-message");
         let stats = self.app.hub.stats();
         let decoded = match msg {
             Message::Text(text) => {
