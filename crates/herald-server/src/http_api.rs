@@ -162,6 +162,19 @@ async fn batch(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let claims = authenticate(&app, &headers, &query)?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        herald_core::stats::error("http_unsupported_media_type");
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            body: json!({"error": "Unsupported Media Type. Send the batch as application/json"}),
+            retry_after: None,
+        });
+    }
     let batch: BatchIn = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {

@@ -65,8 +65,22 @@ pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Sniff {
 pub async fn serve(app: Arc<AppState>, mut stream: TcpStream, remote: SocketAddr) {
     let _tracked = app.sessions.token();
     let head = match read_head(&mut stream, app.config.header_read_timeout).await {
-        Some(head) => head,
-        None => {
+        Head::Complete(head) => head,
+        Head::TooLarge => {
+            herald_core::stats::error("request_head_too_large");
+            debug!(%remote, "sse request head over {MAX_HEAD} bytes");
+            let message = format!("request head larger than {} KiB", MAX_HEAD / 1024);
+            let _ = write_refusal(
+                &mut stream,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &message,
+                None,
+            )
+            .await;
+            linger(&mut stream).await;
+            return;
+        }
+        Head::Missing => {
             debug!(%remote, "sse request head not received");
             return;
         }
@@ -74,7 +88,13 @@ pub async fn serve(app: Arc<AppState>, mut stream: TcpStream, remote: SocketAddr
     let (pairs, headers) = match parse_head(&head) {
         Ok(parsed) => parsed,
         Err(status) => {
-            let _ = write_refusal(&mut stream, status, "malformed request", None).await;
+            let message = if status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
+                "more than 64 request headers"
+            } else {
+                "malformed request"
+            };
+            let _ = write_refusal(&mut stream, status, message, None).await;
+            linger(&mut stream).await;
             return;
         }
     };
@@ -128,25 +148,47 @@ pub async fn serve(app: Arc<AppState>, mut stream: TcpStream, remote: SocketAddr
     }
 }
 
-async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+/// What reading a request head gave.
+enum Head {
+    Complete(Vec<u8>),
+    /// Over `MAX_HEAD` bytes without its end.
+    TooLarge,
+    /// The connection ended or went quiet before the head did.
+    Missing,
+}
+
+async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Head {
     let mut head = Vec::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut chunk = [0u8; 1024];
     loop {
         if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Some(head);
+            return Head::Complete(head);
         }
         if head.len() >= MAX_HEAD {
-            return None;
+            return Head::TooLarge;
         }
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return Head::Missing,
+        };
         head.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// After a refusal: reads and drops what the client is still sending, for a bounded time and
+/// amount, so that closing does not reset the connection before the client has read the answer.
+async fn linger(stream: &mut TcpStream) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const LINGER_BYTES: usize = 1024 * 1024;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut chunk = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
+        }
     }
 }
 
@@ -157,6 +199,9 @@ fn parse_head(head: &[u8]) -> Result<Parsed, StatusCode> {
     let mut req = httparse::Request::new(&mut raw);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
         Ok(httparse::Status::Partial) | Err(_) => return Err(StatusCode::BAD_REQUEST),
     }
     let path = req.path.ok_or(StatusCode::BAD_REQUEST)?;

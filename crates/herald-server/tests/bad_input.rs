@@ -600,3 +600,84 @@ async fn a_slow_consumer_is_closed_and_others_keep_receiving() {
         }
     }
 }
+
+/// The response to `request`, read to its end (the server closes after a refusal).
+async fn answer_to(addr: std::net::SocketAddr, request: &[u8]) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(request).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("the answer within the deadline")?;
+    Ok(String::from_utf8_lossy(&out).to_string())
+}
+
+#[tokio::test]
+async fn an_sse_request_head_over_16_kib_is_answered_431_not_reset() {
+    let server = Server::default().await;
+    let mut request = b"GET /sse?topic=a HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..40 {
+        request.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "f".repeat(500)).as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    let answer = answer_to(server.addr, &request)
+        .await
+        .expect("an answer, not a reset");
+    assert!(
+        answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("request head larger than 16 KiB"),
+        "{answer}"
+    );
+    let mut many = b"GET /sse?topic=a HTTP/1.1\r\n".to_vec();
+    for i in 0..70 {
+        many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let answer = answer_to(server.addr, &many).await.expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(answer.contains("more than 64 request headers"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_batch_that_is_not_json_by_its_content_type_is_415() {
+    let server = Server::default().await;
+    let token = format!("Bearer {}", server.token("service_role"));
+    let body = json!({"messages": [{"topic": "room", "event": "e", "payload": {}}]}).to_string();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut headers = vec![("Authorization", token.as_str())];
+        if let Some(ct) = content_type {
+            headers.push(("Content-Type", ct));
+        }
+        let (status, answer) = http_request(
+            server.addr,
+            "POST",
+            "/api/broadcast",
+            &headers,
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 415, "{content_type:?}: {answer}");
+        assert!(answer.contains("application/json"), "{answer}");
+    }
+    let headers = [
+        ("Authorization", token.as_str()),
+        ("Content-Type", "application/json; charset=utf-8"),
+    ];
+    let (status, answer) = http_request(
+        server.addr,
+        "POST",
+        "/api/broadcast",
+        &headers,
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+}
