@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// How long a client may take to send its request head.
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body, once its token has been accepted.
+    pub body_read_timeout: Duration,
     /// Postgres Changes; `None` turns them off.
     pub postgres: Option<herald_postgres::Settings>,
     /// The bearer token `/metrics` requires; `None` leaves it open (refused in production mode).
@@ -67,6 +69,7 @@ impl ServerConfig {
             sse_keepalive: Duration::from_secs(15),
             cors_origins: vec!["*".to_owned()],
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
             postgres: None,
             metrics_token: None,
         }

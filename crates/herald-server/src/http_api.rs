@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,23 +22,99 @@ use crate::listener::RemoteAddr;
 use crate::state::AppState;
 
 /// The HTTP API routes.
-pub fn routes(limits: &Limits) -> Router<Arc<AppState>> {
-    let body_limit = limits
-        .max_payload_bytes
-        .saturating_mul(limits.max_http_batch.min(64))
-        .max(limits.max_payload_bytes + 64 * 1024);
+pub fn routes() -> Router<Arc<AppState>> {
     let api = Router::new()
         .route("/broadcast", post(batch))
         .route("/broadcast/{topic}/events/{event}", post(single))
         .route("/channels", get(channels))
         .route("/channels/{topic}/presence", get(presence))
-        .route("/channels/{topic}/history", get(history))
-        .layer(DefaultBodyLimit::max(body_limit));
+        .route("/channels/{topic}/history", get(history));
     Router::new()
         .nest("/api", api.clone())
         .nest("/realtime/v1/api", api)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+}
+
+/// The largest batch body: a full payload for each of up to 64 messages, and never less than one
+/// payload with room for its envelope.
+fn batch_body_limit(limits: &Limits) -> usize {
+    limits
+        .max_payload_bytes
+        .saturating_mul(limits.max_http_batch.min(64))
+        .max(limits.max_payload_bytes + 64 * 1024)
+}
+
+/// Why a request body was not taken.
+enum BodyRefusal {
+    TooLarge,
+    TooSlow,
+    Unreadable,
+}
+
+/// Reads a request body, once its token has been checked: at most `limit` bytes (a declared
+/// `Content-Length` over it is refused before a byte is read), within the node's body timeout.
+async fn read_body(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Bytes, BodyRefusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyRefusal::TooLarge);
+    }
+    match tokio::time::timeout(
+        app.config.body_read_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Err(_) => Err(BodyRefusal::TooSlow),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(BodyRefusal::TooLarge);
+                }
+                source = err.source();
+            }
+            Err(BodyRefusal::Unreadable)
+        }
+    }
+}
+
+impl BodyRefusal {
+    /// The answer, with `too_large` as the 413's (or 422's) body.
+    fn answer(self, app: &AppState, too_large: ApiError) -> ApiError {
+        match self {
+            BodyRefusal::TooLarge => {
+                herald_core::stats::error("http_body_too_large");
+                too_large
+            }
+            BodyRefusal::TooSlow => {
+                herald_core::stats::error("http_body_timeout");
+                message(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the request body did not arrive within {} s",
+                        app.config.body_read_timeout.as_secs()
+                    ),
+                )
+            }
+            BodyRefusal::Unreadable => {
+                herald_core::stats::error("http_body_unreadable");
+                message(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
+            }
+        }
+    }
 }
 
 /// An error answer of the HTTP API: a status and its JSON body.
@@ -159,7 +235,7 @@ async fn batch(
     Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
     let claims = authenticate(&app, &headers, &query)?;
     let json = headers
@@ -175,6 +251,16 @@ async fn batch(
             retry_after: None,
         });
     }
+    let limit = batch_body_limit(&app.limits);
+    let body = read_body(&app, &headers, body, limit).await.map_err(|r| {
+        r.answer(
+            &app,
+            message(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is larger than {limit} bytes"),
+            ),
+        )
+    })?;
     let batch: BatchIn = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -256,9 +342,17 @@ async fn single(
     Path((topic, event)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
     let claims = authenticate(&app, &headers, &query)?;
+    let body = read_body(&app, &headers, body, app.limits.max_payload_bytes)
+        .await
+        .map_err(|r| {
+            r.answer(
+                &app,
+                unprocessable(json!({ "payload": "Payload size exceeds the limit" })),
+            )
+        })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -74,7 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(ws::routes())
         .merge(crate::demo::routes())
         .merge(crate::sse::routes())
-        .merge(http_api::routes(&state.limits));
+        .merge(http_api::routes());
     if state.config.test_echo_route {
         router = router.merge(ws::echo::routes());
     }

@@ -681,3 +681,57 @@ async fn a_batch_that_is_not_json_by_its_content_type_is_415() {
     .await;
     assert_eq!(status, 202, "{answer}");
 }
+
+/// Sends a request head (and `body_start` of its body) and returns the answer, read to its end,
+/// while the rest of the declared body is never sent.
+async fn answer_without_body(addr: std::net::SocketAddr, head: &str, body_start: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body_start).await.unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut out))
+        .await
+        .expect("an answer before the body is complete")
+        .unwrap();
+    String::from_utf8_lossy(&out[..n]).to_string()
+}
+
+#[tokio::test]
+async fn a_body_is_not_read_before_its_token_nor_past_its_limit_nor_for_ever() {
+    let mut config = herald_server::ServerConfig::local(SECRET);
+    config.body_read_timeout = std::time::Duration::from_secs(1);
+    let server = Server::with_config(config, None).await;
+    let big = 16 * 1024 * 1024;
+    // No token: refused at once, whatever the body would have been.
+    let answer = answer_without_body(
+        server.addr,
+        &format!("POST /api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {big}\r\n\r\n"),
+        b"{",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let token = server.token("service_role");
+    // A declared length over the limit: 413 before a byte of the body is read.
+    let answer = answer_without_body(
+        server.addr,
+        &format!("POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", big + 1),
+        b"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than 16777216 bytes"), "{answer}");
+    // A body that never finishes: 408 once the body timeout has passed.
+    for path in ["/api/broadcast", "/api/broadcast/room/events/chat"] {
+        let answer = answer_without_body(
+            server.addr,
+            &format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"),
+            b"{\"messages\":",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("did not arrive within 1 s"), "{answer}");
+    }
+    // The node serves on.
+    assert_eq!(server.http_broadcast("room", "chat", json!({})).await, 202);
+}

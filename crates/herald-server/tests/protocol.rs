@@ -262,7 +262,10 @@ async fn http_api_single_and_batch() {
         server.addr,
         "POST",
         "/api/broadcast",
-        &[("apikey", &server.token("anon"))],
+        &[
+            ("apikey", &server.token("anon")),
+            ("Content-Type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     )
     .await;
@@ -290,7 +293,10 @@ async fn http_api_single_and_batch() {
         server.addr,
         "POST",
         "/api/broadcast",
-        &[("Authorization", &auth)],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
         b"{\"messages\":[{\"topic\":\"h\"}]}",
     )
     .await;
@@ -302,7 +308,10 @@ async fn http_api_single_and_batch() {
         server.addr,
         "POST",
         "/api/broadcast",
-        &[("apikey", &server.token("anon"))],
+        &[
+            ("apikey", &server.token("anon")),
+            ("Content-Type", "application/json"),
+        ],
         private.to_string().as_bytes(),
     )
     .await;

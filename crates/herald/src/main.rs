@@ -203,6 +203,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         sse_keepalive: std::time::Duration::from_secs(settings.sse_keepalive_secs.max(1)),
         cors_origins: settings.cors_origins.clone(),
         header_read_timeout: std::time::Duration::from_secs(30),
+        body_read_timeout: std::time::Duration::from_secs(30),
         postgres: settings.postgres_config(),
         metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
     };
