@@ -184,7 +184,13 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.header_read_timeout)
         .max_buf_size(64 * 1024);
-    builder.http2().max_concurrent_streams(256);
+    // An h2c peer that stops answering pings is dropped.
+    builder
+        .http2()
+        .max_concurrent_streams(256)
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     loop {
         let accepted = tokio::select! {
             () = state.shutdown.cancelled() => break,
@@ -208,12 +214,19 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // Idle SSE streams over HTTP/1 skip the general HTTP stack (see `sse_http1`).
-            if sse_http1::sniff(&stream, state.config.header_read_timeout).await
-                == sse_http1::Sniff::Sse
-            {
-                sse_http1::serve(state, stream, remote).await;
-                return;
+            // Idle SSE streams over HTTP/1 skip the general HTTP stack (see `sse_http1`); a
+            // connection that sends nothing within the head timeout is closed.
+            match sse_http1::sniff(&stream, state.config.header_read_timeout).await {
+                sse_http1::Sniff::Sse => {
+                    sse_http1::serve(state, stream, remote).await;
+                    return;
+                }
+                sse_http1::Sniff::Silent => {
+                    herald_core::stats::error("connection_silent");
+                    tracing::debug!(%remote, "closed a connection that sent nothing");
+                    return;
+                }
+                sse_http1::Sniff::Other => {}
             }
             let service =
                 hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {

@@ -33,6 +33,8 @@ pub enum Sniff {
     Sse,
     /// Anything else.
     Other,
+    /// Nothing arrived within the head timeout, or the connection closed first: drop it.
+    Silent,
 }
 
 /// Looks at the first bytes without consuming them.
@@ -44,7 +46,8 @@ pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Sniff {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
         let n = match peeked {
             Ok(Ok(n)) if n > 0 => n,
-            _ => return Sniff::Other,
+            // A connection that says nothing within the head timeout never gets further.
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return Sniff::Silent,
         };
         let seen = &buf[..n];
         if PREFIXES.contains(&seen) {

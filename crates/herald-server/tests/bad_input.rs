@@ -735,3 +735,19 @@ async fn a_body_is_not_read_before_its_token_nor_past_its_limit_nor_for_ever() {
     // The node serves on.
     assert_eq!(server.http_broadcast("room", "chat", json!({})).await, 202);
 }
+
+#[tokio::test]
+async fn a_connection_that_never_speaks_is_closed_after_the_head_timeout() {
+    use tokio::io::AsyncReadExt;
+    let mut config = herald_server::ServerConfig::local(SECRET);
+    config.header_read_timeout = std::time::Duration::from_secs(1);
+    let server = Server::with_config(config, None).await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(DEADLINE, silent.read(&mut buf))
+        .await
+        .expect("the server closes the silent connection within the deadline");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // A client that speaks is served as ever.
+    assert_eq!(server.http_broadcast("room", "chat", json!({})).await, 202);
+}
