@@ -20,12 +20,14 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::conn::{self, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
-use crate::fleet::{Fleet, LiveHandle, Reasons, Transport};
+use crate::fleet::{DoneStats, LiveHandle, Reasons, Transport};
 use crate::http;
+use crate::measure::{
+    Cpu, CpuWindow, Interrupt, missing, open_fleet, per_sec, server_cpu, shortfall,
+};
 use crate::pace::{due_at, due_by};
 use crate::payload::{self, BENCH, PayloadBuilder};
 use crate::plain;
-use crate::procfs;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
 use crate::pusher;
@@ -553,14 +555,6 @@ impl Publisher {
     }
 }
 
-/// Server CPU ticks, if a server PID was given.
-pub(crate) fn server_cpu(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
-    ctx.server_pid
-        .map(procfs::cpu_ticks)
-        .transpose()
-        .map_err(ScenarioError::Server)
-}
-
 /// What a paced publishing phase sends: `rate * duration` messages, message k to channel
 /// `k % channels`.
 #[derive(Debug, Clone, Copy)]
@@ -582,23 +576,15 @@ pub(crate) struct Phase {
     pub start: Instant,
     /// When the last message was sent.
     pub publish_end: Instant,
-    /// Server CPU seconds from the start to the end of the drain (with `--server-pid`).
-    pub cpu_secs: Option<f64>,
-    /// Seconds from the start to the end of the drain.
-    pub window_secs: f64,
+    /// Server CPU from the start to the end of the drain.
+    pub cpu: Cpu,
 }
 
 impl Phase {
-    /// Seconds spent publishing.
-    pub fn publish_secs(&self) -> f64 {
-        self.publish_end.duration_since(self.start).as_secs_f64()
-    }
-
-    /// Server CPU over the window, percent of one core.
-    pub fn cpu_pct(&self) -> Option<f64> {
-        self.cpu_secs
-            .filter(|_| self.window_secs > 0.0)
-            .map(|c| round3(c / self.window_secs * 100.0))
+    /// Seconds from the first send to the last delivery (or the last send) that `done` saw.
+    pub fn elapsed_secs(&self, ctx: &Context, done: &DoneStats) -> f64 {
+        let end_ns = done.last_delivery_ns.max(ctx.clock.ns_at(self.publish_end));
+        end_ns.saturating_sub(ctx.clock.ns_at(self.start)) as f64 / 1e9
     }
 }
 
@@ -614,17 +600,8 @@ pub(crate) async fn publish_and_drain(
     live: LiveHandle,
     label: &'static str,
 ) -> Phase {
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     let total = schedule.rate * schedule.duration;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Relaxed);
-            }
-        })
-    };
+    let interrupt = Interrupt::watch();
     let sent_live = Arc::new(AtomicU64::new(0));
     let expected_live = Arc::new(AtomicU64::new(0));
     let progress = {
@@ -644,13 +621,12 @@ pub(crate) async fn publish_and_drain(
             )
         })
     };
-    // From here on a server that went away costs the CPU figures, not the report.
-    let cpu_start = server_cpu(ctx).unwrap_or(None);
-    let start = Instant::now();
+    let window = CpuWindow::start(ctx);
+    let start = window.start;
     let mut tally = Tally::default();
     let mut next_heartbeat = start + HEARTBEAT;
     let mut k = 0;
-    while k < total && !interrupted.load(Relaxed) {
+    while k < total && !interrupt.is_set() {
         let now = Instant::now();
         if now >= next_heartbeat {
             publisher.heartbeat().await;
@@ -671,24 +647,15 @@ pub(crate) async fn publish_and_drain(
     }
     let publish_end = Instant::now();
 
-    drain(&live, tally.expected, publish_end, &interrupted).await;
-    let cpu_end = server_cpu(ctx).unwrap_or(None);
-    let window_secs = start.elapsed().as_secs_f64();
+    drain(&live, tally.expected, publish_end, &interrupt.flag()).await;
+    let cpu = window.end(ctx);
     progress.finish();
-    watcher.abort();
-    if interrupted.load(Relaxed) {
-        eprintln!("interrupted: stopped publishing early");
-    }
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
+    interrupt.finish("stopped publishing early");
     Phase {
         tally,
         start,
         publish_end,
-        cpu_secs,
-        window_secs,
+        cpu,
     }
 }
 
@@ -719,27 +686,9 @@ pub(crate) async fn drain(
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioError> {
     server_cpu(ctx)?;
-
-    // Subscribers.
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.subscribers, true),
-        ctx.per_process,
-        &ctx.token,
-    )?;
+    let spec = ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.subscribers, true);
+    let (fleet, ready) = open_fleet(ctx, "fanout", spec, true).await?;
     let processes = fleet.processes();
-    let total_subs = opts.subscribers;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            format!(
-                "fanout: {}/{total_subs} subscribers joined, {} failed",
-                l.established, l.failed
-            )
-        })
-        .await;
-    if ready.established == 0 {
-        fleet.stop().await;
-        return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
-    }
     let joined = Arc::new(ready.joined(opts.channels));
 
     // Publishers.
@@ -810,17 +759,11 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         }
     }
 
-    let publish_secs = phase.publish_secs();
-    let start_ns = ctx.clock.ns_at(phase.start);
-    let end_ns = done
-        .last_delivery_ns
-        .max(ctx.clock.ns_at(phase.publish_end));
-    let elapsed = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let publish_secs = phase.publish_end.duration_since(phase.start).as_secs_f64();
+    let elapsed = phase.elapsed_secs(ctx, &done);
     let delivered = done.delivered;
     let tally = &phase.tally;
-    let drops = i64::try_from(tally.expected).unwrap_or(i64::MAX)
-        - i64::try_from(delivered).unwrap_or(i64::MAX);
-    let latency = done.latencies();
+    let drops = shortfall(tally.expected, delivered);
     let detail = FanoutDetail {
         protocol: ctx.protocol.name(),
         subscribers_requested: opts.subscribers,
@@ -836,11 +779,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         duration_secs: opts.duration,
         payload_bytes: opts.payload,
         sent: tally.sent,
-        sent_per_sec: round3(if publish_secs > 0.0 {
-            tally.sent as f64 / publish_secs
-        } else {
-            0.0
-        }),
+        sent_per_sec: per_sec(tally.sent, publish_secs).unwrap_or(0.0),
         publish_errors: tally.errors,
         publish_error_reasons: tally.reasons.0.clone(),
         expected: tally.expected,
@@ -849,22 +788,16 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         disconnects: done.disconnects,
         processes,
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: phase.cpu_secs.map(round3),
+        server_cpu_secs: phase.cpu.secs(),
     };
     Ok(Report {
         connections: ready.established,
         connect_rate: ready.connect_rate().map(round3),
-        delivered_per_sec: (elapsed > 0.0).then(|| round3(delivered as f64 / elapsed)),
-        latency_ms: latency.summary(),
-        server_cpu_pct: phase.cpu_pct(),
-        cpu_us_per_delivery: phase
-            .cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|c| round3(c * 1e6 / delivered as f64)),
-        errors: ready.failed
-            + done.disconnects
-            + tally.errors
-            + u64::try_from(drops.max(0)).unwrap_or(0),
+        delivered_per_sec: per_sec(delivered, elapsed),
+        latency_ms: done.latencies().summary(),
+        server_cpu_pct: phase.cpu.pct(),
+        cpu_us_per_delivery: phase.cpu.us_per(delivered),
+        errors: ready.failed + done.disconnects + tally.errors + missing(drops),
         ..Report::new("fanout", Detail::Fanout(detail))
     })
 }

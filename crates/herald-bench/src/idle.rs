@@ -3,14 +3,14 @@
 //! the connect rate and the memory the server (RSS) and the kernel (TCP buffer pages) spent per
 //! connection.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::Context;
 use crate::error::ScenarioError;
-use crate::fleet::{Fleet, Transport};
+use crate::fleet::Transport;
+use crate::measure::{self, open_fleet, server_rss};
 use crate::payload::BENCH;
 use crate::procfs;
-use crate::progress::Progress;
 use crate::report::{Detail, IdleDetail, Report};
 use crate::stats::round3;
 
@@ -26,14 +26,6 @@ pub struct IdleOpts {
     /// Seconds to hold the connections once all are joined.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub hold: u64,
-}
-
-/// Server RSS in KiB, if a server PID was given.
-pub(crate) fn server_rss(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
-    ctx.server_pid
-        .map(procfs::vm_rss_kib)
-        .transpose()
-        .map_err(ScenarioError::Server)
 }
 
 /// Kernel TCP buffer memory in KiB (machine-wide), if readable.
@@ -58,51 +50,18 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
     let (page, _) = procfs::page_size_and_clock_ticks();
     let rss_before = server_rss(ctx)?;
     let tcp_before = tcp_mem_kib(page);
-
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.connections, false),
-        ctx.per_process,
-        &ctx.token,
-    )?;
-    let processes = fleet.processes();
+    let spec = ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.connections, false);
     let started = Instant::now();
-    let total = opts.connections;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            format!(
-                "idle: {}/{total} joined, {} failed, {:.0} conn/s",
-                l.established,
-                l.failed,
-                l.established as f64 / secs
-            )
-        })
-        .await;
+    let (fleet, ready) = open_fleet(ctx, "idle", spec, false).await?;
     let connect_secs = started.elapsed().as_secs_f64();
-
     // The PID was checked above; if the server has gone since, report without its memory.
     let rss_after = server_rss(ctx).unwrap_or(None);
     let tcp_after = tcp_mem_kib(page);
-
-    let live = fleet.live();
-    let hold = Duration::from_secs(opts.hold);
     let hold_start = Instant::now();
-    let established = ready.established;
-    let progress = Progress::start(move || {
-        let l = live.snapshot();
-        let left = hold.saturating_sub(hold_start.elapsed()).as_secs();
-        format!(
-            "idle: holding {established} connections, {} dropped, {left} s left",
-            l.disconnects
-        )
-    });
-    tokio::select! {
-        _ = tokio::time::sleep(hold) => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping early"),
-    }
-    progress.finish();
+    measure::hold("idle", fleet.live(), ready.established, opts.hold).await;
     let hold_secs = hold_start.elapsed().as_secs_f64();
     let rss_end = server_rss(ctx).unwrap_or(None);
+    let processes = fleet.processes();
     let done = fleet.stop().await;
 
     let detail = IdleDetail {
@@ -122,9 +81,9 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
         tcp_mem_after_kib: tcp_after,
     };
     Ok(Report {
-        connections: established,
-        rss_per_connection_kib: per_connection(rss_before, rss_after, established),
-        kernel_per_connection_kib: per_connection(tcp_before, tcp_after, established),
+        connections: ready.established,
+        rss_per_connection_kib: per_connection(rss_before, rss_after, ready.established),
+        kernel_per_connection_kib: per_connection(tcp_before, tcp_after, ready.established),
         connect_rate: ready.connect_rate().map(round3),
         errors: ready.failed + done.disconnects,
         ..Report::new("idle", Detail::Idle(detail))

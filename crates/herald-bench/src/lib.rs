@@ -40,6 +40,7 @@ mod fanout;
 mod fleet;
 mod http;
 mod idle;
+mod measure;
 mod pace;
 mod payload;
 mod pg;

@@ -31,11 +31,10 @@ use crate::Context;
 use crate::clock::Clock;
 use crate::conn::{self, ConnError, Shared, Ws};
 use crate::error::ScenarioError;
-use crate::fanout::server_cpu;
-use crate::fleet::{Fleet, Reasons, Transport};
+use crate::fleet::{Reasons, Transport};
 use crate::http;
+use crate::measure::{self, CpuWindow, Interrupt, open_fleet, per_sec, server_cpu, shortfall};
 use crate::pace::due_at;
-use crate::procfs;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
 use crate::report::{Detail, PgDetail, Report};
@@ -775,7 +774,6 @@ impl Writer {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     server_cpu(ctx)?;
     let secret = token::secret().ok_or(ScenarioError::NoSecret)?;
     group_token(&secret, 0)?;
@@ -792,25 +790,9 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     let metrics = wait_idle(&mut probe).await;
 
     // Subscribers.
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(Transport::Pg(join), PREFIX, groups, opts.subscribers, true),
-        ctx.per_process,
-        &ctx.token,
-    )?;
+    let spec = ctx.fleet_spec(Transport::Pg(join), PREFIX, groups, opts.subscribers, true);
+    let (fleet, ready) = open_fleet(ctx, "pg", spec, true).await?;
     let processes = fleet.processes();
-    let total_subs = opts.subscribers;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            format!(
-                "pg: {}/{total_subs} subscribers subscribed, {} failed",
-                l.established, l.failed
-            )
-        })
-        .await;
-    if opts.subscribers > 0 && ready.established == 0 {
-        fleet.stop().await;
-        return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
-    }
     let joined = ready.joined(groups);
 
     // Writers connect before the clock starts.
@@ -864,19 +846,11 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         ))
     });
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Relaxed);
-            }
-        })
-    };
+    let interrupt = Interrupt::watch();
     let totals = Arc::new(Totals::new(groups));
     let body = Arc::new("x".repeat(opts.payload));
-    let cpu_start = server_cpu(ctx).unwrap_or(None);
-    let start = Instant::now();
+    let window = CpuWindow::start(ctx);
+    let start = window.start;
     let start_ns = ctx.clock.ns_at(start);
     let limit = Duration::from_secs(opts.duration);
     let mut tasks = JoinSet::new();
@@ -893,7 +867,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
             limit,
             clock: ctx.clock,
             totals: Arc::clone(&totals),
-            interrupted: Arc::clone(&interrupted),
+            interrupted: interrupt.flag(),
         };
         tasks.spawn(writer.run());
     }
@@ -940,7 +914,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         seen.lock().map_or(0, |s| s.value),
     );
     let mut last_change = Instant::now();
-    while !interrupted.load(Relaxed) && insert_end.elapsed() < WAIT_MAX {
+    while !interrupt.is_set() && insert_end.elapsed() < WAIT_MAX {
         let now = (
             live.snapshot().delivered,
             seen.lock().map_or(0, |s| s.value),
@@ -958,13 +932,9 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     if let Some(poller) = poller {
         poller.abort();
     }
-    let cpu_end = server_cpu(ctx).unwrap_or(None);
-    let window = start.elapsed().as_secs_f64();
+    let cpu = window.end(ctx);
     progress.finish();
-    watcher.abort();
-    if interrupted.load(Relaxed) {
-        eprintln!("interrupted: stopped inserting early");
-    }
+    interrupt.finish("stopped inserting early");
     let done = fleet.stop().await;
     drop(admin);
 
@@ -987,12 +957,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         .saturating_sub(start_ns) as f64
         / 1e9;
     let delivered = done.delivered;
-    let missing =
-        i64::try_from(expected).unwrap_or(i64::MAX) - i64::try_from(delivered).unwrap_or(i64::MAX);
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
+    let missing = shortfall(expected, delivered);
     let insert_errors = totals.errors.load(Relaxed);
     let mut failure_reasons = ready.reasons.0.clone();
     for (reason, n) in &done.failures.0 {
@@ -1013,7 +978,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         payload_bytes: opts.payload,
         rows_inserted,
         transactions: totals.transactions.load(Relaxed),
-        rows_per_sec: (insert_secs > 0.0).then(|| round3(rows_inserted as f64 / insert_secs)),
+        rows_per_sec: per_sec(rows_inserted, insert_secs),
         insert_errors,
         insert_error_reasons: totals
             .reasons
@@ -1032,28 +997,21 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         disconnects: done.disconnects,
         insert_secs: round3(insert_secs),
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: cpu_secs.map(round3),
-        cpu_us_per_row: cpu_secs
-            .filter(|_| rows_inserted > 0)
-            .map(|c| round3(c * 1e6 / rows_inserted as f64)),
+        server_cpu_secs: cpu.secs(),
+        cpu_us_per_row: cpu.us_per(rows_inserted),
     };
     Ok(Report {
         connections: ready.established,
         connect_rate: ready.connect_rate().map(round3),
-        delivered_per_sec: (elapsed > 0.0 && opts.subscribers > 0)
-            .then(|| round3(delivered as f64 / elapsed)),
+        delivered_per_sec: per_sec(delivered, elapsed).filter(|_| opts.subscribers > 0),
         latency_ms: done.latencies().summary(),
-        server_cpu_pct: cpu_secs
-            .filter(|_| window > 0.0)
-            .map(|c| round3(c / window * 100.0)),
-        cpu_us_per_delivery: cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|c| round3(c * 1e6 / delivered as f64)),
+        server_cpu_pct: cpu.pct(),
+        cpu_us_per_delivery: cpu.us_per(delivered),
         errors: ready.failed
             + done.disconnects
             + insert_errors
             + done.frames
-            + u64::try_from(missing.max(0)).unwrap_or(0),
+            + measure::missing(missing),
         ..Report::new("pg", Detail::Pg(detail))
     })
 }

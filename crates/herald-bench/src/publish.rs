@@ -19,12 +19,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
-use crate::fanout::{self, server_cpu, subscribers_of};
-use crate::fleet::{Fleet, Reasons, Transport};
+use crate::fanout::{self, subscribers_of};
+use crate::fleet::{Reasons, Transport};
 use crate::http::{self, HttpError};
+use crate::measure::{CpuWindow, missing, open_fleet, per_sec, server_cpu, shortfall};
 use crate::pace::{due_at, due_by, share};
 use crate::payload::{self, PayloadBuilder};
-use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{Detail, PublishDetail, RATE_LIMIT_NOTE, Report};
 use crate::stats::round3;
@@ -443,7 +443,6 @@ async fn feed(sink: &mut SplitSink<Ws, Message>, frame: Message) -> bool {
 
 /// Runs the scenario.
 pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, ScenarioError> {
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     server_cpu(&ctx)?;
     let per_connection = opts.channels.div_ceil(opts.connections.max(1));
     if opts.publisher == PublisherKind::Ws && per_connection > CHANNELS_PER_CONNECTION {
@@ -454,26 +453,9 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
         });
     }
 
-    // Subscribers.
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(Transport::Ws, PREFIX, opts.channels, opts.subscribers, true),
-        ctx.per_process,
-        &ctx.token,
-    )?;
+    let spec = ctx.fleet_spec(Transport::Ws, PREFIX, opts.channels, opts.subscribers, true);
+    let (fleet, ready) = open_fleet(&ctx, "publish", spec, true).await?;
     let processes = fleet.processes();
-    let total_subs = opts.subscribers;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            format!(
-                "publish: {}/{total_subs} subscribers joined, {} failed",
-                l.established, l.failed
-            )
-        })
-        .await;
-    if opts.subscribers > 0 && ready.established == 0 {
-        fleet.stop().await;
-        return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
-    }
     let joined = Arc::new(ready.joined(opts.channels));
 
     // Publishers: WebSocket ones connect and join before the clock starts.
@@ -512,8 +494,8 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
     }
     let totals = Arc::new(Totals::default());
     let builder = Arc::new(PayloadBuilder::new(opts.payload));
-    let cpu_start = server_cpu(&ctx).unwrap_or(None);
-    let start = Instant::now();
+    let window = CpuWindow::start(&ctx);
+    let start = window.start;
     let deadline = start + Duration::from_secs(opts.duration);
     let mut tasks = JoinSet::new();
     let mut sockets = sockets.into_iter();
@@ -577,8 +559,7 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
         &interrupted,
     )
     .await;
-    let cpu_end = server_cpu(&ctx).unwrap_or(None);
-    let window = start.elapsed().as_secs_f64();
+    let cpu = window.end(&ctx);
     progress.finish();
     let done = fleet.stop().await;
 
@@ -592,12 +573,7 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
     let accepted = totals.accepted.load(Relaxed);
     let expected = totals.expected.load(Relaxed);
     let delivered = done.delivered;
-    let drops =
-        i64::try_from(expected).unwrap_or(i64::MAX) - i64::try_from(delivered).unwrap_or(i64::MAX);
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
+    let drops = shortfall(expected, delivered);
     let rate_limited = totals.rate_limited.load(Relaxed);
     let publish_errors = totals.errors.load(Relaxed);
     if rate_limited > 0 {
@@ -636,28 +612,18 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
         processes,
         publish_secs: round3(publish_secs),
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: cpu_secs.map(round3),
-        cpu_us_per_message: cpu_secs
-            .filter(|_| accepted > 0)
-            .map(|c| round3(c * 1e6 / accepted as f64)),
+        server_cpu_secs: cpu.secs(),
+        cpu_us_per_message: cpu.us_per(accepted),
     };
     Ok(Report {
         connections: ready.established,
         connect_rate: ready.connect_rate().map(round3),
-        accepted_per_sec: (publish_secs > 0.0).then(|| round3(accepted as f64 / publish_secs)),
-        delivered_per_sec: (elapsed > 0.0 && opts.subscribers > 0)
-            .then(|| round3(delivered as f64 / elapsed)),
+        accepted_per_sec: per_sec(accepted, publish_secs),
+        delivered_per_sec: per_sec(delivered, elapsed).filter(|_| opts.subscribers > 0),
         latency_ms: done.latencies().summary(),
-        server_cpu_pct: cpu_secs
-            .filter(|_| window > 0.0)
-            .map(|c| round3(c / window * 100.0)),
-        cpu_us_per_delivery: cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|c| round3(c * 1e6 / delivered as f64)),
-        errors: ready.failed
-            + done.disconnects
-            + publish_errors
-            + u64::try_from(drops.max(0)).unwrap_or(0),
+        server_cpu_pct: cpu.pct(),
+        cpu_us_per_delivery: cpu.us_per(delivered),
+        errors: ready.failed + done.disconnects + publish_errors + missing(drops),
         ..Report::new("publish", Detail::Publish(detail))
     })
 }

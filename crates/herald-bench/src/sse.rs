@@ -4,17 +4,16 @@
 //! (TCP buffer pages) spent per stream. With `--publish-rate` the hold also publishes over HTTP at
 //! that rate and measures delivery to the streams, as `fanout` does for WebSocket subscribers.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::Context;
 use crate::error::ScenarioError;
 use crate::fanout::{self, HttpPublisher, Publisher, Schedule};
-use crate::fleet::{Fleet, Transport};
-use crate::idle::{per_connection, server_rss, tcp_mem_kib};
-use crate::payload::BENCH;
-use crate::payload::PayloadBuilder;
+use crate::fleet::Transport;
+use crate::idle::{per_connection, tcp_mem_kib};
+use crate::measure::{self, missing, open_fleet, per_sec, server_rss, shortfall};
+use crate::payload::{BENCH, PayloadBuilder};
 use crate::procfs;
-use crate::progress::Progress;
 use crate::report::{Detail, Report, SseDetail};
 use crate::stats::round3;
 
@@ -44,34 +43,11 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
     let (page, _) = procfs::page_size_and_clock_ticks();
     let rss_before = server_rss(ctx)?;
     let tcp_before = tcp_mem_kib(page);
-
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(
-            Transport::Sse,
-            BENCH,
-            opts.topics,
-            opts.streams,
-            opts.publish_rate.is_some(),
-        ),
-        ctx.per_process,
-        &ctx.token,
-    )?;
-    let processes = fleet.processes();
+    let timed = opts.publish_rate.is_some();
+    let spec = ctx.fleet_spec(Transport::Sse, BENCH, opts.topics, opts.streams, timed);
     let started = Instant::now();
-    let total = opts.streams;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            format!(
-                "sse: {}/{total} streams open, {} failed, {:.0} streams/s",
-                l.established,
-                l.failed,
-                l.established as f64 / secs
-            )
-        })
-        .await;
+    let (fleet, ready) = open_fleet(ctx, "sse", spec, false).await?;
     let connect_secs = started.elapsed().as_secs_f64();
-
     // The PID was checked above; if the server has gone since, report without its memory.
     let rss_after = server_rss(ctx).unwrap_or(None);
     let tcp_after = tcp_mem_kib(page);
@@ -88,40 +64,26 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
                 duration: opts.hold.max(1),
             };
             let builder = PayloadBuilder::new(opts.payload);
-            Some(
-                fanout::publish_and_drain(
-                    ctx,
-                    &mut publisher,
-                    schedule,
-                    &builder,
-                    &joined,
-                    fleet.live(),
-                    "sse",
-                )
-                .await,
-            )
+            let live = fleet.live();
+            let publishing = fanout::publish_and_drain(
+                ctx,
+                &mut publisher,
+                schedule,
+                &builder,
+                &joined,
+                live,
+                "sse",
+            );
+            Some(publishing.await)
         }
         _ => {
-            let live = fleet.live();
-            let hold = Duration::from_secs(opts.hold);
-            let progress = Progress::start(move || {
-                let l = live.snapshot();
-                let left = hold.saturating_sub(hold_start.elapsed()).as_secs();
-                format!(
-                    "sse: holding {established} streams, {} dropped, {left} s left",
-                    l.disconnects
-                )
-            });
-            tokio::select! {
-                _ = tokio::time::sleep(hold) => {}
-                _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping early"),
-            }
-            progress.finish();
+            measure::hold("sse", fleet.live(), established, opts.hold).await;
             None
         }
     };
     let hold_secs = hold_start.elapsed().as_secs_f64();
     let rss_end = server_rss(ctx).unwrap_or(None);
+    let processes = fleet.processes();
     let done = fleet.stop().await;
 
     let mut detail = SseDetail {
@@ -151,13 +113,7 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
     if let Some(phase) = &phase {
         let tally = &phase.tally;
         let delivered = done.delivered;
-        let start_ns = ctx.clock.ns_at(phase.start);
-        let end_ns = done
-            .last_delivery_ns
-            .max(ctx.clock.ns_at(phase.publish_end));
-        let elapsed = end_ns.saturating_sub(start_ns) as f64 / 1e9;
-        let drops = i64::try_from(tally.expected).unwrap_or(i64::MAX)
-            - i64::try_from(delivered).unwrap_or(i64::MAX);
+        let drops = shortfall(tally.expected, delivered);
         detail.publish_rate = opts.publish_rate;
         detail.payload_bytes = Some(opts.payload);
         detail.sent = tally.sent;
@@ -166,15 +122,12 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
         detail.expected = tally.expected;
         detail.delivered = delivered;
         detail.drops = drops;
-        detail.server_cpu_secs = phase.cpu_secs.map(round3);
-        report.delivered_per_sec = (elapsed > 0.0).then(|| round3(delivered as f64 / elapsed));
+        detail.server_cpu_secs = phase.cpu.secs();
+        report.delivered_per_sec = per_sec(delivered, phase.elapsed_secs(ctx, &done));
         report.latency_ms = done.latencies().summary();
-        report.server_cpu_pct = phase.cpu_pct();
-        report.cpu_us_per_delivery = phase
-            .cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|c| round3(c * 1e6 / delivered as f64));
-        report.errors += tally.errors + u64::try_from(drops.max(0)).unwrap_or(0);
+        report.server_cpu_pct = phase.cpu.pct();
+        report.cpu_us_per_delivery = phase.cpu.us_per(delivered);
+        report.errors += tally.errors + missing(drops);
     }
     report.detail = Detail::Sse(detail);
     Ok(report)
