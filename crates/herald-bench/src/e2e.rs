@@ -146,6 +146,7 @@ async fn fanout_delivers_everything_over_ws_and_http() {
         let Detail::Fanout(d) = &report.detail else {
             panic!()
         };
+        let d = &d.published;
         assert_eq!(d.sent, 60, "{}", report.table());
         // Subscribers 0..20 over 3 channels: 7, 7, 6; 20 messages to each channel.
         assert_eq!(d.expected, 20 * 20);
@@ -188,6 +189,7 @@ async fn sse_opens_holds_and_delivers() {
     let Detail::Sse(d) = &report.detail else {
         panic!()
     };
+    let d = &d.published;
     assert_eq!(
         (d.sent, d.expected, d.delivered),
         (30, 300, 300),
@@ -261,10 +263,19 @@ async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
             // Pacing never exceeds the rate; on a loaded machine it may fall short of it.
             assert!(d.accepted <= 200, "{}", report.table());
         }
-        assert!(d.accepted > 0 && d.accepted == d.sent, "{}", report.table());
+        assert!(
+            d.accepted > 0 && d.accepted == d.published.sent,
+            "{}",
+            report.table()
+        );
         // Two subscribers per channel.
-        assert_eq!(d.expected, 2 * d.accepted);
-        assert_eq!(d.delivered, d.expected, "{}", report.table());
+        assert_eq!(d.published.expected, 2 * d.accepted);
+        assert_eq!(
+            d.published.delivered,
+            d.published.expected,
+            "{}",
+            report.table()
+        );
         assert_eq!(report.errors, 0, "{}", report.table());
         assert!(report.accepted_per_sec.unwrap() > 0.0 && report.server_cpu_pct.is_some());
     }
@@ -365,12 +376,12 @@ async fn refusals_say_what_to_change() {
         panic!()
     };
     assert_eq!(
-        (report.connections, d.failed),
+        (report.connections, d.hold.failed),
         (20, 5),
         "{}",
         report.table()
     );
-    let reason = d.failure_reasons.keys().next().unwrap();
+    let reason = d.hold.failure_reasons.keys().next().unwrap();
     assert!(
         reason.contains("HTTP 429 Too many connected users"),
         "{reason}"
@@ -411,8 +422,8 @@ async fn refusals_say_what_to_change() {
     let Detail::Idle(d) = &report.detail else {
         panic!()
     };
-    assert_eq!((report.connections, d.failed), (0, 3));
-    let reason = d.failure_reasons.keys().next().unwrap();
+    assert_eq!((report.connections, d.hold.failed), (0, 3));
+    let reason = d.hold.failure_reasons.keys().next().unwrap();
     assert!(
         reason.contains("HTTP 401") && reason.contains("--token"),
         "{reason}"
@@ -453,6 +464,7 @@ async fn plain_idle_and_fanout_against_the_naive_server() {
         let Detail::Fanout(d) = &report.detail else {
             panic!()
         };
+        let d = &d.published;
         assert_eq!((d.sent, d.expected), (60, 400), "{}", report.table());
         assert_eq!((d.delivered, report.errors), (400, 0), "{}", report.table());
     }

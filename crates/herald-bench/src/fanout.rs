@@ -31,7 +31,7 @@ use crate::plain;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
 use crate::pusher;
-use crate::report::{Detail, FanoutDetail, Report};
+use crate::report::{Detail, FanoutDetail, Published, Report, Subscribers};
 use crate::stats::round3;
 use crate::{Context, PublisherKind};
 
@@ -766,9 +766,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
     let drops = shortfall(tally.expected, delivered);
     let detail = FanoutDetail {
         protocol: ctx.protocol.name(),
-        subscribers_requested: opts.subscribers,
-        subscriber_failures: ready.failed,
-        failure_reasons: ready.reasons.0.clone(),
+        subscribers: Subscribers::of(opts.subscribers, &ready, &done, processes),
         channels: opts.channels,
         publisher: match opts.publisher {
             PublisherKind::Ws => "ws",
@@ -778,17 +776,16 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         rate: opts.rate,
         duration_secs: opts.duration,
         payload_bytes: opts.payload,
-        sent: tally.sent,
         sent_per_sec: per_sec(tally.sent, publish_secs).unwrap_or(0.0),
-        publish_errors: tally.errors,
-        publish_error_reasons: tally.reasons.0.clone(),
-        expected: tally.expected,
-        delivered,
-        drops,
-        disconnects: done.disconnects,
-        processes,
+        published: Published::of(
+            tally.sent,
+            tally.errors,
+            &tally.reasons,
+            tally.expected,
+            delivered,
+            &phase.cpu,
+        ),
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: phase.cpu.secs(),
     };
     Ok(Report {
         connections: ready.established,

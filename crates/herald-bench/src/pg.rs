@@ -37,7 +37,7 @@ use crate::measure::{self, CpuWindow, Interrupt, open_fleet, per_sec, server_cpu
 use crate::pace::due_at;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
-use crate::report::{Detail, PgDetail, Report};
+use crate::report::{Detail, PgDetail, Report, Subscribers};
 use crate::stats::round3;
 use crate::target::Target;
 use crate::token;
@@ -959,18 +959,18 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     let delivered = done.delivered;
     let missing = shortfall(expected, delivered);
     let insert_errors = totals.errors.load(Relaxed);
-    let mut failure_reasons = ready.reasons.0.clone();
+    let mut subscribers = Subscribers::of(opts.subscribers, &ready, &done, processes);
     for (reason, n) in &done.failures.0 {
-        *failure_reasons.entry(reason.clone()).or_default() += n;
+        *subscribers
+            .failure_reasons
+            .entry(reason.clone())
+            .or_default() += n;
     }
     let detail = PgDetail {
-        subscribers_requested: opts.subscribers,
-        subscriber_failures: ready.failed,
-        failure_reasons,
+        subscribers,
         groups,
         rls: opts.rls,
         filter: opts.filter,
-        processes,
         writers,
         rows_per_tx: opts.rows_per_tx,
         rate: opts.rows_per_sec,
@@ -994,7 +994,6 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         delivered,
         missing,
         foreign: done.frames,
-        disconnects: done.disconnects,
         insert_secs: round3(insert_secs),
         elapsed_secs: round3(elapsed),
         server_cpu_secs: cpu.secs(),

@@ -26,7 +26,7 @@ use crate::measure::{CpuWindow, missing, open_fleet, per_sec, server_cpu, shortf
 use crate::pace::{due_at, due_by, share};
 use crate::payload::{self, PayloadBuilder};
 use crate::progress::Progress;
-use crate::report::{Detail, PublishDetail, RATE_LIMIT_NOTE, Report};
+use crate::report::{Detail, PublishDetail, Published, RATE_LIMIT_NOTE, Report, Subscribers};
 use crate::stats::round3;
 use crate::{Context, PublisherKind};
 
@@ -579,10 +579,10 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
     if rate_limited > 0 {
         eprintln!("note: {RATE_LIMIT_NOTE}");
     }
+    let reasons = totals.reasons.lock().map(|r| r.clone()).unwrap_or_default();
+    let sent = totals.sent.load(Relaxed);
     let detail = PublishDetail {
-        subscribers_requested: opts.subscribers,
-        subscriber_failures: ready.failed,
-        failure_reasons: ready.reasons.0.clone(),
+        subscribers: Subscribers::of(opts.subscribers, &ready, &done, processes),
         channels: opts.channels,
         publisher: match opts.publisher {
             PublisherKind::Ws => "ws",
@@ -596,23 +596,11 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
         rate: opts.rate,
         duration_secs: opts.duration,
         payload_bytes: opts.payload,
-        sent: totals.sent.load(Relaxed),
         accepted,
         rate_limited,
-        publish_errors,
-        publish_error_reasons: totals
-            .reasons
-            .lock()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
-        expected,
-        delivered,
-        drops,
-        disconnects: done.disconnects,
-        processes,
+        published: Published::of(sent, publish_errors, &reasons, expected, delivered, &cpu),
         publish_secs: round3(publish_secs),
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: cpu.secs(),
         cpu_us_per_message: cpu.us_per(accepted),
     };
     Ok(Report {

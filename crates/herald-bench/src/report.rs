@@ -10,6 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::fleet::{DoneStats, ReadyStats, Reasons};
+use crate::measure::{Cpu, shortfall};
 use crate::stats::{LatencySummary, Spread};
 
 /// One run's figures. Fields that do not apply to a scenario (or were not measured) are `null`.
@@ -70,98 +72,16 @@ pub enum Detail {
     Pg(PgDetail),
 }
 
-/// Counts of an idle run.
+/// What idle and sse report of a fleet opened and held.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct IdleDetail {
-    /// The clients' wire protocol (`--protocol`).
-    pub protocol: &'static str,
-    /// Connections asked for.
+pub struct Hold {
+    /// Connections (streams) asked for.
     pub requested: u64,
-    /// Channels they were spread over.
-    pub channels: u64,
-    /// Connections that failed to open or join.
+    /// Those that failed to open or join (sse: or to send their first `id:` line).
     pub failed: u64,
     /// Why, with counts.
     pub failure_reasons: BTreeMap<String, u64>,
-    /// Joined connections that dropped during the hold.
-    pub disconnects: u64,
-    /// Client processes used.
-    pub processes: usize,
-    /// Seconds spent opening.
-    pub connect_secs: f64,
-    /// Seconds held after all were joined.
-    pub hold_secs: f64,
-    /// Server RSS before opening, KiB.
-    pub server_rss_before_kib: Option<u64>,
-    /// Server RSS once all were joined, KiB.
-    pub server_rss_after_kib: Option<u64>,
-    /// Server RSS at the end of the hold, KiB.
-    pub server_rss_end_kib: Option<u64>,
-    /// Kernel TCP buffer memory before opening, KiB (machine-wide, both ends of loopback).
-    pub tcp_mem_before_kib: Option<u64>,
-    /// Kernel TCP buffer memory once all were joined, KiB.
-    pub tcp_mem_after_kib: Option<u64>,
-}
-
-/// Counts of a fanout run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FanoutDetail {
-    /// The clients' wire protocol (`--protocol`).
-    pub protocol: &'static str,
-    /// Subscribers asked for.
-    pub subscribers_requested: u64,
-    /// Subscribers that failed to open or join.
-    pub subscriber_failures: u64,
-    /// Why, with counts.
-    pub failure_reasons: BTreeMap<String, u64>,
-    /// Channels.
-    pub channels: u64,
-    /// `ws` or `http`.
-    pub publisher: &'static str,
-    /// Publisher connections.
-    pub publishers: u64,
-    /// Target publish rate, messages per second.
-    pub rate: u64,
-    /// Seconds of publishing asked for.
-    pub duration_secs: u64,
-    /// Payload size, bytes.
-    pub payload_bytes: usize,
-    /// Messages published successfully.
-    pub sent: u64,
-    /// Achieved publish rate.
-    pub sent_per_sec: f64,
-    /// Messages that could not be published (refused or failed).
-    pub publish_errors: u64,
-    /// Why, with counts.
-    pub publish_error_reasons: BTreeMap<String, u64>,
-    /// Deliveries expected: each sent message times the subscribers joined to its channel.
-    pub expected: u64,
-    /// Deliveries received.
-    pub delivered: u64,
-    /// `expected - delivered` (negative would mean duplicates).
-    pub drops: i64,
-    /// Subscribers that dropped during the run.
-    pub disconnects: u64,
-    /// Client processes holding subscribers.
-    pub processes: usize,
-    /// Seconds from the first send to the last delivery.
-    pub elapsed_secs: f64,
-    /// Server CPU seconds over that window.
-    pub server_cpu_secs: Option<f64>,
-}
-
-/// Counts of an sse run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SseDetail {
-    /// Streams asked for.
-    pub requested: u64,
-    /// Topics they were spread over.
-    pub topics: u64,
-    /// Streams that failed to open or to send their first `id:` line.
-    pub failed: u64,
-    /// Why, with counts.
-    pub failure_reasons: BTreeMap<String, u64>,
-    /// Open streams that ended during the hold.
+    /// Joined connections (open streams) that dropped during the hold.
     pub disconnects: u64,
     /// Client processes used.
     pub processes: usize,
@@ -179,24 +99,135 @@ pub struct SseDetail {
     pub tcp_mem_before_kib: Option<u64>,
     /// Kernel TCP buffer memory once all were open, KiB.
     pub tcp_mem_after_kib: Option<u64>,
+}
+
+/// What fanout, publish and pg report of their subscribers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Subscribers {
+    /// Subscribers asked for.
+    pub subscribers_requested: u64,
+    /// Subscribers that failed to open or join (pg: or to subscribe to Postgres Changes).
+    pub subscriber_failures: u64,
+    /// Why, with counts (pg: also why subscribers failed later).
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// Subscribers that dropped during the run (pg: or were told of an error).
+    pub disconnects: u64,
+    /// Client processes holding subscribers.
+    pub processes: usize,
+}
+
+/// What fanout, sse (with `--publish-rate`) and publish report of their publishing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    /// Messages published (publish: sent, accepted or not).
+    pub sent: u64,
+    /// Messages refused or failed for any reason (publish: rate limits included).
+    pub publish_errors: u64,
+    /// Why, with counts.
+    pub publish_error_reasons: BTreeMap<String, u64>,
+    /// Deliveries expected: each message sent (publish: accepted) times the subscribers of its
+    /// channel.
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// `expected - delivered` (negative would mean duplicates).
+    pub drops: i64,
+    /// Server CPU seconds from the first send to the end of the drain.
+    pub server_cpu_secs: Option<f64>,
+}
+
+impl Subscribers {
+    /// The subscribers of a fleet that opened as `ready` and ended as `done`.
+    pub fn of(requested: u64, ready: &ReadyStats, done: &DoneStats, processes: usize) -> Self {
+        Self {
+            subscribers_requested: requested,
+            subscriber_failures: ready.failed,
+            failure_reasons: ready.reasons.0.clone(),
+            disconnects: done.disconnects,
+            processes,
+        }
+    }
+}
+
+impl Published {
+    /// `sent` messages (`errors` more failed, for `reasons`) that should have made `expected`
+    /// deliveries and made `delivered`, costing the server `cpu`.
+    pub fn of(
+        sent: u64,
+        errors: u64,
+        reasons: &Reasons,
+        expected: u64,
+        delivered: u64,
+        cpu: &Cpu,
+    ) -> Self {
+        Self {
+            sent,
+            publish_errors: errors,
+            publish_error_reasons: reasons.0.clone(),
+            expected,
+            delivered,
+            drops: shortfall(expected, delivered),
+            server_cpu_secs: cpu.secs(),
+        }
+    }
+}
+
+/// Counts of an idle run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdleDetail {
+    /// The clients' wire protocol (`--protocol`).
+    pub protocol: &'static str,
+    /// Channels the connections were spread over.
+    pub channels: u64,
+    /// The fleet.
+    #[serde(flatten)]
+    pub hold: Hold,
+}
+
+/// Counts of a fanout run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FanoutDetail {
+    /// The clients' wire protocol (`--protocol`).
+    pub protocol: &'static str,
+    /// The subscribers.
+    #[serde(flatten)]
+    pub subscribers: Subscribers,
+    /// Channels.
+    pub channels: u64,
+    /// `ws` or `http`.
+    pub publisher: &'static str,
+    /// Publisher connections.
+    pub publishers: u64,
+    /// Target publish rate, messages per second.
+    pub rate: u64,
+    /// Seconds of publishing asked for.
+    pub duration_secs: u64,
+    /// Payload size, bytes.
+    pub payload_bytes: usize,
+    /// Achieved publish rate.
+    pub sent_per_sec: f64,
+    /// The publishing.
+    #[serde(flatten)]
+    pub published: Published,
+    /// Seconds from the first send to the last delivery.
+    pub elapsed_secs: f64,
+}
+
+/// Counts of an sse run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SseDetail {
+    /// Topics the streams were spread over.
+    pub topics: u64,
+    /// The streams.
+    #[serde(flatten)]
+    pub hold: Hold,
     /// Messages per second published over HTTP during the hold (`--publish-rate`), if any.
     pub publish_rate: Option<u64>,
     /// Payload size, bytes (with `--publish-rate`).
     pub payload_bytes: Option<usize>,
-    /// Messages published.
-    pub sent: u64,
-    /// Messages that could not be published.
-    pub publish_errors: u64,
-    /// Why, with counts.
-    pub publish_error_reasons: BTreeMap<String, u64>,
-    /// Deliveries expected: each sent message times the streams following its topic.
-    pub expected: u64,
-    /// Deliveries received.
-    pub delivered: u64,
-    /// `expected - delivered`.
-    pub drops: i64,
-    /// Server CPU seconds over the publishing window.
-    pub server_cpu_secs: Option<f64>,
+    /// The publishing (with `--publish-rate`).
+    #[serde(flatten)]
+    pub published: Published,
 }
 
 /// Counts of a recover run.
@@ -229,12 +260,9 @@ pub struct RecoverDetail {
 /// Counts of a publish run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PublishDetail {
-    /// Subscribers asked for.
-    pub subscribers_requested: u64,
-    /// Subscribers that failed to open or join.
-    pub subscriber_failures: u64,
-    /// Why, with counts.
-    pub failure_reasons: BTreeMap<String, u64>,
+    /// The subscribers.
+    #[serde(flatten)]
+    pub subscribers: Subscribers,
     /// Channels.
     pub channels: u64,
     /// `http` or `ws`.
@@ -249,32 +277,17 @@ pub struct PublishDetail {
     pub duration_secs: u64,
     /// Payload size, bytes.
     pub payload_bytes: usize,
-    /// Messages sent (accepted or not).
-    pub sent: u64,
     /// Messages the server accepted (HTTP 202, WebSocket ack).
     pub accepted: u64,
     /// Messages refused by a rate limit (HTTP 429, WebSocket `Too many messages per second`).
     pub rate_limited: u64,
-    /// Messages refused or failed for any reason, rate limits included.
-    pub publish_errors: u64,
-    /// Why, with counts.
-    pub publish_error_reasons: BTreeMap<String, u64>,
-    /// Deliveries expected: each accepted message times the subscribers joined to its channel.
-    pub expected: u64,
-    /// Deliveries received.
-    pub delivered: u64,
-    /// `expected - delivered` (negative would mean duplicates).
-    pub drops: i64,
-    /// Subscribers that dropped during the run.
-    pub disconnects: u64,
-    /// Client processes holding subscribers.
-    pub processes: usize,
+    /// The publishing.
+    #[serde(flatten)]
+    pub published: Published,
     /// Seconds spent publishing.
     pub publish_secs: f64,
     /// Seconds from the first send to the last delivery.
     pub elapsed_secs: f64,
-    /// Server CPU seconds from the first send to the end of the drain.
-    pub server_cpu_secs: Option<f64>,
     /// Server CPU time per accepted message, µs.
     pub cpu_us_per_message: Option<f64>,
 }
@@ -360,20 +373,15 @@ pub struct ChurnDetail {
 /// Counts of a pg run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PgDetail {
-    /// Subscribers asked for.
-    pub subscribers_requested: u64,
-    /// Subscribers that failed to open, join or subscribe to Postgres Changes.
-    pub subscriber_failures: u64,
-    /// Why, with counts.
-    pub failure_reasons: BTreeMap<String, u64>,
+    /// The subscribers.
+    #[serde(flatten)]
+    pub subscribers: Subscribers,
     /// Claims groups (subscriber i is in group i % groups).
     pub groups: u64,
     /// Row-level security on, each group seeing its own rows.
     pub rls: bool,
     /// Each subscriber's binding filters on its group.
     pub filter: bool,
-    /// Client processes holding subscribers.
-    pub processes: usize,
     /// Writer connections.
     pub writers: u64,
     /// Rows per transaction.
@@ -410,8 +418,6 @@ pub struct PgDetail {
     pub missing: i64,
     /// Changes of another group's rows received with --rls or --filter (none should arrive).
     pub foreign: u64,
-    /// Subscribers that dropped (or were told of an error) during the run.
-    pub disconnects: u64,
     /// Seconds spent inserting.
     pub insert_secs: f64,
     /// Seconds from the first insert to the last delivery.
@@ -627,11 +633,13 @@ mod tests {
             cpu_us_per_delivery: None,
             errors: 0,
             detail: Detail::Fanout(FanoutDetail {
-                subscribers_requested: 100,
                 publisher: "ws",
-                sent: 300,
-                expected: 30_000,
-                delivered: 30_000,
+                published: Published {
+                    sent: 300,
+                    expected: 30_000,
+                    delivered: 30_000,
+                    ..Published::default()
+                },
                 ..FanoutDetail::default()
             }),
         }
@@ -667,7 +675,9 @@ mod tests {
     fn table_shows_every_figure_under_its_key() {
         let mut report = fanout_report();
         if let Detail::Fanout(d) = &mut report.detail {
-            d.failure_reasons.insert("connect: refused".into(), 2);
+            d.subscribers
+                .failure_reasons
+                .insert("connect: refused".into(), 2);
         }
         let t = report.table();
         assert!(t.starts_with("herald bench fanout\n"), "{t}");
