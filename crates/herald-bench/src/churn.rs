@@ -1,9 +1,5 @@
-//! The `churn` scenario (Phoenix protocol): connect → join → leave → close cycles, started at R per
-//! second for S seconds (cycle k from the rotating source addresses, on channel
-//! `bench-churn-<k % C>`), at most `--concurrency` of them at a time. Reports completed cycles per
-//! second, failures with their reasons, cycle-time percentiles, server CPU per cycle, and the
-//! server's RSS before, once a second during, and after the run, to show whether connections that
-//! come and go leave memory behind.
+//! The `churn` scenario (Phoenix only): connect → join → leave → close cycles at a fixed rate, their
+//! times and failures, and the server's RSS sampled before, during and after.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;

@@ -1,8 +1,5 @@
-//! One benchmark WebSocket client: opening it from a chosen loopback source address, subscribing it
-//! to its channel in the protocol of the run (a Phoenix join, a plain `join`, the Socket.IO connect
-//! and acked `join`, or a signed Pusher subscription to a private channel), and holding it open
-//! (Phoenix heartbeats every 25 s, answers to Socket.IO and Pusher pings, recording the latency of
-//! every benchmark message it receives) until told to stop.
+//! One benchmark WebSocket client: opening it from a loopback source address, subscribing it in the
+//! run's protocol, and holding it (heartbeats, answers to pings, timing deliveries) until told to stop.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

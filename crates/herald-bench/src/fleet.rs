@@ -1,10 +1,6 @@
-//! A fleet of benchmark subscribers: opening `count` connections (WebSocket clients in the run's
-//! protocol, SSE streams, or presence members) with global indices `base..base + count` (bounded
-//! concurrency, rotating source addresses, connection `i` on channel `<prefix>-<i % channels>`),
-//! holding them, and collecting their results, either in this process or spread over worker
-//! processes when one process cannot hold that many sockets. Presence members only connect at first
-//! and join when the fleet is told to [`Fleet::go`]. Postgres Changes subscribers (`pg`) join
-//! channels of their own with their group's token and count the changes they receive.
+//! A fleet of benchmark connections (WebSocket clients, SSE streams, presence members or Postgres
+//! Changes subscribers) opened with bounded concurrency from rotating source addresses, held and
+//! counted, in this process or spread over worker processes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

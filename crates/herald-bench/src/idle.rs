@@ -1,7 +1,5 @@
-//! The `idle` scenario: open N connections over C channels (in any `--protocol`), wait until every
-//! one has joined, hold them with heartbeats (or answers to Socket.IO and Pusher pings), and report
-//! the connect rate and the memory the server (RSS) and the kernel (TCP buffer pages) spent per
-//! connection.
+//! The `idle` scenario, and the opening and holding of a fleet with the server's and the kernel's
+//! memory read around it, which `sse` shares.
 
 use std::time::Instant;
 
@@ -137,17 +135,4 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
         detail: Detail::Idle(detail),
         ..report
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn growth_per_connection() {
-        assert_eq!(per_connection(Some(1_000), Some(21_000), 1_000), Some(20.0));
-        assert_eq!(per_connection(Some(1_000), Some(900), 100), Some(-1.0));
-        assert_eq!(per_connection(None, Some(900), 100), None);
-        assert_eq!(per_connection(Some(1), Some(2), 0), None);
-    }
 }

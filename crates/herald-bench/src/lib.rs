@@ -1,36 +1,8 @@
-//! Load generator behind `herald bench`: opens many Phoenix v2 WebSocket clients against a Herald (or
-//! any Supabase-Realtime-compatible) server on this machine and measures it. With `--protocol plain`,
-//! `--protocol socketio` or `--protocol pusher`, `idle` and `fanout` measure the peer servers of
-//! `bench/peers/` (the naive Rust server, Socket.IO v4, Sockudo) with the same clients and figures.
-//!
-//! Scenarios:
-//! - `idle`: N connections joined over C channels and held with heartbeats; reports connect rate and,
-//!   with `--server-pid`, the server's RSS per connection, plus the kernel's TCP buffer memory per
-//!   connection, separately.
-//! - `fanout`: N subscribers over C channels, publishers (WebSocket or HTTP) sending R msgs/s for S
-//!   seconds; reports deliveries, drops, end-to-end latency percentiles and server CPU per delivery.
-//! - `sse`: N Server-Sent Events streams over T topics, held open; reports the open rate and the
-//!   server's and the kernel's memory per stream (optionally delivery, with `--publish-rate`).
-//! - `recover`: a client away while M messages are published comes back with `recover`; reports the
-//!   replay time and rate, and checks that the replay has no gap and no duplicate.
-//! - `publish`: publishers (HTTP batches or WebSocket pushes with ack) sending for S seconds at R
-//!   msgs/s or as fast as the server accepts, with N subscribers; reports accepted and delivered
-//!   messages per second and server CPU.
-//! - `presence`: N members over C channels join with presence on and track at once; reports the time
-//!   until every member has seen every key of its channel, and the presence frames received.
-//! - `churn`: connect → join → leave → close cycles at R per second for S seconds; reports completed
-//!   cycles per second, failures, and the server's RSS before, during and after.
-//! - `pg`: Postgres Changes of a server started with a database: N subscribers in G claims groups
-//!   (optionally with row-level security or a filter per group) while writers insert rows into a
-//!   table of the benchmark's own at R rows/s in transactions of T rows for S seconds; reports rows
-//!   inserted, changes ingested per second (the server's counter), deliveries against expectations,
-//!   commit-to-client latency and server CPU.
-//!
-//! Traffic (the `pg` scenario's database connections included) goes to loopback addresses only, every count and duration is bounded, and every run stops
-//! by itself. Fleets larger than one process can hold are spread over worker processes (module
-//! `worker`).
-//!
-//! This file owns the command-line surface and the dispatch to the scenarios.
+//! Load generator behind `herald bench`: many clients (Phoenix v2 WebSockets, SSE streams; with
+//! `--protocol`, those of the peers in `bench/peers/`) against a server on this machine, measured.
+//! Traffic goes to loopback only, every count and duration is bounded, and fleets larger than one
+//! process can hold are spread over worker processes. This file owns the command line (each
+//! scenario's help says what it measures) and the dispatch to the scenarios.
 
 mod churn;
 mod clock;

@@ -137,13 +137,6 @@ mod tests {
     }
 
     #[test]
-    fn tiny_sizes_give_the_shortest_payload() {
-        assert_eq!(PayloadBuilder::new(0).build(7), "{\"t\":7,\"pad\":\"\"}");
-        assert_eq!(decimal_digits(0), 1);
-        assert_eq!(decimal_digits(u64::MAX), 20);
-    }
-
-    #[test]
     fn bodies_carry_the_payloads_and_send_times_read_back() {
         let p = PayloadBuilder::new(40).build(5);
         let push = client::broadcast("3", "p9", &topic(BENCH, 2), "b", &p);

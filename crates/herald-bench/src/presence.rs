@@ -1,13 +1,5 @@
-//! The `presence` scenario (Phoenix protocol): N members over C channels (member i on
-//! `bench-presence-<run>-<i % C>`, a fresh channel family per run) first open their WebSockets; then,
-//! all at once, each joins its channel with presence enabled and key `m<i>` and tracks as soon as
-//! the join is answered. Every member reads `presence_state` and `presence_diff` frames until it has
-//! seen the key of every member of its channel (its own included). Reports the time from the go to
-//! each member's last missing key (percentiles) and to the last member's, and the presence frames
-//! received.
-//!
-//! Every member learns every key of its channel, so a channel of n members costs about n² key
-//! deliveries: members per channel are bounded by [`MAX_PER_CHANNEL`].
+//! The `presence` scenario (Phoenix only): members that connect, then all join with presence and
+//! track at once, each reading presence frames until it has seen every key of its channel.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

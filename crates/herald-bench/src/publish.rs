@@ -1,10 +1,5 @@
-//! The `publish` scenario: publish throughput with history on. C publishers (HTTP keep-alive
-//! connections sending batches of B messages to `POST /api/broadcast`, or WebSocket v2 connections
-//! pushing with `ack`) send for S seconds, at R messages per second in total or, with R = 0, as fast
-//! as the server accepts them; publisher j's n-th message goes to the n-th of its channels
-//! `bench-pub-<c>` in turn. N WebSocket subscribers over the channels count deliveries. Reports
-//! accepted messages per second (202s or acks), deliveries per second, end-to-end latency, refusals
-//! and the server's CPU.
+//! The `publish` scenario: HTTP batch publishers or WebSocket publishers pushing with `ack`, paced
+//! or as fast as the server accepts, counting accepted and refused messages.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;

@@ -1,10 +1,6 @@
-//! The `recover` scenario: how fast a returning client gets what it missed. Each run uses a fresh
-//! channel: a WebSocket v2 client joins it with `recover {"epoch":"","offset":0}` to learn its position
-//! and leaves; M messages are published over HTTP (paced under the server's HTTP rate limit) and
-//! all accepted; then a new client joins with `recover {epoch, offset}` and the run measures the time
-//! from sending that join to the arrival of the last replayed message, checking that the offsets are
-//! contiguous (a gap or a duplicate is an error). The server must keep at least M messages per
-//! channel; a `recovered: false` answer stops the run with the settings to change.
+//! The `recover` scenario: per run, a fresh channel whose position a client learns, M messages
+//! published while it is away, and a recovering join timed to the last replayed message, whose
+//! offsets must be contiguous.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

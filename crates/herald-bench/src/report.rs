@@ -704,12 +704,4 @@ mod tests {
             .collect();
         assert_eq!(columns.len(), 1, "{t}");
     }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(int(0), "0");
-        assert_eq!(int(999), "999");
-        assert_eq!(int(1_000), "1,000");
-        assert_eq!(int(1_234_567), "1,234,567");
-    }
 }

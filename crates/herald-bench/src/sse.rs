@@ -1,8 +1,5 @@
-//! The `sse` scenario: open N Server-Sent Events streams over T topics (stream i follows
-//! `bench-<i % T>`), wait until every one has sent its first `id:` line, hold them (the server sends a
-//! ping comment every 15 s), and report the open rate and the memory the server (RSS) and the kernel
-//! (TCP buffer pages) spent per stream. With `--publish-rate` the hold also publishes over HTTP at
-//! that rate and measures delivery to the streams, as `fanout` does for WebSocket subscribers.
+//! The `sse` scenario: Server-Sent Events streams held open, optionally with HTTP publishing to them
+//! (`--publish-rate`) measured as `fanout` measures WebSocket subscribers.
 
 use crate::Context;
 use crate::error::ScenarioError;
