@@ -151,7 +151,7 @@ pub async fn connect(
 
 /// Reads frames until `answer` recognises the one it waits for and returns what it says. The
 /// server's pings met on the way are answered as `protocol` does.
-async fn await_answer<T>(
+pub async fn await_answer<T>(
     ws: &mut Ws,
     protocol: Protocol,
     mut answer: impl FnMut(&str) -> Option<Result<T, ConnError>>,

@@ -20,7 +20,7 @@ use crate::error::ScenarioError;
 use crate::fleet::{DoneStats, LiveHandle, Reasons, Transport};
 use crate::http;
 use crate::measure::{
-    Cpu, CpuWindow, Interrupt, missing, open_fleet, per_sec, server_cpu, shortfall,
+    Cpu, CpuWindow, Interrupt, missing, open_fleet, per_sec, server_cpu, settle, shortfall,
 };
 use crate::pace::{due_at, due_by};
 use crate::payload::{self, BENCH, PayloadBuilder};
@@ -664,20 +664,9 @@ pub(crate) async fn drain(
     publish_end: Instant,
     interrupted: &AtomicBool,
 ) {
-    let mut last = live.snapshot().delivered;
-    let mut last_change = Instant::now();
-    while !interrupted.load(Relaxed) && publish_end.elapsed() < DRAIN_MAX {
-        let delivered = live.snapshot().delivered;
-        if delivered >= expected {
-            break;
-        }
-        if delivered != last {
-            (last, last_change) = (delivered, Instant::now());
-        } else if last_change.elapsed() >= DRAIN_QUIET {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let delivered = || live.snapshot().delivered;
+    let limits = (publish_end, DRAIN_MAX, DRAIN_QUIET);
+    settle(limits, interrupted, delivered, |d| *d >= expected).await;
 }
 
 /// Runs the scenario.

@@ -148,6 +148,30 @@ impl Interrupt {
     }
 }
 
+/// Waits until `done` holds for what `watch` reads, what it reads has not changed for `quiet`,
+/// `max` has passed since `since`, or `interrupted` turned true.
+pub async fn settle<T: PartialEq>(
+    (since, max, quiet): (Instant, Duration, Duration),
+    interrupted: &AtomicBool,
+    mut watch: impl FnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) {
+    let mut last = watch();
+    let mut last_change = Instant::now();
+    while !interrupted.load(Relaxed) && since.elapsed() < max {
+        let now = watch();
+        if done(&now) {
+            break;
+        }
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        } else if last_change.elapsed() >= quiet {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Opens `spec` (in worker processes if it is larger than one process holds) and waits until every
 /// connection was tried, showing progress as `<name>: joined/count`. With `needed`, a fleet that
 /// could open none is an error saying why.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use herald_protocol::{JoinConfig, PostgresBinding, client};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -23,7 +23,9 @@ use crate::conn::{self, ConnError, Shared, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{Reasons, Transport};
 use crate::http;
-use crate::measure::{self, CpuWindow, Interrupt, open_fleet, per_sec, server_cpu, shortfall};
+use crate::measure::{
+    self, CpuWindow, Interrupt, open_fleet, per_sec, server_cpu, settle, shortfall,
+};
 use crate::pace::due_at;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
@@ -201,25 +203,19 @@ pub async fn open(
 async fn subscribe(ws: &mut Ws, topic: &str, frame: String) -> Result<(), ConnError> {
     ws.send(Message::text(frame)).await?;
     let (mut joined, mut subscribed) = (false, false);
-    while !(joined && subscribed) {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => match answer(&text, topic) {
-                Some(Answer::Joined) => joined = true,
-                Some(Answer::Subscribed) => subscribed = true,
-                Some(Answer::Refused(reason)) => return Err(ConnError::JoinRefused(reason)),
-                Some(Answer::Failed(message)) => {
-                    return Err(ConnError::JoinRefused(format!(
-                        "postgres_changes: {message}"
-                    )));
-                }
-                None => {}
-            },
-            Some(Ok(Message::Close(_))) | None => return Err(ConnError::ClosedBeforeReply),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
+    conn::await_answer(ws, Protocol::Phoenix, |text| {
+        match answer(text, topic)? {
+            Answer::Joined => joined = true,
+            Answer::Subscribed => subscribed = true,
+            Answer::Refused(reason) => return Some(Err(ConnError::JoinRefused(reason))),
+            Answer::Failed(message) => {
+                let reason = format!("postgres_changes: {message}");
+                return Some(Err(ConnError::JoinRefused(reason)));
+            }
         }
-    }
-    Ok(())
+        (joined && subscribed).then_some(Ok(()))
+    })
+    .await
 }
 
 /// The benchmark columns of an inserted row, as a `postgres_changes` frame carries them.
@@ -899,26 +895,20 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
             .lock()
             .map_or(true, |s| s.reached_ns > 0 || s.value < b),
     };
-    let mut last = (
-        live.snapshot().delivered,
-        seen.lock().map_or(0, |s| s.value),
-    );
-    let mut last_change = Instant::now();
-    while !interrupt.is_set() && insert_end.elapsed() < WAIT_MAX {
-        let now = (
+    let watch = || {
+        (
             live.snapshot().delivered,
             seen.lock().map_or(0, |s| s.value),
-        );
-        if now.0 >= expected && ingest_done() {
-            break;
-        }
-        if now != last {
-            (last, last_change) = (now, Instant::now());
-        } else if last_change.elapsed() >= WAIT_QUIET {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        )
+    };
+    let all_in = |now: &(u64, u64)| now.0 >= expected && ingest_done();
+    settle(
+        (insert_end, WAIT_MAX, WAIT_QUIET),
+        &interrupt.flag(),
+        watch,
+        all_in,
+    )
+    .await;
     if let Some(poller) = poller {
         poller.abort();
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use herald_protocol::{JoinConfig, client};
@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::conn::{self, CLOSE_TIMEOUT, HEARTBEAT, Shared, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::Transport;
-use crate::measure::{CpuWindow, open_fleet, server_cpu};
+use crate::measure::{CpuWindow, Interrupt, open_fleet, server_cpu, settle};
 use crate::progress::Progress;
 use crate::report::{Detail, PresenceDetail, Report};
 use crate::stats::round3;
@@ -294,27 +294,15 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
             )
         })
     };
-    let timeout = Duration::from_secs(opts.timeout);
-    let mut last = live.snapshot();
-    let mut last_change = Instant::now();
-    let wait = async {
-        while go.elapsed() < timeout {
-            let now = live.snapshot();
-            if now.delivered + now.disconnects >= established {
-                break;
-            }
-            if (now.delivered, now.frames) != (last.delivered, last.frames) {
-                (last, last_change) = (now, Instant::now());
-            } else if last_change.elapsed() >= QUIET {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let interrupt = Interrupt::watch();
+    let limits = (go, Duration::from_secs(opts.timeout), QUIET);
+    let watch = || {
+        let l = live.snapshot();
+        (l.delivered, l.frames, l.disconnects)
     };
-    tokio::select! {
-        _ = wait => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping early"),
-    }
+    let all_in = |(delivered, _, failed): &(u64, u64, u64)| delivered + failed >= established;
+    settle(limits, &interrupt.flag(), watch, all_in).await;
+    interrupt.finish("stopping early");
     let cpu = window.end(ctx);
     progress.finish();
     let done = fleet.stop().await;

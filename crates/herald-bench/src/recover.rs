@@ -20,6 +20,7 @@ use crate::http;
 use crate::pace::due_at;
 use crate::payload::{self, PayloadBuilder};
 use crate::progress::Progress;
+use crate::protocol::Protocol;
 use crate::report::{Detail, RETENTION_NOTE, RecoverDetail, Report};
 use crate::stats::{Spread, round3};
 
@@ -147,23 +148,14 @@ async fn join_recovering(
     };
     ws.send(Message::text(client::join("1", topic, &opts)))
         .await?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => {
-                let Some(frame) = client::decode(&text).filter(|f| f.topic == topic) else {
-                    continue;
-                };
-                match client::reply_to(&frame, "1") {
-                    Some(Ok(response)) => return Ok(client::recovery(&response)),
-                    Some(Err(reason)) => return Err(ConnError::JoinRefused(reason)),
-                    None => {}
-                }
-            }
-            Some(Ok(Message::Close(_))) | None => return Err(ConnError::ClosedBeforeReply),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
+    conn::await_answer(ws, Protocol::Phoenix, |text| {
+        let frame = client::decode(text).filter(|f| f.topic == topic)?;
+        match client::reply_to(&frame, "1")? {
+            Ok(response) => Some(Ok(client::recovery(&response))),
+            Err(reason) => Some(Err(ConnError::JoinRefused(reason))),
         }
-    }
+    })
+    .await
 }
 
 async fn close(mut ws: Ws) {

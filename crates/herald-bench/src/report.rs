@@ -15,7 +15,7 @@ use crate::measure::{Cpu, shortfall};
 use crate::stats::{LatencySummary, Spread};
 
 /// One run's figures. Fields that do not apply to a scenario (or were not measured) are `null`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// `idle`, `fanout`, `sse`, `recover`, `publish`, `presence`, `churn` or `pg`.
     pub scenario: &'static str,
@@ -70,6 +70,12 @@ pub enum Detail {
     Churn(ChurnDetail),
     /// `pg`.
     Pg(PgDetail),
+}
+
+impl Default for Detail {
+    fn default() -> Self {
+        Detail::Idle(IdleDetail::default())
+    }
 }
 
 /// What idle and sse report of a fleet opened and held.
@@ -433,19 +439,8 @@ impl Report {
     pub fn new(scenario: &'static str, detail: Detail) -> Self {
         Self {
             scenario,
-            connections: 0,
-            rss_per_connection_kib: None,
-            kernel_per_connection_kib: None,
-            connect_rate: None,
-            delivered_per_sec: None,
-            latency_ms: None,
-            server_cpu_pct: None,
-            cpu_us_per_delivery: None,
-            accepted_per_sec: None,
-            replay_ms: None,
-            replay_msgs_per_sec: None,
-            errors: 0,
             detail,
+            ..Self::default()
         }
     }
 
@@ -613,13 +608,7 @@ mod tests {
 
     fn fanout_report() -> Report {
         Report {
-            scenario: "fanout",
             connections: 100,
-            rss_per_connection_kib: None,
-            kernel_per_connection_kib: None,
-            accepted_per_sec: None,
-            replay_ms: None,
-            replay_msgs_per_sec: None,
             connect_rate: Some(512.25),
             delivered_per_sec: Some(9_900.5),
             latency_ms: Some(LatencySummary {
@@ -629,19 +618,19 @@ mod tests {
                 p999: 3.0,
                 max: 4.125,
             }),
-            server_cpu_pct: None,
-            cpu_us_per_delivery: None,
-            errors: 0,
-            detail: Detail::Fanout(FanoutDetail {
-                publisher: "ws",
-                published: Published {
-                    sent: 300,
-                    expected: 30_000,
-                    delivered: 30_000,
-                    ..Published::default()
-                },
-                ..FanoutDetail::default()
-            }),
+            ..Report::new(
+                "fanout",
+                Detail::Fanout(FanoutDetail {
+                    publisher: "ws",
+                    published: Published {
+                        sent: 300,
+                        expected: 30_000,
+                        delivered: 30_000,
+                        ..Published::default()
+                    },
+                    ..FanoutDetail::default()
+                }),
+            )
         }
     }
 
