@@ -11,14 +11,12 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::payload::{batch, json_str};
+
 /// Path of the WebSocket endpoint, after the URL's path prefix.
 pub const WS_PATH: &str = "/ws";
 /// Path of the HTTP publish endpoint, after the URL's path prefix.
 pub const PUBLISH_PATH: &str = "/publish";
-
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
 
 /// `{"op":"join","channel":…}`.
 pub fn join_frame(channel: &str) -> String {
@@ -35,18 +33,9 @@ pub fn publish_frame(channel: &str, payload: &str) -> String {
 
 /// The body of `POST /publish` for `(channel, payload)` pairs, channel `c` being `<prefix>-<c>`.
 pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-    let mut body = String::from("[");
-    for (i, (channel, payload)) in messages.into_iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&format!(
-            "{{\"channel\":{},\"data\":{payload}}}",
-            json_str(&crate::payload::channel_name(prefix, channel))
-        ));
-    }
-    body.push(']');
-    body
+    batch(prefix, messages, ("[", "]"), |name, payload| {
+        format!("{{\"channel\":{},\"data\":{payload}}}", json_str(name))
+    })
 }
 
 /// What a server frame with an `op` says.
