@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::{JoinConfig, client};
+use herald_protocol::{Inbound, JoinConfig, client};
+use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -392,15 +393,7 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
         }
         return;
     }
-    let Some(k) = frame
-        .ref_
-        .as_deref()
-        .and_then(|r| r.strip_prefix('p'))
-        .and_then(|k| k.parse::<u64>().ok())
-    else {
-        return;
-    };
-    let Some(Err(reason)) = client::reply_to(&frame, &format!("p{k}")) else {
+    let Some((k, Err(reason))) = push_reply(&frame) else {
         return;
     };
     refusals.count.fetch_add(1, Relaxed);
@@ -410,6 +403,17 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
     if let Ok(mut reasons) = refusals.reasons.lock() {
         reasons.add(format!("refused: {reason}"), 1);
     }
+}
+
+/// The reply to a push with ref `p<k>`: `k`, and whether it was accepted.
+pub(crate) fn push_reply(frame: &Inbound) -> Option<(u64, Result<Box<RawValue>, String>)> {
+    let k = frame
+        .ref_
+        .as_deref()?
+        .strip_prefix('p')?
+        .parse::<u64>()
+        .ok()?;
+    Some((k, client::reply_to(frame, &format!("p{k}"))?))
 }
 
 /// The HTTP publisher: batches of at most [`HTTP_BATCH`] messages per request (Phoenix:

@@ -563,18 +563,6 @@ impl Fleet {
         }
     }
 
-    /// Waits like [`Fleet::wait_ready`], showing `line` (of the live counts) as the progress line.
-    pub async fn wait_ready_showing(
-        &mut self,
-        line: impl Fn(Live) -> String + Send + 'static,
-    ) -> ReadyStats {
-        let live = self.live();
-        let progress = crate::progress::Progress::start(move || line(live.snapshot()));
-        let ready = self.wait_ready().await;
-        progress.finish();
-        ready
-    }
-
     /// Stops all connections and collects the results.
     pub async fn stop(self) -> DoneStats {
         match self {

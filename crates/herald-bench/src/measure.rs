@@ -184,17 +184,17 @@ pub async fn open_fleet(
     let total = spec.count;
     let mut fleet = Fleet::start(spec, ctx.per_process, &ctx.token)?;
     let started = Instant::now();
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            format!(
-                "{name}: {}/{total} joined, {} failed, {:.0}/s",
-                l.established,
-                l.failed,
-                l.established as f64 / secs
-            )
-        })
-        .await;
+    let live = fleet.live();
+    let progress = Progress::start(move || {
+        let (l, secs) = (live.snapshot(), started.elapsed().as_secs_f64().max(1e-3));
+        let rate = l.established as f64 / secs;
+        format!(
+            "{name}: {}/{total} joined, {} failed, {rate:.0}/s",
+            l.established, l.failed
+        )
+    });
+    let ready = fleet.wait_ready().await;
+    progress.finish();
     if needed && total > 0 && ready.established == 0 {
         fleet.stop().await;
         return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));

@@ -319,17 +319,9 @@ async fn read_acks(
             answers.answered.fetch_add(1, Relaxed);
             continue;
         }
-        let Some(n) = frame
-            .ref_
-            .as_deref()
-            .and_then(|r| r.strip_prefix('p'))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        match client::reply_to(&frame, &format!("p{n}")) {
-            Some(Ok(_)) => totals.accept([channel_for(&job.mine, n)], &job.joined),
-            Some(Err(reason)) => totals.refuse(1, format!("refused: {reason}"), false),
+        match fanout::push_reply(&frame) {
+            Some((n, Ok(_))) => totals.accept([channel_for(&job.mine, n)], &job.joined),
+            Some((_, Err(reason))) => totals.refuse(1, format!("refused: {reason}"), false),
             None => continue,
         }
         answers.answered.fetch_add(1, Relaxed);

@@ -459,7 +459,12 @@ impl Report {
         }
         rows.retain(|(key, _)| key != "scenario");
         rows.extend(self.notes().into_iter().map(|n| ("note".to_owned(), n)));
-        render(&format!("herald bench {}", self.scenario), &rows)
+        let width = rows.iter().map(|(l, _)| l.chars().count()).max();
+        let mut out = format!("herald bench {}\n", self.scenario);
+        for (label, value) in rows {
+            let _ = writeln!(out, "  {label:<w$}  {value}", w = width.unwrap_or(0));
+        }
+        out
     }
 
     /// What the figures need to be read right.
@@ -574,20 +579,6 @@ pub const RATE_LIMIT_NOTE: &str = "the server refused messages over its rate lim
      max_http_messages_per_second (default 10,000 per node; start the server with \
      HERALD_MAX_HTTP_MESSAGES_PER_SECOND=1000000 to measure past it), WebSocket \
      max_messages_per_second (default 1,000 per connection; lower --publisher-rate)";
-
-/// Renders a title and aligned `label  value` rows.
-pub fn render(title: &str, rows: &[(String, String)]) -> String {
-    let width = rows
-        .iter()
-        .map(|(l, _)| l.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = format!("{title}\n");
-    for (label, value) in rows {
-        let _ = writeln!(out, "  {label:<width$}  {value}");
-    }
-    out
-}
 
 /// An integer with thousands separators.
 pub fn int(n: u64) -> String {
