@@ -261,45 +261,44 @@ impl Scenario {
         matches!(self, Scenario::Idle { .. } | Scenario::Fanout { .. })
     }
 
-    /// The fleet a worker process opens a share of (its channel prefix may depend on the run's
-    /// clock).
-    fn fleet(&self, clock: &Clock) -> Option<Shape> {
-        let shape = |transport, prefix: &str, channels, count, record_latency| Shape {
-            transport,
-            prefix: prefix.to_owned(),
-            channels,
-            count,
-            record_latency,
+    /// The fleet a worker process opens a share of, as the scenario opens it (its channel prefix
+    /// may depend on the run's clock).
+    fn fleet(&self, ctx: &Context) -> Option<FleetSpec> {
+        let spec = |transport, prefix: &str, channels, count, timed| {
+            ctx.fleet_spec(transport, prefix, channels, count, timed)
         };
         Some(match self {
             Scenario::Idle { opts: o, .. } => {
-                shape(Transport::Ws, BENCH, o.channels, o.connections, false)
+                spec(Transport::Ws, BENCH, o.channels, o.connections, false)
             }
             Scenario::Fanout { opts: o, .. } => {
-                shape(Transport::Ws, BENCH, o.channels, o.subscribers, true)
+                spec(Transport::Ws, BENCH, o.channels, o.subscribers, true)
             }
-            Scenario::Sse { opts: o, .. } => shape(
+            Scenario::Sse { opts: o, .. } => spec(
                 Transport::Sse,
                 BENCH,
                 o.topics,
                 o.streams,
                 o.publish_rate.is_some(),
             ),
-            Scenario::Publish { opts: o, .. } => shape(
+            Scenario::Publish { opts: o, .. } => spec(
                 Transport::Ws,
                 publish::PREFIX,
                 o.channels,
                 o.subscribers,
                 true,
             ),
-            Scenario::Presence { opts: o, .. } => shape(
-                Transport::Presence { members: o.members },
-                &presence::prefix(clock),
-                o.channels,
-                o.members,
-                true,
-            ),
-            Scenario::Pg { opts: o, .. } => shape(
+            Scenario::Presence { opts: o, .. } => {
+                let transport = Transport::Presence { members: o.members };
+                spec(
+                    transport,
+                    &presence::prefix(&ctx.clock),
+                    o.channels,
+                    o.members,
+                    true,
+                )
+            }
+            Scenario::Pg { opts: o, .. } => spec(
                 Transport::Pg(o.join()),
                 pg::PREFIX,
                 o.groups,
@@ -309,17 +308,6 @@ impl Scenario {
             Scenario::Recover { .. } | Scenario::Churn { .. } => return None,
         })
     }
-}
-
-/// What a scenario's fleet is: transport, channel prefix, channels, connections in all processes,
-/// and whether deliveries are timed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Shape {
-    transport: Transport,
-    prefix: String,
-    channels: u64,
-    count: u64,
-    record_latency: bool,
 }
 
 /// What every scenario needs to know about the run.
@@ -414,31 +402,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let concurrency = usize::try_from(concurrency).unwrap_or(usize::MAX);
 
-    if let Some(clients) = clients.as_ref().filter(|c| c.worker) {
-        let clock = clients
-            .worker_epoch_ns
-            .map_or_else(Clock::start, Clock::join);
-        if let Some(shape) = args.scenario.fleet(&clock) {
-            let count = clients.worker_count.unwrap_or(shape.count);
-            let spec = FleetSpec {
-                target,
-                token,
-                transport: shape.transport,
-                protocol,
-                pusher: app,
-                prefix: shape.prefix,
-                channels: shape.channels,
-                base: clients.worker_base,
-                count,
-                concurrency: worker_concurrency(concurrency, count, shape.count),
-                per_address,
-                record_latency: shape.record_latency,
-                clock,
-            };
-            return worker::serve(spec).await.context("worker output");
-        }
-    }
-
+    let worker = clients.as_ref().filter(|c| c.worker);
     let ctx = Context {
         target,
         protocol,
@@ -446,7 +410,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         token,
         ws_url,
         server_pid: args.server_pid,
-        clock: Clock::start(),
+        clock: worker
+            .and_then(|c| c.worker_epoch_ns)
+            .map_or_else(Clock::start, Clock::join),
         per_process: clients
             .as_ref()
             .and_then(|c| c.per_process)
@@ -454,6 +420,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         concurrency,
         per_address,
     };
+    if let Some(clients) = worker
+        && let Some(all) = args.scenario.fleet(&ctx)
+    {
+        let count = clients.worker_count.unwrap_or(all.count);
+        let spec = FleetSpec {
+            base: clients.worker_base,
+            count,
+            concurrency: worker_concurrency(concurrency, count, all.count),
+            ..all
+        };
+        return worker::serve(spec).await.context("worker output");
+    }
+
     let report = match args.scenario {
         Scenario::Idle { opts, .. } => idle::run(&ctx, opts).await?,
         Scenario::Fanout { opts, .. } => fanout::run(&ctx, opts).await?,
@@ -565,8 +544,21 @@ mod tests {
 
     #[test]
     fn workers_open_the_fleet_of_their_scenario() {
-        let clock = Clock::start();
-        let fleet = |args| parse(args).unwrap().scenario.fleet(&clock);
+        let target = Target::parse("http://127.0.0.1:4000").unwrap();
+        let ctx = |clock| Context {
+            ws_url: target.ws_url(""),
+            target: target.clone(),
+            protocol: Protocol::Phoenix,
+            pusher: pusher::App::default(),
+            token: String::new(),
+            server_pid: None,
+            clock,
+            per_process: 100,
+            concurrency: 8,
+            per_address: 100,
+        };
+        let parent = ctx(Clock::start());
+        let fleet = |args| parse(args).unwrap().scenario.fleet(&parent);
         let sse = fleet("sse --streams 200 --topics 10 --publish-rate 5").unwrap();
         assert_eq!(sse.transport, Transport::Sse);
         assert_eq!(
@@ -586,9 +578,9 @@ mod tests {
         let presence = fleet("presence --members 500 --channels 5").unwrap();
         assert_eq!(presence.transport, Transport::Presence { members: 500 });
         // A worker joins the parent's epoch, so it finds the same channels.
-        let worker = parse("presence").unwrap().scenario;
-        let worker_clock = Clock::join(clock.epoch_unix_ns());
-        assert_eq!(worker.fleet(&worker_clock).unwrap().prefix, presence.prefix);
+        let worker = ctx(Clock::join(parent.clock.epoch_unix_ns()));
+        let scenario = parse("presence").unwrap().scenario;
+        assert_eq!(scenario.fleet(&worker).unwrap().prefix, presence.prefix);
         assert!(fleet("recover").is_none() && fleet("churn").is_none());
     }
 
