@@ -22,6 +22,16 @@ use crate::sse::{self, SseOpts};
 use crate::target::Target;
 use crate::{Context, PublisherKind, token};
 
+/// The `detail` of a report of the `$scenario` variant.
+macro_rules! detail {
+    ($report:expr, $scenario:ident) => {
+        match &$report.detail {
+            Detail::$scenario(d) => d,
+            other => panic!("{other:?}"),
+        }
+    };
+}
+
 const SECRET: &str = "bench-test-secret-bench-test-secret-0123";
 
 /// A Herald on an ephemeral loopback port, with history in a directory of its own.
@@ -143,9 +153,7 @@ async fn fanout_delivers_everything_over_ws_and_http() {
             publisher_rate: 500,
         };
         let report = fanout::run(&ctx, opts).await.unwrap();
-        let Detail::Fanout(d) = &report.detail else {
-            panic!()
-        };
+        let d = detail!(report, Fanout);
         let d = &d.published;
         assert_eq!(d.sent, 60, "{}", report.table());
         // Subscribers 0..20 over 3 channels: 7, 7, 6; 20 messages to each channel.
@@ -186,9 +194,7 @@ async fn sse_opens_holds_and_delivers() {
         ..opts
     };
     let report = sse::run(&ctx, opts).await.unwrap();
-    let Detail::Sse(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Sse);
     let d = &d.published;
     assert_eq!(
         (d.sent, d.expected, d.delivered),
@@ -212,9 +218,7 @@ async fn recover_replays_every_missed_message() {
         publish_rate: 100_000,
     };
     let report = recover::run(&herald.context(), opts).await.unwrap();
-    let Detail::Recover(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Recover);
     assert_eq!(d.runs_complete, 3, "{}", report.table());
     assert_eq!((d.gaps, d.duplicates, report.errors), (0, 0, 0));
     let r = report.replay_ms.unwrap();
@@ -256,9 +260,7 @@ async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
             publisher_rate: 900,
         };
         let report = publish::run(Arc::clone(&ctx), opts).await.unwrap();
-        let Detail::Publish(d) = &report.detail else {
-            panic!()
-        };
+        let d = detail!(report, Publish);
         if rate > 0 {
             // Pacing never exceeds the rate; on a loaded machine it may fall short of it.
             assert!(d.accepted <= 200, "{}", report.table());
@@ -292,9 +294,7 @@ async fn presence_members_see_every_key() {
         timeout: 30,
     };
     let report = presence::run(&ctx, opts).await.unwrap();
-    let Detail::Presence(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Presence);
     assert_eq!(report.connections, 31, "{}", report.table());
     assert_eq!(d.members_complete, 31, "{}", report.table());
     assert_eq!((d.members_incomplete, report.errors), (0, 0));
@@ -315,9 +315,7 @@ async fn churn_cycles_connect_join_leave_and_close() {
         channels: 3,
     };
     let report = churn::run(Arc::clone(&ctx), opts).await.unwrap();
-    let Detail::Churn(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Churn);
     assert_eq!(
         (d.started, d.completed, d.failed),
         (40, 40, 0),
@@ -340,9 +338,7 @@ async fn churn_cycles_connect_join_leave_and_close() {
         channels: 1,
     };
     let report = churn::run(ctx, opts).await.unwrap();
-    let Detail::Churn(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Churn);
     assert_eq!((d.completed, d.failed, report.errors), (0, 5, 5));
     assert!(
         d.failure_reasons
@@ -372,9 +368,7 @@ async fn refusals_say_what_to_change() {
         hold: 0,
     };
     let report = idle::run(&ctx, opts).await.unwrap();
-    let Detail::Idle(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Idle);
     assert_eq!(
         (report.connections, d.hold.failed),
         (20, 5),
@@ -419,9 +413,7 @@ async fn refusals_say_what_to_change() {
     )
     .await
     .unwrap();
-    let Detail::Idle(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Idle);
     assert_eq!((report.connections, d.hold.failed), (0, 3));
     let reason = d.hold.failure_reasons.keys().next().unwrap();
     assert!(
@@ -461,9 +453,7 @@ async fn plain_idle_and_fanout_against_the_naive_server() {
             publisher_rate: 500,
         };
         let report = fanout::run(&ctx, opts).await.unwrap();
-        let Detail::Fanout(d) = &report.detail else {
-            panic!()
-        };
+        let d = detail!(report, Fanout);
         let d = &d.published;
         assert_eq!((d.sent, d.expected), (60, 400), "{}", report.table());
         assert_eq!((d.delivered, report.errors), (400, 0), "{}", report.table());
