@@ -1,7 +1,6 @@
 //! The `fanout` scenario, and the paced publishers (WebSocket or HTTP, in any `--protocol`) that
 //! `sse` shares: message k to channel k % C, stamped with its send time, then a drain.
 
-use std::borrow::Cow;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
@@ -421,11 +420,6 @@ pub(crate) fn push_reply(frame: &Inbound) -> Option<(u64, Result<Box<RawValue>, 
 /// [`pusher::MAX_BATCH`] per signed `POST /apps/<id>/batch_events`).
 pub(crate) struct HttpPublisher {
     client: http::Client,
-    protocol: Protocol,
-    /// The Pusher app signing the requests.
-    pusher: pusher::App,
-    path: String,
-    token: String,
     /// Channel-name prefix: channel `c` is `<prefix>-<c>`.
     prefix: &'static str,
     /// Set after a request timed out: the server is not answering, so stop asking.
@@ -435,12 +429,9 @@ pub(crate) struct HttpPublisher {
 impl HttpPublisher {
     /// A publisher to the channels `<prefix>-<c>` over one keep-alive connection.
     pub fn new(ctx: &Context, prefix: &'static str) -> Self {
+        let client = http::Client::new(&ctx.target);
         Self {
-            client: http::Client::new(&ctx.target),
-            protocol: ctx.protocol,
-            pusher: ctx.pusher.clone(),
-            path: ctx.target.publish_path(ctx.protocol, &ctx.pusher),
-            token: ctx.token.clone(),
+            client,
             prefix,
             stalled: false,
         }
@@ -456,46 +447,42 @@ impl HttpPublisher {
         tally: &mut Tally,
     ) {
         let ks: Vec<u64> = ks.collect();
-        let per_request = match self.protocol {
+        let (protocol, path) = (
+            ctx.protocol,
+            ctx.target.publish_path(ctx.protocol, &ctx.pusher),
+        );
+        let per_request = match protocol {
             Protocol::Pusher => pusher::MAX_BATCH,
             _ => HTTP_BATCH,
         };
         for chunk in ks.chunks(per_request) {
+            let n = chunk.len() as u64;
             if self.stalled {
-                tally.failed(
-                    chunk.len() as u64,
-                    "not sent: the server stopped answering".to_owned(),
-                );
+                tally.failed(n, "not sent: the server stopped answering".to_owned());
                 continue;
             }
             let payloads: Vec<(u64, String)> = chunk
                 .iter()
                 .map(|k| (k % channels, builder.build(ctx.clock.now_ns())))
                 .collect();
-            let body = self
-                .protocol
-                .http_batch(self.prefix, payloads.iter().map(|(c, p)| (*c, p.as_str())));
-            let n = chunk.len() as u64;
-            let path = match self.protocol {
-                Protocol::Pusher => {
-                    match self
-                        .pusher
-                        .signed_post(&self.path, body.as_bytes(), unix_secs())
-                    {
-                        Ok(path) => Cow::Owned(path),
-                        Err(e) => {
-                            tally.failed(n, e.to_string());
-                            continue;
-                        }
-                    }
-                }
-                _ => Cow::Borrowed(self.path.as_str()),
+            let body =
+                protocol.http_batch(self.prefix, payloads.iter().map(|(c, p)| (*c, p.as_str())));
+            let signed = match protocol {
+                Protocol::Pusher => ctx.pusher.signed_post(&path, body.as_bytes(), unix_secs()),
+                _ => Ok(path.clone()),
             };
-            match self
-                .client
-                .post_json(&path, &self.token, body.as_bytes())
-                .await
-            {
+            let result = match signed {
+                Ok(path) => {
+                    self.client
+                        .post_json(&path, &ctx.token, body.as_bytes())
+                        .await
+                }
+                Err(e) => {
+                    tally.failed(n, e.to_string());
+                    continue;
+                }
+            };
+            match result {
                 Ok(resp) if resp.status == 202 || resp.status == 200 => {
                     for (channel, _) in &payloads {
                         tally.sent_to(*channel, joined);
