@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::conn::{self, HEARTBEAT, Ws};
+use crate::conn::{self, ConnError, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{DoneStats, LiveHandle, Reasons, Transport};
 use crate::http;
@@ -156,51 +156,15 @@ impl WsPublishers {
         let mut readers = Vec::new();
         let stride = usize::try_from(connections.max(1)).unwrap_or(usize::MAX);
         for first in 0..connections {
-            let failed = |source| ScenarioError::Publisher {
-                index: first,
-                subscribers: joined.iter().sum(),
-                source,
-            };
-            let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
-                .await
-                .map_err(failed)?;
-            match ctx.protocol {
-                Protocol::Phoenix => {
-                    for channel in (first..channels).step_by(stride) {
-                        conn::within(
-                            "join",
-                            conn::join(
-                                &mut ws,
-                                &join_ref(channel),
-                                &payload::topic(BENCH, channel),
-                                &JoinConfig::default(),
-                            ),
-                        )
-                        .await
-                        .map_err(failed)?;
-                    }
-                }
-                Protocol::Socketio => {
-                    conn::within("connect", conn::socketio_connect(&mut ws))
-                        .await
-                        .map_err(failed)?;
-                }
-                Protocol::Plain => {}
-                Protocol::Pusher => {
-                    let socket_id = conn::within("connect", conn::pusher_connect(&mut ws))
-                        .await
-                        .map_err(failed)?;
-                    for channel in (first..channels).step_by(stride) {
-                        let name = pusher::channel(&payload::channel_name(BENCH, channel));
-                        conn::within(
-                            "join",
-                            conn::pusher_subscribe(&mut ws, &ctx.pusher, &socket_id, &name),
-                        )
-                        .await
-                        .map_err(failed)?;
-                    }
-                }
-            }
+            let mine = (first..channels).step_by(stride);
+            let ws =
+                open_publisher(ctx, mine)
+                    .await
+                    .map_err(|source| ScenarioError::Publisher {
+                        index: first,
+                        subscribers: joined.iter().sum(),
+                        source,
+                    })?;
             let (sink, stream) = ws.split();
             let sink = Arc::new(tokio::sync::Mutex::new(sink));
             readers.push(tokio::spawn(read_publisher(
@@ -321,6 +285,37 @@ impl WsPublishers {
             reader.abort();
         }
     }
+}
+
+/// Connects a publisher and joins (Phoenix) or subscribes to (Pusher) the channels it publishes to;
+/// plain and Socket.IO publish without joining.
+async fn open_publisher(ctx: &Context, mine: impl Iterator<Item = u64>) -> Result<Ws, ConnError> {
+    let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None)).await?;
+    let socket_id = match ctx.protocol {
+        Protocol::Socketio => {
+            conn::within("connect", conn::socketio_connect(&mut ws)).await?;
+            None
+        }
+        Protocol::Pusher => Some(conn::within("connect", conn::pusher_connect(&mut ws)).await?),
+        Protocol::Phoenix | Protocol::Plain => None,
+    };
+    for channel in mine {
+        let name = payload::channel_name(BENCH, channel);
+        match (ctx.protocol, &socket_id) {
+            (Protocol::Phoenix, _) => {
+                let (join_ref, topic) = (join_ref(channel), format!("realtime:{name}"));
+                let config = JoinConfig::default();
+                conn::within("join", conn::join(&mut ws, &join_ref, &topic, &config)).await?;
+            }
+            (Protocol::Pusher, Some(id)) => {
+                let name = pusher::channel(&name);
+                let subscribe = conn::pusher_subscribe(&mut ws, &ctx.pusher, id, &name);
+                conn::within("join", subscribe).await?;
+            }
+            _ => break,
+        }
+    }
+    Ok(ws)
 }
 
 fn join_ref(channel: u64) -> String {
