@@ -252,32 +252,23 @@ async fn open_ws_publisher(
     mine: &[u64],
     subscribers: u64,
 ) -> Result<Ws, ScenarioError> {
-    let failed = |source| ScenarioError::Publisher {
-        index,
-        subscribers,
-        source,
-    };
-    let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
-        .await
-        .map_err(failed)?;
     let opts = JoinConfig {
         broadcast_ack: true,
         ..JoinConfig::default()
     };
-    for &channel in mine {
-        conn::within(
-            "join",
-            conn::join(
-                &mut ws,
-                &join_ref(channel),
-                &payload::topic(PREFIX, channel),
-                &opts,
-            ),
-        )
-        .await
-        .map_err(failed)?;
-    }
-    Ok(ws)
+    let open = async {
+        let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None)).await?;
+        for &channel in mine {
+            let (join_ref, topic) = (join_ref(channel), payload::topic(PREFIX, channel));
+            conn::within("join", conn::join(&mut ws, &join_ref, &topic, &opts)).await?;
+        }
+        Ok(ws)
+    };
+    open.await.map_err(|source| ScenarioError::Publisher {
+        index,
+        subscribers,
+        source,
+    })
 }
 
 fn join_ref(channel: u64) -> String {
