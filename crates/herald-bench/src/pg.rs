@@ -393,38 +393,22 @@ pub fn counter_value(text: &str, name: &str) -> Option<u64> {
     found
 }
 
-/// Reads the server's change counter from `/metrics` (at the server's root).
-struct MetricsProbe {
-    client: http::Client,
-}
-
-impl MetricsProbe {
-    fn new(target: &Target) -> Self {
-        Self {
-            client: http::Client::new(target),
-        }
+/// The server's change counter on `/metrics` (at the server's root; 0 while it has counted
+/// nothing), or why it cannot be read.
+async fn read_counter(client: &mut http::Client) -> Result<u64, String> {
+    let resp = client.get("/metrics").await.map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        return Err(format!("GET /metrics answered HTTP {}", resp.status));
     }
-
-    /// The counter (0 while the server has counted nothing), or why it cannot be read.
-    async fn read(&mut self) -> Result<u64, String> {
-        let resp = self
-            .client
-            .get("/metrics")
-            .await
-            .map_err(|e| e.to_string())?;
-        if resp.status != 200 {
-            return Err(format!("GET /metrics answered HTTP {}", resp.status));
-        }
-        Ok(counter_value(&String::from_utf8_lossy(&resp.body), METRIC).unwrap_or(0))
-    }
+    Ok(counter_value(&String::from_utf8_lossy(&resp.body), METRIC).unwrap_or(0))
 }
 
 /// Waits until the server's counter has not moved for [`IDLE_QUIET`] (an earlier run may have left
 /// it a backlog, which would count as this run's ingestion), at most [`IDLE_MAX`]. `Err`: no
 /// counter to read.
-async fn wait_idle(probe: &mut MetricsProbe) -> Result<(), String> {
+async fn wait_idle(probe: &mut http::Client) -> Result<(), String> {
     let started = Instant::now();
-    let mut last = probe.read().await?;
+    let mut last = read_counter(probe).await?;
     let mut last_change = Instant::now();
     let mut told = false;
     while last_change.elapsed() < IDLE_QUIET {
@@ -436,7 +420,7 @@ async fn wait_idle(probe: &mut MetricsProbe) -> Result<(), String> {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let value = probe.read().await?;
+        let value = read_counter(probe).await?;
         if value != last {
             if !told {
                 eprintln!("pg: waiting for the server to finish ingesting earlier changes");
@@ -462,7 +446,7 @@ struct Ingest {
 /// Reads the counter every [`METRICS_EVERY`] until aborted; `target` is the value that means every
 /// committed row was ingested (it grows as rows commit).
 async fn poll_metrics(
-    mut probe: MetricsProbe,
+    mut probe: http::Client,
     clock: Clock,
     baseline: u64,
     target: Arc<AtomicU64>,
@@ -473,7 +457,7 @@ async fn poll_metrics(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Ok(value) = probe.read().await else {
+        let Ok(value) = read_counter(&mut probe).await else {
             continue;
         };
         let now = clock.now_ns();
@@ -601,28 +585,14 @@ const INSERT: &str = "insert into herald_bench_pg (grp, sent_us, body) \
 const WRITER_SESSION: &str = "set synchronous_commit = on";
 
 /// Totals of all writers.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Totals {
     rows: AtomicU64,
     transactions: AtomicU64,
     errors: AtomicU64,
     reasons: Mutex<Reasons>,
+    /// Rows committed per group.
     per_group: Mutex<Vec<u64>>,
-    /// Clock time of the last commit, ns.
-    last_commit_ns: AtomicU64,
-}
-
-impl Totals {
-    fn new(groups: u64) -> Self {
-        Self {
-            rows: AtomicU64::new(0),
-            transactions: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            reasons: Mutex::new(Reasons::default()),
-            per_group: Mutex::new(vec![0; usize::try_from(groups).unwrap_or(0)]),
-            last_commit_ns: AtomicU64::new(0),
-        }
-    }
 }
 
 /// Paced transaction `k` of a run of `total` rows in transactions of `per_tx` rows: its first row
@@ -727,7 +697,6 @@ impl Writer {
                     let t = &self.totals;
                     t.rows.fetch_add(count, Relaxed);
                     t.transactions.fetch_add(1, Relaxed);
-                    t.last_commit_ns.fetch_max(self.clock.now_ns(), Relaxed);
                     if let Ok(mut per_group) = t.per_group.lock() {
                         add_rows(&mut per_group, first, count);
                     }
@@ -772,7 +741,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     setup(&admin, opts.rls).await?;
 
     // An earlier run's backlog would slow the subscribers down and count as this run's ingestion.
-    let mut probe = MetricsProbe::new(&ctx.target);
+    let mut probe = http::Client::new(&ctx.target);
     let metrics = wait_idle(&mut probe).await;
 
     // Subscribers.
@@ -808,7 +777,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     }
 
     // The server's counter before the first insert.
-    let baseline = match metrics.and(probe.read().await) {
+    let baseline = match metrics.and(read_counter(&mut probe).await) {
         Ok(v) => Some(v),
         Err(reason) => {
             eprintln!("note: no ingest figures: {reason}");
@@ -833,7 +802,10 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     });
 
     let interrupt = Interrupt::watch();
-    let totals = Arc::new(Totals::new(groups));
+    let totals = Arc::new(Totals {
+        per_group: Mutex::new(vec![0; usize::try_from(groups).unwrap_or(0)]),
+        ..Totals::default()
+    });
     let body = Arc::new("x".repeat(opts.payload));
     let window = CpuWindow::start(ctx);
     let start = window.start;
