@@ -330,7 +330,7 @@ async fn churn_cycles_connect_join_leave_and_close() {
     // The server is gone: every cycle fails, and says what to do.
     let ctx = Arc::new(Context {
         server_pid: None,
-        ..herald_context_at(ctx.target.addr)
+        ..context_for(ctx.target.addr, Protocol::Phoenix, "any")
     });
     let opts = ChurnOpts {
         rate: 5,
@@ -347,10 +347,6 @@ async fn churn_cycles_connect_join_leave_and_close() {
         "{:?}",
         d.failure_reasons
     );
-}
-
-fn herald_context_at(addr: SocketAddr) -> Context {
-    context_for(addr, Protocol::Phoenix, "any")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,11 +256,6 @@ impl Scenario {
         }
     }
 
-    /// Whether the scenario runs with the peers' protocols (plain, socketio) too.
-    fn runs_on_peers(&self) -> bool {
-        matches!(self, Scenario::Idle { .. } | Scenario::Fanout { .. })
-    }
-
     /// The fleet a worker process opens a share of, as the scenario opens it (its channel prefix
     /// may depend on the run's clock).
     fn fleet(&self, ctx: &Context) -> Option<FleetSpec> {
@@ -375,7 +370,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
     let protocol = args.protocol;
     protocol
-        .check(args.scenario.name(), args.scenario.runs_on_peers())
+        .check(
+            args.scenario.name(),
+            matches!(
+                args.scenario,
+                Scenario::Idle { .. } | Scenario::Fanout { .. }
+            ),
+        )
         .map_err(ScenarioError::from)?;
     // The peers take anyone: they need no key, and none is sent to them.
     let token = if protocol.needs_token() {
