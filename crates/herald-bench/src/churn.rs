@@ -1,12 +1,8 @@
-//! The `churn` scenario (Phoenix protocol): connect → join → leave → close cycles, started at R per
-//! second for S seconds (cycle k from the rotating source addresses, on channel
-//! `bench-churn-<k % C>`), at most `--concurrency` of them at a time. Reports completed cycles per
-//! second, failures with their reasons, cycle-time percentiles, server CPU per cycle, and the
-//! server's RSS before, once a second during, and after the run, to show whether connections that
-//! come and go leave memory behind.
+//! The `churn` scenario (Phoenix only): connect → join → leave → close cycles at a fixed rate, their
+//! times and failures, and the server's RSS sampled before, during and after.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,12 +12,10 @@ use tokio::task::JoinSet;
 use crate::Context;
 use crate::conn::{self, ConnError};
 use crate::error::ScenarioError;
-use crate::fanout::server_cpu;
 use crate::fleet::Reasons;
-use crate::idle::server_rss;
+use crate::measure::{CpuWindow, Interrupt, per_sec, server_cpu, server_rss};
 use crate::pace::due_at;
 use crate::payload;
-use crate::procfs;
 use crate::progress::Progress;
 use crate::report::{ChurnDetail, Detail, Report};
 use crate::stats::{Latencies, round3};
@@ -92,9 +86,9 @@ fn sample_rss(ctx: &Arc<Context>, samples: Arc<Mutex<Vec<u64>>>) -> tokio::task:
 
 /// Runs the scenario.
 pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioError> {
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     let rss_before = server_rss(&ctx)?;
-    let cpu_start = server_cpu(&ctx)?;
+    server_cpu(&ctx)?;
+    let window = CpuWindow::start(&ctx);
     let total = opts.rate * opts.duration;
     let live = Arc::new(Live::default());
     let samples = Arc::new(Mutex::new(Vec::new()));
@@ -110,15 +104,7 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
             )
         })
     };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Relaxed);
-            }
-        })
-    };
+    let interrupt = Interrupt::watch();
 
     let permits = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -141,7 +127,7 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         };
     let start = Instant::now();
     for k in 0..total {
-        if interrupted.load(Relaxed) {
+        if interrupt.is_set() {
             break;
         }
         tokio::time::sleep_until(due_at(start, k, opts.rate).into()).await;
@@ -170,12 +156,9 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         account(result);
     }
     let run_secs = start.elapsed().as_secs_f64();
-    let cpu_end = server_cpu(&ctx).unwrap_or(None);
+    let cpu = window.end(&ctx);
     progress.finish();
-    watcher.abort();
-    if interrupted.load(Relaxed) {
-        eprintln!("interrupted: stopped starting cycles early");
-    }
+    interrupt.finish("stopped starting cycles early");
     tokio::time::sleep(SETTLE).await;
     sampler.abort();
     let rss_after = server_rss(&ctx).unwrap_or(None);
@@ -184,10 +167,6 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
     let started = live.started.load(Relaxed);
     let completed = live.completed.load(Relaxed);
     let failed = live.failed.load(Relaxed);
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
     let rss_peak = rss_samples
         .iter()
         .copied()
@@ -203,11 +182,7 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         completed,
         failed,
         failure_reasons: reasons.0,
-        cycles_per_sec: round3(if run_secs > 0.0 {
-            completed as f64 / run_secs
-        } else {
-            0.0
-        }),
+        cycles_per_sec: per_sec(completed, run_secs).unwrap_or(0.0),
         start_secs: round3(started_all),
         run_secs: round3(run_secs),
         server_rss_before_kib: rss_before,
@@ -217,17 +192,13 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
             .zip(rss_after)
             .map(|(b, a)| i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(0)),
         rss_samples_kib: rss_samples,
-        server_cpu_secs: cpu_secs.map(round3),
-        cpu_us_per_cycle: cpu_secs
-            .filter(|_| completed > 0)
-            .map(|c| round3(c * 1e6 / completed as f64)),
+        server_cpu_secs: cpu.secs(),
+        cpu_us_per_cycle: cpu.us_per(completed),
     };
     Ok(Report {
         connections: completed,
         latency_ms: times.summary(),
-        server_cpu_pct: cpu_secs
-            .filter(|_| run_secs > 0.0)
-            .map(|c| round3(c / run_secs * 100.0)),
+        server_cpu_pct: cpu.pct(),
         errors: failed,
         ..Report::new("churn", Detail::Churn(detail))
     })

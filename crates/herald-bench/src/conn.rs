@@ -1,8 +1,5 @@
-//! One benchmark WebSocket client: opening it from a chosen loopback source address, subscribing it
-//! to its channel in the protocol of the run (a Phoenix join, a plain `join`, the Socket.IO connect
-//! and acked `join`, or a signed Pusher subscription to a private channel), and holding it open
-//! (Phoenix heartbeats every 25 s, answers to Socket.IO and Pusher pings, recording the latency of
-//! every benchmark message it receives) until told to stop.
+//! One benchmark WebSocket client: opening it from a loopback source address, subscribing it in the
+//! run's protocol, and holding it (heartbeats, answers to pings, timing deliveries) until told to stop.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -154,7 +151,7 @@ pub async fn connect(
 
 /// Reads frames until `answer` recognises the one it waits for and returns what it says. The
 /// server's pings met on the way are answered as `protocol` does.
-async fn await_answer<T>(
+pub async fn await_answer<T>(
     ws: &mut Ws,
     protocol: Protocol,
     mut answer: impl FnMut(&str) -> Option<Result<T, ConnError>>,

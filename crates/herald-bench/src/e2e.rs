@@ -22,6 +22,16 @@ use crate::sse::{self, SseOpts};
 use crate::target::Target;
 use crate::{Context, PublisherKind, token};
 
+/// The `detail` of a report of the `$scenario` variant.
+macro_rules! detail {
+    ($report:expr, $scenario:ident) => {
+        match &$report.detail {
+            Detail::$scenario(d) => d,
+            other => panic!("{other:?}"),
+        }
+    };
+}
+
 const SECRET: &str = "bench-test-secret-bench-test-secret-0123";
 
 /// A Herald on an ephemeral loopback port, with history in a directory of its own.
@@ -143,9 +153,8 @@ async fn fanout_delivers_everything_over_ws_and_http() {
             publisher_rate: 500,
         };
         let report = fanout::run(&ctx, opts).await.unwrap();
-        let Detail::Fanout(d) = &report.detail else {
-            panic!()
-        };
+        let d = detail!(report, Fanout);
+        let d = &d.published;
         assert_eq!(d.sent, 60, "{}", report.table());
         // Subscribers 0..20 over 3 channels: 7, 7, 6; 20 messages to each channel.
         assert_eq!(d.expected, 20 * 20);
@@ -185,9 +194,8 @@ async fn sse_opens_holds_and_delivers() {
         ..opts
     };
     let report = sse::run(&ctx, opts).await.unwrap();
-    let Detail::Sse(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Sse);
+    let d = &d.published;
     assert_eq!(
         (d.sent, d.expected, d.delivered),
         (30, 300, 300),
@@ -210,9 +218,7 @@ async fn recover_replays_every_missed_message() {
         publish_rate: 100_000,
     };
     let report = recover::run(&herald.context(), opts).await.unwrap();
-    let Detail::Recover(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Recover);
     assert_eq!(d.runs_complete, 3, "{}", report.table());
     assert_eq!((d.gaps, d.duplicates, report.errors), (0, 0, 0));
     let r = report.replay_ms.unwrap();
@@ -254,17 +260,24 @@ async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
             publisher_rate: 900,
         };
         let report = publish::run(Arc::clone(&ctx), opts).await.unwrap();
-        let Detail::Publish(d) = &report.detail else {
-            panic!()
-        };
+        let d = detail!(report, Publish);
         if rate > 0 {
             // Pacing never exceeds the rate; on a loaded machine it may fall short of it.
             assert!(d.accepted <= 200, "{}", report.table());
         }
-        assert!(d.accepted > 0 && d.accepted == d.sent, "{}", report.table());
+        assert!(
+            d.accepted > 0 && d.accepted == d.published.sent,
+            "{}",
+            report.table()
+        );
         // Two subscribers per channel.
-        assert_eq!(d.expected, 2 * d.accepted);
-        assert_eq!(d.delivered, d.expected, "{}", report.table());
+        assert_eq!(d.published.expected, 2 * d.accepted);
+        assert_eq!(
+            d.published.delivered,
+            d.published.expected,
+            "{}",
+            report.table()
+        );
         assert_eq!(report.errors, 0, "{}", report.table());
         assert!(report.accepted_per_sec.unwrap() > 0.0 && report.server_cpu_pct.is_some());
     }
@@ -281,9 +294,7 @@ async fn presence_members_see_every_key() {
         timeout: 30,
     };
     let report = presence::run(&ctx, opts).await.unwrap();
-    let Detail::Presence(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Presence);
     assert_eq!(report.connections, 31, "{}", report.table());
     assert_eq!(d.members_complete, 31, "{}", report.table());
     assert_eq!((d.members_incomplete, report.errors), (0, 0));
@@ -304,9 +315,7 @@ async fn churn_cycles_connect_join_leave_and_close() {
         channels: 3,
     };
     let report = churn::run(Arc::clone(&ctx), opts).await.unwrap();
-    let Detail::Churn(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Churn);
     assert_eq!(
         (d.started, d.completed, d.failed),
         (40, 40, 0),
@@ -321,7 +330,7 @@ async fn churn_cycles_connect_join_leave_and_close() {
     // The server is gone: every cycle fails, and says what to do.
     let ctx = Arc::new(Context {
         server_pid: None,
-        ..herald_context_at(ctx.target.addr)
+        ..context_for(ctx.target.addr, Protocol::Phoenix, "any")
     });
     let opts = ChurnOpts {
         rate: 5,
@@ -329,9 +338,7 @@ async fn churn_cycles_connect_join_leave_and_close() {
         channels: 1,
     };
     let report = churn::run(ctx, opts).await.unwrap();
-    let Detail::Churn(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Churn);
     assert_eq!((d.completed, d.failed, report.errors), (0, 5, 5));
     assert!(
         d.failure_reasons
@@ -340,10 +347,6 @@ async fn churn_cycles_connect_join_leave_and_close() {
         "{:?}",
         d.failure_reasons
     );
-}
-
-fn herald_context_at(addr: SocketAddr) -> Context {
-    context_for(addr, Protocol::Phoenix, "any")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,16 +364,14 @@ async fn refusals_say_what_to_change() {
         hold: 0,
     };
     let report = idle::run(&ctx, opts).await.unwrap();
-    let Detail::Idle(d) = &report.detail else {
-        panic!()
-    };
+    let d = detail!(report, Idle);
     assert_eq!(
-        (report.connections, d.failed),
+        (report.connections, d.hold.failed),
         (20, 5),
         "{}",
         report.table()
     );
-    let reason = d.failure_reasons.keys().next().unwrap();
+    let reason = d.hold.failure_reasons.keys().next().unwrap();
     assert!(
         reason.contains("HTTP 429 Too many connected users"),
         "{reason}"
@@ -408,11 +409,9 @@ async fn refusals_say_what_to_change() {
     )
     .await
     .unwrap();
-    let Detail::Idle(d) = &report.detail else {
-        panic!()
-    };
-    assert_eq!((report.connections, d.failed), (0, 3));
-    let reason = d.failure_reasons.keys().next().unwrap();
+    let d = detail!(report, Idle);
+    assert_eq!((report.connections, d.hold.failed), (0, 3));
+    let reason = d.hold.failure_reasons.keys().next().unwrap();
     assert!(
         reason.contains("HTTP 401") && reason.contains("--token"),
         "{reason}"
@@ -450,9 +449,8 @@ async fn plain_idle_and_fanout_against_the_naive_server() {
             publisher_rate: 500,
         };
         let report = fanout::run(&ctx, opts).await.unwrap();
-        let Detail::Fanout(d) = &report.detail else {
-            panic!()
-        };
+        let d = detail!(report, Fanout);
+        let d = &d.published;
         assert_eq!((d.sent, d.expected), (60, 400), "{}", report.table());
         assert_eq!((d.delivered, report.errors), (400, 0), "{}", report.table());
     }

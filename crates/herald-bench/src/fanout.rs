@@ -1,10 +1,6 @@
-//! The `fanout` scenario: N subscribers over C channels, publishers sending R messages per second in
-//! total (message k to channel k % C) for S seconds, each payload stamped with its send time; reports
-//! deliveries against expectations, end-to-end latency percentiles and the server's CPU per delivery.
-//! Runs in any `--protocol`: subscribers, WebSocket publishers and the HTTP publisher speak the run's
-//! protocol (Pusher: client events on private channels, or signed `batch_events` requests).
+//! The `fanout` scenario, and the paced publishers (WebSocket or HTTP, in any `--protocol`) that
+//! `sse` shares: message k to channel k % C, stamped with its send time, then a drain.
 
-use std::borrow::Cow;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,22 +10,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::{JoinConfig, client};
+use herald_protocol::{Inbound, JoinConfig, client};
+use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::conn::{self, HEARTBEAT, Ws};
+use crate::conn::{self, ConnError, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
-use crate::fleet::{Fleet, LiveHandle, Reasons, Transport};
+use crate::fleet::{DoneStats, LiveHandle, Reasons, Transport};
 use crate::http;
+use crate::measure::{
+    Cpu, CpuWindow, Interrupt, missing, open_fleet, per_sec, server_cpu, settle, shortfall,
+};
 use crate::pace::{due_at, due_by};
 use crate::payload::{self, BENCH, PayloadBuilder};
 use crate::plain;
-use crate::procfs;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
 use crate::pusher;
-use crate::report::{Detail, FanoutDetail, Report};
+use crate::report::{Detail, FanoutDetail, Published, Report, Subscribers};
 use crate::stats::round3;
 use crate::{Context, PublisherKind};
 
@@ -157,51 +156,15 @@ impl WsPublishers {
         let mut readers = Vec::new();
         let stride = usize::try_from(connections.max(1)).unwrap_or(usize::MAX);
         for first in 0..connections {
-            let failed = |source| ScenarioError::Publisher {
-                index: first,
-                subscribers: joined.iter().sum(),
-                source,
-            };
-            let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
-                .await
-                .map_err(failed)?;
-            match ctx.protocol {
-                Protocol::Phoenix => {
-                    for channel in (first..channels).step_by(stride) {
-                        conn::within(
-                            "join",
-                            conn::join(
-                                &mut ws,
-                                &join_ref(channel),
-                                &payload::topic(BENCH, channel),
-                                &JoinConfig::default(),
-                            ),
-                        )
-                        .await
-                        .map_err(failed)?;
-                    }
-                }
-                Protocol::Socketio => {
-                    conn::within("connect", conn::socketio_connect(&mut ws))
-                        .await
-                        .map_err(failed)?;
-                }
-                Protocol::Plain => {}
-                Protocol::Pusher => {
-                    let socket_id = conn::within("connect", conn::pusher_connect(&mut ws))
-                        .await
-                        .map_err(failed)?;
-                    for channel in (first..channels).step_by(stride) {
-                        let name = pusher::channel(&payload::channel_name(BENCH, channel));
-                        conn::within(
-                            "join",
-                            conn::pusher_subscribe(&mut ws, &ctx.pusher, &socket_id, &name),
-                        )
-                        .await
-                        .map_err(failed)?;
-                    }
-                }
-            }
+            let mine = (first..channels).step_by(stride);
+            let ws =
+                open_publisher(ctx, mine)
+                    .await
+                    .map_err(|source| ScenarioError::Publisher {
+                        index: first,
+                        subscribers: joined.iter().sum(),
+                        source,
+                    })?;
             let (sink, stream) = ws.split();
             let sink = Arc::new(tokio::sync::Mutex::new(sink));
             readers.push(tokio::spawn(read_publisher(
@@ -324,6 +287,37 @@ impl WsPublishers {
     }
 }
 
+/// Connects a publisher and joins (Phoenix) or subscribes to (Pusher) the channels it publishes to;
+/// plain and Socket.IO publish without joining.
+async fn open_publisher(ctx: &Context, mine: impl Iterator<Item = u64>) -> Result<Ws, ConnError> {
+    let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None)).await?;
+    let socket_id = match ctx.protocol {
+        Protocol::Socketio => {
+            conn::within("connect", conn::socketio_connect(&mut ws)).await?;
+            None
+        }
+        Protocol::Pusher => Some(conn::within("connect", conn::pusher_connect(&mut ws)).await?),
+        Protocol::Phoenix | Protocol::Plain => None,
+    };
+    for channel in mine {
+        let name = payload::channel_name(BENCH, channel);
+        match (ctx.protocol, &socket_id) {
+            (Protocol::Phoenix, _) => {
+                let (join_ref, topic) = (join_ref(channel), format!("realtime:{name}"));
+                let config = JoinConfig::default();
+                conn::within("join", conn::join(&mut ws, &join_ref, &topic, &config)).await?;
+            }
+            (Protocol::Pusher, Some(id)) => {
+                let name = pusher::channel(&name);
+                let subscribe = conn::pusher_subscribe(&mut ws, &ctx.pusher, id, &name);
+                conn::within("join", subscribe).await?;
+            }
+            _ => break,
+        }
+    }
+    Ok(ws)
+}
+
 fn join_ref(channel: u64) -> String {
     (channel + 1).to_string()
 }
@@ -393,15 +387,7 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
         }
         return;
     }
-    let Some(k) = frame
-        .ref_
-        .as_deref()
-        .and_then(|r| r.strip_prefix('p'))
-        .and_then(|k| k.parse::<u64>().ok())
-    else {
-        return;
-    };
-    let Some(Err(reason)) = client::reply_to(&frame, &format!("p{k}")) else {
+    let Some((k, Err(reason))) = push_reply(&frame) else {
         return;
     };
     refusals.count.fetch_add(1, Relaxed);
@@ -413,16 +399,22 @@ fn read_phoenix_refusal(text: &str, channels: u64, joined: &[u64], refusals: &Re
     }
 }
 
+/// The reply to a push with ref `p<k>`: `k`, and whether it was accepted.
+pub(crate) fn push_reply(frame: &Inbound) -> Option<(u64, Result<Box<RawValue>, String>)> {
+    let k = frame
+        .ref_
+        .as_deref()?
+        .strip_prefix('p')?
+        .parse::<u64>()
+        .ok()?;
+    Some((k, client::reply_to(frame, &format!("p{k}"))?))
+}
+
 /// The HTTP publisher: batches of at most [`HTTP_BATCH`] messages per request (Phoenix:
 /// `POST /api/broadcast`; plain and Socket.IO: `POST /publish`; Pusher: at most
 /// [`pusher::MAX_BATCH`] per signed `POST /apps/<id>/batch_events`).
 pub(crate) struct HttpPublisher {
     client: http::Client,
-    protocol: Protocol,
-    /// The Pusher app signing the requests.
-    pusher: pusher::App,
-    path: String,
-    token: String,
     /// Channel-name prefix: channel `c` is `<prefix>-<c>`.
     prefix: &'static str,
     /// Set after a request timed out: the server is not answering, so stop asking.
@@ -432,12 +424,9 @@ pub(crate) struct HttpPublisher {
 impl HttpPublisher {
     /// A publisher to the channels `<prefix>-<c>` over one keep-alive connection.
     pub fn new(ctx: &Context, prefix: &'static str) -> Self {
+        let client = http::Client::new(&ctx.target);
         Self {
-            client: http::Client::new(&ctx.target),
-            protocol: ctx.protocol,
-            pusher: ctx.pusher.clone(),
-            path: ctx.target.publish_path(ctx.protocol, &ctx.pusher),
-            token: ctx.token.clone(),
+            client,
             prefix,
             stalled: false,
         }
@@ -453,46 +442,42 @@ impl HttpPublisher {
         tally: &mut Tally,
     ) {
         let ks: Vec<u64> = ks.collect();
-        let per_request = match self.protocol {
+        let (protocol, path) = (
+            ctx.protocol,
+            ctx.target.publish_path(ctx.protocol, &ctx.pusher),
+        );
+        let per_request = match protocol {
             Protocol::Pusher => pusher::MAX_BATCH,
             _ => HTTP_BATCH,
         };
         for chunk in ks.chunks(per_request) {
+            let n = chunk.len() as u64;
             if self.stalled {
-                tally.failed(
-                    chunk.len() as u64,
-                    "not sent: the server stopped answering".to_owned(),
-                );
+                tally.failed(n, "not sent: the server stopped answering".to_owned());
                 continue;
             }
             let payloads: Vec<(u64, String)> = chunk
                 .iter()
                 .map(|k| (k % channels, builder.build(ctx.clock.now_ns())))
                 .collect();
-            let body = self
-                .protocol
-                .http_batch(self.prefix, payloads.iter().map(|(c, p)| (*c, p.as_str())));
-            let n = chunk.len() as u64;
-            let path = match self.protocol {
-                Protocol::Pusher => {
-                    match self
-                        .pusher
-                        .signed_post(&self.path, body.as_bytes(), unix_secs())
-                    {
-                        Ok(path) => Cow::Owned(path),
-                        Err(e) => {
-                            tally.failed(n, e.to_string());
-                            continue;
-                        }
-                    }
-                }
-                _ => Cow::Borrowed(self.path.as_str()),
+            let body =
+                protocol.http_batch(self.prefix, payloads.iter().map(|(c, p)| (*c, p.as_str())));
+            let signed = match protocol {
+                Protocol::Pusher => ctx.pusher.signed_post(&path, body.as_bytes(), unix_secs()),
+                _ => Ok(path.clone()),
             };
-            match self
-                .client
-                .post_json(&path, &self.token, body.as_bytes())
-                .await
-            {
+            let result = match signed {
+                Ok(path) => {
+                    self.client
+                        .post_json(&path, &ctx.token, body.as_bytes())
+                        .await
+                }
+                Err(e) => {
+                    tally.failed(n, e.to_string());
+                    continue;
+                }
+            };
+            match result {
                 Ok(resp) if resp.status == 202 || resp.status == 200 => {
                     for (channel, _) in &payloads {
                         tally.sent_to(*channel, joined);
@@ -553,14 +538,6 @@ impl Publisher {
     }
 }
 
-/// Server CPU ticks, if a server PID was given.
-pub(crate) fn server_cpu(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
-    ctx.server_pid
-        .map(procfs::cpu_ticks)
-        .transpose()
-        .map_err(ScenarioError::Server)
-}
-
 /// What a paced publishing phase sends: `rate * duration` messages, message k to channel
 /// `k % channels`.
 #[derive(Debug, Clone, Copy)]
@@ -582,23 +559,15 @@ pub(crate) struct Phase {
     pub start: Instant,
     /// When the last message was sent.
     pub publish_end: Instant,
-    /// Server CPU seconds from the start to the end of the drain (with `--server-pid`).
-    pub cpu_secs: Option<f64>,
-    /// Seconds from the start to the end of the drain.
-    pub window_secs: f64,
+    /// Server CPU from the start to the end of the drain.
+    pub cpu: Cpu,
 }
 
 impl Phase {
-    /// Seconds spent publishing.
-    pub fn publish_secs(&self) -> f64 {
-        self.publish_end.duration_since(self.start).as_secs_f64()
-    }
-
-    /// Server CPU over the window, percent of one core.
-    pub fn cpu_pct(&self) -> Option<f64> {
-        self.cpu_secs
-            .filter(|_| self.window_secs > 0.0)
-            .map(|c| round3(c / self.window_secs * 100.0))
+    /// Seconds from the first send to the last delivery (or the last send) that `done` saw.
+    pub fn elapsed_secs(&self, ctx: &Context, done: &DoneStats) -> f64 {
+        let end_ns = done.last_delivery_ns.max(ctx.clock.ns_at(self.publish_end));
+        end_ns.saturating_sub(ctx.clock.ns_at(self.start)) as f64 / 1e9
     }
 }
 
@@ -614,17 +583,8 @@ pub(crate) async fn publish_and_drain(
     live: LiveHandle,
     label: &'static str,
 ) -> Phase {
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     let total = schedule.rate * schedule.duration;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Relaxed);
-            }
-        })
-    };
+    let interrupt = Interrupt::watch();
     let sent_live = Arc::new(AtomicU64::new(0));
     let expected_live = Arc::new(AtomicU64::new(0));
     let progress = {
@@ -644,13 +604,12 @@ pub(crate) async fn publish_and_drain(
             )
         })
     };
-    // From here on a server that went away costs the CPU figures, not the report.
-    let cpu_start = server_cpu(ctx).unwrap_or(None);
-    let start = Instant::now();
+    let window = CpuWindow::start(ctx);
+    let start = window.start;
     let mut tally = Tally::default();
     let mut next_heartbeat = start + HEARTBEAT;
     let mut k = 0;
-    while k < total && !interrupted.load(Relaxed) {
+    while k < total && !interrupt.is_set() {
         let now = Instant::now();
         if now >= next_heartbeat {
             publisher.heartbeat().await;
@@ -671,24 +630,15 @@ pub(crate) async fn publish_and_drain(
     }
     let publish_end = Instant::now();
 
-    drain(&live, tally.expected, publish_end, &interrupted).await;
-    let cpu_end = server_cpu(ctx).unwrap_or(None);
-    let window_secs = start.elapsed().as_secs_f64();
+    drain(&live, tally.expected, publish_end, &interrupt.flag()).await;
+    let cpu = window.end(ctx);
     progress.finish();
-    watcher.abort();
-    if interrupted.load(Relaxed) {
-        eprintln!("interrupted: stopped publishing early");
-    }
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
+    interrupt.finish("stopped publishing early");
     Phase {
         tally,
         start,
         publish_end,
-        cpu_secs,
-        window_secs,
+        cpu,
     }
 }
 
@@ -700,46 +650,17 @@ pub(crate) async fn drain(
     publish_end: Instant,
     interrupted: &AtomicBool,
 ) {
-    let mut last = live.snapshot().delivered;
-    let mut last_change = Instant::now();
-    while !interrupted.load(Relaxed) && publish_end.elapsed() < DRAIN_MAX {
-        let delivered = live.snapshot().delivered;
-        if delivered >= expected {
-            break;
-        }
-        if delivered != last {
-            (last, last_change) = (delivered, Instant::now());
-        } else if last_change.elapsed() >= DRAIN_QUIET {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let delivered = || live.snapshot().delivered;
+    let limits = (publish_end, DRAIN_MAX, DRAIN_QUIET);
+    settle(limits, interrupted, delivered, |d| *d >= expected).await;
 }
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioError> {
     server_cpu(ctx)?;
-
-    // Subscribers.
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.subscribers, true),
-        ctx.per_process,
-        &ctx.token,
-    )?;
+    let spec = ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.subscribers, true);
+    let (fleet, ready) = open_fleet(ctx, "fanout", spec, true).await?;
     let processes = fleet.processes();
-    let total_subs = opts.subscribers;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            format!(
-                "fanout: {}/{total_subs} subscribers joined, {} failed",
-                l.established, l.failed
-            )
-        })
-        .await;
-    if ready.established == 0 {
-        fleet.stop().await;
-        return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
-    }
     let joined = Arc::new(ready.joined(opts.channels));
 
     // Publishers.
@@ -810,22 +731,14 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         }
     }
 
-    let publish_secs = phase.publish_secs();
-    let start_ns = ctx.clock.ns_at(phase.start);
-    let end_ns = done
-        .last_delivery_ns
-        .max(ctx.clock.ns_at(phase.publish_end));
-    let elapsed = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let publish_secs = phase.publish_end.duration_since(phase.start).as_secs_f64();
+    let elapsed = phase.elapsed_secs(ctx, &done);
     let delivered = done.delivered;
     let tally = &phase.tally;
-    let drops = i64::try_from(tally.expected).unwrap_or(i64::MAX)
-        - i64::try_from(delivered).unwrap_or(i64::MAX);
-    let latency = done.latencies();
+    let drops = shortfall(tally.expected, delivered);
     let detail = FanoutDetail {
         protocol: ctx.protocol.name(),
-        subscribers_requested: opts.subscribers,
-        subscriber_failures: ready.failed,
-        failure_reasons: ready.reasons.0.clone(),
+        subscribers: Subscribers::of(opts.subscribers, &ready, &done, processes),
         channels: opts.channels,
         publisher: match opts.publisher {
             PublisherKind::Ws => "ws",
@@ -835,36 +748,25 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
         rate: opts.rate,
         duration_secs: opts.duration,
         payload_bytes: opts.payload,
-        sent: tally.sent,
-        sent_per_sec: round3(if publish_secs > 0.0 {
-            tally.sent as f64 / publish_secs
-        } else {
-            0.0
-        }),
-        publish_errors: tally.errors,
-        publish_error_reasons: tally.reasons.0.clone(),
-        expected: tally.expected,
-        delivered,
-        drops,
-        disconnects: done.disconnects,
-        processes,
+        sent_per_sec: per_sec(tally.sent, publish_secs).unwrap_or(0.0),
+        published: Published::of(
+            tally.sent,
+            tally.errors,
+            &tally.reasons,
+            tally.expected,
+            delivered,
+            &phase.cpu,
+        ),
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: phase.cpu_secs.map(round3),
     };
     Ok(Report {
         connections: ready.established,
         connect_rate: ready.connect_rate().map(round3),
-        delivered_per_sec: (elapsed > 0.0).then(|| round3(delivered as f64 / elapsed)),
-        latency_ms: latency.summary(),
-        server_cpu_pct: phase.cpu_pct(),
-        cpu_us_per_delivery: phase
-            .cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|c| round3(c * 1e6 / delivered as f64)),
-        errors: ready.failed
-            + done.disconnects
-            + tally.errors
-            + u64::try_from(drops.max(0)).unwrap_or(0),
+        delivered_per_sec: per_sec(delivered, elapsed),
+        latency_ms: done.latencies().summary(),
+        server_cpu_pct: phase.cpu.pct(),
+        cpu_us_per_delivery: phase.cpu.us_per(delivered),
+        errors: ready.failed + done.disconnects + tally.errors + missing(drops),
         ..Report::new("fanout", Detail::Fanout(detail))
     })
 }
@@ -881,17 +783,5 @@ mod tests {
         // One connection per channel at most: the rate cap cannot be met with 2 channels.
         assert_eq!(publisher_connections(2, 10_000, 500), 2);
         assert_eq!(publisher_connections(1, 1, 0), 1);
-    }
-
-    #[test]
-    fn tally_counts_expected_deliveries_per_channel() {
-        let joined = [3, 0, 5];
-        let mut t = Tally::default();
-        for k in 0..6u64 {
-            t.sent_to(k % 3, &joined);
-        }
-        t.sent_to(7, &joined);
-        t.failed(2, "x".into());
-        assert_eq!((t.sent, t.expected, t.errors), (7, 16, 2));
     }
 }

@@ -1,10 +1,6 @@
-//! A fleet of benchmark subscribers: opening `count` connections (WebSocket clients in the run's
-//! protocol, SSE streams, or presence members) with global indices `base..base + count` (bounded
-//! concurrency, rotating source addresses, connection `i` on channel `<prefix>-<i % channels>`),
-//! holding them, and collecting their results, either in this process or spread over worker
-//! processes when one process cannot hold that many sockets. Presence members only connect at first
-//! and join when the fleet is told to [`Fleet::go`]. Postgres Changes subscribers (`pg`) join
-//! channels of their own with their group's token and count the changes they receive.
+//! A fleet of benchmark connections (WebSocket clients, SSE streams, presence members or Postgres
+//! Changes subscribers) opened with bounded concurrency from rotating source addresses, held and
+//! counted, in this process or spread over worker processes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -565,18 +561,6 @@ impl Fleet {
             Fleet::Local(l) => l.wait_ready().await,
             Fleet::Workers(w) => w.wait_ready().await,
         }
-    }
-
-    /// Waits like [`Fleet::wait_ready`], showing `line` (of the live counts) as the progress line.
-    pub async fn wait_ready_showing(
-        &mut self,
-        line: impl Fn(Live) -> String + Send + 'static,
-    ) -> ReadyStats {
-        let live = self.live();
-        let progress = crate::progress::Progress::start(move || line(live.snapshot()));
-        let ready = self.wait_ready().await;
-        progress.finish();
-        ready
     }
 
     /// Stops all connections and collects the results.

@@ -1,36 +1,8 @@
-//! Load generator behind `herald bench`: opens many Phoenix v2 WebSocket clients against a Herald (or
-//! any Supabase-Realtime-compatible) server on this machine and measures it. With `--protocol plain`,
-//! `--protocol socketio` or `--protocol pusher`, `idle` and `fanout` measure the peer servers of
-//! `bench/peers/` (the naive Rust server, Socket.IO v4, Sockudo) with the same clients and figures.
-//!
-//! Scenarios:
-//! - `idle`: N connections joined over C channels and held with heartbeats; reports connect rate and,
-//!   with `--server-pid`, the server's RSS per connection, plus the kernel's TCP buffer memory per
-//!   connection, separately.
-//! - `fanout`: N subscribers over C channels, publishers (WebSocket or HTTP) sending R msgs/s for S
-//!   seconds; reports deliveries, drops, end-to-end latency percentiles and server CPU per delivery.
-//! - `sse`: N Server-Sent Events streams over T topics, held open; reports the open rate and the
-//!   server's and the kernel's memory per stream (optionally delivery, with `--publish-rate`).
-//! - `recover`: a client away while M messages are published comes back with `recover`; reports the
-//!   replay time and rate, and checks that the replay has no gap and no duplicate.
-//! - `publish`: publishers (HTTP batches or WebSocket pushes with ack) sending for S seconds at R
-//!   msgs/s or as fast as the server accepts, with N subscribers; reports accepted and delivered
-//!   messages per second and server CPU.
-//! - `presence`: N members over C channels join with presence on and track at once; reports the time
-//!   until every member has seen every key of its channel, and the presence frames received.
-//! - `churn`: connect → join → leave → close cycles at R per second for S seconds; reports completed
-//!   cycles per second, failures, and the server's RSS before, during and after.
-//! - `pg`: Postgres Changes of a server started with a database: N subscribers in G claims groups
-//!   (optionally with row-level security or a filter per group) while writers insert rows into a
-//!   table of the benchmark's own at R rows/s in transactions of T rows for S seconds; reports rows
-//!   inserted, changes ingested per second (the server's counter), deliveries against expectations,
-//!   commit-to-client latency and server CPU.
-//!
-//! Traffic (the `pg` scenario's database connections included) goes to loopback addresses only, every count and duration is bounded, and every run stops
-//! by itself. Fleets larger than one process can hold are spread over worker processes (module
-//! `worker`).
-//!
-//! This file owns the command-line surface and the dispatch to the scenarios.
+//! Load generator behind `herald bench`: many clients (Phoenix v2 WebSockets, SSE streams; with
+//! `--protocol`, those of the peers in `bench/peers/`) against a server on this machine, measured.
+//! Traffic goes to loopback only, every count and duration is bounded, and fleets larger than one
+//! process can hold are spread over worker processes. This file owns the command line (each
+//! scenario's help says what it measures) and the dispatch to the scenarios.
 
 mod churn;
 mod clock;
@@ -40,6 +12,7 @@ mod fanout;
 mod fleet;
 mod http;
 mod idle;
+mod measure;
 mod pace;
 mod payload;
 mod pg;
@@ -283,50 +256,44 @@ impl Scenario {
         }
     }
 
-    /// Whether the scenario runs with the peers' protocols (plain, socketio) too.
-    fn runs_on_peers(&self) -> bool {
-        matches!(self, Scenario::Idle { .. } | Scenario::Fanout { .. })
-    }
-
-    /// The fleet a worker process opens a share of (its channel prefix may depend on the run's
-    /// clock).
-    fn fleet(&self, clock: &Clock) -> Option<Shape> {
-        let shape = |transport, prefix: &str, channels, count, record_latency| Shape {
-            transport,
-            prefix: prefix.to_owned(),
-            channels,
-            count,
-            record_latency,
+    /// The fleet a worker process opens a share of, as the scenario opens it (its channel prefix
+    /// may depend on the run's clock).
+    fn fleet(&self, ctx: &Context) -> Option<FleetSpec> {
+        let spec = |transport, prefix: &str, channels, count, timed| {
+            ctx.fleet_spec(transport, prefix, channels, count, timed)
         };
         Some(match self {
             Scenario::Idle { opts: o, .. } => {
-                shape(Transport::Ws, BENCH, o.channels, o.connections, false)
+                spec(Transport::Ws, BENCH, o.channels, o.connections, false)
             }
             Scenario::Fanout { opts: o, .. } => {
-                shape(Transport::Ws, BENCH, o.channels, o.subscribers, true)
+                spec(Transport::Ws, BENCH, o.channels, o.subscribers, true)
             }
-            Scenario::Sse { opts: o, .. } => shape(
+            Scenario::Sse { opts: o, .. } => spec(
                 Transport::Sse,
                 BENCH,
                 o.topics,
                 o.streams,
                 o.publish_rate.is_some(),
             ),
-            Scenario::Publish { opts: o, .. } => shape(
+            Scenario::Publish { opts: o, .. } => spec(
                 Transport::Ws,
                 publish::PREFIX,
                 o.channels,
                 o.subscribers,
                 true,
             ),
-            Scenario::Presence { opts: o, .. } => shape(
-                Transport::Presence { members: o.members },
-                &presence::prefix(clock),
-                o.channels,
-                o.members,
-                true,
-            ),
-            Scenario::Pg { opts: o, .. } => shape(
+            Scenario::Presence { opts: o, .. } => {
+                let transport = Transport::Presence { members: o.members };
+                spec(
+                    transport,
+                    &presence::prefix(&ctx.clock),
+                    o.channels,
+                    o.members,
+                    true,
+                )
+            }
+            Scenario::Pg { opts: o, .. } => spec(
                 Transport::Pg(o.join()),
                 pg::PREFIX,
                 o.groups,
@@ -336,17 +303,6 @@ impl Scenario {
             Scenario::Recover { .. } | Scenario::Churn { .. } => return None,
         })
     }
-}
-
-/// What a scenario's fleet is: transport, channel prefix, channels, connections in all processes,
-/// and whether deliveries are timed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Shape {
-    transport: Transport,
-    prefix: String,
-    channels: u64,
-    count: u64,
-    record_latency: bool,
 }
 
 /// What every scenario needs to know about the run.
@@ -414,7 +370,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
     let protocol = args.protocol;
     protocol
-        .check(args.scenario.name(), args.scenario.runs_on_peers())
+        .check(
+            args.scenario.name(),
+            matches!(
+                args.scenario,
+                Scenario::Idle { .. } | Scenario::Fanout { .. }
+            ),
+        )
         .map_err(ScenarioError::from)?;
     // The peers take anyone: they need no key, and none is sent to them.
     let token = if protocol.needs_token() {
@@ -441,31 +403,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let concurrency = usize::try_from(concurrency).unwrap_or(usize::MAX);
 
-    if let Some(clients) = clients.as_ref().filter(|c| c.worker) {
-        let clock = clients
-            .worker_epoch_ns
-            .map_or_else(Clock::start, Clock::join);
-        if let Some(shape) = args.scenario.fleet(&clock) {
-            let count = clients.worker_count.unwrap_or(shape.count);
-            let spec = FleetSpec {
-                target,
-                token,
-                transport: shape.transport,
-                protocol,
-                pusher: app,
-                prefix: shape.prefix,
-                channels: shape.channels,
-                base: clients.worker_base,
-                count,
-                concurrency: worker_concurrency(concurrency, count, shape.count),
-                per_address,
-                record_latency: shape.record_latency,
-                clock,
-            };
-            return worker::serve(spec).await.context("worker output");
-        }
-    }
-
+    let worker = clients.as_ref().filter(|c| c.worker);
     let ctx = Context {
         target,
         protocol,
@@ -473,7 +411,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         token,
         ws_url,
         server_pid: args.server_pid,
-        clock: Clock::start(),
+        clock: worker
+            .and_then(|c| c.worker_epoch_ns)
+            .map_or_else(Clock::start, Clock::join),
         per_process: clients
             .as_ref()
             .and_then(|c| c.per_process)
@@ -481,6 +421,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         concurrency,
         per_address,
     };
+    if let Some(clients) = worker
+        && let Some(all) = args.scenario.fleet(&ctx)
+    {
+        let count = clients.worker_count.unwrap_or(all.count);
+        let spec = FleetSpec {
+            base: clients.worker_base,
+            count,
+            concurrency: worker_concurrency(concurrency, count, all.count),
+            ..all
+        };
+        return worker::serve(spec).await.context("worker output");
+    }
+
     let report = match args.scenario {
         Scenario::Idle { opts, .. } => idle::run(&ctx, opts).await?,
         Scenario::Fanout { opts, .. } => fanout::run(&ctx, opts).await?,
@@ -592,8 +545,21 @@ mod tests {
 
     #[test]
     fn workers_open_the_fleet_of_their_scenario() {
-        let clock = Clock::start();
-        let fleet = |args| parse(args).unwrap().scenario.fleet(&clock);
+        let target = Target::parse("http://127.0.0.1:4000").unwrap();
+        let ctx = |clock| Context {
+            ws_url: target.ws_url(""),
+            target: target.clone(),
+            protocol: Protocol::Phoenix,
+            pusher: pusher::App::default(),
+            token: String::new(),
+            server_pid: None,
+            clock,
+            per_process: 100,
+            concurrency: 8,
+            per_address: 100,
+        };
+        let parent = ctx(Clock::start());
+        let fleet = |args| parse(args).unwrap().scenario.fleet(&parent);
         let sse = fleet("sse --streams 200 --topics 10 --publish-rate 5").unwrap();
         assert_eq!(sse.transport, Transport::Sse);
         assert_eq!(
@@ -613,9 +579,9 @@ mod tests {
         let presence = fleet("presence --members 500 --channels 5").unwrap();
         assert_eq!(presence.transport, Transport::Presence { members: 500 });
         // A worker joins the parent's epoch, so it finds the same channels.
-        let worker = parse("presence").unwrap().scenario;
-        let worker_clock = Clock::join(clock.epoch_unix_ns());
-        assert_eq!(worker.fleet(&worker_clock).unwrap().prefix, presence.prefix);
+        let worker = ctx(Clock::join(parent.clock.epoch_unix_ns()));
+        let scenario = parse("presence").unwrap().scenario;
+        assert_eq!(scenario.fleet(&worker).unwrap().prefix, presence.prefix);
         assert!(fleet("recover").is_none() && fleet("churn").is_none());
     }
 

@@ -95,18 +95,37 @@ fn decimal_digits(mut n: u64) -> usize {
 /// The body of `POST /api/broadcast` for `(channel, payload)` pairs, channel `c` being
 /// `<prefix>-<c>`.
 pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-    let mut body = String::from("{\"messages\":[");
-    for (i, (channel, payload)) in messages.into_iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&format!(
-            "{{\"topic\":\"{}\",\"event\":\"b\",\"payload\":{payload}}}",
-            channel_name(prefix, channel)
-        ));
-    }
-    body.push_str("]}");
-    body
+    batch(
+        prefix,
+        messages,
+        ("{\"messages\":[", "]}"),
+        |name, payload| {
+            format!(
+                "{{\"topic\":{},\"event\":\"b\",\"payload\":{payload}}}",
+                json_str(name)
+            )
+        },
+    )
+}
+
+/// A JSON string holding `s`.
+pub fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// The body of an HTTP publish request: `open`, then `item(channel name, payload)` for each
+/// `(channel, payload)` pair (channel `c` being `<prefix>-<c>`), comma-separated, then `close`.
+pub fn batch<'a>(
+    prefix: &str,
+    messages: impl IntoIterator<Item = (u64, &'a str)>,
+    (open, close): (&str, &str),
+    item: impl Fn(&str, &str) -> String,
+) -> String {
+    let items: Vec<String> = messages
+        .into_iter()
+        .map(|(c, payload)| item(&channel_name(prefix, c), payload))
+        .collect();
+    format!("{open}{}{close}", items.join(","))
 }
 
 #[cfg(test)]
@@ -134,13 +153,6 @@ mod tests {
         assert_eq!(batch_for(500, 1 << 20), 7);
         assert_eq!(batch_for(500, 100 << 20), 1);
         assert_eq!(batch_for(0, 10), 1);
-    }
-
-    #[test]
-    fn tiny_sizes_give_the_shortest_payload() {
-        assert_eq!(PayloadBuilder::new(0).build(7), "{\"t\":7,\"pad\":\"\"}");
-        assert_eq!(decimal_digits(0), 1);
-        assert_eq!(decimal_digits(u64::MAX), 20);
     }
 
     #[test]

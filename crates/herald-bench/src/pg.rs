@@ -1,15 +1,5 @@
-//! The `pg` scenario: Postgres Changes end to end. It prepares a table of its own in the database
-//! (`herald_bench_pg`, in publication `supabase_realtime`, with or without a row-level security
-//! policy per claims group), opens N subscribers (subscriber i joins `realtime:pg-bench-<i>` with a
-//! token of group `i % G` and an INSERT binding, optionally filtered on its group, and waits until
-//! the server has subscribed it to PostgreSQL), then inserts rows in transactions of T rows at R rows
-//! per second (or as fast as possible) for S seconds, each row stamped with its wall-clock time just
-//! before its commit. Reports rows inserted, changes ingested per second (the server's own
-//! `herald_pg_changes_total` on `/metrics`), deliveries against expectations, commit-to-client
-//! latency and server CPU.
-//!
-//! This module owns the database side (setup and writers), the subscriber's join and hold, and the
-//! reading of `postgres_changes` frames and of the metrics counter.
+//! The `pg` scenario: the database side (its table, roles, publication and paced writers), the
+//! Postgres Changes subscribers' join and hold, and the server's `herald_pg_changes_total` counter.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use herald_protocol::{JoinConfig, PostgresBinding, client};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -31,14 +21,15 @@ use crate::Context;
 use crate::clock::Clock;
 use crate::conn::{self, ConnError, Shared, Ws};
 use crate::error::ScenarioError;
-use crate::fanout::server_cpu;
-use crate::fleet::{Fleet, Reasons, Transport};
+use crate::fleet::{Reasons, Transport};
 use crate::http;
+use crate::measure::{
+    self, CpuWindow, Interrupt, open_fleet, per_sec, server_cpu, settle, shortfall,
+};
 use crate::pace::due_at;
-use crate::procfs;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
-use crate::report::{Detail, PgDetail, Report};
+use crate::report::{Detail, PgDetail, Report, Subscribers};
 use crate::stats::round3;
 use crate::target::Target;
 use crate::token;
@@ -212,25 +203,19 @@ pub async fn open(
 async fn subscribe(ws: &mut Ws, topic: &str, frame: String) -> Result<(), ConnError> {
     ws.send(Message::text(frame)).await?;
     let (mut joined, mut subscribed) = (false, false);
-    while !(joined && subscribed) {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => match answer(&text, topic) {
-                Some(Answer::Joined) => joined = true,
-                Some(Answer::Subscribed) => subscribed = true,
-                Some(Answer::Refused(reason)) => return Err(ConnError::JoinRefused(reason)),
-                Some(Answer::Failed(message)) => {
-                    return Err(ConnError::JoinRefused(format!(
-                        "postgres_changes: {message}"
-                    )));
-                }
-                None => {}
-            },
-            Some(Ok(Message::Close(_))) | None => return Err(ConnError::ClosedBeforeReply),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
+    conn::await_answer(ws, Protocol::Phoenix, |text| {
+        match answer(text, topic)? {
+            Answer::Joined => joined = true,
+            Answer::Subscribed => subscribed = true,
+            Answer::Refused(reason) => return Some(Err(ConnError::JoinRefused(reason))),
+            Answer::Failed(message) => {
+                let reason = format!("postgres_changes: {message}");
+                return Some(Err(ConnError::JoinRefused(reason)));
+            }
         }
-    }
-    Ok(())
+        (joined && subscribed).then_some(Ok(()))
+    })
+    .await
 }
 
 /// The benchmark columns of an inserted row, as a `postgres_changes` frame carries them.
@@ -408,38 +393,22 @@ pub fn counter_value(text: &str, name: &str) -> Option<u64> {
     found
 }
 
-/// Reads the server's change counter from `/metrics` (at the server's root).
-struct MetricsProbe {
-    client: http::Client,
-}
-
-impl MetricsProbe {
-    fn new(target: &Target) -> Self {
-        Self {
-            client: http::Client::new(target),
-        }
+/// The server's change counter on `/metrics` (at the server's root; 0 while it has counted
+/// nothing), or why it cannot be read.
+async fn read_counter(client: &mut http::Client) -> Result<u64, String> {
+    let resp = client.get("/metrics").await.map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        return Err(format!("GET /metrics answered HTTP {}", resp.status));
     }
-
-    /// The counter (0 while the server has counted nothing), or why it cannot be read.
-    async fn read(&mut self) -> Result<u64, String> {
-        let resp = self
-            .client
-            .get("/metrics")
-            .await
-            .map_err(|e| e.to_string())?;
-        if resp.status != 200 {
-            return Err(format!("GET /metrics answered HTTP {}", resp.status));
-        }
-        Ok(counter_value(&String::from_utf8_lossy(&resp.body), METRIC).unwrap_or(0))
-    }
+    Ok(counter_value(&String::from_utf8_lossy(&resp.body), METRIC).unwrap_or(0))
 }
 
 /// Waits until the server's counter has not moved for [`IDLE_QUIET`] (an earlier run may have left
 /// it a backlog, which would count as this run's ingestion), at most [`IDLE_MAX`]. `Err`: no
 /// counter to read.
-async fn wait_idle(probe: &mut MetricsProbe) -> Result<(), String> {
+async fn wait_idle(probe: &mut http::Client) -> Result<(), String> {
     let started = Instant::now();
-    let mut last = probe.read().await?;
+    let mut last = read_counter(probe).await?;
     let mut last_change = Instant::now();
     let mut told = false;
     while last_change.elapsed() < IDLE_QUIET {
@@ -451,7 +420,7 @@ async fn wait_idle(probe: &mut MetricsProbe) -> Result<(), String> {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let value = probe.read().await?;
+        let value = read_counter(probe).await?;
         if value != last {
             if !told {
                 eprintln!("pg: waiting for the server to finish ingesting earlier changes");
@@ -477,7 +446,7 @@ struct Ingest {
 /// Reads the counter every [`METRICS_EVERY`] until aborted; `target` is the value that means every
 /// committed row was ingested (it grows as rows commit).
 async fn poll_metrics(
-    mut probe: MetricsProbe,
+    mut probe: http::Client,
     clock: Clock,
     baseline: u64,
     target: Arc<AtomicU64>,
@@ -488,7 +457,7 @@ async fn poll_metrics(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Ok(value) = probe.read().await else {
+        let Ok(value) = read_counter(&mut probe).await else {
             continue;
         };
         let now = clock.now_ns();
@@ -616,28 +585,14 @@ const INSERT: &str = "insert into herald_bench_pg (grp, sent_us, body) \
 const WRITER_SESSION: &str = "set synchronous_commit = on";
 
 /// Totals of all writers.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Totals {
     rows: AtomicU64,
     transactions: AtomicU64,
     errors: AtomicU64,
     reasons: Mutex<Reasons>,
+    /// Rows committed per group.
     per_group: Mutex<Vec<u64>>,
-    /// Clock time of the last commit, ns.
-    last_commit_ns: AtomicU64,
-}
-
-impl Totals {
-    fn new(groups: u64) -> Self {
-        Self {
-            rows: AtomicU64::new(0),
-            transactions: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            reasons: Mutex::new(Reasons::default()),
-            per_group: Mutex::new(vec![0; usize::try_from(groups).unwrap_or(0)]),
-            last_commit_ns: AtomicU64::new(0),
-        }
-    }
 }
 
 /// Paced transaction `k` of a run of `total` rows in transactions of `per_tx` rows: its first row
@@ -742,7 +697,6 @@ impl Writer {
                     let t = &self.totals;
                     t.rows.fetch_add(count, Relaxed);
                     t.transactions.fetch_add(1, Relaxed);
-                    t.last_commit_ns.fetch_max(self.clock.now_ns(), Relaxed);
                     if let Ok(mut per_group) = t.per_group.lock() {
                         add_rows(&mut per_group, first, count);
                     }
@@ -775,7 +729,6 @@ impl Writer {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     server_cpu(ctx)?;
     let secret = token::secret().ok_or(ScenarioError::NoSecret)?;
     group_token(&secret, 0)?;
@@ -788,29 +741,13 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     setup(&admin, opts.rls).await?;
 
     // An earlier run's backlog would slow the subscribers down and count as this run's ingestion.
-    let mut probe = MetricsProbe::new(&ctx.target);
+    let mut probe = http::Client::new(&ctx.target);
     let metrics = wait_idle(&mut probe).await;
 
     // Subscribers.
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(Transport::Pg(join), PREFIX, groups, opts.subscribers, true),
-        ctx.per_process,
-        &ctx.token,
-    )?;
+    let spec = ctx.fleet_spec(Transport::Pg(join), PREFIX, groups, opts.subscribers, true);
+    let (fleet, ready) = open_fleet(ctx, "pg", spec, true).await?;
     let processes = fleet.processes();
-    let total_subs = opts.subscribers;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            format!(
-                "pg: {}/{total_subs} subscribers subscribed, {} failed",
-                l.established, l.failed
-            )
-        })
-        .await;
-    if opts.subscribers > 0 && ready.established == 0 {
-        fleet.stop().await;
-        return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
-    }
     let joined = ready.joined(groups);
 
     // Writers connect before the clock starts.
@@ -840,7 +777,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     }
 
     // The server's counter before the first insert.
-    let baseline = match metrics.and(probe.read().await) {
+    let baseline = match metrics.and(read_counter(&mut probe).await) {
         Ok(v) => Some(v),
         Err(reason) => {
             eprintln!("note: no ingest figures: {reason}");
@@ -864,19 +801,14 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         ))
     });
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Relaxed);
-            }
-        })
-    };
-    let totals = Arc::new(Totals::new(groups));
+    let interrupt = Interrupt::watch();
+    let totals = Arc::new(Totals {
+        per_group: Mutex::new(vec![0; usize::try_from(groups).unwrap_or(0)]),
+        ..Totals::default()
+    });
     let body = Arc::new("x".repeat(opts.payload));
-    let cpu_start = server_cpu(ctx).unwrap_or(None);
-    let start = Instant::now();
+    let window = CpuWindow::start(ctx);
+    let start = window.start;
     let start_ns = ctx.clock.ns_at(start);
     let limit = Duration::from_secs(opts.duration);
     let mut tasks = JoinSet::new();
@@ -893,7 +825,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
             limit,
             clock: ctx.clock,
             totals: Arc::clone(&totals),
-            interrupted: Arc::clone(&interrupted),
+            interrupted: interrupt.flag(),
         };
         tasks.spawn(writer.run());
     }
@@ -935,36 +867,26 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
             .lock()
             .map_or(true, |s| s.reached_ns > 0 || s.value < b),
     };
-    let mut last = (
-        live.snapshot().delivered,
-        seen.lock().map_or(0, |s| s.value),
-    );
-    let mut last_change = Instant::now();
-    while !interrupted.load(Relaxed) && insert_end.elapsed() < WAIT_MAX {
-        let now = (
+    let watch = || {
+        (
             live.snapshot().delivered,
             seen.lock().map_or(0, |s| s.value),
-        );
-        if now.0 >= expected && ingest_done() {
-            break;
-        }
-        if now != last {
-            (last, last_change) = (now, Instant::now());
-        } else if last_change.elapsed() >= WAIT_QUIET {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        )
+    };
+    let all_in = |now: &(u64, u64)| now.0 >= expected && ingest_done();
+    settle(
+        (insert_end, WAIT_MAX, WAIT_QUIET),
+        &interrupt.flag(),
+        watch,
+        all_in,
+    )
+    .await;
     if let Some(poller) = poller {
         poller.abort();
     }
-    let cpu_end = server_cpu(ctx).unwrap_or(None);
-    let window = start.elapsed().as_secs_f64();
+    let cpu = window.end(ctx);
     progress.finish();
-    watcher.abort();
-    if interrupted.load(Relaxed) {
-        eprintln!("interrupted: stopped inserting early");
-    }
+    interrupt.finish("stopped inserting early");
     let done = fleet.stop().await;
     drop(admin);
 
@@ -987,25 +909,20 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         .saturating_sub(start_ns) as f64
         / 1e9;
     let delivered = done.delivered;
-    let missing =
-        i64::try_from(expected).unwrap_or(i64::MAX) - i64::try_from(delivered).unwrap_or(i64::MAX);
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
+    let missing = shortfall(expected, delivered);
     let insert_errors = totals.errors.load(Relaxed);
-    let mut failure_reasons = ready.reasons.0.clone();
+    let mut subscribers = Subscribers::of(opts.subscribers, &ready, &done, processes);
     for (reason, n) in &done.failures.0 {
-        *failure_reasons.entry(reason.clone()).or_default() += n;
+        *subscribers
+            .failure_reasons
+            .entry(reason.clone())
+            .or_default() += n;
     }
     let detail = PgDetail {
-        subscribers_requested: opts.subscribers,
-        subscriber_failures: ready.failed,
-        failure_reasons,
+        subscribers,
         groups,
         rls: opts.rls,
         filter: opts.filter,
-        processes,
         writers,
         rows_per_tx: opts.rows_per_tx,
         rate: opts.rows_per_sec,
@@ -1013,7 +930,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         payload_bytes: opts.payload,
         rows_inserted,
         transactions: totals.transactions.load(Relaxed),
-        rows_per_sec: (insert_secs > 0.0).then(|| round3(rows_inserted as f64 / insert_secs)),
+        rows_per_sec: per_sec(rows_inserted, insert_secs),
         insert_errors,
         insert_error_reasons: totals
             .reasons
@@ -1029,31 +946,23 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         delivered,
         missing,
         foreign: done.frames,
-        disconnects: done.disconnects,
         insert_secs: round3(insert_secs),
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: cpu_secs.map(round3),
-        cpu_us_per_row: cpu_secs
-            .filter(|_| rows_inserted > 0)
-            .map(|c| round3(c * 1e6 / rows_inserted as f64)),
+        server_cpu_secs: cpu.secs(),
+        cpu_us_per_row: cpu.us_per(rows_inserted),
     };
     Ok(Report {
         connections: ready.established,
         connect_rate: ready.connect_rate().map(round3),
-        delivered_per_sec: (elapsed > 0.0 && opts.subscribers > 0)
-            .then(|| round3(delivered as f64 / elapsed)),
+        delivered_per_sec: per_sec(delivered, elapsed).filter(|_| opts.subscribers > 0),
         latency_ms: done.latencies().summary(),
-        server_cpu_pct: cpu_secs
-            .filter(|_| window > 0.0)
-            .map(|c| round3(c / window * 100.0)),
-        cpu_us_per_delivery: cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|c| round3(c * 1e6 / delivered as f64)),
+        server_cpu_pct: cpu.pct(),
+        cpu_us_per_delivery: cpu.us_per(delivered),
         errors: ready.failed
             + done.disconnects
             + insert_errors
             + done.frames
-            + u64::try_from(missing.max(0)).unwrap_or(0),
+            + measure::missing(missing),
         ..Report::new("pg", Detail::Pg(detail))
     })
 }
@@ -1081,22 +990,6 @@ mod tests {
                 .get("filter")
                 .is_none()
         );
-    }
-
-    #[test]
-    fn group_tokens_carry_the_group() {
-        let token = group_token("s3cret", 4).unwrap();
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
-            &validation,
-        )
-        .unwrap();
-        assert_eq!(data.claims["role"], "authenticated");
-        assert_eq!(data.claims["sub"], "bench-g4");
-        assert_eq!(data.claims["grp"], 4);
     }
 
     #[test]

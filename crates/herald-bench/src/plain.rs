@@ -11,14 +11,12 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::payload::{batch, json_str};
+
 /// Path of the WebSocket endpoint, after the URL's path prefix.
 pub const WS_PATH: &str = "/ws";
 /// Path of the HTTP publish endpoint, after the URL's path prefix.
 pub const PUBLISH_PATH: &str = "/publish";
-
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
 
 /// `{"op":"join","channel":…}`.
 pub fn join_frame(channel: &str) -> String {
@@ -35,18 +33,9 @@ pub fn publish_frame(channel: &str, payload: &str) -> String {
 
 /// The body of `POST /publish` for `(channel, payload)` pairs, channel `c` being `<prefix>-<c>`.
 pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-    let mut body = String::from("[");
-    for (i, (channel, payload)) in messages.into_iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&format!(
-            "{{\"channel\":{},\"data\":{payload}}}",
-            json_str(&crate::payload::channel_name(prefix, channel))
-        ));
-    }
-    body.push(']');
-    body
+    batch(prefix, messages, ("[", "]"), |name, payload| {
+        format!("{{\"channel\":{},\"data\":{payload}}}", json_str(name))
+    })
 }
 
 /// What a server frame with an `op` says.
@@ -93,49 +82,4 @@ pub fn send_time(text: &str) -> Option<u64> {
     }
     let d: Delivery = serde_json::from_str(text).ok()?;
     d.op.is_none().then_some(d.data.t)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_are_valid_json() {
-        let v: serde_json::Value = serde_json::from_str(&join_frame("bench-\"3")).unwrap();
-        assert_eq!(v["op"], "join");
-        assert_eq!(v["channel"], "bench-\"3");
-        let v: serde_json::Value =
-            serde_json::from_str(&publish_frame("bench-1", r#"{"t":5,"pad":"x"}"#)).unwrap();
-        assert_eq!(
-            (v["op"].as_str(), v["data"]["t"].as_u64()),
-            (Some("publish"), Some(5))
-        );
-        let v: serde_json::Value =
-            serde_json::from_str(&http_batch("bench", [(0, "{\"t\":1}"), (7, "{\"t\":2}")]))
-                .unwrap();
-        assert_eq!(v[1]["channel"], "bench-7");
-        assert_eq!(v[0]["data"]["t"], 1);
-        assert_eq!(http_batch("bench", std::iter::empty()), "[]");
-    }
-
-    #[test]
-    fn reads_replies_and_deliveries() {
-        assert_eq!(
-            reply(r#"{"op":"joined","channel":"bench-0"}"#),
-            Some(Reply::Joined("bench-0".into()))
-        );
-        assert_eq!(
-            reply(r#"{"op":"error","reason":"bad frame"}"#),
-            Some(Reply::Error("bad frame".into()))
-        );
-        assert_eq!(reply(r#"{"channel":"c","data":{"t":1}}"#), None);
-        assert_eq!(reply("not json"), None);
-
-        assert_eq!(
-            send_time(r#"{"channel":"bench-0","data":{"t":123,"pad":"xx"}}"#),
-            Some(123)
-        );
-        assert_eq!(send_time(r#"{"op":"joined","channel":"bench-0"}"#), None);
-        assert_eq!(send_time(r#"{"channel":"c","data":{"other":1}}"#), None);
-    }
 }

@@ -1,17 +1,9 @@
-//! The `presence` scenario (Phoenix protocol): N members over C channels (member i on
-//! `bench-presence-<run>-<i % C>`, a fresh channel family per run) first open their WebSockets; then,
-//! all at once, each joins its channel with presence enabled and key `m<i>` and tracks as soon as
-//! the join is answered. Every member reads `presence_state` and `presence_diff` frames until it has
-//! seen the key of every member of its channel (its own included). Reports the time from the go to
-//! each member's last missing key (percentiles) and to the last member's, and the presence frames
-//! received.
-//!
-//! Every member learns every key of its channel, so a channel of n members costs about n² key
-//! deliveries: members per channel are bounded by [`MAX_PER_CHANNEL`].
+//! The `presence` scenario (Phoenix only): members that connect, then all join with presence and
+//! track at once, each reading presence frames until it has seen every key of its channel.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use herald_protocol::{JoinConfig, client};
@@ -23,9 +15,8 @@ use crate::Context;
 use crate::clock::Clock;
 use crate::conn::{self, CLOSE_TIMEOUT, HEARTBEAT, Shared, Ws};
 use crate::error::ScenarioError;
-use crate::fanout::server_cpu;
-use crate::fleet::{Fleet, Transport};
-use crate::procfs;
+use crate::fleet::Transport;
+use crate::measure::{CpuWindow, Interrupt, open_fleet, server_cpu, settle};
 use crate::progress::Progress;
 use crate::report::{Detail, PresenceDetail, Report};
 use crate::stats::round3;
@@ -277,40 +268,18 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
         });
     }
     server_cpu(ctx)?;
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     let prefix = prefix(&ctx.clock);
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(
-            Transport::Presence {
-                members: opts.members,
-            },
-            &prefix,
-            opts.channels,
-            opts.members,
-            true,
-        ),
-        ctx.per_process,
-        &ctx.token,
-    )?;
+    let transport = Transport::Presence {
+        members: opts.members,
+    };
+    let spec = ctx.fleet_spec(transport, &prefix, opts.channels, opts.members, true);
+    let (mut fleet, ready) = open_fleet(ctx, "presence", spec, true).await?;
     let processes = fleet.processes();
-    let total = opts.members;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            format!(
-                "presence: {}/{total} connected, {} failed",
-                l.established, l.failed
-            )
-        })
-        .await;
-    if ready.established == 0 {
-        fleet.stop().await;
-        return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
-    }
     let connect_secs = ready.connect_end_ns.saturating_sub(ready.connect_start_ns) as f64 / 1e9;
 
     // Everyone joins and tracks at once.
-    let cpu_start = server_cpu(ctx).unwrap_or(None);
-    let go = Instant::now();
+    let window = CpuWindow::start(ctx);
+    let go = window.start;
     let go_ns = ctx.clock.ns_at(go);
     fleet.go(go_ns).await;
     let live = fleet.live();
@@ -325,36 +294,19 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
             )
         })
     };
-    let timeout = Duration::from_secs(opts.timeout);
-    let mut last = live.snapshot();
-    let mut last_change = Instant::now();
-    let wait = async {
-        while go.elapsed() < timeout {
-            let now = live.snapshot();
-            if now.delivered + now.disconnects >= established {
-                break;
-            }
-            if (now.delivered, now.frames) != (last.delivered, last.frames) {
-                (last, last_change) = (now, Instant::now());
-            } else if last_change.elapsed() >= QUIET {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let interrupt = Interrupt::watch();
+    let limits = (go, Duration::from_secs(opts.timeout), QUIET);
+    let watch = || {
+        let l = live.snapshot();
+        (l.delivered, l.frames, l.disconnects)
     };
-    tokio::select! {
-        _ = wait => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping early"),
-    }
-    let window_secs = go.elapsed().as_secs_f64();
-    let cpu_end = server_cpu(ctx).unwrap_or(None);
+    let all_in = |(delivered, _, failed): &(u64, u64, u64)| delivered + failed >= established;
+    settle(limits, &interrupt.flag(), watch, all_in).await;
+    interrupt.finish("stopping early");
+    let cpu = window.end(ctx);
     progress.finish();
     let done = fleet.stop().await;
 
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
     let complete = done.delivered;
     let incomplete = established.saturating_sub(complete);
     let all_complete_ms = (incomplete == 0 && ready.failed == 0)
@@ -374,16 +326,14 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
         frames_per_member: round3(done.frames as f64 / established.max(1) as f64),
         member_failures: done.disconnects,
         member_failure_reasons: done.failures.0.clone(),
-        window_secs: round3(window_secs),
-        server_cpu_secs: cpu_secs.map(round3),
+        window_secs: round3(cpu.window),
+        server_cpu_secs: cpu.secs(),
     };
     Ok(Report {
         connections: established,
         connect_rate: ready.connect_rate().map(round3),
         latency_ms: done.latencies().summary(),
-        server_cpu_pct: cpu_secs
-            .filter(|_| window_secs > 0.0)
-            .map(|c| round3(c / window_secs * 100.0)),
+        server_cpu_pct: cpu.pct(),
         // A member that failed is also incomplete, unless it failed after completing: count each
         // member once.
         errors: ready.failed + incomplete.max(done.disconnects),

@@ -164,13 +164,4 @@ mod tests {
         assert_eq!(auxv_value(&auxv, 99), None);
         assert_eq!(auxv_value(&auxv[..7], AT_PAGESZ), None);
     }
-
-    #[test]
-    fn reads_this_machine() {
-        let (page, ticks) = page_size_and_clock_ticks();
-        assert!(page >= 4096 && ticks > 0);
-        assert!(vm_rss_kib(std::process::id()).unwrap() > 0);
-        cpu_ticks(std::process::id()).unwrap();
-        tcp_mem_pages().unwrap();
-    }
 }

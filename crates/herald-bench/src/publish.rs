@@ -1,10 +1,5 @@
-//! The `publish` scenario: publish throughput with history on. C publishers (HTTP keep-alive
-//! connections sending batches of B messages to `POST /api/broadcast`, or WebSocket v2 connections
-//! pushing with `ack`) send for S seconds, at R messages per second in total or, with R = 0, as fast
-//! as the server accepts them; publisher j's n-th message goes to the n-th of its channels
-//! `bench-pub-<c>` in turn. N WebSocket subscribers over the channels count deliveries. Reports
-//! accepted messages per second (202s or acks), deliveries per second, end-to-end latency, refusals
-//! and the server's CPU.
+//! The `publish` scenario: HTTP batch publishers or WebSocket publishers pushing with `ack`, paced
+//! or as fast as the server accepts, counting accepted and refused messages.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,14 +14,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
-use crate::fanout::{self, server_cpu, subscribers_of};
-use crate::fleet::{Fleet, Reasons, Transport};
+use crate::fanout::{self, subscribers_of};
+use crate::fleet::{Reasons, Transport};
 use crate::http::{self, HttpError};
+use crate::measure::{CpuWindow, missing, open_fleet, per_sec, server_cpu, shortfall};
 use crate::pace::{due_at, due_by, share};
 use crate::payload::{self, PayloadBuilder};
-use crate::procfs;
 use crate::progress::Progress;
-use crate::report::{Detail, PublishDetail, RATE_LIMIT_NOTE, Report};
+use crate::report::{Detail, PublishDetail, Published, RATE_LIMIT_NOTE, Report, Subscribers};
 use crate::stats::round3;
 use crate::{Context, PublisherKind};
 
@@ -257,32 +252,23 @@ async fn open_ws_publisher(
     mine: &[u64],
     subscribers: u64,
 ) -> Result<Ws, ScenarioError> {
-    let failed = |source| ScenarioError::Publisher {
-        index,
-        subscribers,
-        source,
-    };
-    let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
-        .await
-        .map_err(failed)?;
     let opts = JoinConfig {
         broadcast_ack: true,
         ..JoinConfig::default()
     };
-    for &channel in mine {
-        conn::within(
-            "join",
-            conn::join(
-                &mut ws,
-                &join_ref(channel),
-                &payload::topic(PREFIX, channel),
-                &opts,
-            ),
-        )
-        .await
-        .map_err(failed)?;
-    }
-    Ok(ws)
+    let open = async {
+        let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None)).await?;
+        for &channel in mine {
+            let (join_ref, topic) = (join_ref(channel), payload::topic(PREFIX, channel));
+            conn::within("join", conn::join(&mut ws, &join_ref, &topic, &opts)).await?;
+        }
+        Ok(ws)
+    };
+    open.await.map_err(|source| ScenarioError::Publisher {
+        index,
+        subscribers,
+        source,
+    })
 }
 
 fn join_ref(channel: u64) -> String {
@@ -324,17 +310,9 @@ async fn read_acks(
             answers.answered.fetch_add(1, Relaxed);
             continue;
         }
-        let Some(n) = frame
-            .ref_
-            .as_deref()
-            .and_then(|r| r.strip_prefix('p'))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        match client::reply_to(&frame, &format!("p{n}")) {
-            Some(Ok(_)) => totals.accept([channel_for(&job.mine, n)], &job.joined),
-            Some(Err(reason)) => totals.refuse(1, format!("refused: {reason}"), false),
+        match fanout::push_reply(&frame) {
+            Some((n, Ok(_))) => totals.accept([channel_for(&job.mine, n)], &job.joined),
+            Some((_, Err(reason))) => totals.refuse(1, format!("refused: {reason}"), false),
             None => continue,
         }
         answers.answered.fetch_add(1, Relaxed);
@@ -443,7 +421,6 @@ async fn feed(sink: &mut SplitSink<Ws, Message>, frame: Message) -> bool {
 
 /// Runs the scenario.
 pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, ScenarioError> {
-    let (_, clock_ticks) = procfs::page_size_and_clock_ticks();
     server_cpu(&ctx)?;
     let per_connection = opts.channels.div_ceil(opts.connections.max(1));
     if opts.publisher == PublisherKind::Ws && per_connection > CHANNELS_PER_CONNECTION {
@@ -454,26 +431,9 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
         });
     }
 
-    // Subscribers.
-    let mut fleet = Fleet::start(
-        ctx.fleet_spec(Transport::Ws, PREFIX, opts.channels, opts.subscribers, true),
-        ctx.per_process,
-        &ctx.token,
-    )?;
+    let spec = ctx.fleet_spec(Transport::Ws, PREFIX, opts.channels, opts.subscribers, true);
+    let (fleet, ready) = open_fleet(&ctx, "publish", spec, true).await?;
     let processes = fleet.processes();
-    let total_subs = opts.subscribers;
-    let ready = fleet
-        .wait_ready_showing(move |l| {
-            format!(
-                "publish: {}/{total_subs} subscribers joined, {} failed",
-                l.established, l.failed
-            )
-        })
-        .await;
-    if opts.subscribers > 0 && ready.established == 0 {
-        fleet.stop().await;
-        return Err(ScenarioError::NoSubscribers(ready.reasons.summary()));
-    }
     let joined = Arc::new(ready.joined(opts.channels));
 
     // Publishers: WebSocket ones connect and join before the clock starts.
@@ -512,8 +472,8 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
     }
     let totals = Arc::new(Totals::default());
     let builder = Arc::new(PayloadBuilder::new(opts.payload));
-    let cpu_start = server_cpu(&ctx).unwrap_or(None);
-    let start = Instant::now();
+    let window = CpuWindow::start(&ctx);
+    let start = window.start;
     let deadline = start + Duration::from_secs(opts.duration);
     let mut tasks = JoinSet::new();
     let mut sockets = sockets.into_iter();
@@ -577,8 +537,7 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
         &interrupted,
     )
     .await;
-    let cpu_end = server_cpu(&ctx).unwrap_or(None);
-    let window = start.elapsed().as_secs_f64();
+    let cpu = window.end(&ctx);
     progress.finish();
     let done = fleet.stop().await;
 
@@ -592,21 +551,16 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
     let accepted = totals.accepted.load(Relaxed);
     let expected = totals.expected.load(Relaxed);
     let delivered = done.delivered;
-    let drops =
-        i64::try_from(expected).unwrap_or(i64::MAX) - i64::try_from(delivered).unwrap_or(i64::MAX);
-    let cpu_secs = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clock_ticks.max(1) as f64),
-        _ => None,
-    };
+    let drops = shortfall(expected, delivered);
     let rate_limited = totals.rate_limited.load(Relaxed);
     let publish_errors = totals.errors.load(Relaxed);
     if rate_limited > 0 {
         eprintln!("note: {RATE_LIMIT_NOTE}");
     }
+    let reasons = totals.reasons.lock().map(|r| r.clone()).unwrap_or_default();
+    let sent = totals.sent.load(Relaxed);
     let detail = PublishDetail {
-        subscribers_requested: opts.subscribers,
-        subscriber_failures: ready.failed,
-        failure_reasons: ready.reasons.0.clone(),
+        subscribers: Subscribers::of(opts.subscribers, &ready, &done, processes),
         channels: opts.channels,
         publisher: match opts.publisher {
             PublisherKind::Ws => "ws",
@@ -620,44 +574,22 @@ pub async fn run(ctx: Arc<Context>, opts: PublishOpts) -> Result<Report, Scenari
         rate: opts.rate,
         duration_secs: opts.duration,
         payload_bytes: opts.payload,
-        sent: totals.sent.load(Relaxed),
         accepted,
         rate_limited,
-        publish_errors,
-        publish_error_reasons: totals
-            .reasons
-            .lock()
-            .map(|r| r.0.clone())
-            .unwrap_or_default(),
-        expected,
-        delivered,
-        drops,
-        disconnects: done.disconnects,
-        processes,
+        published: Published::of(sent, publish_errors, &reasons, expected, delivered, &cpu),
         publish_secs: round3(publish_secs),
         elapsed_secs: round3(elapsed),
-        server_cpu_secs: cpu_secs.map(round3),
-        cpu_us_per_message: cpu_secs
-            .filter(|_| accepted > 0)
-            .map(|c| round3(c * 1e6 / accepted as f64)),
+        cpu_us_per_message: cpu.us_per(accepted),
     };
     Ok(Report {
         connections: ready.established,
         connect_rate: ready.connect_rate().map(round3),
-        accepted_per_sec: (publish_secs > 0.0).then(|| round3(accepted as f64 / publish_secs)),
-        delivered_per_sec: (elapsed > 0.0 && opts.subscribers > 0)
-            .then(|| round3(delivered as f64 / elapsed)),
+        accepted_per_sec: per_sec(accepted, publish_secs),
+        delivered_per_sec: per_sec(delivered, elapsed).filter(|_| opts.subscribers > 0),
         latency_ms: done.latencies().summary(),
-        server_cpu_pct: cpu_secs
-            .filter(|_| window > 0.0)
-            .map(|c| round3(c / window * 100.0)),
-        cpu_us_per_delivery: cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|c| round3(c * 1e6 / delivered as f64)),
-        errors: ready.failed
-            + done.disconnects
-            + publish_errors
-            + u64::try_from(drops.max(0)).unwrap_or(0),
+        server_cpu_pct: cpu.pct(),
+        cpu_us_per_delivery: cpu.us_per(delivered),
+        errors: ready.failed + done.disconnects + publish_errors + missing(drops),
         ..Report::new("publish", Detail::Publish(detail))
     })
 }

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::Sha256;
 
+use crate::payload::{batch, json_str};
 use crate::target::percent_encode;
 
 /// App id of the benchmark's Sockudo configuration (`bench/peers/sockudo/config.json`).
@@ -143,10 +144,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
-
 /// The wire name of the benchmark channel `name`: `private-<name>`.
 pub fn channel(name: &str) -> String {
     format!("private-{name}")
@@ -172,19 +169,10 @@ pub fn client_event_frame(channel: &str, payload: &str) -> String {
 /// The body of `POST /apps/<id>/batch_events` for `(channel, payload)` pairs, channel `c` being
 /// `private-<prefix>-<c>` and each payload sent as a JSON string.
 pub fn batch_body<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-    let mut body = String::from("{\"batch\":[");
-    for (i, (c, payload)) in messages.into_iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&format!(
-            "{{\"name\":\"{SERVER_EVENT}\",\"channel\":{},\"data\":{}}}",
-            json_str(&channel(&crate::payload::channel_name(prefix, c))),
-            json_str(payload)
-        ));
-    }
-    body.push_str("]}");
-    body
+    batch(prefix, messages, ("{\"batch\":[", "]}"), |name, payload| {
+        let (channel, data) = (json_str(&channel(name)), json_str(payload));
+        format!("{{\"name\":\"{SERVER_EVENT}\",\"channel\":{channel},\"data\":{data}}}")
+    })
 }
 
 /// One server frame, as far as the benchmark cares.

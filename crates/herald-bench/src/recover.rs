@@ -1,10 +1,6 @@
-//! The `recover` scenario: how fast a returning client gets what it missed. Each run uses a fresh
-//! channel: a WebSocket v2 client joins it with `recover {"epoch":"","offset":0}` to learn its position
-//! and leaves; M messages are published over HTTP (paced under the server's HTTP rate limit) and
-//! all accepted; then a new client joins with `recover {epoch, offset}` and the run measures the time
-//! from sending that join to the arrival of the last replayed message, checking that the offsets are
-//! contiguous (a gap or a duplicate is an error). The server must keep at least M messages per
-//! channel; a `recovered: false` answer stops the run with the settings to change.
+//! The `recover` scenario: per run, a fresh channel whose position a client learns, M messages
+//! published while it is away, and a recovering join timed to the last replayed message, whose
+//! offsets must be contiguous.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,6 +20,7 @@ use crate::http;
 use crate::pace::due_at;
 use crate::payload::{self, PayloadBuilder};
 use crate::progress::Progress;
+use crate::protocol::Protocol;
 use crate::report::{Detail, RETENTION_NOTE, RecoverDetail, Report};
 use crate::stats::{Spread, round3};
 
@@ -151,23 +148,14 @@ async fn join_recovering(
     };
     ws.send(Message::text(client::join("1", topic, &opts)))
         .await?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => {
-                let Some(frame) = client::decode(&text).filter(|f| f.topic == topic) else {
-                    continue;
-                };
-                match client::reply_to(&frame, "1") {
-                    Some(Ok(response)) => return Ok(client::recovery(&response)),
-                    Some(Err(reason)) => return Err(ConnError::JoinRefused(reason)),
-                    None => {}
-                }
-            }
-            Some(Ok(Message::Close(_))) | None => return Err(ConnError::ClosedBeforeReply),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
+    conn::await_answer(ws, Protocol::Phoenix, |text| {
+        let frame = client::decode(text).filter(|f| f.topic == topic)?;
+        match client::reply_to(&frame, "1")? {
+            Ok(response) => Some(Ok(client::recovery(&response))),
+            Err(reason) => Some(Err(ConnError::JoinRefused(reason))),
         }
-    }
+    })
+    .await
 }
 
 async fn close(mut ws: Ws) {

@@ -3,14 +3,19 @@
 //! where a figure does not apply) and its own `detail` object.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
-use serde::Serialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::fleet::{DoneStats, ReadyStats, Reasons};
+use crate::measure::{Cpu, shortfall};
 use crate::stats::{LatencySummary, Spread};
 
 /// One run's figures. Fields that do not apply to a scenario (or were not measured) are `null`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// `idle`, `fanout`, `sse`, `recover`, `publish`, `presence`, `churn` or `pg`.
     pub scenario: &'static str,
@@ -67,98 +72,22 @@ pub enum Detail {
     Pg(PgDetail),
 }
 
-/// Counts of an idle run.
+impl Default for Detail {
+    fn default() -> Self {
+        Detail::Idle(IdleDetail::default())
+    }
+}
+
+/// What idle and sse report of a fleet opened and held.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct IdleDetail {
-    /// The clients' wire protocol (`--protocol`).
-    pub protocol: &'static str,
-    /// Connections asked for.
+pub struct Hold {
+    /// Connections (streams) asked for.
     pub requested: u64,
-    /// Channels they were spread over.
-    pub channels: u64,
-    /// Connections that failed to open or join.
+    /// Those that failed to open or join (sse: or to send their first `id:` line).
     pub failed: u64,
     /// Why, with counts.
     pub failure_reasons: BTreeMap<String, u64>,
-    /// Joined connections that dropped during the hold.
-    pub disconnects: u64,
-    /// Client processes used.
-    pub processes: usize,
-    /// Seconds spent opening.
-    pub connect_secs: f64,
-    /// Seconds held after all were joined.
-    pub hold_secs: f64,
-    /// Server RSS before opening, KiB.
-    pub server_rss_before_kib: Option<u64>,
-    /// Server RSS once all were joined, KiB.
-    pub server_rss_after_kib: Option<u64>,
-    /// Server RSS at the end of the hold, KiB.
-    pub server_rss_end_kib: Option<u64>,
-    /// Kernel TCP buffer memory before opening, KiB (machine-wide, both ends of loopback).
-    pub tcp_mem_before_kib: Option<u64>,
-    /// Kernel TCP buffer memory once all were joined, KiB.
-    pub tcp_mem_after_kib: Option<u64>,
-}
-
-/// Counts of a fanout run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FanoutDetail {
-    /// The clients' wire protocol (`--protocol`).
-    pub protocol: &'static str,
-    /// Subscribers asked for.
-    pub subscribers_requested: u64,
-    /// Subscribers that failed to open or join.
-    pub subscriber_failures: u64,
-    /// Why, with counts.
-    pub failure_reasons: BTreeMap<String, u64>,
-    /// Channels.
-    pub channels: u64,
-    /// `ws` or `http`.
-    pub publisher: &'static str,
-    /// Publisher connections.
-    pub publishers: u64,
-    /// Target publish rate, messages per second.
-    pub rate: u64,
-    /// Seconds of publishing asked for.
-    pub duration_secs: u64,
-    /// Payload size, bytes.
-    pub payload_bytes: usize,
-    /// Messages published successfully.
-    pub sent: u64,
-    /// Achieved publish rate.
-    pub sent_per_sec: f64,
-    /// Messages that could not be published (refused or failed).
-    pub publish_errors: u64,
-    /// Why, with counts.
-    pub publish_error_reasons: BTreeMap<String, u64>,
-    /// Deliveries expected: each sent message times the subscribers joined to its channel.
-    pub expected: u64,
-    /// Deliveries received.
-    pub delivered: u64,
-    /// `expected - delivered` (negative would mean duplicates).
-    pub drops: i64,
-    /// Subscribers that dropped during the run.
-    pub disconnects: u64,
-    /// Client processes holding subscribers.
-    pub processes: usize,
-    /// Seconds from the first send to the last delivery.
-    pub elapsed_secs: f64,
-    /// Server CPU seconds over that window.
-    pub server_cpu_secs: Option<f64>,
-}
-
-/// Counts of an sse run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SseDetail {
-    /// Streams asked for.
-    pub requested: u64,
-    /// Topics they were spread over.
-    pub topics: u64,
-    /// Streams that failed to open or to send their first `id:` line.
-    pub failed: u64,
-    /// Why, with counts.
-    pub failure_reasons: BTreeMap<String, u64>,
-    /// Open streams that ended during the hold.
+    /// Joined connections (open streams) that dropped during the hold.
     pub disconnects: u64,
     /// Client processes used.
     pub processes: usize,
@@ -176,24 +105,135 @@ pub struct SseDetail {
     pub tcp_mem_before_kib: Option<u64>,
     /// Kernel TCP buffer memory once all were open, KiB.
     pub tcp_mem_after_kib: Option<u64>,
+}
+
+/// What fanout, publish and pg report of their subscribers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Subscribers {
+    /// Subscribers asked for.
+    pub subscribers_requested: u64,
+    /// Subscribers that failed to open or join (pg: or to subscribe to Postgres Changes).
+    pub subscriber_failures: u64,
+    /// Why, with counts (pg: also why subscribers failed later).
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// Subscribers that dropped during the run (pg: or were told of an error).
+    pub disconnects: u64,
+    /// Client processes holding subscribers.
+    pub processes: usize,
+}
+
+/// What fanout, sse (with `--publish-rate`) and publish report of their publishing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Published {
+    /// Messages published (publish: sent, accepted or not).
+    pub sent: u64,
+    /// Messages refused or failed for any reason (publish: rate limits included).
+    pub publish_errors: u64,
+    /// Why, with counts.
+    pub publish_error_reasons: BTreeMap<String, u64>,
+    /// Deliveries expected: each message sent (publish: accepted) times the subscribers of its
+    /// channel.
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// `expected - delivered` (negative would mean duplicates).
+    pub drops: i64,
+    /// Server CPU seconds from the first send to the end of the drain.
+    pub server_cpu_secs: Option<f64>,
+}
+
+impl Subscribers {
+    /// The subscribers of a fleet that opened as `ready` and ended as `done`.
+    pub fn of(requested: u64, ready: &ReadyStats, done: &DoneStats, processes: usize) -> Self {
+        Self {
+            subscribers_requested: requested,
+            subscriber_failures: ready.failed,
+            failure_reasons: ready.reasons.0.clone(),
+            disconnects: done.disconnects,
+            processes,
+        }
+    }
+}
+
+impl Published {
+    /// `sent` messages (`errors` more failed, for `reasons`) that should have made `expected`
+    /// deliveries and made `delivered`, costing the server `cpu`.
+    pub fn of(
+        sent: u64,
+        errors: u64,
+        reasons: &Reasons,
+        expected: u64,
+        delivered: u64,
+        cpu: &Cpu,
+    ) -> Self {
+        Self {
+            sent,
+            publish_errors: errors,
+            publish_error_reasons: reasons.0.clone(),
+            expected,
+            delivered,
+            drops: shortfall(expected, delivered),
+            server_cpu_secs: cpu.secs(),
+        }
+    }
+}
+
+/// Counts of an idle run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdleDetail {
+    /// The clients' wire protocol (`--protocol`).
+    pub protocol: &'static str,
+    /// Channels the connections were spread over.
+    pub channels: u64,
+    /// The fleet.
+    #[serde(flatten)]
+    pub hold: Hold,
+}
+
+/// Counts of a fanout run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FanoutDetail {
+    /// The clients' wire protocol (`--protocol`).
+    pub protocol: &'static str,
+    /// The subscribers.
+    #[serde(flatten)]
+    pub subscribers: Subscribers,
+    /// Channels.
+    pub channels: u64,
+    /// `ws` or `http`.
+    pub publisher: &'static str,
+    /// Publisher connections.
+    pub publishers: u64,
+    /// Target publish rate, messages per second.
+    pub rate: u64,
+    /// Seconds of publishing asked for.
+    pub duration_secs: u64,
+    /// Payload size, bytes.
+    pub payload_bytes: usize,
+    /// Achieved publish rate.
+    pub sent_per_sec: f64,
+    /// The publishing.
+    #[serde(flatten)]
+    pub published: Published,
+    /// Seconds from the first send to the last delivery.
+    pub elapsed_secs: f64,
+}
+
+/// Counts of an sse run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SseDetail {
+    /// Topics the streams were spread over.
+    pub topics: u64,
+    /// The streams.
+    #[serde(flatten)]
+    pub hold: Hold,
     /// Messages per second published over HTTP during the hold (`--publish-rate`), if any.
     pub publish_rate: Option<u64>,
     /// Payload size, bytes (with `--publish-rate`).
     pub payload_bytes: Option<usize>,
-    /// Messages published.
-    pub sent: u64,
-    /// Messages that could not be published.
-    pub publish_errors: u64,
-    /// Why, with counts.
-    pub publish_error_reasons: BTreeMap<String, u64>,
-    /// Deliveries expected: each sent message times the streams following its topic.
-    pub expected: u64,
-    /// Deliveries received.
-    pub delivered: u64,
-    /// `expected - delivered`.
-    pub drops: i64,
-    /// Server CPU seconds over the publishing window.
-    pub server_cpu_secs: Option<f64>,
+    /// The publishing (with `--publish-rate`).
+    #[serde(flatten)]
+    pub published: Published,
 }
 
 /// Counts of a recover run.
@@ -226,12 +266,9 @@ pub struct RecoverDetail {
 /// Counts of a publish run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PublishDetail {
-    /// Subscribers asked for.
-    pub subscribers_requested: u64,
-    /// Subscribers that failed to open or join.
-    pub subscriber_failures: u64,
-    /// Why, with counts.
-    pub failure_reasons: BTreeMap<String, u64>,
+    /// The subscribers.
+    #[serde(flatten)]
+    pub subscribers: Subscribers,
     /// Channels.
     pub channels: u64,
     /// `http` or `ws`.
@@ -246,32 +283,17 @@ pub struct PublishDetail {
     pub duration_secs: u64,
     /// Payload size, bytes.
     pub payload_bytes: usize,
-    /// Messages sent (accepted or not).
-    pub sent: u64,
     /// Messages the server accepted (HTTP 202, WebSocket ack).
     pub accepted: u64,
     /// Messages refused by a rate limit (HTTP 429, WebSocket `Too many messages per second`).
     pub rate_limited: u64,
-    /// Messages refused or failed for any reason, rate limits included.
-    pub publish_errors: u64,
-    /// Why, with counts.
-    pub publish_error_reasons: BTreeMap<String, u64>,
-    /// Deliveries expected: each accepted message times the subscribers joined to its channel.
-    pub expected: u64,
-    /// Deliveries received.
-    pub delivered: u64,
-    /// `expected - delivered` (negative would mean duplicates).
-    pub drops: i64,
-    /// Subscribers that dropped during the run.
-    pub disconnects: u64,
-    /// Client processes holding subscribers.
-    pub processes: usize,
+    /// The publishing.
+    #[serde(flatten)]
+    pub published: Published,
     /// Seconds spent publishing.
     pub publish_secs: f64,
     /// Seconds from the first send to the last delivery.
     pub elapsed_secs: f64,
-    /// Server CPU seconds from the first send to the end of the drain.
-    pub server_cpu_secs: Option<f64>,
     /// Server CPU time per accepted message, µs.
     pub cpu_us_per_message: Option<f64>,
 }
@@ -357,20 +379,15 @@ pub struct ChurnDetail {
 /// Counts of a pg run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PgDetail {
-    /// Subscribers asked for.
-    pub subscribers_requested: u64,
-    /// Subscribers that failed to open, join or subscribe to Postgres Changes.
-    pub subscriber_failures: u64,
-    /// Why, with counts.
-    pub failure_reasons: BTreeMap<String, u64>,
+    /// The subscribers.
+    #[serde(flatten)]
+    pub subscribers: Subscribers,
     /// Claims groups (subscriber i is in group i % groups).
     pub groups: u64,
     /// Row-level security on, each group seeing its own rows.
     pub rls: bool,
     /// Each subscriber's binding filters on its group.
     pub filter: bool,
-    /// Client processes holding subscribers.
-    pub processes: usize,
     /// Writer connections.
     pub writers: u64,
     /// Rows per transaction.
@@ -407,8 +424,6 @@ pub struct PgDetail {
     pub missing: i64,
     /// Changes of another group's rows received with --rls or --filter (none should arrive).
     pub foreign: u64,
-    /// Subscribers that dropped (or were told of an error) during the run.
-    pub disconnects: u64,
     /// Seconds spent inserting.
     pub insert_secs: f64,
     /// Seconds from the first insert to the last delivery.
@@ -419,59 +434,13 @@ pub struct PgDetail {
     pub cpu_us_per_row: Option<f64>,
 }
 
-/// Figures of a hold (idle connections or idle streams).
-struct Hold {
-    connect_secs: f64,
-    hold_secs: f64,
-    disconnects: u64,
-    rss: [Option<u64>; 3],
-    tcp: [Option<u64>; 2],
-}
-
-/// The wording of a hold's rows for connections or for streams.
-struct HoldLabels {
-    rate_unit: &'static str,
-    rss_after: &'static str,
-    rss_per: &'static str,
-    tcp_after: &'static str,
-    tcp_per: &'static str,
-}
-
-impl HoldLabels {
-    const CONNECTIONS: HoldLabels = HoldLabels {
-        rate_unit: "conn/s",
-        rss_after: "server RSS all joined",
-        rss_per: "server RSS / connection",
-        tcp_after: "kernel TCP mem all joined",
-        tcp_per: "kernel TCP mem / connection",
-    };
-    const STREAMS: HoldLabels = HoldLabels {
-        rate_unit: "streams/s",
-        rss_after: "server RSS all open",
-        rss_per: "server RSS / stream",
-        tcp_after: "kernel TCP mem all open",
-        tcp_per: "kernel TCP mem / stream",
-    };
-}
-
 impl Report {
     /// A report of `scenario` with every figure unmeasured (`null`, zero).
     pub fn new(scenario: &'static str, detail: Detail) -> Self {
         Self {
             scenario,
-            connections: 0,
-            rss_per_connection_kib: None,
-            kernel_per_connection_kib: None,
-            connect_rate: None,
-            delivered_per_sec: None,
-            latency_ms: None,
-            server_cpu_pct: None,
-            cpu_us_per_delivery: None,
-            accepted_per_sec: None,
-            replay_ms: None,
-            replay_msgs_per_sec: None,
-            errors: 0,
             detail,
+            ..Self::default()
         }
     }
 
@@ -481,414 +450,119 @@ impl Report {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// The human-readable table.
+    /// The human-readable table: every figure of the JSON object (`detail`'s inline), in its order,
+    /// under its key, then what to make of them.
     pub fn table(&self) -> String {
-        let mut rows: Vec<(&str, String)> = Vec::new();
+        let mut rows = Vec::new();
+        if let Ok(json) = serde_json::to_string(self) {
+            flatten("", &json, &mut rows);
+        }
+        rows.retain(|(key, _)| key != "scenario");
+        rows.extend(self.notes().into_iter().map(|n| ("note".to_owned(), n)));
+        let width = rows.iter().map(|(l, _)| l.chars().count()).max();
+        let mut out = format!("herald bench {}\n", self.scenario);
+        for (label, value) in rows {
+            let _ = writeln!(out, "  {label:<w$}  {value}", w = width.unwrap_or(0));
+        }
+        out
+    }
+
+    /// What the figures need to be read right.
+    fn notes(&self) -> Vec<String> {
         match &self.detail {
-            Detail::Idle(d) => {
-                rows.push(("protocol", d.protocol.to_owned()));
-                rows.push(("connections requested", int(d.requested)));
-                rows.push(("channels", int(d.channels)));
-                rows.push(("client processes", int(d.processes as u64)));
-                rows.push(("established", int(self.connections)));
-                rows.push(("failed", int(d.failed)));
-                self.hold_rows(
-                    &mut rows,
-                    &HoldLabels::CONNECTIONS,
-                    &Hold {
-                        connect_secs: d.connect_secs,
-                        hold_secs: d.hold_secs,
-                        disconnects: d.disconnects,
-                        rss: [
-                            d.server_rss_before_kib,
-                            d.server_rss_after_kib,
-                            d.server_rss_end_kib,
-                        ],
-                        tcp: [d.tcp_mem_before_kib, d.tcp_mem_after_kib],
-                    },
-                );
-                reason_rows(&mut rows, "failure", &d.failure_reasons);
-                rows.push((
-                    "note",
-                    "kernel TCP mem is machine-wide socket buffer memory (/proc/net/sockstat), both ends \
-                     of every loopback connection; it is not part of the server's RSS"
-                        .to_owned(),
-                ));
-            }
-            Detail::Fanout(d) => {
-                rows.push(("protocol", d.protocol.to_owned()));
-                rows.push(("subscribers requested", int(d.subscribers_requested)));
-                rows.push(("subscribers joined", int(self.connections)));
-                rows.push(("subscriber failures", int(d.subscriber_failures)));
-                rows.push(("channels", int(d.channels)));
-                rows.push(("client processes", int(d.processes as u64)));
-                rows.push(("connect rate", opt(self.connect_rate, 1, "conn/s")));
-                rows.push(("publisher", format!("{} x{}", d.publisher, d.publishers)));
-                rows.push(("payload", format!("{} B", int(d.payload_bytes as u64))));
-                rows.push((
-                    "target rate",
-                    format!("{} msg/s for {} s", int(d.rate), d.duration_secs),
-                ));
-                rows.push((
-                    "sent",
-                    format!("{} ({:.1} msg/s)", int(d.sent), d.sent_per_sec),
-                ));
-                rows.push(("publish errors", int(d.publish_errors)));
-                rows.push(("expected deliveries", int(d.expected)));
-                rows.push(("delivered", int(d.delivered)));
-                rows.push(("drops", d.drops.to_string()));
-                rows.push(("disconnects", int(d.disconnects)));
-                rows.push(("elapsed", format!("{:.2} s", d.elapsed_secs)));
-                rows.push(("delivered / s", opt(self.delivered_per_sec, 1, "msg/s")));
-                self.latency_rows(&mut rows);
-                rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
-                rows.push((
-                    "server CPU / delivery",
-                    opt(self.cpu_us_per_delivery, 2, "µs"),
-                ));
-                reason_rows(&mut rows, "failure", &d.failure_reasons);
-                reason_rows(&mut rows, "publish error", &d.publish_error_reasons);
-            }
-            Detail::Sse(d) => self.sse_rows(d, &mut rows),
-            Detail::Recover(d) => self.recover_rows(d, &mut rows),
-            Detail::Publish(d) => self.publish_rows(d, &mut rows),
-            Detail::Presence(d) => self.presence_rows(d, &mut rows),
-            Detail::Churn(d) => self.churn_rows(d, &mut rows),
-            Detail::Pg(d) => self.pg_rows(d, &mut rows),
-        }
-        rows.push(("errors", int(self.errors)));
-        render(&format!("herald bench {}", self.scenario), &rows)
-    }
-}
-
-impl Report {
-    fn latency_rows(&self, rows: &mut Vec<(&str, String)>) {
-        match &self.latency_ms {
-            Some(l) => {
-                rows.push(("latency p50", format!("{:.3} ms", l.p50)));
-                rows.push(("latency p90", format!("{:.3} ms", l.p90)));
-                rows.push(("latency p99", format!("{:.3} ms", l.p99)));
-                rows.push(("latency p99.9", format!("{:.3} ms", l.p999)));
-                rows.push(("latency max", format!("{:.3} ms", l.max)));
-            }
-            None => rows.push(("latency", "-".to_owned())),
-        }
-    }
-
-    /// The rows idle connections and idle streams share: connecting, holding, memory.
-    fn hold_rows(&self, rows: &mut Vec<(&str, String)>, l: &HoldLabels, h: &Hold) {
-        rows.push(("connect time", format!("{:.2} s", h.connect_secs)));
-        rows.push(("connect rate", opt(self.connect_rate, 1, l.rate_unit)));
-        rows.push(("held for", format!("{:.1} s", h.hold_secs)));
-        rows.push(("disconnects during hold", int(h.disconnects)));
-        rows.push(("server RSS before", opt_kib(h.rss[0])));
-        rows.push((l.rss_after, opt_kib(h.rss[1])));
-        rows.push(("server RSS end of hold", opt_kib(h.rss[2])));
-        rows.push((l.rss_per, opt(self.rss_per_connection_kib, 2, "KiB")));
-        rows.push(("kernel TCP mem before", opt_kib(h.tcp[0])));
-        rows.push((l.tcp_after, opt_kib(h.tcp[1])));
-        rows.push((l.tcp_per, opt(self.kernel_per_connection_kib, 2, "KiB")));
-    }
-
-    fn sse_rows<'a>(&self, d: &'a SseDetail, rows: &mut Vec<(&'a str, String)>) {
-        rows.push(("streams requested", int(d.requested)));
-        rows.push(("topics", int(d.topics)));
-        rows.push(("client processes", int(d.processes as u64)));
-        rows.push(("streams open", int(self.connections)));
-        rows.push(("failed", int(d.failed)));
-        self.hold_rows(
-            rows,
-            &HoldLabels::STREAMS,
-            &Hold {
-                connect_secs: d.connect_secs,
-                hold_secs: d.hold_secs,
-                disconnects: d.disconnects,
-                rss: [
-                    d.server_rss_before_kib,
-                    d.server_rss_after_kib,
-                    d.server_rss_end_kib,
-                ],
-                tcp: [d.tcp_mem_before_kib, d.tcp_mem_after_kib],
-            },
-        );
-        if let Some(rate) = d.publish_rate {
-            rows.push(("publish rate (HTTP)", format!("{} msg/s", int(rate))));
-            rows.push(("sent", int(d.sent)));
-            rows.push(("publish errors", int(d.publish_errors)));
-            rows.push(("expected deliveries", int(d.expected)));
-            rows.push(("delivered", int(d.delivered)));
-            rows.push(("drops", d.drops.to_string()));
-            rows.push(("delivered / s", opt(self.delivered_per_sec, 1, "msg/s")));
-            self.latency_rows(rows);
-            rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
-            rows.push((
-                "server CPU / delivery",
-                opt(self.cpu_us_per_delivery, 2, "µs"),
-            ));
-        }
-        reason_rows(rows, "failure", &d.failure_reasons);
-        reason_rows(rows, "publish error", &d.publish_error_reasons);
-        rows.push((
-            "note",
-            "kernel TCP mem is machine-wide socket buffer memory (/proc/net/sockstat), both ends \
-             of every loopback connection; it is not part of the server's RSS"
-                .to_owned(),
-        ));
-    }
-
-    fn recover_rows<'a>(&self, d: &'a RecoverDetail, rows: &mut Vec<(&'a str, String)>) {
-        rows.push(("missed messages / run", int(d.missed)));
-        rows.push(("payload", format!("{} B", int(d.payload_bytes as u64))));
-        rows.push((
-            "runs complete",
-            format!("{} of {}", d.runs_complete, d.runs_requested),
-        ));
-        let each: Vec<String> = d.replays_ms.iter().map(|ms| format!("{ms:.1}")).collect();
-        rows.push(("replay times", format!("{} ms", each.join(", "))));
-        match &self.replay_ms {
-            Some(r) => {
-                rows.push(("replay min", format!("{:.3} ms", r.min)));
-                rows.push(("replay median", format!("{:.3} ms", r.median)));
-                rows.push(("replay max", format!("{:.3} ms", r.max)));
-            }
-            None => rows.push(("replay", "-".to_owned())),
-        }
-        rows.push(("replay rate", opt(self.replay_msgs_per_sec, 0, "msg/s")));
-        let reply: Vec<String> = d
-            .join_reply_ms
-            .iter()
-            .map(|ms| format!("{ms:.1}"))
-            .collect();
-        rows.push(("join reply after", format!("{} ms", reply.join(", "))));
-        let published: Vec<String> = d
-            .published_per_sec
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect();
-        rows.push((
-            "published while away",
-            format!("{} msg/s", published.join(", ")),
-        ));
-        rows.push(("HTTP 429 retries", int(d.rate_limited_retries)));
-        rows.push(("gaps", int(d.gaps)));
-        rows.push(("duplicates", int(d.duplicates)));
-        reason_rows(rows, "failure", &d.failure_reasons);
-        rows.push(("note", RETENTION_NOTE.to_owned()));
-    }
-
-    fn publish_rows<'a>(&self, d: &'a PublishDetail, rows: &mut Vec<(&'a str, String)>) {
-        rows.push(("subscribers requested", int(d.subscribers_requested)));
-        rows.push(("subscribers joined", int(self.connections)));
-        rows.push(("subscriber failures", int(d.subscriber_failures)));
-        rows.push(("channels", int(d.channels)));
-        rows.push(("client processes", int(d.processes as u64)));
-        rows.push((
-            "publisher",
-            format!(
-                "{} x{}{}",
-                d.publisher,
-                d.publisher_connections,
-                if d.publisher == "http" {
-                    format!(", {} msg/request", d.batch)
-                } else {
-                    String::new()
-                }
-            ),
-        ));
-        rows.push(("payload", format!("{} B", int(d.payload_bytes as u64))));
-        let target = if d.rate == 0 {
-            "as fast as allowed".to_owned()
-        } else {
-            format!("{} msg/s", int(d.rate))
-        };
-        rows.push(("target rate", format!("{target} for {} s", d.duration_secs)));
-        rows.push(("sent", int(d.sent)));
-        rows.push(("accepted", int(d.accepted)));
-        rows.push(("accepted / s", opt(self.accepted_per_sec, 1, "msg/s")));
-        rows.push(("rate limited", int(d.rate_limited)));
-        rows.push(("publish errors", int(d.publish_errors)));
-        rows.push(("expected deliveries", int(d.expected)));
-        rows.push(("delivered", int(d.delivered)));
-        rows.push(("drops", d.drops.to_string()));
-        rows.push(("disconnects", int(d.disconnects)));
-        rows.push(("publishing time", format!("{:.2} s", d.publish_secs)));
-        rows.push(("elapsed", format!("{:.2} s", d.elapsed_secs)));
-        rows.push(("delivered / s", opt(self.delivered_per_sec, 1, "msg/s")));
-        self.latency_rows(rows);
-        rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
-        rows.push(("server CPU / message", opt(d.cpu_us_per_message, 2, "µs")));
-        rows.push((
-            "server CPU / delivery",
-            opt(self.cpu_us_per_delivery, 2, "µs"),
-        ));
-        reason_rows(rows, "failure", &d.failure_reasons);
-        reason_rows(rows, "publish error", &d.publish_error_reasons);
-        if d.rate_limited > 0 {
-            rows.push(("note", RATE_LIMIT_NOTE.to_owned()));
-        }
-    }
-}
-
-impl Report {
-    fn presence_rows<'a>(&self, d: &'a PresenceDetail, rows: &mut Vec<(&'a str, String)>) {
-        rows.push(("members requested", int(d.members_requested)));
-        rows.push(("channels", int(d.channels)));
-        rows.push(("keys per member", int(d.keys_per_member)));
-        rows.push(("client processes", int(d.processes as u64)));
-        rows.push(("members connected", int(self.connections)));
-        rows.push(("connect failures", int(d.connect_failures)));
-        rows.push(("connect time", format!("{:.2} s", d.connect_secs)));
-        rows.push(("members with every key", int(d.members_complete)));
-        rows.push(("members without", int(d.members_incomplete)));
-        rows.push((
-            "all members complete",
-            match d.all_complete_ms {
-                Some(ms) => format!("{ms:.1} ms after the go"),
-                None => "no".to_owned(),
-            },
-        ));
-        match &self.latency_ms {
-            Some(l) => {
-                rows.push(("member complete p50", format!("{:.3} ms", l.p50)));
-                rows.push(("member complete p90", format!("{:.3} ms", l.p90)));
-                rows.push(("member complete p99", format!("{:.3} ms", l.p99)));
-                rows.push(("member complete max", format!("{:.3} ms", l.max)));
-            }
-            None => rows.push(("member complete", "-".to_owned())),
-        }
-        rows.push(("presence frames", int(d.presence_frames)));
-        rows.push((
-            "presence frames / member",
-            format!("{:.1}", d.frames_per_member),
-        ));
-        rows.push(("member failures", int(d.member_failures)));
-        rows.push(("waited", format!("{:.2} s", d.window_secs)));
-        rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
-        reason_rows(rows, "failure", &d.failure_reasons);
-        reason_rows(rows, "member failure", &d.member_failure_reasons);
-    }
-
-    fn churn_rows<'a>(&self, d: &'a ChurnDetail, rows: &mut Vec<(&'a str, String)>) {
-        rows.push((
-            "target rate",
-            format!("{} cycles/s for {} s", int(d.rate), d.duration_secs),
-        ));
-        rows.push(("channels", int(d.channels)));
-        rows.push(("concurrency", int(d.concurrency as u64)));
-        rows.push(("started", int(d.started)));
-        rows.push(("completed", int(d.completed)));
-        rows.push(("failed", int(d.failed)));
-        rows.push(("completed / s", format!("{:.1} cycles/s", d.cycles_per_sec)));
-        rows.push(("run time", format!("{:.2} s", d.run_secs)));
-        match &self.latency_ms {
-            Some(l) => {
-                rows.push(("cycle p50", format!("{:.3} ms", l.p50)));
-                rows.push(("cycle p99", format!("{:.3} ms", l.p99)));
-                rows.push(("cycle max", format!("{:.3} ms", l.max)));
-            }
-            None => rows.push(("cycle time", "-".to_owned())),
-        }
-        rows.push(("server RSS before", opt_kib(d.server_rss_before_kib)));
-        rows.push(("server RSS peak", opt_kib(d.server_rss_peak_kib)));
-        rows.push(("server RSS after", opt_kib(d.server_rss_after_kib)));
-        rows.push((
-            "server RSS growth",
-            d.rss_growth_kib
-                .map_or_else(|| "-".to_owned(), |g| format!("{g:+} KiB")),
-        ));
-        if !d.rss_samples_kib.is_empty() {
-            let (first, last) = (
-                d.rss_samples_kib.first().copied().unwrap_or(0),
-                d.rss_samples_kib.last().copied().unwrap_or(0),
-            );
-            rows.push((
-                "server RSS samples",
-                format!(
-                    "{} (1/s): first {} KiB, last {} KiB",
-                    d.rss_samples_kib.len(),
-                    int(first),
-                    int(last)
-                ),
-            ));
-        }
-        rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
-        rows.push(("server CPU / cycle", opt(d.cpu_us_per_cycle, 1, "µs")));
-        reason_rows(rows, "failure", &d.failure_reasons);
-    }
-}
-
-impl Report {
-    fn pg_rows<'a>(&self, d: &'a PgDetail, rows: &mut Vec<(&'a str, String)>) {
-        rows.push(("subscribers requested", int(d.subscribers_requested)));
-        rows.push(("subscribers joined", int(self.connections)));
-        rows.push(("subscriber failures", int(d.subscriber_failures)));
-        let visibility = match (d.rls, d.filter) {
-            (true, true) => "row-level security and filter",
-            (true, false) => "row-level security",
-            (false, true) => "filter",
-            (false, false) => "all rows",
-        };
-        rows.push((
-            "groups",
-            format!("{}, each subscriber sees: {visibility}", int(d.groups)),
-        ));
-        rows.push(("client processes", int(d.processes as u64)));
-        rows.push(("connect rate", opt(self.connect_rate, 1, "conn/s")));
-        rows.push((
-            "writers",
-            format!("{} x {} rows/transaction", d.writers, int(d.rows_per_tx)),
-        ));
-        rows.push(("body", format!("{} B", int(d.payload_bytes as u64))));
-        let target = if d.rate == 0 {
-            "as fast as possible".to_owned()
-        } else {
-            format!("{} rows/s", int(d.rate))
-        };
-        rows.push(("target rate", format!("{target} for {} s", d.duration_secs)));
-        rows.push(("rows inserted", int(d.rows_inserted)));
-        rows.push(("transactions", int(d.transactions)));
-        rows.push(("rows inserted / s", opt(d.rows_per_sec, 1, "rows/s")));
-        rows.push(("insert errors", int(d.insert_errors)));
-        rows.push((
-            "changes ingested",
-            d.changes_ingested.map_or_else(|| "-".to_owned(), int),
-        ));
-        rows.push((
-            "changes ingested / s",
-            opt(d.changes_ingested_per_sec, 1, "changes/s"),
-        ));
-        rows.push(("expected deliveries", int(d.expected)));
-        rows.push(("delivered", int(d.delivered)));
-        rows.push(("missing", d.missing.to_string()));
-        rows.push(("foreign rows delivered", int(d.foreign)));
-        rows.push(("disconnects", int(d.disconnects)));
-        rows.push(("inserting time", format!("{:.2} s", d.insert_secs)));
-        rows.push(("elapsed", format!("{:.2} s", d.elapsed_secs)));
-        rows.push(("delivered / s", opt(self.delivered_per_sec, 1, "msg/s")));
-        self.latency_rows(rows);
-        rows.push(("server CPU", opt(self.server_cpu_pct, 1, "%")));
-        rows.push(("server CPU / row", opt(d.cpu_us_per_row, 2, "µs")));
-        rows.push((
-            "server CPU / delivery",
-            opt(self.cpu_us_per_delivery, 2, "µs"),
-        ));
-        reason_rows(rows, "failure", &d.failure_reasons);
-        reason_rows(rows, "insert error", &d.insert_error_reasons);
-        match d.changes_ingested {
-            None => rows.push(("note", PG_METRICS_NOTE.to_owned())),
-            Some(n) if n < d.rows_inserted => rows.push((
-                "note",
-                format!(
-                    "the server had ingested {} of the {} rows when the wait ended: changes \
-                     ingested / s is its rate under that backlog",
+            Detail::Idle(_) | Detail::Sse(_) => vec![TCP_NOTE.to_owned()],
+            Detail::Recover(_) => vec![RETENTION_NOTE.to_owned()],
+            Detail::Publish(d) if d.rate_limited > 0 => vec![RATE_LIMIT_NOTE.to_owned()],
+            Detail::Pg(d) => match d.changes_ingested {
+                None => vec![PG_METRICS_NOTE.to_owned()],
+                Some(n) if n < d.rows_inserted => vec![format!(
+                    "the server had ingested {} of the {} rows when the wait ended: \
+                     changes_ingested_per_sec is its rate under that backlog",
                     int(n),
                     int(d.rows_inserted)
-                ),
-            )),
-            Some(_) => {}
+                )],
+                Some(_) => Vec::new(),
+            },
+            _ => Vec::new(),
         }
     }
 }
+
+/// The fields of a JSON object, in the order they were written.
+struct Fields(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_entry()? {
+                    fields.push(field);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// Appends a row per figure of the JSON object `json`: nested objects as `key.inner` (`detail`'s
+/// keys bare), reason counts as `n x reason`, lists inline (long ones by count, first and last).
+fn flatten(prefix: &str, json: &str, rows: &mut Vec<(String, String)>) {
+    let Ok(Fields(fields)) = serde_json::from_str::<Fields>(json) else {
+        return;
+    };
+    for (key, raw) in fields {
+        let label = match prefix {
+            "" | "detail" => key.clone(),
+            p => format!("{p}.{key}"),
+        };
+        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        match value {
+            Value::Object(reasons) if key.ends_with("reasons") => {
+                for (reason, n) in reasons {
+                    rows.push((label.clone(), format!("{} x {reason}", figure(&n))));
+                }
+            }
+            Value::Object(_) => flatten(&label, raw.get(), rows),
+            Value::Array(list) if list.len() > 12 => {
+                let (first, last) = (list.first(), list.last());
+                let (first, last) = (
+                    first.map_or_else(String::new, figure),
+                    last.map_or_else(String::new, figure),
+                );
+                rows.push((
+                    label,
+                    format!("{} values, first {first}, last {last}", list.len()),
+                ));
+            }
+            Value::Array(list) => {
+                let each: Vec<String> = list.iter().map(figure).collect();
+                rows.push((label, each.join(", ")));
+            }
+            v => rows.push((label, figure(&v))),
+        }
+    }
+}
+
+/// A JSON value as the table shows it: integers with thousands separators, `-` for null.
+fn figure(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.as_u64().map_or_else(|| n.to_string(), int),
+        v => v.to_string(),
+    }
+}
+
+/// What kernel TCP memory is.
+const TCP_NOTE: &str = "kernel TCP mem is machine-wide socket buffer memory (/proc/net/sockstat), \
+     both ends of every loopback connection; it is not part of the server's RSS";
 
 /// Why a pg run has no ingest figures.
 pub const PG_METRICS_NOTE: &str = "changes ingested come from the server's /metrics \
@@ -906,30 +580,6 @@ pub const RATE_LIMIT_NOTE: &str = "the server refused messages over its rate lim
      HERALD_MAX_HTTP_MESSAGES_PER_SECOND=1000000 to measure past it), WebSocket \
      max_messages_per_second (default 1,000 per connection; lower --publisher-rate)";
 
-fn reason_rows<'a>(
-    rows: &mut Vec<(&'a str, String)>,
-    label: &'a str,
-    reasons: &BTreeMap<String, u64>,
-) {
-    for (reason, n) in reasons {
-        rows.push((label, format!("{} x {reason}", int(*n))));
-    }
-}
-
-/// Renders a title and aligned `label  value` rows.
-pub fn render(title: &str, rows: &[(&str, String)]) -> String {
-    let width = rows
-        .iter()
-        .map(|(l, _)| l.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = format!("{title}\n");
-    for (label, value) in rows {
-        let _ = writeln!(out, "  {label:<width$}  {value}");
-    }
-    out
-}
-
 /// An integer with thousands separators.
 pub fn int(n: u64) -> String {
     let digits = n.to_string();
@@ -943,33 +593,13 @@ pub fn int(n: u64) -> String {
     out
 }
 
-fn opt(value: Option<f64>, decimals: usize, unit: &str) -> String {
-    match value {
-        Some(v) => format!("{v:.decimals$} {unit}"),
-        None => "-".to_owned(),
-    }
-}
-
-fn opt_kib(value: Option<u64>) -> String {
-    match value {
-        Some(v) => format!("{} KiB", int(v)),
-        None => "-".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn fanout_report() -> Report {
         Report {
-            scenario: "fanout",
             connections: 100,
-            rss_per_connection_kib: None,
-            kernel_per_connection_kib: None,
-            accepted_per_sec: None,
-            replay_ms: None,
-            replay_msgs_per_sec: None,
             connect_rate: Some(512.25),
             delivered_per_sec: Some(9_900.5),
             latency_ms: Some(LatencySummary {
@@ -979,17 +609,19 @@ mod tests {
                 p999: 3.0,
                 max: 4.125,
             }),
-            server_cpu_pct: None,
-            cpu_us_per_delivery: None,
-            errors: 0,
-            detail: Detail::Fanout(FanoutDetail {
-                subscribers_requested: 100,
-                publisher: "ws",
-                sent: 300,
-                expected: 30_000,
-                delivered: 30_000,
-                ..FanoutDetail::default()
-            }),
+            ..Report::new(
+                "fanout",
+                Detail::Fanout(FanoutDetail {
+                    publisher: "ws",
+                    published: Published {
+                        sent: 300,
+                        expected: 30_000,
+                        delivered: 30_000,
+                        ..Published::default()
+                    },
+                    ..FanoutDetail::default()
+                }),
+            )
         }
     }
 
@@ -1020,20 +652,36 @@ mod tests {
     }
 
     #[test]
-    fn table_is_aligned_and_readable() {
-        let t = fanout_report().table();
-        assert!(t.starts_with("herald bench fanout\n"));
-        assert!(t.contains("  delivered / s          9900.5 msg/s\n"), "{t}");
-        assert!(t.contains("  latency p99.9          3.000 ms\n"), "{t}");
-        assert!(t.contains("  server CPU             -\n"), "{t}");
-        assert!(t.contains("  expected deliveries    30,000\n"), "{t}");
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(int(0), "0");
-        assert_eq!(int(999), "999");
-        assert_eq!(int(1_000), "1,000");
-        assert_eq!(int(1_234_567), "1,234,567");
+    fn table_shows_every_figure_under_its_key() {
+        let mut report = fanout_report();
+        if let Detail::Fanout(d) = &mut report.detail {
+            d.subscribers
+                .failure_reasons
+                .insert("connect: refused".into(), 2);
+        }
+        let t = report.table();
+        assert!(t.starts_with("herald bench fanout\n"), "{t}");
+        let row = |key: &str| {
+            t.lines()
+                .find_map(|l| l.trim_start().strip_prefix(key)?.strip_prefix(' '))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {key} in\n{t}"))
+        };
+        assert_eq!(row("delivered_per_sec"), "9900.5");
+        assert_eq!(row("latency_ms.p999"), "3.0");
+        assert_eq!(row("server_cpu_pct"), "-");
+        assert_eq!(row("expected"), "30,000");
+        assert_eq!(row("failure_reasons"), "2 x connect: refused");
+        assert_eq!(row("errors"), "0");
+        // Aligned: every value starts in the same column.
+        let columns: std::collections::BTreeSet<usize> = t
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let end = l[2..].find("  ").unwrap_or(0) + 2;
+                l.len() - l[end..].trim_start().len()
+            })
+            .collect();
+        assert_eq!(columns.len(), 1, "{t}");
     }
 }

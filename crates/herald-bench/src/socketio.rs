@@ -16,6 +16,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use crate::payload::{batch, json_str};
+
 /// Path and query of the WebSocket endpoint, after the URL's path prefix.
 pub const WS_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
 /// Path of the reference server's HTTP publish endpoint.
@@ -115,10 +117,6 @@ pub fn connect_error_message(data: &str) -> String {
         .unwrap_or_else(|_| data.chars().take(160).collect())
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
-
 /// `42<ack>["join","<room>"]`: join a room, asking for an ack with id `ack`.
 pub fn join_frame(ack: u64, room: &str) -> String {
     format!("42{ack}[\"join\",{}]", json_str(room))
@@ -134,18 +132,9 @@ pub fn publish_frame(room: &str, payload: &str) -> String {
 
 /// The body of `POST /publish` for `(channel, payload)` pairs, room `c` being `<prefix>-<c>`.
 pub fn http_batch<'a>(prefix: &str, messages: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-    let mut body = String::from("[");
-    for (i, (channel, payload)) in messages.into_iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&format!(
-            "{{\"room\":{},\"data\":{payload}}}",
-            json_str(&crate::payload::channel_name(prefix, channel))
-        ));
-    }
-    body.push(']');
-    body
+    batch(prefix, messages, ("[", "]"), |name, payload| {
+        format!("{{\"room\":{},\"data\":{payload}}}", json_str(name))
+    })
 }
 
 /// The send time `t` of a benchmark delivery `42["msg",{"t":…}]`, if `text` is one.
