@@ -126,19 +126,19 @@ export function newcomerEnv(extra = {}) {
   return { ...env, ...extra };
 }
 
-/** Runs a shell script (as printed in the README) from the repository root, in `env`. */
-export function runShell(label, script, env = newcomerEnv()) {
-  const child = spawn('bash', ['-euo', 'pipefail', '-c', script], {
-    cwd: REPO_ROOT,
-    env,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/** Starts `command` in its own process group, collecting its output. */
+function start(label, command, args, cwd, env) {
+  const child = spawn(command, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   const run = new Run(label, child);
   run.exit.then(() => {
     run.exited = true;
   });
   return run;
+}
+
+/** Runs a shell script (as printed in the README) from the repository root, in `env`. */
+export function runShell(label, script, env = newcomerEnv()) {
+  return start(label, 'bash', ['-euo', 'pipefail', '-c', script], REPO_ROOT, env);
 }
 
 /** Writes a JavaScript snippet into this package as a module and runs it with node. */
@@ -147,17 +147,7 @@ export function runModule(label, name, source, env = newcomerEnv()) {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, name);
   writeFileSync(file, source);
-  const child = spawn(process.execPath, [file], {
-    cwd: HERE,
-    env,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const run = new Run(label, child);
-  run.exit.then(() => {
-    run.exited = true;
-  });
-  return run;
+  return start(label, process.execPath, [file], HERE, env);
 }
 
 /** True when nothing listens on 127.0.0.1:`port`. */
