@@ -67,6 +67,44 @@ impl Default for Limits {
     }
 }
 
+/// Token buckets of one rate, one per key (the token's role), so that one role's flood never
+/// empties another's bucket: anonymous traffic cannot starve `service_role` publishes. The first
+/// `MAX_KEYED_BUCKETS` keys get their own bucket; any further ones share one.
+#[derive(Debug)]
+pub struct RateBuckets {
+    per_second: u32,
+    keyed: std::collections::HashMap<String, RateLimiter>,
+    shared: RateLimiter,
+}
+
+/// How many keys get a bucket of their own.
+pub const MAX_KEYED_BUCKETS: usize = 64;
+
+impl RateBuckets {
+    /// Buckets of `per_second` tokens each, refilled at `per_second`.
+    pub fn new(per_second: u32) -> RateBuckets {
+        RateBuckets {
+            per_second,
+            keyed: std::collections::HashMap::new(),
+            shared: RateLimiter::new(per_second),
+        }
+    }
+
+    /// Takes `n` tokens from `key`'s bucket if they are there.
+    pub fn try_take(&mut self, key: &str, n: u32) -> bool {
+        if let Some(bucket) = self.keyed.get_mut(key) {
+            return bucket.try_take(n);
+        }
+        if self.keyed.len() >= MAX_KEYED_BUCKETS {
+            return self.shared.try_take(n);
+        }
+        let mut bucket = RateLimiter::new(self.per_second);
+        let taken = bucket.try_take(n);
+        self.keyed.insert(key.to_owned(), bucket);
+        taken
+    }
+}
+
 /// Longest topic on the wire (`realtime:<name>`): Phoenix v2 binary frames carry its length in a byte.
 pub const MAX_TOPIC_BYTES: usize = 255;
 /// Longest channel name: the topic without its `realtime:` prefix.

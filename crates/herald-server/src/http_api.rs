@@ -192,13 +192,17 @@ fn authenticate(
     })
 }
 
-fn take_rate(app: &AppState, n: usize) -> Result<(), ApiError> {
+/// Takes `n` messages from the bucket of the caller's role; a full bucket is 429 with `Retry-After`.
+fn take_rate(app: &AppState, claims: &Claims, n: usize) -> Result<(), ApiError> {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
-    if app.http_limiter.lock().try_take(n) {
+    if app.http_limiter.lock().try_take(&claims.role, n) {
         Ok(())
     } else {
         herald_core::stats::error("http_rate_limited");
-        Err(message(StatusCode::TOO_MANY_REQUESTS, "Too many requests"))
+        Err(ApiError {
+            retry_after: Some(1),
+            ..message(StatusCode::TOO_MANY_REQUESTS, "Too many requests")
+        })
     }
 }
 
@@ -324,7 +328,7 @@ async fn batch(
         herald_core::stats::error("http_invalid_message");
         return Err(unprocessable(json!({ "messages": errors })));
     }
-    take_rate(&app, ready.len())?;
+    take_rate(&app, &claims, ready.len())?;
     let stats = app.hub.stats();
     for (accepted, msg) in ready.into_iter().enumerate() {
         stats.http_messages_in.increment(1);
@@ -423,7 +427,7 @@ async fn single(
             &format!("You do not have permissions to write to this Channel topic: {topic}"),
         ));
     }
-    take_rate(&app, 1)?;
+    take_rate(&app, &claims, 1)?;
     let stats = app.hub.stats();
     stats.http_messages_in.increment(1);
     stats.http_bytes_in.increment(payload.len() as u64);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_core::history::{Clock, History};
-use herald_core::{Authenticator, Hub, HubSettings, Limits, RateLimiter, Stats};
+use herald_core::{Authenticator, Hub, HubSettings, Limits, Stats};
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -38,8 +38,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Open WebSocket connections (counted against `max_connections`).
     pub connections: AtomicUsize,
-    /// Messages per second accepted by the HTTP API, node-wide.
-    pub http_limiter: Mutex<RateLimiter>,
+    /// Messages per second accepted by the HTTP API, per role of the caller's token.
+    pub http_limiter: Mutex<herald_core::limits::RateBuckets>,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Tracks sessions so shutdown can wait for them.
@@ -95,7 +95,9 @@ impl AppState {
             hub,
             auth: Authenticator::new(config.jwt_secret.as_bytes()),
             limits: config.limits.clone(),
-            http_limiter: Mutex::new(RateLimiter::new(config.limits.max_http_messages_per_second)),
+            http_limiter: Mutex::new(herald_core::limits::RateBuckets::new(
+                config.limits.max_http_messages_per_second,
+            )),
             config,
             connections: AtomicUsize::new(0),
             shutdown,

@@ -751,3 +751,39 @@ async fn a_connection_that_never_speaks_is_closed_after_the_head_timeout() {
     // A client that speaks is served as ever.
     assert_eq!(server.http_broadcast("room", "chat", json!({})).await, 202);
 }
+
+#[tokio::test]
+async fn an_anonymous_http_flood_does_not_starve_service_role_publishes() {
+    let server = Server::start(Limits {
+        max_http_messages_per_second: 2,
+        ..Limits::default()
+    })
+    .await;
+    let publish = |token: String| {
+        let addr = server.addr;
+        async move {
+            let auth = format!("Bearer {token}");
+            // Two messages: a whole bucket, which takes a second to refill.
+            let m = json!({"topic": "room", "event": "e", "payload": {}});
+            let body = json!({ "messages": [m, m] }).to_string();
+            http_request(
+                addr,
+                "POST",
+                "/api/broadcast",
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                body.as_bytes(),
+            )
+            .await
+        }
+    };
+    // Anonymous callers empty their bucket, and the next anonymous batch is refused...
+    assert_eq!(publish(server.token("anon")).await.0, 202);
+    let (status, body) = publish(server.token("anon")).await;
+    assert_eq!(status, 429, "{body}");
+    // ...while the service role's bucket is untouched.
+    let (status, body) = publish(server.token("service_role")).await;
+    assert_eq!(status, 202, "{body}");
+}

@@ -82,6 +82,13 @@ pub fn close_for_error(err: &axum::Error) -> Option<CloseFrame> {
     let inner = std::error::Error::source(err)?;
     let ws = inner.downcast_ref::<tungstenite::Error>()?;
     let (code, reason) = match ws {
+        // A client that went away without a close frame (a closed tab, a lost network) is an
+        // ordinary disconnect, not a protocol error.
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => {
+            return None;
+        }
         tungstenite::Error::Capacity(_) => (close::TOO_BIG, "message too big"),
         tungstenite::Error::Utf8(_) => (1007, "invalid UTF-8 in text frame"),
         tungstenite::Error::Protocol(_) => (1002, "protocol error"),
@@ -213,7 +220,7 @@ impl Session {
                                 warn!(conn = self.id, remote = %self.peer.remote, code = frame.code, reason = %frame.reason, "bad frame");
                                 return Box::pin(close_socket(socket, &mut self.out, frame.code, &frame.reason)).await;
                             }
-                            return Ending::Dropped("read error");
+                            return Ending::Dropped("reset or read error");
                         }
                         None => return Ending::Dropped("eof"),
                     }
@@ -1050,4 +1057,39 @@ async fn close_socket(
     })
     .await;
     Ending::Closed(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::error::{CapacityError, ProtocolError};
+
+    fn frame_for(e: tungstenite::Error) -> Option<u16> {
+        close_for_error(&axum::Error::new(e)).map(|f| f.code)
+    }
+
+    #[test]
+    fn a_client_gone_without_a_close_frame_is_no_protocol_error() {
+        assert_eq!(
+            frame_for(tungstenite::Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            None
+        );
+        assert_eq!(
+            frame_for(tungstenite::Error::Protocol(
+                ProtocolError::NonZeroReservedBits
+            )),
+            Some(1002)
+        );
+        assert_eq!(
+            frame_for(tungstenite::Error::Capacity(
+                CapacityError::MessageTooLong {
+                    size: 2,
+                    max_size: 1
+                }
+            )),
+            Some(close::TOO_BIG)
+        );
+    }
 }
