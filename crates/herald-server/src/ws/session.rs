@@ -689,23 +689,6 @@ impl Session {
                 return;
             }
         };
-        if let Err(e) = herald_core::limits::check_broadcast(
-            &key.name,
-            &event,
-            None,
-            idempotency_key.as_deref(),
-        ) {
-            herald_core::stats::error("name_too_long");
-            info!(conn = self.id, topic = %topic, reason = %e, "broadcast refused");
-            self.reply(
-                join_ref.as_deref(),
-                ref_,
-                &topic,
-                "error",
-                json!({ "reason": e.to_string() }),
-            );
-            return;
-        }
         if body.len() > self.app.limits.max_payload_bytes {
             herald_core::stats::error("payload_too_large");
             info!(conn = self.id, topic = %topic, size = body.len(), "broadcast refused: payload too large");
@@ -747,13 +730,20 @@ impl Session {
             }
             Ok(_) => {}
             Err(e) => {
-                // A name too long is the sender's to fix; anything else may pass on a retry.
+                // A name too long (checked by the hub, for every transport) is the sender's to fix;
+                // anything else may pass on a retry.
                 let reason = match &e {
-                    herald_core::hub::PublishError::Invalid(e) => e.to_string(),
-                    _ => "publish failed; retry".to_owned(),
+                    herald_core::hub::PublishError::Invalid(e) => {
+                        herald_core::stats::error("name_too_long");
+                        info!(conn = self.id, topic = %topic, reason = %e, "broadcast refused");
+                        e.to_string()
+                    }
+                    _ => {
+                        herald_core::stats::error("publish_failed");
+                        warn!(conn = self.id, topic = %topic, error = %e, "publish failed");
+                        "publish failed; retry".to_owned()
+                    }
                 };
-                herald_core::stats::error("publish_failed");
-                warn!(conn = self.id, topic = %topic, error = %e, "publish failed");
                 self.reply(
                     join_ref.as_deref(),
                     ref_,
