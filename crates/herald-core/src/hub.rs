@@ -25,6 +25,8 @@ pub struct HubSettings {
     pub presence_batch: Duration,
     /// Presence metas per channel at most (0: unlimited).
     pub max_presence_members: usize,
+    /// Distinct channels with local subscribers at most (0: unlimited).
+    pub max_channels: usize,
 }
 
 impl Default for HubSettings {
@@ -33,9 +35,13 @@ impl Default for HubSettings {
             node_id: "node".to_owned(),
             presence_batch: Duration::from_millis(50),
             max_presence_members: 0,
+            max_channels: 0,
         }
     }
 }
+
+/// The reply to a join refused because the node has `max_channels` channels open.
+pub const NODE_CHANNEL_LIMIT: &str = "NodeChannelLimitReached: Too many channels on this node";
 
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +117,14 @@ impl Hub {
     /// The node's metric handles.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Whether a subscription to `key` may be made: the channel is open already, or the node has
+    /// fewer than `max_channels` open. Checked before subscribing; joins racing on other threads may
+    /// pass it together, so the cap can be exceeded by as many joins as run at once.
+    pub fn admits(&self, key: &ChannelKey) -> bool {
+        let max = self.settings.max_channels;
+        max == 0 || self.registry.open_channels() < max || self.registry.is_open(key)
     }
 
     /// Subscribes a session to a channel; returns the subscription id.

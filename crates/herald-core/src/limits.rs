@@ -23,9 +23,15 @@ pub struct Limits {
     pub max_joins_per_second: u32,
     /// Concurrent connections per node.
     pub max_connections: usize,
+    /// Concurrent connections (WebSocket and SSE) from one client address (0: no cap). Behind a
+    /// trusted proxy the address is the one it forwards.
+    pub max_connections_per_ip: usize,
+    /// Distinct channels with subscribers on this node (0: no cap). A join that would open one
+    /// more is refused; joins of channels already open still succeed.
+    pub max_channels: usize,
     /// Messages per second one connection may send (bursts up to the same number).
     pub max_messages_per_second: u32,
-    /// Messages per second the HTTP API accepts on this node.
+    /// Messages per second the HTTP API accepts from one caller (its token's role and subject).
     pub max_http_messages_per_second: u32,
     /// Messages in one HTTP batch.
     pub max_http_batch: usize,
@@ -53,6 +59,8 @@ impl Default for Limits {
             max_channels_per_connection: 100,
             max_joins_per_second: 100,
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_channels: 100_000,
             max_messages_per_second: 1_000,
             max_http_messages_per_second: 10_000,
             max_http_batch: 1_000,
@@ -67,9 +75,12 @@ impl Default for Limits {
     }
 }
 
-/// Token buckets of one rate, one per key (the token's role), so that one role's flood never
-/// empties another's bucket: anonymous traffic cannot starve `service_role` publishes. The first
-/// `MAX_KEYED_BUCKETS` keys get their own bucket; any further ones share one.
+/// Token buckets of one rate, one per key (the token's role and subject), so that one caller's
+/// flood never empties another's bucket: anonymous traffic cannot starve `service_role`
+/// publishes, and one user cannot starve another. At most `MAX_KEYED_BUCKETS` keys have a bucket
+/// of their own; when a new key finds no room, buckets that have refilled (and so hold nothing a
+/// new bucket would not) are dropped, and if there is still no room the key shares one bucket with
+/// the other latecomers.
 #[derive(Debug)]
 pub struct RateBuckets {
     per_second: u32,
@@ -78,7 +89,7 @@ pub struct RateBuckets {
 }
 
 /// How many keys get a bucket of their own.
-pub const MAX_KEYED_BUCKETS: usize = 64;
+pub const MAX_KEYED_BUCKETS: usize = 10_000;
 
 impl RateBuckets {
     /// Buckets of `per_second` tokens each, refilled at `per_second`.
@@ -90,18 +101,34 @@ impl RateBuckets {
         }
     }
 
+    /// The key of a caller: its role and, when its token names one, its subject.
+    pub fn key(role: &str, sub: Option<&str>) -> String {
+        match sub {
+            Some(sub) => format!("{role}\u{0}{sub}"),
+            None => role.to_owned(),
+        }
+    }
+
     /// Takes `n` tokens from `key`'s bucket if they are there.
     pub fn try_take(&mut self, key: &str, n: u32) -> bool {
         if let Some(bucket) = self.keyed.get_mut(key) {
             return bucket.try_take(n);
         }
         if self.keyed.len() >= MAX_KEYED_BUCKETS {
-            return self.shared.try_take(n);
+            self.keyed.retain(|_, b| !b.is_full());
+            if self.keyed.len() >= MAX_KEYED_BUCKETS {
+                return self.shared.try_take(n);
+            }
         }
         let mut bucket = RateLimiter::new(self.per_second);
         let taken = bucket.try_take(n);
         self.keyed.insert(key.to_owned(), bucket);
         taken
+    }
+
+    /// Keys with a bucket of their own.
+    pub fn keyed(&self) -> usize {
+        self.keyed.len()
     }
 }
 
@@ -207,6 +234,14 @@ impl RateLimiter {
         }
     }
 
+    /// Whether the bucket has refilled completely.
+    pub fn is_full(&self) -> bool {
+        let elapsed = Instant::now()
+            .saturating_duration_since(self.last)
+            .as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.capacity
+    }
+
     /// Takes `n` tokens if they are there; false means the limit is exceeded.
     pub fn try_take(&mut self, n: u32) -> bool {
         let now = Instant::now();
@@ -238,5 +273,31 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(r.try_take(3));
         assert!(!r.try_take(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_caller_has_its_own_bucket_and_refilled_ones_make_room() {
+        let mut b = RateBuckets::new(2);
+        let (anon, alice, bob) = (
+            RateBuckets::key("anon", None),
+            RateBuckets::key("authenticated", Some("alice")),
+            RateBuckets::key("authenticated", Some("bob")),
+        );
+        assert!(b.try_take(&anon, 2) && !b.try_take(&anon, 1));
+        assert!(b.try_take(&alice, 2) && !b.try_take(&alice, 1));
+        // Alice's flood leaves Bob's bucket whole.
+        assert!(b.try_take(&bob, 2));
+        for i in 3..MAX_KEYED_BUCKETS {
+            assert!(b.try_take(&format!("k{i}"), 1));
+        }
+        assert_eq!(b.keyed(), MAX_KEYED_BUCKETS);
+        // No room and nothing refilled: latecomers share one bucket.
+        assert!(b.try_take("late-1", 2));
+        assert!(!b.try_take("late-2", 1));
+        // Once the buckets have refilled, a new key gets its own again.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(b.try_take("late-3", 2));
+        assert!(b.keyed() < MAX_KEYED_BUCKETS);
+        assert!(!b.try_take("late-3", 1));
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indexmap::IndexMap;
 use parking_lot::RwLock;
@@ -83,6 +84,8 @@ pub struct Registry {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
     stats: Stats,
+    /// Channels with at least one local subscriber.
+    open: AtomicUsize,
 }
 
 impl Registry {
@@ -92,6 +95,7 @@ impl Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             stats,
+            open: AtomicUsize::new(0),
         }
     }
 
@@ -106,6 +110,7 @@ impl Registry {
         let created = !shard.contains_key(key);
         shard.entry(key.clone()).or_default().insert(id, sub);
         if created {
+            self.open.fetch_add(1, Ordering::Relaxed);
             self.stats.channels.increment(1.0);
         }
         created
@@ -120,6 +125,7 @@ impl Registry {
         subs.swap_remove(&id);
         if subs.is_empty() {
             shard.remove(key);
+            self.open.fetch_sub(1, Ordering::Relaxed);
             self.stats.channels.decrement(1.0);
             true
         } else {
@@ -177,6 +183,16 @@ impl Registry {
             self.stats.slow_consumers.increment(out.overflowed as u64);
         }
         out
+    }
+
+    /// Channels with at least one local subscriber.
+    pub fn open_channels(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Whether the channel has a local subscriber.
+    pub fn is_open(&self, key: &ChannelKey) -> bool {
+        self.shard(key).read().contains_key(key)
     }
 
     /// Local subscribers of a channel.

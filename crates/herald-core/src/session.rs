@@ -203,7 +203,10 @@ impl SseHandle {
             Ok(()) => Delivery::Queued,
             Err(PushError::Closed) => Delivery::Closed,
             Err(PushError::Full) => {
+                // The stream is over: what waits for it is dropped now, not when its writer (which
+                // may be stuck behind a peer that reads nothing) next looks.
                 self.closer.cancel();
+                self.queue.close();
                 Delivery::Overflow
             }
         }

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub sse_cookie: String,
     /// Interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
+    /// A routed SSE stream (HTTP/2, HTTP/1.1 keep-alive) whose reader takes nothing for this long
+    /// past a keep-alive interval has its connection closed.
+    pub sse_stall_timeout: Duration,
     /// Origins browsers may call the HTTP API and `/sse` from (`*`: any).
     pub cors_origins: Vec<String>,
     /// How long a client may take to send its request head.
@@ -52,6 +55,8 @@ pub struct ServerConfig {
     pub postgres: Option<herald_postgres::Settings>,
     /// The bearer token `/metrics` requires; `None` leaves it open (refused in production mode).
     pub metrics_token: Option<String>,
+    /// Peers whose `X-Forwarded-For` names the client (reverse proxies, load balancers).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ServerConfig {
@@ -67,11 +72,13 @@ impl ServerConfig {
             history: None,
             sse_cookie: "herald_token".to_owned(),
             sse_keepalive: Duration::from_secs(15),
+            sse_stall_timeout: Duration::from_secs(30),
             cors_origins: vec!["*".to_owned()],
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             postgres: None,
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

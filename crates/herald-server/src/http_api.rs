@@ -192,10 +192,12 @@ fn authenticate(
     })
 }
 
-/// Takes `n` messages from the bucket of the caller's role; a full bucket is 429 with `Retry-After`.
+/// Takes `n` messages from the bucket of the caller (its role and subject); an empty bucket is 429
+/// with `Retry-After`.
 fn take_rate(app: &AppState, claims: &Claims, n: usize) -> Result<(), ApiError> {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
-    if app.http_limiter.lock().try_take(&claims.role, n) {
+    let key = herald_core::limits::RateBuckets::key(&claims.role, claims.sub.as_deref());
+    if app.http_limiter.lock().try_take(&key, n) {
         Ok(())
     } else {
         herald_core::stats::error("http_rate_limited");

@@ -1,6 +1,7 @@
 //! Herald's transports: the accept loop (HTTP/1.1 and h2c on one port), the WebSocket endpoint, the
 //! HTTP API, health and metrics. [`start`] runs a node and returns a handle to stop it.
 
+pub mod client_addr;
 pub mod config;
 pub mod credentials;
 pub mod demo;

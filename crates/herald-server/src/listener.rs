@@ -21,9 +21,16 @@ use crate::config::ServerConfig;
 use crate::state::AppState;
 use crate::{http_api, sse_http1, ws};
 
+/// Bytes an HTTP/2 stream may have waiting for its peer's flow-control window.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+
 /// The remote address of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);
+
+/// Ends the connection a request came on, when cancelled (a stalled stream on it).
+#[derive(Debug, Clone)]
+pub struct ConnectionCloser(pub tokio_util::sync::CancellationToken);
 
 /// Why a node could not start.
 #[derive(Debug, Error)]
@@ -184,10 +191,14 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.header_read_timeout)
         .max_buf_size(64 * 1024);
-    // An h2c peer that stops answering pings is dropped.
+    // An h2c peer that stops answering pings is dropped. A stream whose reader never opens its
+    // flow-control window holds at most `max_send_buf_size` bytes in the connection, and its
+    // SSE queue is bounded by `outbound_queue_frames` (a full one ends the stream).
     builder
         .http2()
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(100)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .max_header_list_size(16 * 1024)
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -228,14 +239,24 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
                 }
                 sse_http1::Sniff::Other => {}
             }
+            let closer = tokio_util::sync::CancellationToken::new();
+            let handed = ConnectionCloser(closer.clone());
             let service =
                 hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(RemoteAddr(remote));
+                    req.extensions_mut().insert(handed.clone());
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %e, %remote, "http connection ended with an error");
+            tokio::select! {
+                served = watcher.watch(conn.into_owned()) => {
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, %remote, "http connection ended with an error");
+                    }
+                }
+                () = closer.cancelled() => {
+                    tracing::debug!(%remote, "closed a connection with a stalled stream");
+                }
             }
         });
     }

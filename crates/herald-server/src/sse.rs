@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -22,9 +23,10 @@ use herald_core::history::{Position, RecoverRequest};
 use herald_core::{Broadcast, SseHandle, SseItem, Subscriber};
 use herald_protocol::cursor::{self, CursorEntry};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::listener::RemoteAddr;
+use crate::listener::{ConnectionCloser, RemoteAddr};
 use crate::state::{AppState, ConnectionSlot, Transport};
 
 /// Topics one stream may follow.
@@ -87,13 +89,25 @@ impl Refusal {
 async fn open(
     State(app): State<Arc<AppState>>,
     Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    closer: Option<Extension<ConnectionCloser>>,
     Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    let stream = match prepare(app, remote, pairs, &headers).await {
+    let stream = match prepare(app.clone(), remote, pairs, &headers).await {
         Ok(stream) => stream,
         Err(r) => return error(r.status, &r.message),
     };
+    if let Some(Extension(ConnectionCloser(closer))) = closer {
+        tokio::spawn(watch_stall(
+            stream.id,
+            stream.pulled.clone(),
+            stream.born,
+            stream.gone.clone(),
+            closer,
+            app.config.sse_keepalive,
+            app.config.sse_stall_timeout,
+        ));
+    }
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next_chunk().await.map(|b| (Ok::<_, Infallible>(b), s))
     });
@@ -106,6 +120,40 @@ async fn open(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// Closes the connection of a routed stream (HTTP/2, or HTTP/1.1 keep-alive) whose writer has not
+/// asked for a chunk for `keepalive + stall`. A healthy writer asks at least every `keepalive` (the
+/// keep-alive comment); one that stops is stuck behind a peer that does not read, which over
+/// HTTP/2 means a flow-control window that never opens. Ending the connection frees the stream's
+/// subscription, slot and send buffer; the client reconnects with `Last-Event-ID` and misses
+/// nothing that history keeps.
+async fn watch_stall(
+    id: u64,
+    pulled: Arc<AtomicU64>,
+    born: tokio::time::Instant,
+    gone: CancellationToken,
+    closer: CancellationToken,
+    keepalive: std::time::Duration,
+    stall: std::time::Duration,
+) {
+    let limit = u64::try_from((keepalive + stall).as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::select! {
+            () = gone.cancelled() => return,
+            () = tokio::time::sleep(keepalive) => {}
+        }
+        let now = u64::try_from(born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(pulled.load(Ordering::Relaxed)) > limit {
+            warn!(
+                conn = id,
+                "sse stream stalled (its reader takes nothing): closing its connection"
+            );
+            herald_core::stats::error("sse_stalled");
+            closer.cancel();
+            return;
+        }
+    }
 }
 
 /// Checks a stream request and subscribes its channels; the stream then yields its bytes.
@@ -182,12 +230,29 @@ pub async fn prepare(
             ),
         ));
     }
-    let Some(slot) = app.try_reserve_connection(Transport::Sse) else {
-        herald_core::stats::error("too_many_connections");
+    if let Some(k) = keys.iter().find(|k| !app.hub.admits(k)) {
+        herald_core::stats::error("node_channel_limit");
+        warn!(%remote, topic = %k.name, max = app.limits.max_channels, "sse refused: max_channels reached");
         return Err(Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many connected users",
+            &format!(
+                "{} (max_channels is {})",
+                herald_core::hub::NODE_CHANNEL_LIMIT,
+                app.limits.max_channels
+            ),
         ));
+    }
+    let client = crate::client_addr::client_ip(&app.config.trusted_proxies, remote, headers);
+    let slot = match app.try_reserve_connection(Transport::Sse, client) {
+        Ok(slot) => slot,
+        Err(full) => {
+            herald_core::stats::error(full.label());
+            info!(%remote, client = ?client, reason = %full, "sse refused");
+            return Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                &full.to_string(),
+            ));
+        }
     };
     let presented = headers
         .get("last-event-id")
@@ -217,6 +282,9 @@ pub async fn prepare(
         id,
         expires_at: claims.expiry(tokio::time::Instant::now(), herald_core::auth::unix_now()),
         ending: false,
+        pulled: Arc::new(AtomicU64::new(0)),
+        born: tokio::time::Instant::now(),
+        gone: CancellationToken::new(),
     };
     stream
         .pending
@@ -331,6 +399,11 @@ pub struct SseStream {
     expires_at: tokio::time::Instant,
     /// The stream ends once what is pending has been written.
     ending: bool,
+    /// When the writer last asked for a chunk, in ms after `born` (see [`watch_stall`]).
+    pulled: Arc<AtomicU64>,
+    born: tokio::time::Instant,
+    /// Cancelled when the stream is dropped.
+    gone: CancellationToken,
 }
 
 impl SseStream {
@@ -392,6 +465,8 @@ impl SseStream {
 
     /// The next bytes to write; `None` when the stream is over.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.pulled.store(ms, Ordering::Relaxed);
         loop {
             if let Some(chunk) = self.pending.pop_front() {
                 self.app
@@ -436,6 +511,7 @@ impl SseStream {
 
 impl Drop for SseStream {
     fn drop(&mut self) {
+        self.gone.cancel();
         self.handle.close_queue();
         for c in &self.channels {
             self.app.hub.unsubscribe(&c.key, c.subscription);

@@ -1,5 +1,7 @@
 //! State shared by every connection of a node.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -36,9 +38,12 @@ pub struct AppState {
     pub limits: Limits,
     /// The node's settings.
     pub config: ServerConfig,
-    /// Open WebSocket connections (counted against `max_connections`).
+    /// Open connections, WebSocket and SSE (counted against `max_connections`).
     pub connections: AtomicUsize,
-    /// Messages per second accepted by the HTTP API, per role of the caller's token.
+    /// Open connections per client address (counted against `max_connections_per_ip`); an
+    /// address leaves the map with its last connection.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Messages per second accepted by the HTTP API, per caller (role and token subject).
     pub http_limiter: Mutex<herald_core::limits::RateBuckets>,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
@@ -80,6 +85,7 @@ impl AppState {
             node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             presence_batch: std::time::Duration::from_millis(config.limits.presence_batch_ms),
             max_presence_members: config.limits.max_presence_members,
+            max_channels: config.limits.max_channels,
         };
         let hub = Hub::in_process(stats, settings, history);
         let shutdown = CancellationToken::new();
@@ -100,6 +106,7 @@ impl AppState {
             )),
             config,
             connections: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
             shutdown,
             sessions: TaskTracker::new(),
             prometheus,
@@ -107,16 +114,18 @@ impl AppState {
         }))
     }
 
-    /// Reserves a connection slot, or `None` when the node is full.
+    /// Reserves a connection slot for a client at `client` (`None`: a trusted proxy forwarded no
+    /// address, so no per-address cap applies), or says which limit is reached.
     pub fn try_reserve_connection(
         self: &Arc<Self>,
         transport: Transport,
-    ) -> Option<ConnectionSlot> {
+        client: Option<IpAddr>,
+    ) -> Result<ConnectionSlot, ConnectionRefused> {
         let max = self.limits.max_connections;
         let mut current = self.connections.load(Ordering::Relaxed);
         loop {
             if current >= max {
-                return None;
+                return Err(ConnectionRefused::Node);
             }
             match self.connections.compare_exchange_weak(
                 current,
@@ -124,15 +133,54 @@ impl AppState {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    transport.gauge(self).increment(1.0);
-                    return Some(ConnectionSlot {
-                        app: self.clone(),
-                        transport,
-                    });
-                }
+                Ok(_) => break,
                 Err(seen) => current = seen,
             }
+        }
+        // From here on the slot owns the node-wide count, and gives it back if refused below.
+        let mut slot = ConnectionSlot {
+            app: self.clone(),
+            transport,
+            client: None,
+        };
+        transport.gauge(self).increment(1.0);
+        let per_ip = self.limits.max_connections_per_ip;
+        if let Some(ip) = client.filter(|_| per_ip > 0) {
+            let mut map = self.per_ip.lock();
+            let n = map.entry(ip).or_insert(0);
+            if *n >= per_ip {
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+                return Err(ConnectionRefused::Address { max: per_ip });
+            }
+            *n += 1;
+            slot.client = Some(ip);
+        }
+        Ok(slot)
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionRefused {
+    /// The node holds `max_connections`.
+    #[error("Too many connected users")]
+    Node,
+    /// The client's address holds `max_connections_per_ip`.
+    #[error("Too many connections from this address (max_connections_per_ip is {max})")]
+    Address {
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl ConnectionRefused {
+    /// The label of its error counter.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ConnectionRefused::Node => "too_many_connections",
+            ConnectionRefused::Address { .. } => "too_many_connections_per_ip",
         }
     }
 }
@@ -160,11 +208,22 @@ impl Transport {
 pub struct ConnectionSlot {
     app: Arc<AppState>,
     transport: Transport,
+    /// The address counted against `max_connections_per_ip`, if any.
+    client: Option<IpAddr>,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.app.connections.fetch_sub(1, Ordering::AcqRel);
         self.transport.gauge(&self.app).decrement(1.0);
+        if let Some(ip) = self.client {
+            let mut map = self.app.per_ip.lock();
+            if let Some(n) = map.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
     }
 }

@@ -302,6 +302,11 @@ fn check_meaning(
             );
         }
     }
+    for entry in &s.trusted_proxies {
+        if let Err(e) = herald_server::client_addr::parse_proxy(entry) {
+            bad("trusted_proxies", e);
+        }
+    }
     if let Some(url) = s.database_url.as_deref()
         && url.contains("://")
         && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
@@ -488,6 +493,7 @@ mod tests {
             jail.set_env("HERALD_MAX_CONNECTIONS", "0");
             jail.set_env("HERALD_CORS_ORIGINS", "[\"https://app.example/path\"]");
             jail.set_env("HERALD_TYPO_SETTING", "1");
+            jail.set_env("HERALD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal");
             let checked = check(Some(Path::new("h.toml")), &CliOverrides::default());
             let lines = checked.problem_lines();
             let expect = [
@@ -498,6 +504,7 @@ mod tests {
                 "log_format (file h.toml): `xml` is neither",
                 "max_connections (environment HERALD_MAX_CONNECTIONS): must be at least 1",
                 "cors_origins (environment HERALD_CORS_ORIGINS): `https://app.example/path` is not an origin",
+                "trusted_proxies (environment HERALD_TRUSTED_PROXIES): `proxy.internal` is neither an IP address nor a CIDR range",
             ];
             for e in expect {
                 assert!(lines.contains(e), "missing {e:?} in\n{lines}");

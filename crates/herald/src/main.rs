@@ -201,11 +201,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         history: settings.history_config()?,
         sse_cookie: settings.sse_cookie.clone(),
         sse_keepalive: std::time::Duration::from_secs(settings.sse_keepalive_secs.max(1)),
+        sse_stall_timeout: std::time::Duration::from_secs(30),
         cors_origins: settings.cors_origins.clone(),
         header_read_timeout: std::time::Duration::from_secs(30),
         body_read_timeout: std::time::Duration::from_secs(30),
         postgres: settings.postgres_config(),
         metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
+        trusted_proxies: settings.trusted_proxies()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -46,6 +46,10 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// The bearer token `/metrics` requires (required in production mode).
     pub metrics_token: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client: addresses or CIDR ranges, as a
+    /// list or one comma-separated string.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub trusted_proxies: Vec<String>,
     /// PostgreSQL for Postgres Changes and `herald.send` (`DATABASE_URL` works too). Off when unset.
     pub database_url: Option<String>,
     /// The publication whose tables are streamed.
@@ -85,6 +89,7 @@ impl Default for Settings {
             sse_keepalive_secs: 15,
             cors_origins: vec!["*".to_owned()],
             metrics_token: None,
+            trusted_proxies: Vec::new(),
             database_url: None,
             pg_publication: "supabase_realtime".to_owned(),
             pg_slot: "herald".to_owned(),
@@ -94,6 +99,26 @@ impl Default for Settings {
             limits: Limits::default(),
         }
     }
+}
+
+/// A list given as a list, or as one string of comma-separated entries (handy in the environment:
+/// `HERALD_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(list) => list,
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// Values given as command-line flags (only those given).
@@ -136,6 +161,15 @@ impl Settings {
                 checked.problem_lines()
             ),
         }
+    }
+
+    /// The parsed `trusted_proxies`.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| herald_server::client_addr::parse_proxy(e).map_err(anyhow::Error::msg))
+            .collect()
     }
 
     /// The Postgres Changes configuration, or `None` without a database URL.

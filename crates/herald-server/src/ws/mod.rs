@@ -71,10 +71,14 @@ async fn handshake(
             return refuse(StatusCode::UNAUTHORIZED, &e.handshake_message());
         }
     };
-    let Some(slot) = app.try_reserve_connection(crate::state::Transport::WebSocket) else {
-        info!(%remote, "handshake refused: too many connected users");
-        herald_core::stats::error("too_many_connections");
-        return refuse(StatusCode::TOO_MANY_REQUESTS, "Too many connected users");
+    let client = crate::client_addr::client_ip(&app.config.trusted_proxies, remote, &headers);
+    let slot = match app.try_reserve_connection(crate::state::Transport::WebSocket, client) {
+        Ok(slot) => slot,
+        Err(full) => {
+            info!(%remote, client = ?client, reason = %full, "handshake refused");
+            herald_core::stats::error(full.label());
+            return refuse(StatusCode::TOO_MANY_REQUESTS, &full.to_string());
+        }
     };
     let limits = &app.limits;
     let app2 = app.clone();

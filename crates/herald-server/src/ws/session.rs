@@ -449,6 +449,16 @@ impl Session {
                 ),
             );
         }
+        if !self.app.hub.admits(&key) {
+            herald_core::stats::error("node_channel_limit");
+            warn!(
+                conn = self.id,
+                topic,
+                max = self.app.limits.max_channels,
+                "join refused: max_channels reached"
+            );
+            return refuse(self, herald_core::hub::NODE_CHANNEL_LIMIT.to_owned());
+        }
         let presence_on = config.presence_enabled || !config.presence_key.is_empty();
         let request = match (&config.recover, config.replay) {
             (Some((epoch, offset)), _) => Some(RecoverRequest::After {
