@@ -247,7 +247,8 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
                     req.extensions_mut().insert(handed.clone());
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let io = TokioIo::new(crate::linger::Lingering::new(stream));
+            let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::select! {
                 served = watcher.watch(conn.into_owned()) => {
                     if let Err(e) = served {

@@ -787,3 +787,112 @@ async fn an_anonymous_http_flood_does_not_starve_service_role_publishes() {
     let (status, body) = publish(server.token("service_role")).await;
     assert_eq!(status, 202, "{body}");
 }
+
+/// Opens a WebSocket by hand on a raw TCP stream and returns it past the 101 response.
+async fn raw_websocket(server: &Server) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /socket/websocket?apikey={}&vsn=2.0.0 HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.token("anon"),
+        server.addr
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "handshake cut short");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// Writes `bytes` while reading what the server sends, until it closes; returns what was read
+/// before the end, and whether the end was a reset.
+async fn write_while_reading(s: tokio::net::TcpStream, bytes: Vec<u8>) -> (Vec<u8>, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rx, mut tx) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = tx.write_all(&bytes).await;
+        tx
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let reset = loop {
+        match tokio::time::timeout(DEADLINE, rx.read(&mut buf)).await {
+            Ok(Ok(0)) => break false,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => break true,
+            Err(_) => panic!("the server neither closed nor answered"),
+        }
+    };
+    let _ = writer.await;
+    (got, reset)
+}
+
+#[tokio::test]
+async fn a_frame_twenty_times_the_limit_still_gets_its_1009() {
+    // The server stops reading at the frame's header while the client goes on sending megabytes.
+    // The close frame must reach the client all the same, and the connection end without a reset.
+    let server = Server::default().await;
+    let s = raw_websocket(&server).await;
+    let len: u64 = 20 * 1024 * 1024;
+    // A masked text frame (mask key 0, so the payload goes as is) with a 64-bit length.
+    let mut frame = vec![0x81, 0xFF];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.resize(frame.len() + len as usize, b'x');
+    let (got, reset) = write_while_reading(s, frame).await;
+    // An unmasked close frame whose code is 1009.
+    let close = got
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[2..4] == 1009u16.to_be_bytes());
+    assert!(close, "no close 1009 among {} bytes", got.len());
+    assert!(!reset, "the connection ended with a reset");
+}
+
+/// A masked client text frame (mask key 0).
+fn client_text_frame(text: &str) -> Vec<u8> {
+    let len = text.len();
+    let mut f = vec![0x81];
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(text.as_bytes());
+    f
+}
+
+#[tokio::test]
+async fn a_pipelining_join_flood_still_gets_its_4029() {
+    let server = Server::start(Limits {
+        max_joins_per_second: 5,
+        ..Limits::default()
+    })
+    .await;
+    let s = raw_websocket(&server).await;
+    // Thousands of joins in one go, without waiting for replies: most arrive after the close.
+    let mut burst = Vec::new();
+    for i in 0..20_000 {
+        let join = json!([i.to_string(), i.to_string(), format!("realtime:flood{i}"), "phx_join", {"config": {}}]);
+        burst.extend(client_text_frame(&join.to_string()));
+    }
+    let (got, reset) = write_while_reading(s, burst).await;
+    let code = herald_core::close::JOIN_FLOOD.to_be_bytes();
+    let close = got.windows(4).any(|w| w[0] == 0x88 && w[2..4] == code);
+    assert!(
+        close,
+        "no close {} among {} bytes",
+        herald_core::close::JOIN_FLOOD,
+        got.len()
+    );
+    assert!(!reset, "the connection ended with a reset");
+}
