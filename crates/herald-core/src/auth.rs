@@ -1,15 +1,25 @@
-//! Token verification and minting (HS256/384/512 JWTs), and the error texts clients see.
+//! Token verification and minting, and the error texts clients see. Tokens are signed with the
+//! shared secret (HS256/384/512) or with a public key of the node's [`KeyRing`] (RS256/384/512,
+//! PS256/384/512, ES256/384, EdDSA), chosen by the token's `kid`; the ring can be replaced while
+//! the node runs (keys from a JWKS URL), and an unknown `kid` asks for a refresh.
 //!
-//! A token must carry `role` and `exp`; `exp` must be in the future. The texts of [`AuthError`] are the
-//! ones `@supabase/realtime-js` users already know from Supabase Realtime.
+//! A token must carry `role` and `exp`; `exp` must be in the future, `nbf` (if any) not ahead by
+//! more than the leeway, and `iss` and `aud` must match when the node names them. The texts of
+//! [`AuthError`] are the ones `@supabase/realtime-js` users already know from Supabase Realtime.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 use thiserror::Error;
+
+use crate::keys::KeyRing;
 
 /// Roles with a meaning to Herald.
 pub mod roles {
@@ -89,9 +99,24 @@ pub enum AuthError {
         /// How far ahead `nbf` is, in seconds.
         ahead: u64,
     },
+    /// The token is signed with a public-key algorithm, and no key of the node fits it.
+    #[error("No key to verify the token signed with {alg} (kid: {kid})")]
+    UnknownKey {
+        /// The token's algorithm.
+        alg: String,
+        /// The token's `kid`, or `none`.
+        kid: String,
+    },
+    /// The node names an audience and the token's `aud` does not include it.
+    #[error("The token's audience (aud) is not accepted here")]
+    WrongAudience,
+    /// The node names an issuer and the token's `iss` is another.
+    #[error("The token's issuer (iss) is not accepted here")]
+    WrongIssuer,
 }
 
-/// Clock difference tolerated between the token's issuer and this node for `nbf`, in seconds.
+/// Clock difference tolerated between the token's issuer and this node for `nbf`, in seconds, by
+/// default.
 pub const NBF_LEEWAY_SECS: u64 = 30;
 
 impl AuthError {
@@ -109,9 +134,11 @@ impl AuthError {
             AuthError::Missing
             | AuthError::Expired { .. }
             | AuthError::MissingClaims
-            | AuthError::NotYetValid { .. } => "InvalidJWTToken",
+            | AuthError::NotYetValid { .. }
+            | AuthError::WrongAudience
+            | AuthError::WrongIssuer => "InvalidJWTToken",
             AuthError::Malformed => "MalformedJWT",
-            AuthError::BadSignature => "JwtSignatureError",
+            AuthError::BadSignature | AuthError::UnknownKey { .. } => "JwtSignatureError",
         };
         format!("{code}: {self}")
     }
@@ -125,6 +152,9 @@ impl AuthError {
             AuthError::Malformed => "token_malformed",
             AuthError::BadSignature => "token_bad_signature",
             AuthError::NotYetValid { .. } => "token_not_yet_valid",
+            AuthError::UnknownKey { .. } => "token_unknown_key",
+            AuthError::WrongAudience => "token_wrong_audience",
+            AuthError::WrongIssuer => "token_wrong_issuer",
         }
     }
 }
@@ -137,11 +167,45 @@ pub enum MintError {
     Sign(#[from] jsonwebtoken::errors::Error),
 }
 
-/// Verifies and mints tokens with one shared secret.
+/// What a node accepts beyond its shared secret.
+#[derive(Debug, Clone)]
+pub struct TokenRules {
+    /// Public keys from configuration (a PEM, JWK or JWKS file).
+    pub keys: KeyRing,
+    /// The `iss` every token must carry, if set.
+    pub issuer: Option<String>,
+    /// Audiences of which a token's `aud` must name one, if any are set.
+    pub audience: Vec<String>,
+    /// Seconds `nbf` may be ahead of this node's clock.
+    pub leeway_secs: u64,
+    /// Keys also come from a remote source (a JWKS URL) that [`Authenticator::set_remote_keys`]
+    /// feeds: a token with an unknown `kid` may then wait for it in [`Authenticator::verify_fresh`].
+    pub remote_keys: bool,
+}
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        TokenRules {
+            keys: KeyRing::empty(),
+            issuer: None,
+            audience: Vec::new(),
+            leeway_secs: NBF_LEEWAY_SECS,
+            remote_keys: false,
+        }
+    }
+}
+
+/// Verifies tokens (shared secret or public keys) and mints them (shared secret).
 pub struct Authenticator {
-    decoding: DecodingKey,
+    secret: DecodingKey,
     encoding: EncodingKey,
-    validation: Validation,
+    rules: TokenRules,
+    /// The configured keys and, once fetched, the remote ones.
+    ring: RwLock<Arc<KeyRing>>,
+    /// Notified when a token names a `kid` no key has (the key source may have rotated).
+    unknown_kid: Notify,
+    /// Notified (all waiters) when the remote keys are replaced.
+    keys_changed: Notify,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -158,20 +222,56 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A number claim (`exp`, `nbf`) as whole seconds; a fraction is cut, a negative one is 0.
+fn seconds(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().map(|f| f.max(0.0) as u64))
+}
+
 impl Authenticator {
-    /// An authenticator for an HMAC secret.
+    /// An authenticator for an HMAC secret alone.
     pub fn new(secret: &[u8]) -> Authenticator {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims = HashSet::new();
+        Authenticator::with_rules(secret, TokenRules::default())
+    }
+
+    /// An authenticator for an HMAC secret and the given keys and checks.
+    pub fn with_rules(secret: &[u8], rules: TokenRules) -> Authenticator {
         Authenticator {
-            decoding: DecodingKey::from_secret(secret),
+            secret: DecodingKey::from_secret(secret),
             encoding: EncodingKey::from_secret(secret),
-            validation,
+            ring: RwLock::new(Arc::new(rules.keys.clone())),
+            rules,
+            unknown_kid: Notify::new(),
+            keys_changed: Notify::new(),
         }
+    }
+
+    /// Replaces the remote keys (a fresh JWKS); the configured ones stay.
+    pub fn set_remote_keys(&self, remote: &KeyRing) {
+        *self.ring.write() = Arc::new(self.rules.keys.merged(remote));
+        self.keys_changed.notify_waiters();
+    }
+
+    /// Verifies a token now; when it names a `kid` no key has and keys come from a remote source,
+    /// waits (at most `wait`) for the source to be read again, then tries once more. For handshakes,
+    /// so that the first client of a rotated key is not refused.
+    pub async fn verify_fresh(
+        &self,
+        token: &str,
+        wait: std::time::Duration,
+    ) -> Result<Claims, AuthError> {
+        let changed = self.keys_changed.notified();
+        match self.verify(token) {
+            Err(AuthError::UnknownKey { kid, .. }) if self.rules.remote_keys && kid != "none" => {
+                let _ = tokio::time::timeout(wait, changed).await;
+                self.verify(token)
+            }
+            other => other,
+        }
+    }
+
+    /// Resolves when a token named a `kid` that no key has.
+    pub async fn unknown_kid(&self) {
+        self.unknown_kid.notified().await;
     }
 
     /// Verifies a token now.
@@ -185,19 +285,44 @@ impl Authenticator {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        let data =
-            jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &self.validation)
-                .map_err(|e| match e.kind() {
-                    ErrorKind::InvalidSignature
-                    | ErrorKind::InvalidAlgorithm
-                    | ErrorKind::InvalidKeyFormat => AuthError::BadSignature,
-                    _ => AuthError::Malformed,
-                })?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let alg = header.alg;
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::new();
+        let ring = self.ring.read().clone();
+        let key = if alg.family() == AlgorithmFamily::Hmac {
+            &self.secret
+        } else {
+            match ring.find(alg, header.kid.as_deref()) {
+                Some(k) => k.decoding_key(),
+                None => {
+                    if header.kid.is_some() {
+                        self.unknown_kid.notify_one();
+                    }
+                    return Err(AuthError::UnknownKey {
+                        alg: format!("{alg:?}"),
+                        kid: header.kid.unwrap_or_else(|| "none".to_owned()),
+                    });
+                }
+            }
+        };
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidKeyFormat
+                | ErrorKind::InvalidEcdsaKey
+                | ErrorKind::InvalidRsaKey(_) => AuthError::BadSignature,
+                _ => AuthError::Malformed,
+            },
+        )?;
         let all = data.claims;
         let role = all.get("role").and_then(Value::as_str).map(str::to_owned);
-        let exp = all
-            .get("exp")
-            .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f.max(0.0) as u64)));
+        let exp = all.get("exp").and_then(seconds);
         let (Some(role), Some(exp)) = (role, exp) else {
             return Err(AuthError::MissingClaims);
         };
@@ -213,14 +338,25 @@ impl Authenticator {
             return Err(AuthError::Expired { ago: now - exp });
         }
         if let Some(nbf) = all.get("nbf") {
-            let Some(nbf) = nbf
-                .as_u64()
-                .or_else(|| nbf.as_f64().map(|f| f.max(0.0) as u64))
-            else {
-                return Err(AuthError::Malformed);
-            };
-            if nbf > now.saturating_add(NBF_LEEWAY_SECS) {
+            let nbf = seconds(nbf).ok_or(AuthError::Malformed)?;
+            if nbf > now.saturating_add(self.rules.leeway_secs) {
                 return Err(AuthError::NotYetValid { ahead: nbf - now });
+            }
+        }
+        if let Some(issuer) = &self.rules.issuer
+            && all.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+        {
+            return Err(AuthError::WrongIssuer);
+        }
+        if !self.rules.audience.is_empty() {
+            let named = |a: &str| self.rules.audience.iter().any(|want| want == a);
+            let ok = match all.get("aud") {
+                Some(Value::String(a)) => named(a),
+                Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(named),
+                _ => false,
+            };
+            if !ok {
+                return Err(AuthError::WrongAudience);
             }
         }
         let sub = all.get("sub").and_then(Value::as_str).map(str::to_owned);

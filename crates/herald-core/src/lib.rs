@@ -6,6 +6,7 @@ pub mod backplane;
 pub mod channel;
 pub mod history;
 pub mod hub;
+pub mod keys;
 pub mod limits;
 pub mod message;
 pub mod presence;

@@ -57,6 +57,13 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// Peers whose `X-Forwarded-For` names the client (reverse proxies, load balancers).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Public keys, `iss`, `aud` and leeway of tokens (besides the shared secret).
+    pub token_rules: herald_core::auth::TokenRules,
+    /// A JWKS URL whose keys verify tokens; read at start, every `jwks_refresh` and when a token
+    /// names an unknown `kid`.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is read again.
+    pub jwks_refresh: Duration,
 }
 
 impl ServerConfig {
@@ -79,6 +86,9 @@ impl ServerConfig {
             postgres: None,
             metrics_token: None,
             trusted_proxies: Vec::new(),
+            token_rules: herald_core::auth::TokenRules::default(),
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(300),
         }
     }
 }

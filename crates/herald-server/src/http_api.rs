@@ -176,7 +176,7 @@ fn request_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option
     crate::credentials::token(headers, query.get("apikey").map(String::as_str), None)
 }
 
-fn authenticate(
+async fn authenticate(
     app: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -185,11 +185,14 @@ fn authenticate(
         herald_core::stats::error("http_unauthorized");
         return Err(message(StatusCode::UNAUTHORIZED, "Unauthorized"));
     };
-    app.auth.verify(&token).map_err(|e| {
-        herald_core::stats::error("http_unauthorized");
-        info!(reason = %e, "http request refused");
-        message(StatusCode::UNAUTHORIZED, "Unauthorized")
-    })
+    app.auth
+        .verify_fresh(&token, crate::state::FRESH_KEY_WAIT)
+        .await
+        .map_err(|e| {
+            herald_core::stats::error("http_unauthorized");
+            info!(reason = %e, "http request refused");
+            message(StatusCode::UNAUTHORIZED, "Unauthorized")
+        })
 }
 
 /// Takes `n` messages from the bucket of the caller (its role and subject); an empty bucket is 429
@@ -243,7 +246,7 @@ async fn batch(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let claims = authenticate(&app, &headers, &query)?;
+    let claims = authenticate(&app, &headers, &query).await?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -350,7 +353,7 @@ async fn single(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
-    let claims = authenticate(&app, &headers, &query)?;
+    let claims = authenticate(&app, &headers, &query).await?;
     let body = read_body(&app, &headers, body, app.limits.max_payload_bytes)
         .await
         .map_err(|r| {
@@ -459,7 +462,7 @@ async fn channels(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_service(&authenticate(&app, &headers, &query)?)?;
+    require_service(&authenticate(&app, &headers, &query).await?)?;
     Ok(axum::Json(json!({ "channels": channel_summaries(&app) })).into_response())
 }
 
@@ -480,13 +483,13 @@ pub fn channel_summaries(app: &AppState) -> Vec<Value> {
 }
 
 /// A service-role request about one channel: the channel (`?private=true` picks the private one).
-fn service_channel(
+async fn service_channel(
     app: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
     topic: &str,
 ) -> Result<ChannelKey, ApiError> {
-    require_service(&authenticate(app, headers, query)?)?;
+    require_service(&authenticate(app, headers, query).await?)?;
     let private = query.get("private").map(|s| Value::String(s.clone()));
     let Some(private) = flexible_bool(private.as_ref()) else {
         return Err(unprocessable(json!({ "private": "must be true or false" })));
@@ -501,7 +504,7 @@ async fn presence(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = service_channel(&app, &headers, &query, &topic)?;
+    let key = service_channel(&app, &headers, &query, &topic).await?;
     Ok(
         axum::Json(json!({ "topic": topic, "state": app.hub.presence_state(&key) }))
             .into_response(),
@@ -515,7 +518,7 @@ async fn history(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = service_channel(&app, &headers, &query, &topic)?;
+    let key = service_channel(&app, &headers, &query, &topic).await?;
     let number = |name: &str, default: u64| -> Result<u64, ApiError> {
         match query.get(name) {
             None => Ok(default),

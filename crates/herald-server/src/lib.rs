@@ -6,6 +6,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod http_api;
+pub mod jwks;
 pub mod linger;
 pub mod listener;
 pub mod sse;

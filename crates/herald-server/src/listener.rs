@@ -111,6 +111,13 @@ pub async fn serve(state: Arc<AppState>) -> Result<Running, StartError> {
     if !state.config.production {
         tokio::spawn(crate::demo::demo_feed(state.clone()));
     }
+    if let Some(url) = state.config.jwks_url.clone() {
+        tokio::spawn(crate::jwks::keep_fresh(
+            state.clone(),
+            url,
+            state.config.jwks_refresh,
+        ));
+    }
     let task = tokio::spawn(accept_loop(listener, app, state.clone()));
     info!(%addr, "listening");
     Ok(Running { addr, state, task })

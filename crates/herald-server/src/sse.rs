@@ -208,7 +208,11 @@ pub async fn prepare(
         herald_core::stats::error("token_missing");
         return Err(Refusal::new(StatusCode::UNAUTHORIZED, "API key is missing"));
     };
-    let claims = match app.auth.verify(&token) {
+    let claims = match app
+        .auth
+        .verify_fresh(&token, crate::state::FRESH_KEY_WAIT)
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             herald_core::stats::error(e.label());

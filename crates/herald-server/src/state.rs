@@ -14,6 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 
+/// How long a handshake with a token naming an unknown `kid` waits for the JWKS to be read again.
+pub const FRESH_KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Why a node's state could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -99,7 +102,10 @@ impl AppState {
         };
         Ok(Arc::new(AppState {
             hub,
-            auth: Authenticator::new(config.jwt_secret.as_bytes()),
+            auth: Authenticator::with_rules(
+                config.jwt_secret.as_bytes(),
+                config.token_rules.clone(),
+            ),
             limits: config.limits.clone(),
             http_limiter: Mutex::new(herald_core::limits::RateBuckets::new(
                 config.limits.max_http_messages_per_second,

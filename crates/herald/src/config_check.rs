@@ -302,6 +302,27 @@ fn check_meaning(
             );
         }
     }
+    if let Some(path) = &s.jwt_keys_file {
+        match std::fs::read(path) {
+            Err(e) => bad(
+                "jwt_keys_file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
+            Ok(text) => {
+                if let Err(e) = herald_core::keys::KeyRing::parse(&text) {
+                    bad("jwt_keys_file", format!("{}: {e}", path.display()));
+                }
+            }
+        }
+    }
+    if let Some(url) = s.jwt_jwks_url.as_deref().filter(|u| !u.is_empty())
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        bad(
+            "jwt_jwks_url",
+            format!("`{url}` is not an http:// or https:// URL"),
+        );
+    }
     for entry in &s.trusted_proxies {
         if let Err(e) = herald_server::client_addr::parse_proxy(entry) {
             bad("trusted_proxies", e);

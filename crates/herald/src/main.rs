@@ -208,6 +208,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         postgres: settings.postgres_config(),
         metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
         trusted_proxies: settings.trusted_proxies()?,
+        token_rules: settings.token_rules()?,
+        jwks_url: settings.jwt_jwks_url.clone().filter(|u| !u.is_empty()),
+        jwks_refresh: std::time::Duration::from_secs(settings.jwt_jwks_refresh_secs.max(10)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

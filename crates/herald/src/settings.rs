@@ -50,6 +50,19 @@ pub struct Settings {
     /// list or one comma-separated string.
     #[serde(deserialize_with = "list_or_commas")]
     pub trusted_proxies: Vec<String>,
+    /// A file of public keys tokens may be signed with: a PEM public key, a JWK or a JWK set.
+    pub jwt_keys_file: Option<PathBuf>,
+    /// A JWKS URL whose keys verify tokens (read at start, every `jwt_jwks_refresh_secs`, and on an
+    /// unknown `kid`).
+    pub jwt_jwks_url: Option<String>,
+    pub jwt_jwks_refresh_secs: u64,
+    /// The `iss` every token must carry.
+    pub jwt_issuer: Option<String>,
+    /// Audiences, one of which a token's `aud` must name (none: `aud` is not checked).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub jwt_audience: Vec<String>,
+    /// Seconds a token's `nbf` may be ahead of this node's clock.
+    pub jwt_leeway_secs: u64,
     /// PostgreSQL for Postgres Changes and `herald.send` (`DATABASE_URL` works too). Off when unset.
     pub database_url: Option<String>,
     /// The publication whose tables are streamed.
@@ -90,6 +103,12 @@ impl Default for Settings {
             cors_origins: vec!["*".to_owned()],
             metrics_token: None,
             trusted_proxies: Vec::new(),
+            jwt_keys_file: None,
+            jwt_jwks_url: None,
+            jwt_jwks_refresh_secs: 300,
+            jwt_issuer: None,
+            jwt_audience: Vec::new(),
+            jwt_leeway_secs: herald_core::auth::NBF_LEEWAY_SECS,
             database_url: None,
             pg_publication: "supabase_realtime".to_owned(),
             pg_slot: "herald".to_owned(),
@@ -170,6 +189,26 @@ impl Settings {
             .filter(|e| !e.trim().is_empty())
             .map(|e| herald_server::client_addr::parse_proxy(e).map_err(anyhow::Error::msg))
             .collect()
+    }
+
+    /// The token checks besides the shared secret: keys from `jwt_keys_file`, `iss`, `aud`, leeway.
+    pub fn token_rules(&self) -> Result<herald_core::auth::TokenRules> {
+        let keys = match &self.jwt_keys_file {
+            None => herald_core::keys::KeyRing::empty(),
+            Some(path) => {
+                let text = std::fs::read(path)
+                    .with_context(|| format!("reading jwt_keys_file {}", path.display()))?;
+                herald_core::keys::KeyRing::parse(&text)
+                    .with_context(|| format!("jwt_keys_file {}", path.display()))?
+            }
+        };
+        Ok(herald_core::auth::TokenRules {
+            keys,
+            issuer: self.jwt_issuer.clone().filter(|i| !i.is_empty()),
+            audience: self.jwt_audience.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+            remote_keys: self.jwt_jwks_url.as_deref().is_some_and(|u| !u.is_empty()),
+        })
     }
 
     /// The Postgres Changes configuration, or `None` without a database URL.

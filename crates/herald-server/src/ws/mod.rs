@@ -63,7 +63,11 @@ async fn handshake(
         herald_core::stats::error("token_missing");
         return refuse(StatusCode::UNAUTHORIZED, "API key is missing");
     };
-    let claims = match app.auth.verify(&token) {
+    let claims = match app
+        .auth
+        .verify_fresh(&token, crate::state::FRESH_KEY_WAIT)
+        .await
+    {
         Ok(claims) => claims,
         Err(e) => {
             info!(%remote, reason = %e, "handshake refused");
