@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub sse_stall_timeout: Duration,
     /// Origins browsers may call the HTTP API and `/sse` from (`*`: any).
     pub cors_origins: Vec<String>,
+    /// Origins whose pages may open WebSockets and SSE streams (empty: any).
+    pub allowed_origins: Vec<String>,
     /// How long a client may take to send its request head.
     pub header_read_timeout: Duration,
     /// How long a client may take to send a request body, once its token has been accepted.
@@ -81,6 +83,7 @@ impl ServerConfig {
             sse_keepalive: Duration::from_secs(15),
             sse_stall_timeout: Duration::from_secs(30),
             cors_origins: vec!["*".to_owned()],
+            allowed_origins: Vec::new(),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             postgres: None,

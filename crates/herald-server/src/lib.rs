@@ -9,6 +9,7 @@ pub mod http_api;
 pub mod jwks;
 pub mod linger;
 pub mod listener;
+pub mod origin;
 pub mod sse;
 pub mod sse_http1;
 pub mod state;

@@ -199,11 +199,15 @@ pub async fn prepare(
     {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, &e.to_string()));
     }
-    let token = crate::credentials::token(
-        headers,
-        query_token.as_deref(),
-        Some(&app.config.sse_cookie),
-    );
+    if let Err(e) = crate::origin::check(&app.config, headers) {
+        info!(%remote, reason = %e, "sse refused");
+        herald_core::stats::error("origin_refused");
+        return Err(Refusal::new(StatusCode::FORBIDDEN, &e.to_string()));
+    }
+    // A cookie stands for the user only on requests of its own site (or of a listed origin).
+    let cookie = crate::origin::cookie_allowed(&app.config, headers)
+        .then_some(app.config.sse_cookie.as_str());
+    let token = crate::credentials::token(headers, query_token.as_deref(), cookie);
     let Some(token) = token else {
         herald_core::stats::error("token_missing");
         return Err(Refusal::new(StatusCode::UNAUTHORIZED, "API key is missing"));

@@ -145,3 +145,61 @@ async fn metrics_ask_for_their_token_when_one_is_set() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("metrics recorder not installed"), "{body}");
 }
+
+#[tokio::test]
+async fn a_cookie_stands_for_the_user_only_on_requests_of_its_own_site() {
+    let server = server_with_origins(&["*"]).await;
+    let token = server.token("authenticated");
+    let host = server.addr.to_string();
+    let stream = |origin: &str| {
+        format!(
+            "GET /sse?topic=c&private=true HTTP/1.0\r\nHost: {host}\r\n{origin}Cookie: herald_token={token}\r\n\r\n"
+        )
+    };
+    // Another site's page: the cookie is not taken, so the stream is refused.
+    let cross = raw_response(server.addr, &stream("Origin: https://evil.example\r\n")).await;
+    assert!(cross.starts_with("http/1.1 401"), "{cross}");
+    // The node's own pages, and requests from no page at all, use it.
+    let own = raw_response(server.addr, &stream(&format!("Origin: http://{host}\r\n"))).await;
+    assert!(own.starts_with("http/1.1 200"), "{own}");
+    let plain = raw_response(server.addr, &stream("")).await;
+    assert!(plain.starts_with("http/1.1 200"), "{plain}");
+}
+
+#[tokio::test]
+async fn allowed_origins_decide_which_pages_may_open_sockets_and_streams() {
+    let mut config = ServerConfig::local(SECRET);
+    config.allowed_origins = vec!["https://app.example".to_owned()];
+    let server = Server::with_config(config, None).await;
+    let url = server.url(&server.token("anon"), "2.0.0");
+    let socket = |origin: Option<&str>| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.as_str().into_client_request().unwrap();
+        if let Some(o) = origin {
+            request.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    match socket(Some("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403);
+            let body =
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(
+                body.contains("Origin not allowed: https://evil.example"),
+                "{body}"
+            );
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    assert!(socket(Some("https://app.example")).await.is_ok());
+    assert!(socket(None).await.is_ok());
+    let token = server.token("anon");
+    let sse = |origin: &str| {
+        format!("GET /sse?topic=c&apikey={token} HTTP/1.0\r\nOrigin: {origin}\r\n\r\n")
+    };
+    let refused = raw_response(server.addr, &sse("https://evil.example")).await;
+    assert!(refused.starts_with("http/1.1 403"), "{refused}");
+    let accepted = raw_response(server.addr, &sse("https://app.example")).await;
+    assert!(accepted.starts_with("http/1.1 200"), "{accepted}");
+}

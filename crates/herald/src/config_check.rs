@@ -286,19 +286,28 @@ fn check_meaning(
             format!("`{env}` is neither `production` nor `development`"),
         );
     }
+    let is_origin = |o: &str| {
+        (o.starts_with("http://") || o.starts_with("https://"))
+            && !o
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .contains('/')
+    };
     for origin in &s.cors_origins {
-        let valid = origin == "*"
-            || ((origin.starts_with("http://") || origin.starts_with("https://"))
-                && !origin
-                    .trim_start_matches("https://")
-                    .trim_start_matches("http://")
-                    .contains('/'));
-        if !valid {
+        if !(origin == "*" || is_origin(origin)) {
             bad(
                 "cors_origins",
                 format!(
                     "`{origin}` is not an origin: write `*` or `https://host[:port]` without a path"
                 ),
+            );
+        }
+    }
+    for origin in &s.allowed_origins {
+        if !is_origin(origin) {
+            bad(
+                "allowed_origins",
+                format!("`{origin}` is not an origin: write `https://host[:port]` without a path"),
             );
         }
     }

@@ -203,6 +203,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         sse_keepalive: std::time::Duration::from_secs(settings.sse_keepalive_secs.max(1)),
         sse_stall_timeout: std::time::Duration::from_secs(30),
         cors_origins: settings.cors_origins.clone(),
+        allowed_origins: settings.allowed_origins.clone(),
         header_read_timeout: std::time::Duration::from_secs(30),
         body_read_timeout: std::time::Duration::from_secs(30),
         postgres: settings.postgres_config(),

@@ -44,6 +44,9 @@ pub struct Settings {
     pub sse_keepalive_secs: u64,
     /// Origins browsers may call from (`*`: any, without credentials).
     pub cors_origins: Vec<String>,
+    /// Origins whose pages may open WebSockets and SSE streams (empty: any).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub allowed_origins: Vec<String>,
     /// The bearer token `/metrics` requires (required in production mode).
     pub metrics_token: Option<String>,
     /// Reverse proxies whose `X-Forwarded-For` names the client: addresses or CIDR ranges, as a
@@ -101,6 +104,7 @@ impl Default for Settings {
             sse_cookie: "herald_token".to_owned(),
             sse_keepalive_secs: 15,
             cors_origins: vec!["*".to_owned()],
+            allowed_origins: Vec::new(),
             metrics_token: None,
             trusted_proxies: Vec::new(),
             jwt_keys_file: None,

@@ -53,6 +53,11 @@ async fn handshake(
             "Unsupported serializer version: vsn must be 1.0.0 or 2.0.0",
         );
     };
+    if let Err(e) = crate::origin::check(&app.config, &headers) {
+        info!(%remote, reason = %e, "handshake refused");
+        herald_core::stats::error("origin_refused");
+        return refuse(StatusCode::FORBIDDEN, &e.to_string());
+    }
     let token = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
