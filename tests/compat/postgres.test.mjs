@@ -290,6 +290,96 @@ describe('postgres_changes through realtime-js', () => {
     );
   });
 
+  test('the filter grammar: every operator, not., several conditions, \\, and a 100-value in, by column type', { timeout: 180_000 }, async () => {
+    const db = await database(
+      'grammar',
+      `create table public.tasks (id int8 primary key, title text, status text, priority int4, score float8,
+         done bool, due timestamptz, owner uuid, note text);
+       create table public.marks (id int8 primary key)`,
+      ['tasks', 'marks'],
+    );
+    const server = await heraldFor(db);
+    const u1 = '0b9a6c1e-3f1d-4c55-9a43-1d2f6a7b8c01';
+    const u2 = '7f00c2aa-5b6e-4f7d-8e21-9c3b4a5d6e02';
+    const hundred = `id=in.(${[...range(1000, 1098), 3].join(',')})`;
+    // Each filter with the ids it must deliver, out of the four rows below.
+    const cases = [
+      ['status=in.(open,closed)', [1, 2, 4]],
+      ['status=not.in.(open,closed)', [3]],
+      ['status=neq.open', [2, 3]],
+      ['title=like.Urgent%', [1]],
+      ['title=ilike.%urgent%', [1, 3]],
+      ['title=not.ilike.%urgent%', [2, 4]],
+      ['title=match.^[A-Z]+ d', [3]],
+      ['title=imatch.^urgent', [1, 3]],
+      ['priority=gte.2,priority=lt.5', [2, 3]],
+      ['priority=lte.2,status=eq.open', [1]],
+      ['score=gt.5', [1]],
+      ['score=lt.0', [4]],
+      ['done=is.true', [2]],
+      ['done=is.null', [4]],
+      ['done=not.is.true', [1, 3, 4]],
+      ['done=eq.false', [1, 3]],
+      ['due=lt.2026-07-01T00:00:00Z', [1, 2]],
+      ['due=gte.2026-07-01 00:00:00+00', [3]],
+      [`owner=eq.${u1}`, [1, 3]],
+      [`owner=not.eq.${u1}`, [2]],
+      ['note=isdistinct.x', [1, 2, 4]],
+      ['note=not.isdistinct.x', [3]],
+      ['note=eq.a\\,b', [2]],
+      ['note=eq."comma, inside"', [4]],
+      [hundred, [3]],
+    ];
+    const subs = [];
+    for (const [filter] of cases) {
+      subs.push(
+        await subscriber(server, [
+          { event: 'INSERT', schema: 'public', table: 'tasks', filter },
+          { event: 'INSERT', schema: 'public', table: 'marks' },
+        ]),
+      );
+    }
+    await db.query(
+      `insert into public.tasks values
+         (1, 'Urgent: fix login', 'open', 1, 9.5, false, '2026-01-01 10:00:00+00', $1, null),
+         (2, 'write docs', 'closed', 3, 2.25, true, '2026-06-01 00:00:00+00', $2, 'a,b'),
+         (3, 'URGENT deploy', 'in review', 2, 5, false, '2027-01-01 00:00:00+00', $1, 'x'),
+         (4, 'lunch', 'open', 5, -1, null, null, null, 'comma, inside')`,
+      [u1, u2],
+    );
+    // Changes reach a subscriber in commit order: once the mark is there, every task row is too.
+    await db.query('insert into public.marks values (1)');
+    for (const [n, [filter, want]] of cases.entries()) {
+      const sub = subs[n];
+      await changeWhere(sub.inboxes[1], (p) => p.new.id === 1, sub, server, `the mark after ${filter}`);
+      const got = sub.inboxes[0].items.map((p) => p.new.id).sort((a, b) => a - b);
+      assert.deepEqual(got, want, `${filter} delivered ${describeChanges(sub.inboxes[0].items)}`);
+    }
+
+    // Filters that cannot work are refused at join with the reason, and deliver nothing.
+    for (const [filter, reason] of [
+      ['priority=eq.high', '`high` is not a valid int4 for column `priority`'],
+      ['nope=eq.1', 'column `nope` does not exist'],
+      ['title=match.(', 'invalid regular expression'],
+      ['done=is.maybe', '`is` takes null, true or false'],
+      ['title=near.x', 'unknown operator `near`'],
+    ]) {
+      const client = makeClient(server, { token: serviceToken() });
+      const channel = client.channel(uniqueTopic('bad'));
+      const system = new Inbox(`system messages for ${filter}`);
+      channel.on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'tasks', filter }, () => {});
+      channel.on('system', {}, (payload) => system.push(payload));
+      await subscribed(channel, LIVE_MS);
+      const refusal = await system.find(
+        (p) => p?.extension === 'postgres_changes',
+        LIVE_MS,
+        () => `the postgres_changes system message for ${filter}; ${wire(client)}${logTail(server)}`,
+      );
+      assert.equal(refusal.status, 'error', `${filter}: ${JSON.stringify(refusal)}`);
+      assert.ok(String(refusal.message).includes(reason), `${filter}: ${JSON.stringify(refusal)}`);
+    }
+  });
+
   test("event '*': INSERT, UPDATE, DELETE in commit order; old records by replica identity", { timeout: 90_000 }, async () => {
     const db = await database(
       'events',

@@ -121,6 +121,11 @@ impl Change {
         }
     }
 
+    /// A column's cell in the filtered row.
+    pub fn cell(&self, column: usize) -> Option<&Cell> {
+        self.filter_row()?.get(column)
+    }
+
     /// The typed value of a column in the filtered row.
     pub fn typed(&self, column: usize) -> Option<Typed> {
         let row = self.filter_row()?;

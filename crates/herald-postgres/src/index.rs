@@ -110,9 +110,9 @@ impl Index {
                 self.next += 1;
                 let entry_id = self.next;
                 let ev = &mut self.tables.entry(spec.table).or_default()[kind.index()];
-                match spec.filter.as_ref().map(|f| (f.column, f.index_keys())) {
+                match spec.filter.as_ref().map(Filter::index) {
                     None => ev.all.push(entry_id),
-                    Some((column, Some(keys))) => {
+                    Some(Some((column, keys))) => {
                         for key in keys {
                             ev.eq.entry((column, key)).or_default().push(entry_id);
                         }
@@ -121,7 +121,7 @@ impl Index {
                             None => ev.eq_columns.push((column, 1)),
                         }
                     }
-                    Some((_, None)) => ev.other.push(entry_id),
+                    Some(None) => ev.other.push(entry_id),
                 }
                 self.entries.insert(
                     entry_id,
@@ -216,9 +216,9 @@ impl Index {
             };
             let ev = &mut events[kind.index()];
             let drop_from = |v: &mut Vec<EntryId>| v.retain(|e| *e != entry_id);
-            match entry.filter.as_ref().map(|f| (f.column, f.index_keys())) {
+            match entry.filter.as_ref().map(Filter::index) {
                 None => drop_from(&mut ev.all),
-                Some((column, Some(keys))) => {
+                Some(Some((column, keys))) => {
                     for key in keys {
                         let k = (column, key);
                         if let Some(list) = ev.eq.get_mut(&k) {
@@ -235,7 +235,7 @@ impl Index {
                         }
                     }
                 }
-                Some((_, None)) => drop_from(&mut ev.other),
+                Some(None) => drop_from(&mut ev.other),
             }
             if events
                 .iter()
@@ -314,20 +314,30 @@ impl Index {
             }
         };
         ev.all.iter().for_each(&mut add);
+        let passes = |entry_id: &EntryId| {
+            self.entries
+                .get(entry_id)
+                .is_some_and(|e| e.filter.as_ref().is_some_and(|f| f.matches(change)))
+        };
         for (column, _) in &ev.eq_columns {
             if let Some(v) = change.typed(*column)
                 && let Some(list) = ev.eq.get(&(*column, v.key()))
             {
-                list.iter().for_each(&mut add);
+                for entry_id in list {
+                    // Found by its first equality; any further condition is checked here.
+                    let more = self
+                        .entries
+                        .get(entry_id)
+                        .and_then(|e| e.filter.as_ref())
+                        .is_some_and(Filter::beyond_index);
+                    if !more || passes(entry_id) {
+                        add(entry_id);
+                    }
+                }
             }
         }
         for entry_id in &ev.other {
-            let passes = self.entries.get(entry_id).is_some_and(|e| {
-                e.filter
-                    .as_ref()
-                    .is_some_and(|f| change.typed(f.column).is_some_and(|v| f.matches(&v)))
-            });
-            if passes {
+            if passes(entry_id) {
                 add(entry_id);
             }
         }
