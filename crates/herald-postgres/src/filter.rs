@@ -285,6 +285,15 @@ pub struct Condition {
 #[derive(Debug, Clone)]
 pub struct Filter {
     conditions: Vec<Condition>,
+    /// The same for every binding of the same filter on the same table: a change is checked once
+    /// per distinct filter, however many bindings share it.
+    key: std::sync::Arc<str>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Filters evaluated on this thread, for the index's tests.
+    pub static EVALUATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// A LIKE pattern as a regular expression: `%` (and `*`) any run, `_` one character, `\` escapes.
@@ -315,7 +324,13 @@ impl Filter {
             .iter()
             .map(|c| Condition::bind(c, table))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Filter { conditions })
+        let key = format!("{}:{:?}", table.oid, parsed.conditions).into();
+        Ok(Filter { conditions, key })
+    }
+
+    /// What identifies the filter: equal for equal filters on the same table.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The column and equality keys an index can look this filter up by: those of its first
@@ -339,6 +354,8 @@ impl Filter {
 
     /// True when the change passes every condition.
     pub fn matches(&self, change: &Change) -> bool {
+        #[cfg(test)]
+        EVALUATED.with(|n| n.set(n.get() + 1));
         self.conditions.iter().all(|c| c.matches(change))
     }
 }

@@ -314,10 +314,13 @@ impl Index {
             }
         };
         ev.all.iter().for_each(&mut add);
-        let passes = |entry_id: &EntryId| {
-            self.entries
-                .get(entry_id)
-                .is_some_and(|e| e.filter.as_ref().is_some_and(|f| f.matches(change)))
+        // One evaluation per distinct filter, whatever the number of bindings that share it.
+        let mut seen: HashMap<&str, bool> = HashMap::new();
+        let mut passes = |entry_id: &EntryId| {
+            let Some(f) = self.entries.get(entry_id).and_then(|e| e.filter.as_ref()) else {
+                return false;
+            };
+            *seen.entry(f.key()).or_insert_with(|| f.matches(change))
         };
         for (column, _) in &ev.eq_columns {
             if let Some(v) = change.typed(*column)
@@ -457,5 +460,47 @@ mod tests {
         s2.close_with(1000, "bye");
         assert_eq!(index.remove_closed(), 1);
         assert!(index.is_empty() && !index.watches(t.oid));
+    }
+
+    #[test]
+    fn a_change_is_checked_once_per_distinct_filter() {
+        let t = table();
+        let mut index = Index::default();
+        // 1,000 subscribers over 10 distinct pattern filters (none can use the equality index),
+        // and 100 whose equality filter has a further condition.
+        let mut sessions = Vec::new();
+        for i in 0..1_000u64 {
+            let s = SessionHandle::new(i, Vsn::V2, 16);
+            let filter = format!("owner=like.user{}%", i % 10);
+            index.add(
+                s.clone(),
+                Arc::from(format!("realtime:p{i}")),
+                None,
+                group(),
+                vec![spec(&t, &[Kind::Insert], 1, Some(&filter))],
+            );
+            sessions.push(s);
+        }
+        for i in 0..100u64 {
+            let s = SessionHandle::new(5_000 + i, Vsn::V2, 16);
+            index.add(
+                s.clone(),
+                Arc::from(format!("realtime:q{i}")),
+                None,
+                group(),
+                vec![spec(
+                    &t,
+                    &[Kind::Insert],
+                    2,
+                    Some("id=eq.7,owner=neq.nobody"),
+                )],
+            );
+            sessions.push(s);
+        }
+        crate::filter::EVALUATED.with(|n| n.set(0));
+        let hits = index.lookup(&change(&t, Kind::Insert, "7", "user3-x"), None);
+        // The 100 subscribers of `user3%` and the 100 of the equality filter.
+        assert_eq!(hits.len(), 200);
+        assert_eq!(crate::filter::EVALUATED.with(std::cell::Cell::get), 11);
     }
 }
