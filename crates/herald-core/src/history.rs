@@ -408,13 +408,27 @@ fn uuid_like() -> String {
 type LogSlot = Arc<Mutex<Option<ChannelLog>>>;
 
 /// History of every channel on this node.
+///
+/// A channel costs nothing until something is appended to it: a join (even a recovering one) of a
+/// channel without messages writes nothing, and its position is the store's epoch at offset 0
+/// until its first message. In memory, a channel's log is kept while someone uses it or while it
+/// holds messages; the sweep visits only channels that hold messages and drops the others.
 pub struct History {
     backend: Arc<dyn HistoryBackend>,
     settings: HistorySettings,
     logs: Box<[Mutex<HashMap<ChannelKey, LogSlot>>]>,
     hasher: RandomState,
     clock: Clock,
+    /// The epoch of channels that have never held a message, the same across restarts (kept in
+    /// the store as a marker), read on first use.
+    store_epoch: std::sync::OnceLock<Arc<str>>,
+    /// Channels that hold messages (and so have age retention to apply), with `true` once listed
+    /// from the store at the first sweep.
+    retained: Mutex<(bool, std::collections::HashSet<ChannelKey>)>,
 }
+
+/// The marker under which the store keeps [`History`]'s epoch of channels without messages.
+const STORE_EPOCH_MARKER: &str = "history-epoch";
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -437,7 +451,36 @@ impl History {
             logs: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             clock,
+            store_epoch: std::sync::OnceLock::new(),
+            retained: Mutex::new((false, std::collections::HashSet::new())),
         }
+    }
+
+    /// The epoch of channels without messages: the store's, created (and kept) on first use.
+    fn store_epoch(&self) -> Result<Arc<str>, HistoryError> {
+        if let Some(e) = self.store_epoch.get() {
+            return Ok(e.clone());
+        }
+        let epoch: Arc<str> = match self.backend.marker(STORE_EPOCH_MARKER)? {
+            Some(bytes) => Arc::from(String::from_utf8_lossy(&bytes).as_ref()),
+            None => {
+                let e = new_epoch();
+                self.backend
+                    .append_many(&[], Some((STORE_EPOCH_MARKER, e.as_bytes())))?;
+                e
+            }
+        };
+        Ok(self.store_epoch.get_or_init(|| epoch).clone())
+    }
+
+    /// Channels the store holds a position for (every channel that ever held a message).
+    pub fn stored_channels(&self) -> Result<usize, HistoryError> {
+        Ok(self.backend.channels()?.len())
+    }
+
+    /// Channels whose logs are held in memory.
+    pub fn cached_channels(&self) -> usize {
+        self.logs.iter().map(|s| s.lock().len()).sum()
     }
 
     /// Now, by the history clock.
@@ -473,22 +516,13 @@ impl History {
                         retention,
                     }
                 }
-                None => {
-                    let epoch = new_epoch();
-                    self.backend.set_channel_meta(
-                        &sk,
-                        &ChannelMeta {
-                            epoch: epoch.to_string(),
-                            top: 0,
-                        },
-                    )?;
-                    ChannelLog {
-                        epoch,
-                        first: 1,
-                        top: 0,
-                        retention,
-                    }
-                }
+                // Nothing was ever appended: nothing is written until something is.
+                None => ChannelLog {
+                    epoch: self.store_epoch()?,
+                    first: 1,
+                    top: 0,
+                    retention,
+                },
             };
             *slot = Some(log);
         }
@@ -549,6 +583,7 @@ impl History {
         if log.first > log.top {
             log.first = log.top;
         }
+        self.retained.lock().1.insert(key.clone());
         let position = Position {
             epoch: log.epoch.clone(),
             offset,
@@ -635,6 +670,10 @@ impl History {
                 log.first = (*first).min(*top);
             }
         }
+        self.retained
+            .lock()
+            .1
+            .extend(keys.iter().map(|(_, k)| (*k).clone()));
         Ok(positions)
     }
 
@@ -712,14 +751,23 @@ impl History {
         Ok(self.backend.read_after(&store_key(key), after, limit)?)
     }
 
-    /// Applies age retention to every channel and forgets expired idempotency keys.
+    /// Applies age retention to the channels that hold messages, forgets expired idempotency keys,
+    /// and drops from memory the logs nobody uses that hold no messages.
     pub fn sweep(&self) -> Result<usize, HistoryError> {
         let now = self.clock.now_ms();
         let mut removed = 0;
-        for sk in self.backend.channels()? {
-            let Some(key) = key_from_store(&sk) else {
-                continue;
-            };
+        let channels: Vec<ChannelKey> = {
+            let mut r = self.retained.lock();
+            if !r.0 {
+                // Once, at the first sweep: the channels the store holds from earlier runs.
+                let stored = self.backend.channels()?;
+                r.1.extend(stored.iter().filter_map(|sk| key_from_store(sk)));
+                r.0 = true;
+            }
+            r.1.iter().cloned().collect()
+        };
+        for key in channels {
+            let sk = store_key(&key);
             let retention = self.settings.retention(&key.name);
             let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
             let slot = self.slot(&key);
@@ -730,9 +778,27 @@ impl History {
                 removed += n;
                 log.first = oldest.unwrap_or(log.top + 1);
             }
+            if oldest.is_none() {
+                // Empty now: nothing to sweep until the next append.
+                self.retained.lock().1.remove(&key);
+            }
         }
+        self.evict_idle();
         self.backend.purge_idempotency(now)?;
         Ok(removed)
+    }
+
+    /// Drops the in-memory logs that no one holds and that hold no messages (they load again, from
+    /// the store or empty, when next used), and gives back the room of maps that emptied.
+    fn evict_idle(&self) {
+        let retained = self.retained.lock();
+        for shard in self.logs.iter() {
+            let mut map = shard.lock();
+            map.retain(|key, slot| Arc::strong_count(slot) > 1 || retained.1.contains(key));
+            if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                map.shrink_to_fit();
+            }
+        }
     }
 
     /// Makes everything durable on disk.
@@ -759,6 +825,41 @@ mod tests {
             payload: b"{}",
             idempotency_key: None,
         }
+    }
+
+    #[test]
+    fn an_empty_channel_writes_nothing_and_keeps_its_position_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ChannelKey::new("never-written", false);
+        let first = {
+            let h = history(dir.path(), HistorySettings::default());
+            let p = h.position(&key).unwrap();
+            assert_eq!(p.offset, 0);
+            assert_eq!(h.stored_channels().unwrap(), 0);
+            p
+        };
+        let h = history(dir.path(), HistorySettings::default());
+        let again = h.position(&key).unwrap();
+        assert_eq!(again, first);
+        let request = RecoverRequest::After {
+            epoch: first.epoch.to_string(),
+            offset: 0,
+        };
+        let (recovery, ()) = h.recover(&key, &request, || ()).unwrap();
+        assert!(recovery.recovered);
+        // Its first message keeps the epoch the channel showed while empty.
+        let (appended, _) = h.append(&key, &msg("m1"), |_| ()).unwrap();
+        assert_eq!(
+            appended,
+            Appended::New(Position {
+                epoch: first.epoch.clone(),
+                offset: 1
+            })
+        );
+        assert_eq!(h.stored_channels().unwrap(), 1);
+        // Nothing uses it, but it holds a message: the sweep keeps its log.
+        h.sweep().unwrap();
+        assert_eq!(h.cached_channels(), 1);
     }
 
     #[test]

@@ -331,3 +331,105 @@ async fn history_endpoint_lists_stored_messages() {
     .await;
     assert_eq!(status, 403);
 }
+
+/// Bytes under `dir`, recursively.
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            bytes_under(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_topics_joined_and_left_leave_nothing_behind() {
+    let server = Server::with_history(
+        Limits {
+            max_joins_per_second: 1_000_000,
+            ..Limits::default()
+        },
+        HistorySettings::default(),
+    )
+    .await;
+    let state = server.running.as_ref().unwrap().state.clone();
+    let history = || state.hub.history().unwrap();
+    let data = server.data.as_ref().unwrap().path().to_owned();
+    let mut c = server.client("2.0.0").await;
+    // A channel with messages, which must stay.
+    assert_eq!(server.http_broadcast("kept", "e", json!({})).await, 202);
+    history().sync().unwrap();
+    let before = bytes_under(&data);
+    // 100,000 distinct topics, half of them with a recovering join (which reads history), in
+    // rounds of 100 (the per-connection channel limit).
+    let recover = json!({"broadcast": {"recover": {"epoch": "", "offset": 0}}});
+    for round in 0..1_000u32 {
+        let mut refs = Vec::new();
+        for i in 0..100u32 {
+            let r = c.next_ref();
+            let topic = format!("realtime:random-{round}-{i}-{:08x}", rand_u32(round, i));
+            let config = if i % 2 == 0 {
+                recover.clone()
+            } else {
+                json!({})
+            };
+            c.push(
+                Some(&r),
+                &r,
+                &topic,
+                "phx_join",
+                json!({ "config": config }),
+            )
+            .await;
+            refs.push((r, topic));
+        }
+        for (r, _) in &refs {
+            let reply = c.reply(r).await;
+            assert_eq!(reply["status"], "ok", "{reply}");
+        }
+        for (_, topic) in &refs {
+            let r = c.next_ref();
+            c.push(None, &r, topic, "phx_leave", json!({})).await;
+            assert_eq!(c.reply(&r).await["status"], "ok");
+            // `phx_close` for the join.
+            assert_eq!(c.next_text().await.event, "phx_close");
+        }
+    }
+    // Nothing was written for them, and once the sweep has run nothing of them stays in memory.
+    history().sync().unwrap();
+    let after = bytes_under(&data);
+    eprintln!("data directory: {before} bytes before, {after} after 100,000 topics");
+    assert_eq!(
+        history().stored_channels().unwrap(),
+        1,
+        "only `kept` is stored"
+    );
+    assert!(after < before + 256 * 1024, "{before} -> {after} bytes");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while history().cached_channels() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} channel logs still in memory",
+            history().cached_channels()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state.hub.channels().len(), 0);
+    // The channel with a message is intact.
+    let reply = c
+        .join(
+            "realtime:kept",
+            json!({"broadcast": {"recover": {"epoch": "", "offset": 0}}}),
+        )
+        .await;
+    assert_eq!(reply["response"]["recovery"]["offset"], 1, "{reply}");
+}
+
+/// A spread of bits for topic names (no randomness needed, only distinctness).
+fn rand_u32(a: u32, b: u32) -> u32 {
+    a.wrapping_mul(2_654_435_761) ^ b.wrapping_mul(40_503)
+}
