@@ -49,7 +49,7 @@ export default [
         await flood(srv, topic);
         const grown = rssMb(srv.pid) - rss0;
         must(grown < 150, `RSS grew ${grown.toFixed(0)} MB`);
-        return `3000 messages accepted, RSS +${grown.toFixed(1)} MB, stream ${ended === null ? 'still open (flow-controlled)' : `reset (${ended})`}`;
+        return `3000 messages accepted, RSS ${grown >= 0 ? "+" : ""}${grown.toFixed(1)} MB, stream ${ended === null ? 'still open (flow-controlled)' : `reset (${ended})`}`;
       } finally {
         session.destroy();
       }
@@ -101,7 +101,7 @@ export default [
         conn.socket.resume();
         const closed = await conn.waitClosed(15_000);
         must(closed, 'the never-read stream was not dropped');
-        return `3000 accepted, RSS +${grown.toFixed(1)} MB, stream dropped after ${Math.round(conn.data.length / 1024)} KiB`;
+        return `3000 accepted, RSS ${grown >= 0 ? "+" : ""}${grown.toFixed(1)} MB, stream dropped after ${Math.round(conn.data.length / 1024)} KiB`;
       } finally {
         conn.destroy();
       }
