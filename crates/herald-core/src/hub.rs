@@ -95,7 +95,10 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// A single-node hub with the in-process backplane.
     pub fn in_process(stats: Stats, settings: HubSettings, history: Option<History>) -> Arc<Hub> {
-        let registry = Arc::new(Registry::new(stats.clone()));
+        let registry = Arc::new(Registry::new(
+            stats.clone(),
+            Arc::from(settings.node_id.as_str()),
+        ));
         let backplane = Arc::new(InProcess::new(registry.clone()));
         Arc::new_cyclic(|me| Hub {
             registry,
@@ -112,6 +115,19 @@ impl Hub {
     /// A node-unique id (connections, subscriptions).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The identity of connection `conn` of this node, as senders carry it.
+    pub fn sender(&self, conn: u64) -> crate::message::Sender {
+        crate::message::Sender {
+            node: Arc::from(self.settings.node_id.as_str()),
+            conn,
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
     }
 
     /// The node's metric handles.
@@ -338,7 +354,7 @@ mod tests {
                 "e".into(),
                 body(),
                 Origin::Text,
-                Some(1),
+                Some(hub.sender(1)),
             ))
             .await
             .unwrap();
@@ -346,6 +362,23 @@ mod tests {
         assert_eq!(f.queued, 1);
         assert!(a.try_next_frame().is_none());
         assert!(matches!(b.try_next_frame(), Some(Message::Text(_))));
+        // Connection 1 of another node is someone else: `a` receives its message.
+        let elsewhere = crate::message::Sender {
+            node: Arc::from("another-node"),
+            conn: 1,
+        };
+        let f = hub
+            .publish(Broadcast::new(
+                key.clone(),
+                "e".into(),
+                body(),
+                Origin::Text,
+                Some(elsewhere),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(fanout(f).queued, 2);
+        assert!(matches!(a.try_next_frame(), Some(Message::Text(_))));
         hub.unsubscribe(&key, sa);
         assert_eq!(hub.subscriber_count(&key), 1);
         assert_eq!(hub.channels().len(), 1);

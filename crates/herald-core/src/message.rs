@@ -63,7 +63,7 @@ pub struct Broadcast {
     /// How it arrived.
     pub origin: Origin,
     /// The WebSocket session that sent it, so that `self: false` subscribers can skip it.
-    pub sender: Option<u64>,
+    pub sender: Option<Sender>,
     v1: OnceLock<Option<Message>>,
     v2: OnceLock<Option<Message>>,
     sse: OnceLock<Option<Bytes>>,
@@ -76,7 +76,7 @@ impl Broadcast {
         event: String,
         body: Body,
         origin: Origin,
-        sender: Option<u64>,
+        sender: Option<Sender>,
     ) -> Broadcast {
         Broadcast {
             channel,
@@ -240,12 +240,23 @@ fn text(
 /// A shared broadcast.
 pub type SharedBroadcast = Arc<Broadcast>;
 
+/// Who sent a message: a connection of a node. Connection ids are unique on their node only, so
+/// the node is part of the identity: a `self: false` subscriber on another node whose connection
+/// id happens to be the same still receives the message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Sender {
+    /// The node's id (`node_id`, else generated at start).
+    pub node: Arc<str>,
+    /// The connection's id on that node.
+    pub conn: u64,
+}
+
 /// Anything the registry can fan out to a channel's subscribers.
 pub trait Outgoing {
     /// The channel it goes to.
     fn channel(&self) -> &ChannelKey;
     /// The session that sent it (skipped unless it subscribed with `self`).
-    fn sender(&self) -> Option<u64>;
+    fn sender(&self) -> Option<&Sender>;
     /// Its frame for a protocol version, encoded once; `None` when it cannot be shown there.
     fn frame(&self, vsn: Vsn) -> Option<&Message>;
     /// Its SSE lines, encoded once.
@@ -261,8 +272,8 @@ impl Outgoing for Broadcast {
         &self.channel
     }
 
-    fn sender(&self) -> Option<u64> {
-        self.sender
+    fn sender(&self) -> Option<&Sender> {
+        self.sender.as_ref()
     }
 
     fn frame(&self, vsn: Vsn) -> Option<&Message> {
@@ -320,7 +331,7 @@ impl Outgoing for ChannelEvent {
         &self.channel
     }
 
-    fn sender(&self) -> Option<u64> {
+    fn sender(&self) -> Option<&Sender> {
         None
     }
 

@@ -86,16 +86,19 @@ pub struct Registry {
     stats: Stats,
     /// Channels with at least one local subscriber.
     open: AtomicUsize,
+    /// This node's id: a message's sender is one of its subscribers only when sent from here.
+    node: Arc<str>,
 }
 
 impl Registry {
     /// An empty registry.
-    pub fn new(stats: Stats) -> Registry {
+    pub fn new(stats: Stats, node: Arc<str>) -> Registry {
         Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             stats,
             open: AtomicUsize::new(0),
+            node,
         }
     }
 
@@ -140,7 +143,7 @@ impl Registry {
         let Some(subs) = shard.get(msg.channel()) else {
             return out;
         };
-        let sender = msg.sender();
+        let sender = msg.sender().filter(|s| s.node == self.node).map(|s| s.conn);
         for sub in subs.values() {
             if !sub.self_broadcast && sender == Some(sub.id()) {
                 continue;

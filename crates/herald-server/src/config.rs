@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub jwks_url: Option<String>,
     /// How often the JWKS is read again.
     pub jwks_refresh: Duration,
+    /// This node's id, as messages name their sender; `None`: a new one at every start.
+    pub node_id: Option<String>,
 }
 
 impl ServerConfig {
@@ -92,6 +94,7 @@ impl ServerConfig {
             token_rules: herald_core::auth::TokenRules::default(),
             jwks_url: None,
             jwks_refresh: Duration::from_secs(300),
+            node_id: None,
         }
     }
 }

@@ -85,7 +85,11 @@ impl AppState {
         };
         let stats = Stats::new();
         let settings = HubSettings {
-            node_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            node_id: config
+                .node_id
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
             presence_batch: std::time::Duration::from_millis(config.limits.presence_batch_ms),
             max_presence_members: config.limits.max_presence_members,
             max_channels: config.limits.max_channels,

@@ -212,6 +212,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         token_rules: settings.token_rules()?,
         jwks_url: settings.jwt_jwks_url.clone().filter(|u| !u.is_empty()),
         jwks_refresh: std::time::Duration::from_secs(settings.jwt_jwks_refresh_secs.max(10)),
+        node_id: settings.node_id.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -66,6 +66,8 @@ pub struct Settings {
     pub jwt_audience: Vec<String>,
     /// Seconds a token's `nbf` may be ahead of this node's clock.
     pub jwt_leeway_secs: u64,
+    /// This node's id (how messages name their sender); default: a new one at every start.
+    pub node_id: Option<String>,
     /// PostgreSQL for Postgres Changes and `herald.send` (`DATABASE_URL` works too). Off when unset.
     pub database_url: Option<String>,
     /// The publication whose tables are streamed.
@@ -113,6 +115,7 @@ impl Default for Settings {
             jwt_issuer: None,
             jwt_audience: Vec::new(),
             jwt_leeway_secs: herald_core::auth::NBF_LEEWAY_SECS,
+            node_id: None,
             database_url: None,
             pg_publication: "supabase_realtime".to_owned(),
             pg_slot: "herald".to_owned(),

@@ -722,7 +722,8 @@ impl Session {
             );
             return;
         }
-        let mut message = Broadcast::new(key, event, body, origin, Some(self.id));
+        let mut message =
+            Broadcast::new(key, event, body, origin, Some(self.app.hub.sender(self.id)));
         message.idempotency_key = idempotency_key;
         match self.app.hub.publish(message).await {
             // The ack says where the message was stored, so a sender can recognise its own messages
