@@ -359,7 +359,11 @@ async fn single(
         .map_err(|r| {
             r.answer(
                 &app,
-                unprocessable(json!({ "payload": "Payload size exceeds the limit" })),
+                ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    body: json!({"errors": { "payload": "Payload size exceeds the limit" }}),
+                    retry_after: None,
+                },
             )
         })?;
     let content_type = headers
@@ -547,24 +551,68 @@ async fn history(
     };
     let position = history.position(&key).map_err(internal)?;
     let records = history.read_after(&key, after, limit).map_err(internal)?;
-    let messages: Vec<Value> = records
+    let messages: Vec<StoredMessage> = records
         .into_iter()
         .map(|r| {
-            let payload = if r.raw {
-                json!({ "encoding": "base64", "data": base64_encode(&r.payload) })
-            } else {
-                serde_json::from_slice(&r.payload).unwrap_or(Value::Null)
+            // Stored JSON goes out as stored: however deep, it is never parsed into a tree here.
+            let encoded = |b: &[u8]| StoredPayload::Encoded {
+                encoding: "base64",
+                data: base64_encode(b),
             };
-            json!({"offset": r.offset, "id": r.id, "event": r.event, "payload": payload, "inserted_at": r.ts_ms})
+            let json = (!r.raw)
+                .then(|| std::str::from_utf8(&r.payload).ok())
+                .flatten()
+                .and_then(|t| RawValue::from_string(t.to_owned()).ok());
+            let payload = match json {
+                Some(raw) => StoredPayload::Json(raw),
+                None => encoded(&r.payload),
+            };
+            StoredMessage {
+                offset: r.offset,
+                id: r.id,
+                event: r.event,
+                payload,
+                inserted_at: r.ts_ms,
+            }
         })
         .collect();
-    Ok(axum::Json(json!({
-        "topic": topic,
-        "epoch": &*position.epoch,
-        "offset": position.offset,
-        "messages": messages,
-    }))
+    Ok(axum::Json(History {
+        topic,
+        epoch: position.epoch.to_string(),
+        offset: position.offset,
+        messages,
+    })
     .into_response())
+}
+
+/// The answer of the history endpoint.
+#[derive(serde::Serialize)]
+struct History {
+    topic: String,
+    epoch: String,
+    offset: u64,
+    messages: Vec<StoredMessage>,
+}
+
+/// One stored message, as the history endpoint lists it.
+#[derive(serde::Serialize)]
+struct StoredMessage {
+    offset: u64,
+    id: String,
+    event: String,
+    payload: StoredPayload,
+    inserted_at: u64,
+}
+
+/// A stored payload: its JSON as stored, or raw bytes in base64.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum StoredPayload {
+    Json(Box<RawValue>),
+    Encoded {
+        encoding: &'static str,
+        data: String,
+    },
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

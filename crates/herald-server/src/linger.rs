@@ -17,17 +17,23 @@ use tokio::net::TcpStream;
 /// Longest wait for the client to close after Herald has.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// A TCP stream that lingers when dropped (see the module's documentation).
+/// A TCP stream that lingers when dropped (see the module's documentation). Bytes read from it
+/// before it was wrapped (`prefix`) are read again first.
 #[derive(Debug)]
 pub struct Lingering {
     inner: Option<TcpStream>,
+    prefix: Vec<u8>,
+    /// How much of `prefix` has been read.
+    taken: usize,
 }
 
 impl Lingering {
-    /// Wraps an accepted connection.
-    pub fn new(stream: TcpStream) -> Lingering {
+    /// Wraps an accepted connection whose first bytes, `prefix`, were read already.
+    pub fn new(stream: TcpStream, prefix: Vec<u8>) -> Lingering {
         Lingering {
             inner: Some(stream),
+            prefix,
+            taken: 0,
         }
     }
 
@@ -67,10 +73,22 @@ async fn drain(mut stream: TcpStream) {
 
 impl AsyncRead for Lingering {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let me = &mut *self;
+        if me.taken < me.prefix.len() {
+            let rest = &me.prefix[me.taken..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            me.taken += n;
+            if me.taken == me.prefix.len() {
+                me.prefix = Vec::new();
+                me.taken = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         match self.stream() {
             Ok(s) => s.poll_read(cx, buf),
             Err(e) => Poll::Ready(Err(e)),

@@ -232,20 +232,30 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let mut stream = stream;
+            // The request head's time starts now, whoever reads it: the sniff below, the SSE
+            // reader or hyper.
+            let deadline = tokio::time::Instant::now() + state.config.header_read_timeout;
             // Idle SSE streams over HTTP/1 skip the general HTTP stack (see `sse_http1`); a
             // connection that sends nothing within the head timeout is closed.
-            match sse_http1::sniff(&stream, state.config.header_read_timeout).await {
+            let (sniffed, prefix) = sse_http1::sniff(&mut stream, deadline).await;
+            match sniffed {
                 sse_http1::Sniff::Sse => {
-                    sse_http1::serve(state, stream, remote).await;
+                    sse_http1::serve(state, stream, remote, prefix, deadline).await;
                     return;
                 }
                 sse_http1::Sniff::Silent => {
                     herald_core::stats::error("connection_silent");
-                    tracing::debug!(%remote, "closed a connection that sent nothing");
+                    tracing::debug!(%remote, "closed a connection that sent no request head");
                     return;
                 }
                 sse_http1::Sniff::Other => {}
             }
+            let mut builder = builder;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            builder
+                .http1()
+                .header_read_timeout(left.max(Duration::from_millis(1)));
             let closer = tokio_util::sync::CancellationToken::new();
             let handed = ConnectionCloser(closer.clone());
             let service =
@@ -254,7 +264,7 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
                     req.extensions_mut().insert(handed.clone());
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 });
-            let io = TokioIo::new(crate::linger::Lingering::new(stream));
+            let io = TokioIo::new(crate::linger::Lingering::new(stream, prefix));
             let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::select! {
                 served = watcher.watch(conn.into_owned()) => {

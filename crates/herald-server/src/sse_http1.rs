@@ -37,37 +37,42 @@ pub enum Sniff {
     Silent,
 }
 
-/// Looks at the first bytes without consuming them.
-pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Sniff {
+/// Reads the first bytes of a connection (at most 9, as many as it takes to decide), waiting for
+/// each read until `deadline`, the end of the request head's time. Returns what they say and the
+/// bytes read, which belong to the request and must be handed on. A client that sends its head a
+/// byte at a time costs a wake-up per byte, never a poll loop.
+pub async fn sniff(stream: &mut TcpStream, deadline: tokio::time::Instant) -> (Sniff, Vec<u8>) {
     const PREFIXES: [&[u8]; 2] = [b"GET /sse?", b"GET /sse "];
+    let mut seen = Vec::with_capacity(9);
     let mut buf = [0u8; 9];
-    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
-        let n = match peeked {
+        let want = 9 - seen.len();
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf[..want])).await {
             Ok(Ok(n)) if n > 0 => n,
-            // A connection that says nothing within the head timeout never gets further.
-            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return Sniff::Silent,
+            // Nothing more within the head's time, or closed: a head never completed.
+            _ => return (Sniff::Silent, seen),
         };
-        let seen = &buf[..n];
-        if PREFIXES.contains(&seen) {
-            return Sniff::Sse;
+        seen.extend_from_slice(&buf[..n]);
+        if PREFIXES.contains(&seen.as_slice()) {
+            return (Sniff::Sse, seen);
         }
-        if !PREFIXES.iter().any(|p| p.starts_with(seen)) {
-            return Sniff::Other;
+        if !PREFIXES.iter().any(|p| p.starts_with(&seen)) {
+            return (Sniff::Other, seen);
         }
-        // A request line cut short: wait a moment for the rest.
-        if tokio::time::Instant::now() >= deadline {
-            return Sniff::Other;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
-/// Serves one SSE request on a raw HTTP/1 connection.
-pub async fn serve(app: Arc<AppState>, mut stream: TcpStream, remote: SocketAddr) {
+/// Serves one SSE request on a raw HTTP/1 connection whose first bytes, `prefix`, were read
+/// already; its head must be complete by `deadline`.
+pub async fn serve(
+    app: Arc<AppState>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    prefix: Vec<u8>,
+    deadline: tokio::time::Instant,
+) {
     let _tracked = app.sessions.token();
-    let head = match read_head(&mut stream, app.config.header_read_timeout).await {
+    let head = match read_head(&mut stream, prefix, deadline).await {
         Head::Complete(head) => head,
         Head::TooLarge => {
             herald_core::stats::error("request_head_too_large");
@@ -160,9 +165,13 @@ enum Head {
     Missing,
 }
 
-async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Head {
-    let mut head = Vec::with_capacity(1024);
-    let deadline = tokio::time::Instant::now() + timeout;
+async fn read_head(
+    stream: &mut TcpStream,
+    prefix: Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Head {
+    let mut head = prefix;
+    head.reserve(1024);
     let mut chunk = [0u8; 1024];
     loop {
         if head.windows(4).any(|w| w == b"\r\n\r\n") {

@@ -896,3 +896,24 @@ async fn a_pipelining_join_flood_still_gets_its_4029() {
     );
     assert!(!reset, "the connection ended with a reset");
 }
+
+#[tokio::test]
+async fn a_single_message_declared_over_the_limit_is_413_before_its_body() {
+    let server = Server::default().await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/broadcast/room/events/e HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n",
+        server.token("service_role")
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // No body byte is sent: the answer must come from the declared length alone.
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut answer))
+        .await
+        .expect("an answer before any body byte")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("Payload size exceeds the limit"), "{text}");
+}

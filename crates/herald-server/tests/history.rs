@@ -332,6 +332,41 @@ async fn history_endpoint_lists_stored_messages() {
     assert_eq!(status, 403);
 }
 
+#[tokio::test]
+async fn the_history_endpoint_lists_a_deeply_nested_payload_as_it_was_sent() {
+    let server = server().await;
+    // 200 levels: more than a JSON tree parser takes by default.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let body = format!(r#"{{"messages":[{{"topic":"deep","event":"e","payload":{deep}}}]}}"#);
+    let auth = format!("Bearer {}", server.token("service_role"));
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, _) = http_request(
+        server.addr,
+        "POST",
+        "/api/broadcast",
+        &headers,
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, listed) = http_request(
+        server.addr,
+        "GET",
+        "/api/channels/deep/history",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        listed.contains(&format!(r#""payload":{deep}"#)),
+        "the payload is not listed as sent: {listed}"
+    );
+}
+
 /// Bytes under `dir`, recursively.
 fn bytes_under(dir: &std::path::Path) -> u64 {
     let mut total = 0;
