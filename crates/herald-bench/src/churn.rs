@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use herald_protocol::client;
+use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -17,7 +19,7 @@ use crate::measure::{CpuWindow, Interrupt, per_sec, server_cpu, server_rss};
 use crate::pace::due_at;
 use crate::payload;
 use crate::progress::Progress;
-use crate::report::{ChurnDetail, Detail, Report};
+use crate::report::{Fields, Report};
 use crate::stats::{Latencies, round3};
 
 /// Channel-name prefix of this scenario: `bench-churn-0`, `bench-churn-1`, ...
@@ -59,12 +61,14 @@ async fn cycle(
     topic: &str,
 ) -> Result<(), ConnError> {
     let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, source)).await?;
-    conn::within(
-        "join",
-        conn::join(&mut ws, "1", topic, &herald_protocol::JoinConfig::default()),
-    )
-    .await?;
-    conn::within("leave", conn::leave(&mut ws, "1", "2", topic)).await?;
+    let config = herald_protocol::JoinConfig::default();
+    let join = conn::join(&mut ws, "1", topic, &config);
+    conn::within("join", join).await?;
+    let leave = conn::request(&mut ws, client::leave("1", "2", topic), topic, "2");
+    conn::within("leave", leave).await.map_err(|e| match e {
+        ConnError::JoinRefused(reason) => ConnError::Unexpected(format!("leave refused: {reason}")),
+        e => e,
+    })?;
     conn::close(ws).await
 }
 
@@ -85,7 +89,8 @@ fn sample_rss(ctx: &Arc<Context>, samples: Arc<Mutex<Vec<u64>>>) -> tokio::task:
 }
 
 /// Runs the scenario.
-pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioError> {
+pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError> {
+    let ctx = Arc::new(ctx.clone());
     let rss_before = server_rss(&ctx)?;
     server_cpu(&ctx)?;
     let window = CpuWindow::start(&ctx);
@@ -136,7 +141,10 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         };
         let ctx = Arc::clone(&ctx);
         let source = ctx.target.source_for(k, ctx.per_address);
-        let topic = payload::topic(PREFIX, k % opts.channels.max(1));
+        let topic = format!(
+            "realtime:{}",
+            payload::channel_name(PREFIX, k % opts.channels.max(1))
+        );
         tasks.spawn(async move {
             let _permit = permit;
             let began = Instant::now();
@@ -173,33 +181,37 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         .chain(rss_before)
         .chain(rss_after)
         .max();
-    let detail = ChurnDetail {
-        rate: opts.rate,
-        duration_secs: opts.duration,
-        channels: opts.channels,
-        concurrency: ctx.concurrency,
-        started,
-        completed,
-        failed,
-        failure_reasons: reasons.0,
-        cycles_per_sec: per_sec(completed, run_secs).unwrap_or(0.0),
-        start_secs: round3(started_all),
-        run_secs: round3(run_secs),
-        server_rss_before_kib: rss_before,
-        server_rss_peak_kib: rss_peak,
-        server_rss_after_kib: rss_after,
-        rss_growth_kib: rss_before
-            .zip(rss_after)
-            .map(|(b, a)| i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(0)),
-        rss_samples_kib: rss_samples,
-        server_cpu_secs: cpu.secs(),
-        cpu_us_per_cycle: cpu.us_per(completed),
-    };
+    let growth = rss_before
+        .zip(rss_after)
+        .map(|(b, a)| i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(0));
+    let detail = Fields(vec![
+        ("rate", json!(opts.rate)),
+        ("duration_secs", json!(opts.duration)),
+        ("channels", json!(opts.channels)),
+        ("concurrency", json!(ctx.concurrency)),
+        ("started", json!(started)),
+        ("completed", json!(completed)),
+        ("failed", json!(failed)),
+        ("failure_reasons", json!(reasons)),
+        (
+            "cycles_per_sec",
+            json!(per_sec(completed, run_secs).unwrap_or(0.0)),
+        ),
+        ("start_secs", json!(round3(started_all))),
+        ("run_secs", json!(round3(run_secs))),
+        ("server_rss_before_kib", json!(rss_before)),
+        ("server_rss_peak_kib", json!(rss_peak)),
+        ("server_rss_after_kib", json!(rss_after)),
+        ("rss_growth_kib", json!(growth)),
+        ("rss_samples_kib", json!(rss_samples)),
+        ("server_cpu_secs", json!(cpu.secs())),
+        ("cpu_us_per_cycle", json!(cpu.us_per(completed))),
+    ]);
     Ok(Report {
         connections: completed,
         latency_ms: times.summary(),
         server_cpu_pct: cpu.pct(),
         errors: failed,
-        ..Report::new("churn", Detail::Churn(detail))
+        ..Report::new("churn", detail)
     })
 }

@@ -55,18 +55,3 @@ fn unix_now_ns() -> u64 {
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn joined_clock_agrees_with_its_parent() {
-        let parent = Clock::start();
-        let child = Clock::join(parent.epoch_unix_ns());
-        let (a, b) = (parent.now_ns(), child.now_ns());
-        // Same process, same instant: the two readings differ only by the wall-clock read jitter.
-        assert!(a.abs_diff(b) < 50_000_000, "{a} vs {b}");
-        assert!(child.now_ns() >= b);
-    }
-}

@@ -4,7 +4,6 @@
 //! CPU and memory figures are measured too.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use herald_core::Limits;
 use herald_server::{HistoryConfig, Running, ServerConfig};
@@ -17,19 +16,49 @@ use crate::presence::{self, PresenceOpts};
 use crate::protocol::Protocol;
 use crate::publish::{self, PublishOpts};
 use crate::recover::{self, RecoverOpts};
-use crate::report::Detail;
+use crate::report::Report;
 use crate::sse::{self, SseOpts};
 use crate::target::Target;
 use crate::{Context, PublisherKind, token};
 
-/// The `detail` of a report of the `$scenario` variant.
-macro_rules! detail {
-    ($report:expr, $scenario:ident) => {
-        match &$report.detail {
-            Detail::$scenario(d) => d,
-            other => panic!("{other:?}"),
-        }
-    };
+/// The integer figure `key` of a report's `detail`.
+fn n(report: &Report, key: &str) -> u64 {
+    let value = report.detail.get(key);
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} = {value}\n{}", report.table()))
+}
+
+/// Checks what every report owes its reader: a JSON line with the keys `scripts/bench-report`
+/// reads and the scenario's detail, and a table with a row per figure.
+fn check_output(report: &Report) {
+    let json: serde_json::Value = serde_json::from_str(&report.to_json_line()).unwrap();
+    for key in [
+        "rss_per_connection_kib",
+        "delivered_per_sec",
+        "latency_ms",
+        "server_cpu_pct",
+    ] {
+        assert!(json.get(key).is_some(), "{key} missing from {json}");
+    }
+    assert_eq!(json["errors"], report.errors);
+    let table = report.table();
+    assert!(
+        table.starts_with(&format!("herald bench {}\n", report.scenario)),
+        "{table}"
+    );
+    // Every figure but empty reason counts.
+    let shown = report
+        .detail
+        .0
+        .iter()
+        .filter(|(_, v)| v.as_object().is_none_or(|o| !o.is_empty()));
+    for (key, _) in shown {
+        assert!(
+            table.lines().any(|l| l.trim_start().starts_with(key)),
+            "no {key} in\n{table}"
+        );
+    }
 }
 
 const SECRET: &str = "bench-test-secret-bench-test-secret-0123";
@@ -70,7 +99,8 @@ impl Herald {
     }
 
     fn context(&self) -> Context {
-        let token = token::mint(SECRET, "service_role", token::unix_now_secs()).unwrap();
+        let now = token::unix_now_secs();
+        let token = token::mint(SECRET, "service_role", now, serde_json::json!({})).unwrap();
         context_for(self.addr, Protocol::Phoenix, &token)
     }
 
@@ -102,7 +132,7 @@ impl Herald {
 /// A context for a server of `protocol` at `addr`, measuring this process as the server.
 fn context_for(addr: SocketAddr, protocol: Protocol, token: &str) -> Context {
     let target = Target::parse(&format!("http://{addr}")).unwrap();
-    let pusher = crate::pusher::App::default();
+    let pusher = crate::protocol::App::default();
     Context {
         ws_url: target.ws_url_for(protocol, token, &pusher),
         target,
@@ -117,6 +147,17 @@ fn context_for(addr: SocketAddr, protocol: Protocol, token: &str) -> Context {
     }
 }
 
+/// The first failure reason under `key` of a report's `detail`.
+fn first_reason(report: &Report, key: &str) -> String {
+    let reasons = report
+        .detail
+        .get(key)
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    reasons.keys().next().cloned().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_opens_joins_and_holds() {
     let herald = Herald::roomy().await;
@@ -127,14 +168,15 @@ async fn idle_opens_joins_and_holds() {
         hold: 1,
     };
     let report = idle::run(&herald.context(), opts).await.unwrap();
+    check_output(&report);
     assert_eq!(
         (report.connections, report.errors),
         (150, 0),
         "{}",
         report.table()
     );
-    assert!(report.connect_rate.unwrap() > 0.0);
-    assert!(report.rss_per_connection_kib.is_some());
+    assert!(report.connect_rate.unwrap() > 0.0 && report.rss_per_connection_kib.is_some());
+    assert!(report.table().contains("kernel TCP mem"));
     herald.stop().await;
 }
 
@@ -153,14 +195,17 @@ async fn fanout_delivers_everything_over_ws_and_http() {
             publisher_rate: 500,
         };
         let report = fanout::run(&ctx, opts).await.unwrap();
-        let d = detail!(report, Fanout);
-        let d = &d.published;
-        assert_eq!(d.sent, 60, "{}", report.table());
+        check_output(&report);
         // Subscribers 0..20 over 3 channels: 7, 7, 6; 20 messages to each channel.
-        assert_eq!(d.expected, 20 * 20);
-        assert_eq!(d.delivered, d.expected, "{}", report.table());
-        assert_eq!((d.drops, report.errors), (0, 0));
-        assert!(report.latency_ms.is_some());
+        assert_eq!((n(&report, "sent"), n(&report, "expected")), (60, 400));
+        assert_eq!(
+            (n(&report, "delivered"), report.errors),
+            (400, 0),
+            "{}",
+            report.table()
+        );
+        assert_eq!(report.detail.get("publisher"), publisher.name());
+        assert!(report.latency_ms.is_some() && report.delivered_per_sec.unwrap() > 0.0);
         assert!(report.server_cpu_pct.is_some() && report.cpu_us_per_delivery.is_some());
     }
     herald.stop().await;
@@ -178,6 +223,7 @@ async fn sse_opens_holds_and_delivers() {
         payload: 100,
     };
     let report = sse::run(&ctx, opts).await.unwrap();
+    check_output(&report);
     assert_eq!(
         (report.connections, report.errors),
         (150, 0),
@@ -185,7 +231,7 @@ async fn sse_opens_holds_and_delivers() {
         report.table()
     );
     assert!(report.connect_rate.unwrap() > 0.0 && report.rss_per_connection_kib.is_some());
-    assert!(report.delivered_per_sec.is_none());
+    assert!(report.delivered_per_sec.is_none() && report.detail.get("publish_rate").is_null());
 
     // 30 messages over 3 topics of 10 streams each: 300 deliveries.
     let opts = SseOpts {
@@ -194,14 +240,13 @@ async fn sse_opens_holds_and_delivers() {
         ..opts
     };
     let report = sse::run(&ctx, opts).await.unwrap();
-    let d = detail!(report, Sse);
-    let d = &d.published;
-    assert_eq!(
-        (d.sent, d.expected, d.delivered),
-        (30, 300, 300),
-        "{}",
-        report.table()
-    );
+    check_output(&report);
+    let figures = [
+        n(&report, "sent"),
+        n(&report, "expected"),
+        n(&report, "delivered"),
+    ];
+    assert_eq!(figures, [30, 300, 300], "{}", report.table());
     assert_eq!(report.errors, 0);
     assert!(report.latency_ms.is_some() && report.server_cpu_pct.is_some());
     herald.stop().await;
@@ -218,9 +263,16 @@ async fn recover_replays_every_missed_message() {
         publish_rate: 100_000,
     };
     let report = recover::run(&herald.context(), opts).await.unwrap();
-    let d = detail!(report, Recover);
-    assert_eq!(d.runs_complete, 3, "{}", report.table());
-    assert_eq!((d.gaps, d.duplicates, report.errors), (0, 0, 0));
+    check_output(&report);
+    assert_eq!(n(&report, "runs_complete"), 3, "{}", report.table());
+    assert_eq!(
+        (n(&report, "gaps"), n(&report, "duplicates"), report.errors),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        report.detail.get("replays_ms").as_array().map(Vec::len),
+        Some(3)
+    );
     let r = report.replay_ms.unwrap();
     assert!(r.min <= r.median && r.median <= r.max);
     assert!(report.replay_msgs_per_sec.unwrap() > 0.0);
@@ -242,7 +294,7 @@ async fn recover_replays_every_missed_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
     let herald = Herald::roomy().await;
-    let ctx = Arc::new(herald.context());
+    let ctx = herald.context();
     for (publisher, rate) in [
         (PublisherKind::Http, 200),
         (PublisherKind::Ws, 200),
@@ -259,25 +311,19 @@ async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
             batch: 5,
             publisher_rate: 900,
         };
-        let report = publish::run(Arc::clone(&ctx), opts).await.unwrap();
-        let d = detail!(report, Publish);
-        if rate > 0 {
-            // Pacing never exceeds the rate; on a loaded machine it may fall short of it.
-            assert!(d.accepted <= 200, "{}", report.table());
-        }
+        let report = publish::run(&ctx, opts).await.unwrap();
+        check_output(&report);
+        let accepted = n(&report, "accepted");
+        // Pacing never exceeds the rate; on a loaded machine it may fall short of it.
+        assert!(rate == 0 || accepted <= 200, "{}", report.table());
         assert!(
-            d.accepted > 0 && d.accepted == d.published.sent,
+            accepted > 0 && accepted == n(&report, "sent"),
             "{}",
             report.table()
         );
         // Two subscribers per channel.
-        assert_eq!(d.published.expected, 2 * d.accepted);
-        assert_eq!(
-            d.published.delivered,
-            d.published.expected,
-            "{}",
-            report.table()
-        );
+        assert_eq!(n(&report, "expected"), 2 * accepted);
+        assert_eq!(n(&report, "delivered"), 2 * accepted, "{}", report.table());
         assert_eq!(report.errors, 0, "{}", report.table());
         assert!(report.accepted_per_sec.unwrap() > 0.0 && report.server_cpu_pct.is_some());
     }
@@ -287,66 +333,66 @@ async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_members_see_every_key() {
     let herald = Herald::roomy().await;
-    let ctx = herald.context();
     let opts = PresenceOpts {
         members: 31,
         channels: 3,
         timeout: 30,
     };
-    let report = presence::run(&ctx, opts).await.unwrap();
-    let d = detail!(report, Presence);
+    let report = presence::run(&herald.context(), opts).await.unwrap();
+    check_output(&report);
     assert_eq!(report.connections, 31, "{}", report.table());
-    assert_eq!(d.members_complete, 31, "{}", report.table());
-    assert_eq!((d.members_incomplete, report.errors), (0, 0));
-    assert_eq!(d.keys_per_member, 11);
+    assert_eq!(n(&report, "members_complete"), 31, "{}", report.table());
+    assert_eq!((n(&report, "members_incomplete"), report.errors), (0, 0));
+    assert_eq!(n(&report, "keys_per_member"), 11);
     // Each member gets a presence_state and at least the diff of its own track.
-    assert!(d.presence_frames >= 2 * 31, "{}", report.table());
-    assert!(d.all_complete_ms.is_some() && report.server_cpu_pct.is_some());
+    assert!(
+        n(&report, "presence_frames") >= 2 * 31,
+        "{}",
+        report.table()
+    );
+    assert!(report.detail.get("all_complete_ms").is_f64() && report.latency_ms.is_some());
     herald.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_cycles_connect_join_leave_and_close() {
     let herald = Herald::roomy().await;
-    let ctx = Arc::new(herald.context());
+    let ctx = herald.context();
     let opts = ChurnOpts {
         rate: 40,
         duration: 1,
         channels: 3,
     };
-    let report = churn::run(Arc::clone(&ctx), opts).await.unwrap();
-    let d = detail!(report, Churn);
-    assert_eq!(
-        (d.started, d.completed, d.failed),
-        (40, 40, 0),
-        "{}",
-        report.table()
-    );
+    let report = churn::run(&ctx, opts).await.unwrap();
+    check_output(&report);
+    let cycles = [
+        n(&report, "started"),
+        n(&report, "completed"),
+        n(&report, "failed"),
+    ];
+    assert_eq!(cycles, [40, 40, 0], "{}", report.table());
     assert_eq!(report.errors, 0);
-    assert!(d.server_rss_before_kib.is_some() && d.server_rss_after_kib.is_some());
-    assert!(report.latency_ms.is_some() && d.cpu_us_per_cycle.is_some());
+    assert!(n(&report, "server_rss_before_kib") > 0 && n(&report, "server_rss_after_kib") > 0);
+    assert!(report.latency_ms.is_some() && report.detail.get("cpu_us_per_cycle").is_f64());
     herald.stop().await;
 
     // The server is gone: every cycle fails, and says what to do.
-    let ctx = Arc::new(Context {
+    let ctx = Context {
         server_pid: None,
         ..context_for(ctx.target.addr, Protocol::Phoenix, "any")
-    });
+    };
     let opts = ChurnOpts {
         rate: 5,
         duration: 1,
         channels: 1,
     };
-    let report = churn::run(ctx, opts).await.unwrap();
-    let d = detail!(report, Churn);
-    assert_eq!((d.completed, d.failed, report.errors), (0, 5, 5));
-    assert!(
-        d.failure_reasons
-            .keys()
-            .any(|r| r.contains("start the server")),
-        "{:?}",
-        d.failure_reasons
+    let report = churn::run(&ctx, opts).await.unwrap();
+    assert_eq!(
+        (n(&report, "completed"), n(&report, "failed"), report.errors),
+        (0, 5, 5)
     );
+    let reason = first_reason(&report, "failure_reasons");
+    assert!(reason.contains("start the server"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,14 +410,13 @@ async fn refusals_say_what_to_change() {
         hold: 0,
     };
     let report = idle::run(&ctx, opts).await.unwrap();
-    let d = detail!(report, Idle);
     assert_eq!(
-        (report.connections, d.hold.failed),
+        (report.connections, n(&report, "failed")),
         (20, 5),
         "{}",
         report.table()
     );
-    let reason = d.hold.failure_reasons.keys().next().unwrap();
+    let reason = first_reason(&report, "failure_reasons");
     assert!(
         reason.contains("HTTP 429 Too many connected users"),
         "{reason}"
@@ -392,26 +437,33 @@ async fn refusals_say_what_to_change() {
     };
     let e = fanout::run(&ctx, opts).await.unwrap_err();
     let e = format!("{:#}", anyhow::Error::from(e));
-    assert!(e.contains("publisher connection 0"), "{e}");
-    assert!(e.contains("20 subscribers"), "{e}");
+    assert!(
+        e.contains("publisher connection 0") && e.contains("20 subscribers"),
+        "{e}"
+    );
     assert!(e.contains("HERALD_MAX_CONNECTIONS"), "{e}");
 
     // A token signed with another secret.
     let now = token::unix_now_secs();
-    let wrong = token::mint("not-the-secret-not-the-secret-0123456", "anon", now).unwrap();
+    let wrong = token::mint(
+        "not-the-secret-not-the-secret-0123456",
+        "anon",
+        now,
+        serde_json::json!({}),
+    );
+    let opts = IdleOpts {
+        connections: 3,
+        channels: 1,
+        hold: 0,
+    };
     let report = idle::run(
-        &context_for(herald.addr, Protocol::Phoenix, &wrong),
-        IdleOpts {
-            connections: 3,
-            channels: 1,
-            hold: 0,
-        },
+        &context_for(herald.addr, Protocol::Phoenix, &wrong.unwrap()),
+        opts,
     )
-    .await
-    .unwrap();
-    let d = detail!(report, Idle);
-    assert_eq!((report.connections, d.hold.failed), (0, 3));
-    let reason = d.hold.failure_reasons.keys().next().unwrap();
+    .await;
+    let report = report.unwrap();
+    assert_eq!((report.connections, n(&report, "failed")), (0, 3));
+    let reason = first_reason(&report, "failure_reasons");
     assert!(
         reason.contains("HTTP 401") && reason.contains("--token"),
         "{reason}"
@@ -437,7 +489,7 @@ async fn plain_idle_and_fanout_against_the_naive_server() {
         "{}",
         report.table()
     );
-    assert!(report.table().contains("plain"));
+    assert_eq!(report.detail.get("protocol"), "plain");
     for publisher in [PublisherKind::Ws, PublisherKind::Http] {
         let opts = FanoutOpts {
             subscribers: 20,
@@ -449,9 +501,18 @@ async fn plain_idle_and_fanout_against_the_naive_server() {
             publisher_rate: 500,
         };
         let report = fanout::run(&ctx, opts).await.unwrap();
-        let d = detail!(report, Fanout);
-        let d = &d.published;
-        assert_eq!((d.sent, d.expected), (60, 400), "{}", report.table());
-        assert_eq!((d.delivered, report.errors), (400, 0), "{}", report.table());
+        check_output(&report);
+        assert_eq!(
+            (n(&report, "sent"), n(&report, "expected")),
+            (60, 400),
+            "{}",
+            report.table()
+        );
+        assert_eq!(
+            (n(&report, "delivered"), report.errors),
+            (400, 0),
+            "{}",
+            report.table()
+        );
     }
 }

@@ -228,19 +228,3 @@ pub fn io_with_remedy(e: &std::io::Error) -> String {
         None => e.to_string(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_limits_name_their_remedy() {
-        let files = std::io::Error::from_raw_os_error(24);
-        assert!(io_with_remedy(&files).contains("ulimit -n"));
-        let ports = std::io::Error::from_raw_os_error(99);
-        assert!(io_with_remedy(&ports).contains("--per-address"));
-        let refusal = Refusal::new(503, r#"{"error":"Shutting down"}"#);
-        assert_eq!(refusal.message, "Shutting down");
-        assert!(refusal.to_string().contains("try again"), "{refusal}");
-    }
-}

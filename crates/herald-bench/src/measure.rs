@@ -104,9 +104,9 @@ pub fn shortfall(expected: u64, got: u64) -> i64 {
     i64::try_from(expected).unwrap_or(i64::MAX) - i64::try_from(got).unwrap_or(i64::MAX)
 }
 
-/// The positive part of a shortfall: what is counted as errors.
-pub fn missing(shortfall: i64) -> u64 {
-    u64::try_from(shortfall.max(0)).unwrap_or(0)
+/// What is missing of `expected` when `got` arrived: what is counted as errors.
+pub fn missing(expected: u64, got: u64) -> u64 {
+    expected.saturating_sub(got)
 }
 
 /// Turns true on Ctrl-C, until finished.

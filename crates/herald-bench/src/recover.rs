@@ -3,35 +3,31 @@
 //! offsets must be contiguous.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use herald_protocol::JoinConfig;
 use herald_protocol::client::{self, Recovery};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::Context;
 use crate::conn::{self, ConnError, Ws};
 use crate::error::ScenarioError;
-use crate::fleet::Reasons;
-use crate::http;
-use crate::pace::due_at;
-use crate::payload::{self, PayloadBuilder};
+use crate::fleet::{LiveHandle, Reasons};
+use crate::payload::{self, channel_name};
 use crate::progress::Progress;
 use crate::protocol::Protocol;
-use crate::report::{Detail, RETENTION_NOTE, RecoverDetail, Report};
+use crate::publisher::{self, Pace, Plan};
+use crate::report::{Fields, RETENTION_NOTE, Report};
 use crate::stats::{Spread, round3};
+use crate::{Context, PublisherKind};
 
 /// The server's default retention: more missed messages than this need a larger one.
 const DEFAULT_RETENTION: u64 = 100;
 /// The server's default `max_replay_messages`.
 const DEFAULT_MAX_REPLAY: u64 = 10_000;
-/// Pause before sending a batch the server refused with 429 again.
-const RETRY_AFTER: Duration = Duration::from_millis(250);
-/// Most times one batch is sent again after 429.
-const MAX_RETRIES: u32 = 40;
 /// Longest wait for a replay, beyond [`OPEN_TIMEOUT`] for the reply.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time allowed to close a client.
@@ -103,15 +99,6 @@ impl OffsetCheck {
     fn missing(&self) -> u64 {
         (self.end + 1).saturating_sub(self.next)
     }
-}
-
-/// Progress shared with the progress line.
-#[derive(Debug, Default)]
-struct Live {
-    run: AtomicU64,
-    published: AtomicU64,
-    replayed: AtomicU64,
-    replaying: AtomicBool,
 }
 
 /// What one run measured.
@@ -187,56 +174,47 @@ async fn learn_position(
     }
 }
 
-/// Publishes `opts.missed` messages to channel `name` over HTTP, in batches, paced at
+/// Publishes `opts.missed` messages to channel `<prefix>-<run>` over HTTP, in batches, paced at
 /// `opts.publish_rate`, sending a batch again after 429. Returns messages per second and retries.
 async fn publish_missed(
     ctx: &Context,
-    client: &mut http::Client,
     prefix: &str,
-    channel: u64,
+    run: u64,
     opts: RecoverOpts,
-    builder: &PayloadBuilder,
-    live: &Live,
 ) -> Result<(f64, u64), ScenarioError> {
-    let path = ctx.target.broadcast_path();
-    let start = Instant::now();
-    let mut retries = 0;
-    let mut k = 0;
-    let batch = payload::batch_for(opts.batch, opts.payload);
-    while k < opts.missed {
-        let end = (k + batch).min(opts.missed);
-        // A batch goes out when its last message is due.
-        tokio::time::sleep_until(due_at(start, end - 1, opts.publish_rate).into()).await;
-        let payloads: Vec<String> = (k..end)
-            .map(|_| builder.build(ctx.clock.now_ns()))
-            .collect();
-        let body = payload::http_batch(prefix, payloads.iter().map(|p| (channel, p.as_str())));
-        let mut attempts = 0;
-        loop {
-            let resp = client
-                .post_json(&path, &ctx.token, body.as_bytes())
-                .await
-                .map_err(|e| ScenarioError::Publish(e.to_string()))?;
-            match resp.status {
-                200 | 202 => break,
-                429 if attempts < MAX_RETRIES => {
-                    attempts += 1;
-                    retries += 1;
-                    tokio::time::sleep(RETRY_AFTER).await;
-                }
-                _ => return Err(ScenarioError::Publish(resp.summary())),
-            }
-        }
-        k = end;
-        live.published.store(k, Relaxed);
+    let plan = Plan {
+        kind: PublisherKind::Http,
+        prefix: prefix.to_owned(),
+        channels: 1,
+        offset: run,
+        connections: 1,
+        pace: Pace::Count {
+            rate: opts.publish_rate,
+            total: opts.missed,
+        },
+        duration: 0,
+        batch: payload::batch_for(opts.batch, opts.payload),
+        ack: false,
+        payload: opts.payload,
+    };
+    let out = publisher::publish(
+        ctx,
+        plan,
+        Vec::new(),
+        LiveHandle::default(),
+        ("recover", true),
+    )
+    .await?;
+    if out.errors > 0 {
+        return Err(ScenarioError::Publish(out.reasons.summary()));
     }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = out.publish_secs();
     let rate = if secs > 0.0 {
         opts.missed as f64 / secs
     } else {
         0.0
     };
-    Ok((round3(rate), retries))
+    Ok((round3(rate), out.retries))
 }
 
 /// Reads replayed messages of `topic` until `check` is complete; the instant the last one arrived.
@@ -244,7 +222,7 @@ async fn read_replay(
     ws: &mut Ws,
     topic: &str,
     check: &mut OffsetCheck,
-    live: &Live,
+    replayed: &AtomicU64,
 ) -> Result<Instant, String> {
     while let Some(msg) = ws.next().await {
         let text = match msg {
@@ -270,7 +248,7 @@ async fn read_replay(
         };
         if let (true, Some(offset)) = (meta.replayed, meta.offset) {
             check.see(offset);
-            live.replayed.store(check.received, Relaxed);
+            replayed.store(check.received, Relaxed);
             if check.complete() {
                 return Ok(Instant::now());
             }
@@ -279,28 +257,29 @@ async fn read_replay(
     Err("connection ended during the replay".to_owned())
 }
 
-/// One run on channel `<prefix>-<run>`.
+/// One run (of `runs`) on channel `<prefix>-<run>`.
 async fn one_run(
     ctx: &Context,
     opts: RecoverOpts,
     prefix: &str,
     run: u64,
-    client: &mut http::Client,
-    builder: &PayloadBuilder,
-    live: &Live,
 ) -> Result<RunResult, ScenarioError> {
-    let name = payload::channel_name(prefix, run);
+    let name = channel_name(prefix, run);
     let topic = format!("realtime:{name}");
-    live.run.store(run + 1, Relaxed);
-    live.published.store(0, Relaxed);
-    live.replayed.store(0, Relaxed);
-    live.replaying.store(false, Relaxed);
-
     let (epoch, offset) = learn_position(ctx, &topic, &name).await?;
-    let (published_per_sec, retries) =
-        publish_missed(ctx, client, prefix, run, opts, builder, live).await?;
+    let (published_per_sec, retries) = publish_missed(ctx, prefix, run, opts).await?;
 
-    live.replaying.store(true, Relaxed);
+    let replayed = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let (replayed, runs, missed) = (Arc::clone(&replayed), opts.runs, opts.missed);
+        Progress::start(move || {
+            format!(
+                "recover: run {}/{runs}: replayed {}/{missed}",
+                run + 1,
+                replayed.load(Relaxed)
+            )
+        })
+    };
     let mut ws = connect(ctx, "recovering").await?;
     let sent_at = Instant::now();
     let recovery = conn::within("join", join_recovering(&mut ws, &topic, &epoch, offset))
@@ -320,34 +299,33 @@ async fn one_run(
             channel: name,
             missed: opts.missed,
             retention,
-            replay: if opts.missed > DEFAULT_MAX_REPLAY {
-                format!(" HERALD_MAX_REPLAY_MESSAGES={retention}")
-            } else {
-                String::new()
+            replay: match opts.missed > DEFAULT_MAX_REPLAY {
+                true => format!(" HERALD_MAX_REPLAY_MESSAGES={retention}"),
+                false => String::new(),
             },
         });
     }
     let mut check = OffsetCheck::new(offset, opts.missed);
-    let mut failure = None;
-    if recovery.offset != offset + opts.missed {
-        failure = Some(format!(
-            "the server's position was {} where {} was expected",
-            recovery.offset,
-            offset + opts.missed
-        ));
-    }
+    let mut failure = (recovery.offset != offset + opts.missed).then(|| {
+        let want = offset + opts.missed;
+        format!(
+            "the server's position was {} where {want} was expected",
+            recovery.offset
+        )
+    });
     let replay = tokio::time::timeout(
         REPLAY_TIMEOUT,
-        read_replay(&mut ws, &topic, &mut check, live),
+        read_replay(&mut ws, &topic, &mut check, &replayed),
     )
-    .await
-    .unwrap_or_else(|_| {
+    .await;
+    let replay = replay.unwrap_or_else(|_| {
         Err(format!(
             "replay incomplete after {} s",
             REPLAY_TIMEOUT.as_secs()
         ))
     });
     close(ws).await;
+    progress.finish();
     let replay_ms = match replay {
         Ok(last) => Some(last.duration_since(sent_at).as_secs_f64() * 1e3),
         Err(reason) => {
@@ -373,83 +351,58 @@ pub async fn run(ctx: &Context, opts: RecoverOpts) -> Result<Report, ScenarioErr
     }
     // A fresh channel family per invocation: runs never find an earlier run's messages.
     let prefix = format!("bench-recover-{}", ctx.clock.epoch_unix_ns() / 1_000_000);
-    let builder = PayloadBuilder::new(opts.payload);
-    let mut client = http::Client::new(&ctx.target);
-    let live = Arc::new(Live::default());
-    let progress = {
-        let live = Arc::clone(&live);
-        let (runs, missed) = (opts.runs, opts.missed);
-        Progress::start(move || {
-            let run = live.run.load(Relaxed);
-            if live.replaying.load(Relaxed) {
-                format!(
-                    "recover: run {run}/{runs}: replayed {}/{missed}",
-                    live.replayed.load(Relaxed)
-                )
-            } else {
-                format!(
-                    "recover: run {run}/{runs}: published {}/{missed}",
-                    live.published.load(Relaxed)
-                )
-            }
-        })
-    };
-    let mut detail = RecoverDetail {
-        runs_requested: opts.runs,
-        missed: opts.missed,
-        payload_bytes: opts.payload,
-        ..RecoverDetail::default()
-    };
+    let (mut replays, mut replies, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut retries, mut gaps, mut duplicates, mut complete) = (0, 0, 0, 0);
     let mut reasons = Reasons::default();
-    let mut failed_runs = 0;
     let runs = async {
         for run in 0..opts.runs {
-            let r = one_run(ctx, opts, &prefix, run, &mut client, &builder, &live).await?;
-            detail.join_reply_ms.push(round3(r.reply_ms));
-            detail.published_per_sec.push(r.published_per_sec);
-            detail.rate_limited_retries += r.retries;
-            detail.gaps += r.check.gaps;
-            detail.duplicates += r.check.duplicates;
-            if let Some(ms) = r.replay_ms {
-                detail.replays_ms.push(round3(ms));
-            }
+            let r = one_run(ctx, opts, &prefix, run).await?;
+            replies.push(round3(r.reply_ms));
+            rates.push(r.published_per_sec);
+            (retries, gaps, duplicates) = (
+                retries + r.retries,
+                gaps + r.check.gaps,
+                duplicates + r.check.duplicates,
+            );
+            replays.extend(r.replay_ms.map(round3));
             let clean = r.replay_ms.is_some()
                 && r.failure.is_none()
                 && r.check.gaps == 0
                 && r.check.duplicates == 0;
-            if clean {
-                detail.runs_complete += 1;
-            } else {
-                failed_runs += 1;
-                if let Some(reason) = r.failure {
-                    reasons.add(reason, 1);
-                }
+            complete += u64::from(clean);
+            if let Some(reason) = r.failure.filter(|_| !clean) {
+                reasons.add(reason, 1);
             }
         }
         Ok::<(), ScenarioError>(())
     };
-    let outcome = tokio::select! {
-        outcome = runs => outcome,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("interrupted: stopping early");
-            Ok(())
-        }
-    };
-    progress.finish();
-    outcome?;
-    detail.failure_reasons = reasons.0;
-
-    let replay_ms = Spread::of(&detail.replays_ms);
-    let replay_msgs_per_sec = replay_ms
-        .filter(|r| r.median > 0.0)
-        .map(|r| round3(opts.missed as f64 / (r.median / 1e3)));
-    let errors = detail.gaps + detail.duplicates + failed_runs;
+    tokio::select! {
+        outcome = runs => outcome?,
+        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping early"),
+    }
+    let failed_runs = u64::try_from(replies.len()).unwrap_or(0) - complete;
+    let replay_ms = Spread::of(&replays);
+    let detail = Fields(vec![
+        ("runs_requested", json!(opts.runs)),
+        ("runs_complete", json!(complete)),
+        ("missed", json!(opts.missed)),
+        ("payload_bytes", json!(opts.payload)),
+        ("replays_ms", json!(replays)),
+        ("join_reply_ms", json!(replies)),
+        ("published_per_sec", json!(rates)),
+        ("rate_limited_retries", json!(retries)),
+        ("gaps", json!(gaps)),
+        ("duplicates", json!(duplicates)),
+        ("failure_reasons", json!(reasons)),
+    ]);
     Ok(Report {
         connections: 1,
         replay_ms,
-        replay_msgs_per_sec,
-        errors,
-        ..Report::new("recover", Detail::Recover(detail))
+        replay_msgs_per_sec: replay_ms
+            .filter(|r| r.median > 0.0)
+            .map(|r| round3(opts.missed as f64 / (r.median / 1e3))),
+        errors: gaps + duplicates + failed_runs,
+        ..Report::new("recover", detail)
     })
 }
 
@@ -458,29 +411,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn offsets_must_be_contiguous() {
-        let mut c = OffsetCheck::new(45, 5);
-        for o in 46..=50 {
-            assert!(!c.complete());
-            c.see(o);
-        }
-        assert!(c.complete());
-        assert_eq!(
-            (c.received, c.gaps, c.duplicates, c.missing()),
-            (5, 0, 0, 0)
-        );
-
+    fn replayed_offsets_must_be_contiguous() {
         let mut c = OffsetCheck::new(0, 6);
         for o in [1, 2, 2, 4, 3, 6] {
+            assert!(!c.complete());
             c.see(o);
         }
         // 3 came late (counted as a duplicate of what the gap skipped), 5 never came.
         assert!(c.complete());
-        assert_eq!((c.gaps, c.duplicates), (2, 2));
-
+        assert_eq!((c.received, c.gaps, c.duplicates), (6, 2, 2));
         let mut c = OffsetCheck::new(10, 3);
         c.see(11);
-        assert!(!c.complete());
-        assert_eq!(c.missing(), 2);
+        assert_eq!((c.complete(), c.missing()), (false, 2));
     }
 }

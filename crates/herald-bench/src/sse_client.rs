@@ -172,24 +172,3 @@ pub async fn hold(mut conn: SseConn, mut stop: watch::Receiver<bool>, shared: Ar
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_benchmark_send_times() {
-        assert_eq!(
-            broadcast_send_time(r#"{"topic":"bench-1","event":"b","payload":{"t":7,"pad":""}}"#),
-            Some(7)
-        );
-        assert_eq!(
-            broadcast_send_time(r#"{"topic":"bench-1","event":"c","payload":{"t":7}}"#),
-            None
-        );
-        assert_eq!(
-            broadcast_send_time(r#"{"topic":"bench-1","recovered":false}"#),
-            None
-        );
-    }
-}

@@ -112,7 +112,7 @@ impl WorkerFleet {
 
     /// A handle on the summed live counts.
     pub fn live(&self) -> LiveHandle {
-        LiveHandle::new(
+        LiveHandle(
             self.workers
                 .iter()
                 .map(|w| Arc::clone(&w.counters))
@@ -239,7 +239,7 @@ pub async fn serve(spec: FleetSpec) -> io::Result<()> {
             }
             line = stdin.next_line() => match line {
                 Ok(Some(l)) if l.trim() != "stop" => {
-                    if let Some(at_ns) = parse_go(&l) {
+                    if let Some(at_ns) = l.trim().strip_prefix("go ").and_then(|n| n.parse().ok()) {
                         fleet.go(at_ns);
                     }
                 }
@@ -258,57 +258,9 @@ pub async fn serve(spec: FleetSpec) -> io::Result<()> {
     }
 }
 
-/// The clock time of a `go <ns>` line.
-fn parse_go(line: &str) -> Option<u64> {
-    line.trim().strip_prefix("go ")?.trim().parse().ok()
-}
-
 async fn emit(out: &mut tokio::io::Stdout, line: &Line) -> io::Result<()> {
     let mut text = serde_json::to_string(line).map_err(io::Error::other)?;
     text.push('\n');
     out.write_all(text.as_bytes()).await?;
     out.flush().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_round_trip() {
-        let lines = [
-            Line::Progress(Live {
-                established: 3,
-                failed: 1,
-                delivered: 9,
-                disconnects: 0,
-                frames: 2,
-            }),
-            Line::Ready(ReadyStats {
-                established: 3,
-                joined_per_channel: [(7, 3)].into(),
-                ..ReadyStats::default()
-            }),
-            Line::Done(DoneStats {
-                delivered: 9,
-                latency_us: vec![(120, 4), (5_000, 1)],
-                ..DoneStats::default()
-            }),
-        ];
-        for line in lines {
-            let text = serde_json::to_string(&line).unwrap();
-            assert!(!text.contains('\n'));
-            let back: Line = serde_json::from_str(&text).unwrap();
-            assert_eq!(format!("{back:?}"), format!("{line:?}"));
-        }
-        let text = serde_json::to_string(&Line::Ready(ReadyStats::default())).unwrap();
-        assert!(text.starts_with("{\"phase\":\"ready\""), "{text}");
-    }
-
-    #[test]
-    fn reads_go_lines() {
-        assert_eq!(parse_go("go 123\n"), Some(123));
-        assert_eq!(parse_go("go x"), None);
-        assert_eq!(parse_go("stop"), None);
-    }
 }
