@@ -216,13 +216,9 @@ pub async fn open(
 /// What every held connection of a process shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// Live counts.
     pub counters: Arc<Counters>,
-    /// Where delivery latencies go, when this run measures them.
     pub latency: Option<Mutex<Latencies>>,
-    /// The time base that send times refer to.
     pub clock: Clock,
-    /// Why held connections failed after the fleet was ready.
     pub failures: Mutex<Reasons>,
 }
 

@@ -8,18 +8,14 @@ use std::net::SocketAddr;
 use herald_core::Limits;
 use herald_server::{HistoryConfig, Running, ServerConfig};
 
-use crate::churn::{self, ChurnOpts};
+use serde_json::json;
+
 use crate::clock::Clock;
-use crate::fanout::{self, FanoutOpts};
-use crate::idle::{self, IdleOpts};
-use crate::presence::{self, PresenceOpts};
+use crate::error::ScenarioError;
 use crate::protocol::Protocol;
-use crate::publish::{self, PublishOpts};
-use crate::recover::{self, RecoverOpts};
 use crate::report::Report;
-use crate::sse::{self, SseOpts};
 use crate::target::Target;
-use crate::{Context, PublisherKind, token};
+use crate::{Context, token};
 
 /// The integer figure `key` of a report's `detail`.
 fn n(report: &Report, key: &str) -> u64 {
@@ -100,7 +96,7 @@ impl Herald {
 
     fn context(&self) -> Context {
         let now = token::unix_now_secs();
-        let token = token::mint(SECRET, "service_role", now, serde_json::json!({})).unwrap();
+        let token = token::mint(SECRET, "service_role", now, json!({})).unwrap();
         context_for(self.addr, Protocol::Phoenix, &token)
     }
 
@@ -158,16 +154,22 @@ fn first_reason(report: &Report, key: &str) -> String {
     reasons.keys().next().cloned().unwrap_or_default()
 }
 
+/// Runs `herald bench <args>` against the server of `ctx`.
+async fn bench(ctx: &Context, args: &str) -> Result<Report, ScenarioError> {
+    let scenario = crate::parse(args).unwrap().scenario;
+    crate::measure(ctx, scenario).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_opens_joins_and_holds() {
     let herald = Herald::roomy().await;
     // 150 connections at 100 per address use two source addresses.
-    let opts = IdleOpts {
-        connections: 150,
-        channels: 4,
-        hold: 1,
-    };
-    let report = idle::run(&herald.context(), opts).await.unwrap();
+    let report = bench(
+        &herald.context(),
+        "idle --connections 150 --channels 4 --hold 1",
+    )
+    .await
+    .unwrap();
     check_output(&report);
     assert_eq!(
         (report.connections, report.errors),
@@ -180,34 +182,36 @@ async fn idle_opens_joins_and_holds() {
     herald.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fanout_delivers_everything_over_ws_and_http() {
-    let herald = Herald::roomy().await;
-    let ctx = herald.context();
-    for publisher in [PublisherKind::Ws, PublisherKind::Http] {
-        let opts = FanoutOpts {
-            subscribers: 20,
-            channels: 3,
-            rate: 60,
-            duration: 1,
-            payload: 200,
-            publisher,
-            publisher_rate: 500,
-        };
-        let report = fanout::run(&ctx, opts).await.unwrap();
+/// Fanout of 60 messages to 20 subscribers over 3 channels (7, 7, 6): 400 deliveries.
+async fn fanout_delivers_everything(ctx: &Context) {
+    for publisher in ["ws", "http"] {
+        let args = format!(
+            "fanout --subscribers 20 --channels 3 --rate 60 --duration 1 --payload 200 --publisher {publisher}"
+        );
+        let report = bench(ctx, &args).await.unwrap();
         check_output(&report);
-        // Subscribers 0..20 over 3 channels: 7, 7, 6; 20 messages to each channel.
-        assert_eq!((n(&report, "sent"), n(&report, "expected")), (60, 400));
+        assert_eq!(
+            (n(&report, "sent"), n(&report, "expected")),
+            (60, 400),
+            "{}",
+            report.table()
+        );
         assert_eq!(
             (n(&report, "delivered"), report.errors),
             (400, 0),
             "{}",
             report.table()
         );
-        assert_eq!(report.detail.get("publisher"), publisher.name());
+        assert_eq!(report.detail.get("publisher"), publisher);
         assert!(report.latency_ms.is_some() && report.delivered_per_sec.unwrap() > 0.0);
         assert!(report.server_cpu_pct.is_some() && report.cpu_us_per_delivery.is_some());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_delivers_everything_over_ws_and_http() {
+    let herald = Herald::roomy().await;
+    fanout_delivers_everything(&herald.context()).await;
     herald.stop().await;
 }
 
@@ -215,14 +219,9 @@ async fn fanout_delivers_everything_over_ws_and_http() {
 async fn sse_opens_holds_and_delivers() {
     let herald = Herald::roomy().await;
     let ctx = herald.context();
-    let opts = SseOpts {
-        streams: 150,
-        topics: 3,
-        hold: 1,
-        publish_rate: None,
-        payload: 100,
-    };
-    let report = sse::run(&ctx, opts).await.unwrap();
+    let report = bench(&ctx, "sse --streams 150 --topics 3 --hold 1")
+        .await
+        .unwrap();
     check_output(&report);
     assert_eq!(
         (report.connections, report.errors),
@@ -234,12 +233,12 @@ async fn sse_opens_holds_and_delivers() {
     assert!(report.delivered_per_sec.is_none() && report.detail.get("publish_rate").is_null());
 
     // 30 messages over 3 topics of 10 streams each: 300 deliveries.
-    let opts = SseOpts {
-        streams: 30,
-        publish_rate: Some(30),
-        ..opts
-    };
-    let report = sse::run(&ctx, opts).await.unwrap();
+    let report = bench(
+        &ctx,
+        "sse --streams 30 --topics 3 --hold 1 --publish-rate 30",
+    )
+    .await;
+    let report = report.unwrap();
     check_output(&report);
     let figures = [
         n(&report, "sent"),
@@ -255,14 +254,9 @@ async fn sse_opens_holds_and_delivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_replays_every_missed_message() {
     let herald = Herald::roomy().await;
-    let opts = RecoverOpts {
-        missed: 90,
-        payload: 64,
-        runs: 3,
-        batch: 40,
-        publish_rate: 100_000,
-    };
-    let report = recover::run(&herald.context(), opts).await.unwrap();
+    let ctx = herald.context();
+    let args = "recover --missed 90 --payload 64 --runs 3 --batch 40 --publish-rate 100000";
+    let report = bench(&ctx, args).await.unwrap();
     check_output(&report);
     assert_eq!(n(&report, "runs_complete"), 3, "{}", report.table());
     assert_eq!(
@@ -278,12 +272,9 @@ async fn recover_replays_every_missed_message() {
     assert!(report.replay_msgs_per_sec.unwrap() > 0.0);
 
     // More than the server keeps (100 by default): the run stops with the settings to change.
-    let too_many = RecoverOpts {
-        missed: 150,
-        runs: 1,
-        ..opts
-    };
-    let e = recover::run(&herald.context(), too_many).await.unwrap_err();
+    let e = bench(&ctx, "recover --missed 150 --runs 1")
+        .await
+        .unwrap_err();
     assert!(
         e.to_string().contains("HERALD_HISTORY_MAX_MESSAGES="),
         "{e}"
@@ -295,23 +286,11 @@ async fn recover_replays_every_missed_message() {
 async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
     let herald = Herald::roomy().await;
     let ctx = herald.context();
-    for (publisher, rate) in [
-        (PublisherKind::Http, 200),
-        (PublisherKind::Ws, 200),
-        (PublisherKind::Http, 0),
-    ] {
-        let opts = PublishOpts {
-            rate,
-            duration: 1,
-            payload: 100,
-            subscribers: 6,
-            channels: 3,
-            publisher,
-            connections: 2,
-            batch: 5,
-            publisher_rate: 900,
-        };
-        let report = publish::run(&ctx, opts).await.unwrap();
+    for (publisher, rate) in [("http", 200), ("ws", 200), ("http", 0)] {
+        let args = format!(
+            "publish --rate {rate} --duration 1 --subscribers 6 --channels 3 --publisher {publisher} --connections 2 --batch 5"
+        );
+        let report = bench(&ctx, &args).await.unwrap();
         check_output(&report);
         let accepted = n(&report, "accepted");
         // Pacing never exceeds the rate; on a loaded machine it may fall short of it.
@@ -333,12 +312,12 @@ async fn publish_counts_accepted_and_delivered_over_http_and_ws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_members_see_every_key() {
     let herald = Herald::roomy().await;
-    let opts = PresenceOpts {
-        members: 31,
-        channels: 3,
-        timeout: 30,
-    };
-    let report = presence::run(&herald.context(), opts).await.unwrap();
+    let report = bench(
+        &herald.context(),
+        "presence --members 31 --channels 3 --timeout 30",
+    )
+    .await
+    .unwrap();
     check_output(&report);
     assert_eq!(report.connections, 31, "{}", report.table());
     assert_eq!(n(&report, "members_complete"), 31, "{}", report.table());
@@ -358,12 +337,9 @@ async fn presence_members_see_every_key() {
 async fn churn_cycles_connect_join_leave_and_close() {
     let herald = Herald::roomy().await;
     let ctx = herald.context();
-    let opts = ChurnOpts {
-        rate: 40,
-        duration: 1,
-        channels: 3,
-    };
-    let report = churn::run(&ctx, opts).await.unwrap();
+    let report = bench(&ctx, "churn --rate 40 --duration 1 --channels 3")
+        .await
+        .unwrap();
     check_output(&report);
     let cycles = [
         n(&report, "started"),
@@ -381,12 +357,9 @@ async fn churn_cycles_connect_join_leave_and_close() {
         server_pid: None,
         ..context_for(ctx.target.addr, Protocol::Phoenix, "any")
     };
-    let opts = ChurnOpts {
-        rate: 5,
-        duration: 1,
-        channels: 1,
-    };
-    let report = churn::run(&ctx, opts).await.unwrap();
+    let report = bench(&ctx, "churn --rate 5 --duration 1 --channels 1")
+        .await
+        .unwrap();
     assert_eq!(
         (n(&report, "completed"), n(&report, "failed"), report.errors),
         (0, 5, 5)
@@ -404,12 +377,9 @@ async fn refusals_say_what_to_change() {
     })
     .await;
     let ctx = herald.context();
-    let opts = IdleOpts {
-        connections: 25,
-        channels: 2,
-        hold: 0,
-    };
-    let report = idle::run(&ctx, opts).await.unwrap();
+    let report = bench(&ctx, "idle --connections 25 --channels 2 --hold 0")
+        .await
+        .unwrap();
     assert_eq!(
         (report.connections, n(&report, "failed")),
         (20, 5),
@@ -426,17 +396,12 @@ async fn refusals_say_what_to_change() {
     herald.wait_until_empty().await;
     // 20 subscribers fill the server: the publisher is refused, and the error names the cause and
     // the remedy.
-    let opts = FanoutOpts {
-        subscribers: 20,
-        channels: 2,
-        rate: 10,
-        duration: 1,
-        payload: 100,
-        publisher: PublisherKind::Ws,
-        publisher_rate: 500,
-    };
-    let e = fanout::run(&ctx, opts).await.unwrap_err();
-    let e = format!("{:#}", anyhow::Error::from(e));
+    let e = bench(
+        &ctx,
+        "fanout --subscribers 20 --channels 2 --rate 10 --duration 1",
+    )
+    .await;
+    let e = format!("{:#}", anyhow::Error::from(e.unwrap_err()));
     assert!(
         e.contains("publisher connection 0") && e.contains("20 subscribers"),
         "{e}"
@@ -449,19 +414,12 @@ async fn refusals_say_what_to_change() {
         "not-the-secret-not-the-secret-0123456",
         "anon",
         now,
-        serde_json::json!({}),
+        json!({}),
     );
-    let opts = IdleOpts {
-        connections: 3,
-        channels: 1,
-        hold: 0,
-    };
-    let report = idle::run(
-        &context_for(herald.addr, Protocol::Phoenix, &wrong.unwrap()),
-        opts,
-    )
-    .await;
-    let report = report.unwrap();
+    let ctx = context_for(herald.addr, Protocol::Phoenix, &wrong.unwrap());
+    let report = bench(&ctx, "idle --connections 3 --channels 1 --hold 0")
+        .await
+        .unwrap();
     assert_eq!((report.connections, n(&report, "failed")), (0, 3));
     let reason = first_reason(&report, "failure_reasons");
     assert!(
@@ -477,12 +435,9 @@ async fn plain_idle_and_fanout_against_the_naive_server() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(herald_peer_plain::serve(listener));
     let ctx = context_for(addr, Protocol::Plain, "");
-    let opts = IdleOpts {
-        connections: 120,
-        channels: 4,
-        hold: 0,
-    };
-    let report = idle::run(&ctx, opts).await.unwrap();
+    let report = bench(&ctx, "idle --connections 120 --channels 4 --hold 0")
+        .await
+        .unwrap();
     assert_eq!(
         (report.connections, report.errors),
         (120, 0),
@@ -490,29 +445,5 @@ async fn plain_idle_and_fanout_against_the_naive_server() {
         report.table()
     );
     assert_eq!(report.detail.get("protocol"), "plain");
-    for publisher in [PublisherKind::Ws, PublisherKind::Http] {
-        let opts = FanoutOpts {
-            subscribers: 20,
-            channels: 3,
-            rate: 60,
-            duration: 1,
-            payload: 200,
-            publisher,
-            publisher_rate: 500,
-        };
-        let report = fanout::run(&ctx, opts).await.unwrap();
-        check_output(&report);
-        assert_eq!(
-            (n(&report, "sent"), n(&report, "expected")),
-            (60, 400),
-            "{}",
-            report.table()
-        );
-        assert_eq!(
-            (n(&report, "delivered"), report.errors),
-            (400, 0),
-            "{}",
-            report.table()
-        );
-    }
+    fanout_delivers_everything(&ctx).await;
 }

@@ -98,12 +98,12 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
             ("payload_bytes", json!(opts.payload)),
             (
                 "sent_per_sec",
-                json!(per_sec(out.accepted, out.publish_secs()).unwrap_or(0.0)),
+                json!(per_sec(out.tally.accepted, out.publish_secs()).unwrap_or(0.0)),
             ),
         ]))
-        .and(out.figures(out.accepted, done.delivered))
+        .and(out.figures(out.tally.accepted, done.delivered))
         .and(Fields(vec![("elapsed_secs", json!(round3(elapsed)))]));
     let mut report = Report::deliveries("fanout", (&ready, &done), &out.cpu, elapsed, detail);
-    report.errors += out.errors + missing(out.expected, done.delivered);
+    report.errors += out.tally.errors + missing(out.tally.expected, done.delivered);
     Ok(report)
 }

@@ -38,10 +38,7 @@ pub enum Transport {
     Sse,
     /// Phoenix clients that join with presence key `m<i>` and track on the go; `members` is the
     /// size of the whole fleet (all processes).
-    Presence {
-        /// Members in all processes.
-        members: u64,
-    },
+    Presence { members: u64 },
     /// Phoenix clients subscribed to Postgres Changes (module `pg`).
     Pg(PgJoin),
 }
@@ -49,61 +46,38 @@ pub enum Transport {
 /// What to open: connection `i` of `base..base + count` follows channel `<prefix>-<i % channels>`.
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
-    /// The server.
     pub target: Target,
-    /// The API key.
     pub token: String,
-    /// What the connections are.
     pub transport: Transport,
-    /// The wire protocol of WebSocket clients.
     pub protocol: Protocol,
-    /// The Pusher app the clients connect to and sign for.
     pub pusher: App,
-    /// Channel-name prefix.
     pub prefix: String,
-    /// Number of channels.
     pub channels: u64,
-    /// Global index of the first connection.
     pub base: u64,
-    /// Number of connections.
     pub count: u64,
-    /// Connections being opened at once.
     pub concurrency: usize,
-    /// Connections per source address.
     pub per_address: u64,
-    /// Whether to time deliveries.
     pub record_latency: bool,
-    /// The shared time base.
     pub clock: Clock,
 }
 
 /// Live counts, updated as connections open, receive and drop.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Connections joined.
     pub established: AtomicU64,
-    /// Connections that failed to open or join.
     pub failed: AtomicU64,
-    /// Deliveries received (presence: members that have seen every key).
     pub delivered: AtomicU64,
-    /// Joined connections that ended before being told to stop.
     pub disconnects: AtomicU64,
-    /// Clock time of the latest delivery, in ns.
     pub last_delivery_ns: AtomicU64,
-    /// Frames counted by the scenario (presence: presence frames; pg: other groups' changes).
     pub frames: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Live {
-    /// Connections joined.
     pub established: u64,
-    /// Connections that failed to open or join.
     pub failed: u64,
-    /// Deliveries received.
     pub delivered: u64,
-    /// Joined connections that ended early.
     pub disconnects: u64,
     /// Frames counted by the scenario.
     #[serde(default)]
@@ -182,17 +156,11 @@ impl Reasons {
 /// The state once every connection of a fleet has been tried.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadyStats {
-    /// Connections joined.
     pub established: u64,
-    /// Connections that failed.
     pub failed: u64,
-    /// Why they failed.
     pub reasons: Reasons,
-    /// Joined connections per channel, as `[channel, count]` pairs.
     pub joined_per_channel: Vec<(u64, u64)>,
-    /// Clock time the first connection started, ns.
     pub connect_start_ns: u64,
-    /// Clock time the last connection finished, ns.
     pub connect_end_ns: u64,
 }
 
@@ -238,17 +206,11 @@ impl ReadyStats {
 /// The state after a fleet was stopped.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DoneStats {
-    /// Deliveries received.
     pub delivered: u64,
-    /// Joined connections that ended before the stop.
     pub disconnects: u64,
-    /// Clock time of the latest delivery, ns (0 if none).
     pub last_delivery_ns: u64,
-    /// Latencies in µs as `(value, count)` pairs.
     pub latency_us: Vec<(u64, u64)>,
-    /// Frames counted by the scenario.
     pub frames: u64,
-    /// Why held connections failed after the fleet was ready.
     pub failures: Reasons,
 }
 

@@ -34,9 +34,7 @@ pub enum HttpError {
 /// A response: status and body.
 #[derive(Debug)]
 pub struct Response {
-    /// Status code.
     pub status: u16,
-    /// Body bytes.
     pub body: Bytes,
 }
 

@@ -372,6 +372,20 @@ fn worker_concurrency(total_concurrency: usize, count: u64, total: u64) -> usize
         .clamp(1, total_concurrency.max(1))
 }
 
+/// Runs `scenario` in this process.
+async fn measure(ctx: &Context, scenario: Scenario) -> Result<report::Report, ScenarioError> {
+    match scenario {
+        Scenario::Idle { opts, .. } => idle::run(ctx, opts).await,
+        Scenario::Fanout { opts, .. } => fanout::run(ctx, opts).await,
+        Scenario::Sse { opts, .. } => sse::run(ctx, opts).await,
+        Scenario::Recover { opts } => recover::run(ctx, opts).await,
+        Scenario::Publish { opts, .. } => publish::run(ctx, opts).await,
+        Scenario::Presence { opts, .. } => presence::run(ctx, opts).await,
+        Scenario::Churn { opts, .. } => churn::run(ctx, opts).await,
+        Scenario::Pg { opts, .. } => pg::run(ctx, opts).await,
+    }
+}
+
 /// Runs the chosen scenario and prints its report (a table, and with `--json` a JSON line last).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.url)?;
@@ -441,16 +455,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return worker::serve(spec).await.context("worker output");
     }
 
-    let report = match args.scenario {
-        Scenario::Idle { opts, .. } => idle::run(&ctx, opts).await?,
-        Scenario::Fanout { opts, .. } => fanout::run(&ctx, opts).await?,
-        Scenario::Sse { opts, .. } => sse::run(&ctx, opts).await?,
-        Scenario::Recover { opts } => recover::run(&ctx, opts).await?,
-        Scenario::Publish { opts, .. } => publish::run(&ctx, opts).await?,
-        Scenario::Presence { opts, .. } => presence::run(&ctx, opts).await?,
-        Scenario::Churn { opts, .. } => churn::run(&ctx, opts).await?,
-        Scenario::Pg { opts, .. } => pg::run(&ctx, opts).await?,
-    };
+    let report = measure(&ctx, args.scenario).await?;
     print!("{}", report.table());
     if args.json {
         println!("{}", report.to_json_line());
@@ -458,27 +463,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads `herald bench <args>` as the binary does.
+#[cfg(test)]
+fn parse(args: &str) -> Result<BenchArgs, clap::Error> {
+    use clap::Parser;
+    #[derive(clap::Parser, Debug)]
+    enum Cli {
+        Bench(BenchArgs),
+    }
+    let Cli::Bench(b) = Cli::try_parse_from(format!("herald bench {args}").split_whitespace())?;
+    Ok(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(clap::Parser, Debug)]
-    struct Cli {
-        #[command(subcommand)]
-        cmd: Cmd,
-    }
-
-    #[derive(clap::Subcommand, Debug)]
-    enum Cmd {
-        Bench(BenchArgs),
-    }
-
-    fn parse(args: &str) -> Result<BenchArgs, clap::Error> {
-        let args = format!("herald bench {args}");
-        let Cli { cmd: Cmd::Bench(b) } = Cli::try_parse_from(args.split_whitespace())?;
-        Ok(b)
-    }
 
     #[test]
     fn the_scripts_command_lines_parse_and_bad_counts_do_not() {

@@ -35,7 +35,6 @@ pub fn server_rss(ctx: &Context) -> Result<Option<u64>, ScenarioError> {
 /// A window of the server's CPU time, from [`CpuWindow::start`] to [`CpuWindow::end`].
 #[derive(Debug, Clone, Copy)]
 pub struct CpuWindow {
-    /// When it started.
     pub start: Instant,
     ticks: Option<u64>,
 }
@@ -43,9 +42,7 @@ pub struct CpuWindow {
 /// The server's CPU over a window.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cpu {
-    /// CPU seconds (with `--server-pid`).
     pub secs: Option<f64>,
-    /// Length of the window, seconds.
     pub window: f64,
 }
 

@@ -310,13 +310,9 @@ async fn wait_idle(probe: &mut http::Client) -> Result<(), String> {
 /// What the metrics poller saw.
 #[derive(Debug, Default, Clone, Copy)]
 struct Ingest {
-    /// The latest reading.
     value: u64,
-    /// Clock time the counter last changed, ns.
     changed_ns: u64,
-    /// Clock time it first reached `target`, ns (0: not yet).
     reached_ns: u64,
-    /// The reading that means every committed row was ingested (`None` while inserting).
     target: Option<u64>,
 }
 
@@ -423,17 +419,14 @@ struct Totals {
     transactions: AtomicU64,
     errors: AtomicU64,
     reasons: Mutex<Reasons>,
-    /// Rows committed per group.
     per_group: Mutex<Vec<u64>>,
 }
 
 /// One writer's share of the load.
 struct Writer {
     client: Client,
-    /// Writer `index` of `writers`.
     index: u64,
     writers: u64,
-    /// Rows per second of all writers together, or `None`: each as fast as it can.
     rate: Option<u64>,
     groups: u64,
     per_tx: u64,

@@ -46,20 +46,15 @@ pub enum Protocol {
 #[derive(Debug, thiserror::Error)]
 #[error("the {scenario} scenario speaks only phoenix, not {protocol} (--protocol)")]
 pub struct ProtocolError {
-    /// The scenario.
     pub scenario: &'static str,
-    /// The protocol asked for.
     pub protocol: &'static str,
 }
 
 /// The credentials of one Pusher app (`--pusher-*`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct App {
-    /// App id, in HTTP API paths.
     pub id: String,
-    /// App key, in the WebSocket path and in signatures.
     pub key: String,
-    /// App secret, keying every signature.
     pub secret: String,
 }
 

@@ -111,7 +111,7 @@ pub async fn run(ctx: &Context, opts: PublishOpts) -> Result<Report, ScenarioErr
     let processes = fleet.processes();
     let done = fleet.stop().await;
     let out = out?;
-    if out.rate_limited > 0 {
+    if out.tally.rate_limited > 0 {
         eprintln!("note: {RATE_LIMIT_NOTE}");
     }
     let (publish_secs, elapsed) = (out.publish_secs(), out.elapsed_secs(&done));
@@ -124,18 +124,21 @@ pub async fn run(ctx: &Context, opts: PublishOpts) -> Result<Report, ScenarioErr
             ("rate", json!(opts.rate)),
             ("duration_secs", json!(opts.duration)),
             ("payload_bytes", json!(opts.payload)),
-            ("accepted", json!(out.accepted)),
-            ("rate_limited", json!(out.rate_limited)),
+            ("accepted", json!(out.tally.accepted)),
+            ("rate_limited", json!(out.tally.rate_limited)),
         ]))
-        .and(out.figures(out.sent, done.delivered))
+        .and(out.figures(out.tally.sent, done.delivered))
         .and(Fields(vec![
             ("publish_secs", json!(round3(publish_secs))),
             ("elapsed_secs", json!(round3(elapsed))),
-            ("cpu_us_per_message", json!(out.cpu.us_per(out.accepted))),
+            (
+                "cpu_us_per_message",
+                json!(out.cpu.us_per(out.tally.accepted)),
+            ),
         ]));
     let mut report = Report::deliveries("publish", (&ready, &done), &out.cpu, elapsed, detail);
-    report.accepted_per_sec = per_sec(out.accepted, publish_secs);
+    report.accepted_per_sec = per_sec(out.tally.accepted, publish_secs);
     report.delivered_per_sec = report.delivered_per_sec.filter(|_| opts.subscribers > 0);
-    report.errors += out.errors + missing(out.expected, done.delivered);
+    report.errors += out.tally.errors + missing(out.tally.expected, done.delivered);
     Ok(report)
 }

@@ -55,36 +55,21 @@ pub enum Pace {
     /// k / rate, each connection sending those of its channels, however late.
     Shared(u64),
     /// `total` messages at `rate` per second, in full batches.
-    Count {
-        /// Messages per second.
-        rate: u64,
-        /// Messages in all.
-        total: u64,
-    },
+    Count { rate: u64, total: u64 },
 }
 
 /// What to publish: connection j sends to [`channels_of`] j, to channels `<prefix>-<c>`.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// WebSocket or HTTP.
     pub kind: PublisherKind,
-    /// Channel-name prefix.
     pub prefix: String,
-    /// Channels: `offset..offset + channels`.
     pub channels: u64,
-    /// The first channel.
     pub offset: u64,
-    /// Publisher connections.
     pub connections: u64,
-    /// When messages fall due.
     pub pace: Pace,
-    /// Seconds of publishing.
     pub duration: u64,
-    /// Most messages per HTTP request.
     pub batch: u64,
-    /// WebSocket pushes ask for an ack; a message counts as accepted when it comes.
     pub ack: bool,
-    /// Payload size, bytes.
     pub payload: usize,
 }
 
@@ -100,49 +85,63 @@ pub fn channels_of(index: u64, publishers: u64, channels: u64) -> Vec<u64> {
     (index % publishers..channels).step_by(stride).collect()
 }
 
-/// What all publishers did, counted as they go.
-#[derive(Debug, Default)]
-pub struct Totals {
-    /// Messages sent.
-    pub sent: AtomicU64,
+/// What publishers did.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub sent: u64,
     /// Messages the server accepted (without acks: sent and not refused).
-    pub accepted: AtomicU64,
+    pub accepted: u64,
     /// Deliveries the accepted messages should make.
-    pub expected: AtomicU64,
-    /// Messages refused or failed.
-    pub errors: AtomicU64,
-    /// Of those, refused by a rate limit.
-    pub rate_limited: AtomicU64,
+    pub expected: u64,
+    /// Messages refused or failed; of those, refused by a rate limit.
+    pub errors: u64,
+    pub rate_limited: u64,
     /// HTTP requests sent again after 429.
-    pub retries: AtomicU64,
-    /// Why messages failed.
-    pub reasons: Mutex<Reasons>,
+    pub retries: u64,
+    pub reasons: Reasons,
     /// Clock time the last publisher stopped sending, ns.
-    pub last_send_ns: AtomicU64,
+    pub last_send_ns: u64,
 }
 
+/// The tally of all publishers, counted as they go.
+#[derive(Debug, Default)]
+struct Totals(Mutex<Tally>);
+
 impl Totals {
+    fn with(&self, f: impl FnOnce(&mut Tally)) {
+        if let Ok(mut tally) = self.0.lock() {
+            f(&mut tally);
+        }
+    }
+
+    fn get(&self) -> Tally {
+        self.0.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
     fn accept(&self, channels: &[u64], joined: &[u64]) {
         let expected: u64 = channels.iter().map(|&c| subscribers_of(joined, c)).sum();
-        self.accepted.fetch_add(channels.len() as u64, Relaxed);
-        self.expected.fetch_add(expected, Relaxed);
+        self.with(|t| {
+            (t.accepted, t.expected) = (t.accepted + channels.len() as u64, t.expected + expected)
+        });
     }
 
     fn refuse(&self, n: u64, reason: String, rate_limited: bool) {
-        self.errors.fetch_add(n, Relaxed);
-        if rate_limited {
-            self.rate_limited.fetch_add(n, Relaxed);
-        }
-        if let Ok(mut reasons) = self.reasons.lock() {
-            reasons.add(reason, n);
-        }
+        self.with(|t| {
+            t.errors += n;
+            t.rate_limited += if rate_limited { n } else { 0 };
+            t.reasons.add(reason, n);
+        });
     }
 
     /// Takes back a message counted as accepted when sent (`channel`, if known) that was refused.
     fn take_back(&self, channel: Option<u64>, joined: &[u64]) {
-        self.accepted.fetch_sub(1, Relaxed);
         let expected = channel.map_or(0, |c| subscribers_of(joined, c));
-        self.expected.fetch_sub(expected, Relaxed);
+        self.with(|t| {
+            (t.accepted, t.expected) = (
+                t.accepted.saturating_sub(1),
+                t.expected.saturating_sub(expected),
+            )
+        });
     }
 }
 
@@ -156,13 +155,11 @@ pub fn subscribers_of(joined: &[u64], channel: u64) -> u64 {
 #[derive(Debug, Clone)]
 struct Job {
     mine: Arc<Vec<u64>>,
-    /// Messages per second (0: unpaced) and the schedule's length in message indices.
     rate: u64,
     total: u64,
     /// With [`Pace::Shared`], the channel count: message n is then the schedule's message
     /// `(n / mine.len()) * channels + mine[n % mine.len()]`.
     spread: Option<u64>,
-    /// Whether to wait for a full batch.
     full: bool,
     start: Instant,
     deadline: Option<Instant>,
@@ -281,7 +278,7 @@ async fn http_publisher(ctx: Arc<Context>, plan: Arc<Plan>, job: Job, retry: boo
             .map(|(c, p)| (*c, p.as_str()));
         let body = ctx.protocol.http_batch(&plan.prefix, messages);
         n += count;
-        t.sent.fetch_add(count, Relaxed);
+        t.with(|t| t.sent += count);
         let mut attempts = 0;
         let failure = loop {
             let path = match ctx.protocol {
@@ -297,7 +294,7 @@ async fn http_publisher(ctx: Arc<Context>, plan: Arc<Plan>, job: Job, retry: boo
                 Ok(resp) if resp.status == 200 || resp.status == 202 => break None,
                 Ok(resp) if resp.status == 429 && retry && attempts < MAX_RETRIES => {
                     attempts += 1;
-                    t.retries.fetch_add(1, Relaxed);
+                    t.with(|t| t.retries += 1);
                     tokio::time::sleep(RETRY_AFTER).await;
                 }
                 Ok(resp) => break Some((resp.summary(), resp.status == 429, false)),
@@ -318,7 +315,8 @@ async fn http_publisher(ctx: Arc<Context>, plan: Arc<Plan>, job: Job, retry: boo
             }
         }
     }
-    t.last_send_ns.fetch_max(ctx.clock.now_ns(), Relaxed);
+    let now = ctx.clock.now_ns();
+    t.with(|t| t.last_send_ns = t.last_send_ns.max(now));
 }
 
 /// Connects WebSocket publisher `mine` and joins (Phoenix, with `ack` if asked) or subscribes to
@@ -403,7 +401,7 @@ async fn ws_publisher(ctx: Arc<Context>, plan: Arc<Plan>, job: Job, ws: Ws) {
                 t.refuse(1, "publisher connection lost".to_owned(), false);
                 break 'run;
             }
-            t.sent.fetch_add(1, Relaxed);
+            t.with(|t| t.sent += 1);
             match plan.ack {
                 true => drop(pending.fetch_add(1, Relaxed)),
                 false => t.accept(&[channel], &job.joined),
@@ -416,16 +414,15 @@ async fn ws_publisher(ctx: Arc<Context>, plan: Arc<Plan>, job: Job, ws: Ws) {
             break;
         }
     }
-    t.last_send_ns.fetch_max(ctx.clock.now_ns(), Relaxed);
+    let now = ctx.clock.now_ns();
+    t.with(|t| t.last_send_ns = t.last_send_ns.max(now));
     let waited = Instant::now();
     while pending.load(Relaxed) > 0 && waited.elapsed() < ACK_WAIT && !reader.is_finished() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    if reader.is_finished()
-        && !plan.ack
-        && let Ok(mut reasons) = t.reasons.lock()
-    {
-        reasons.add("publisher connection closed by the server".to_owned(), 1);
+    if reader.is_finished() && !plan.ack {
+        let reason = "publisher connection closed by the server".to_owned();
+        t.with(|t| t.reasons.add(reason, 1));
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.lock().await.close()).await;
     // Closing makes the server close too, which ends the reader.
@@ -520,24 +517,9 @@ fn push_reply(frame: &herald_protocol::Inbound) -> Option<(u64, Result<(), Strin
 /// What a publishing phase did.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Messages sent, accepted, the deliveries they should make, failed, rate-limited, retried.
-    pub sent: u64,
-    /// See [`Totals::accepted`].
-    pub accepted: u64,
-    /// See [`Totals::expected`].
-    pub expected: u64,
-    /// See [`Totals::errors`].
-    pub errors: u64,
-    /// See [`Totals::rate_limited`].
-    pub rate_limited: u64,
-    /// See [`Totals::retries`].
-    pub retries: u64,
-    /// Why messages failed.
-    pub reasons: Reasons,
-    /// Clock times of the first and the last send, ns.
+    pub tally: Tally,
+    /// Clock time of the first send, ns.
     pub start_ns: u64,
-    /// See above.
-    pub end_ns: u64,
     /// Server CPU from the start to the end of the drain.
     pub cpu: Cpu,
 }
@@ -545,19 +527,24 @@ pub struct Outcome {
 impl Outcome {
     /// Seconds spent publishing.
     pub fn publish_secs(&self) -> f64 {
-        self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9
+        self.tally.last_send_ns.saturating_sub(self.start_ns) as f64 / 1e9
     }
 
     /// Seconds from the first send to the last delivery (or the last send) that `done` saw.
     pub fn elapsed_secs(&self, done: &DoneStats) -> f64 {
-        let end = done.last_delivery_ns.max(self.end_ns);
+        let end = done.last_delivery_ns.max(self.tally.last_send_ns);
         end.saturating_sub(self.start_ns) as f64 / 1e9
     }
 
     /// The publishing figures of a report: `sent` messages of which `delivered` arrived.
     pub fn figures(&self, sent: u64, delivered: u64) -> Fields {
-        let failed = (sent, self.errors, &self.reasons);
-        published(failed, self.expected, delivered, Some(&self.cpu))
+        let t = &self.tally;
+        published(
+            (sent, t.errors, &t.reasons),
+            t.expected,
+            delivered,
+            Some(&self.cpu),
+        )
     }
 }
 
@@ -600,14 +587,14 @@ pub async fn publish(
     let progress = {
         let (live, t) = (live.clone(), Arc::clone(&totals));
         Progress::start(move || {
-            let (accepted, secs) = (t.accepted.load(Relaxed), start.elapsed().as_secs_f64());
-            let l = live.snapshot();
+            let (t, l, secs) = (t.get(), live.snapshot(), start.elapsed().as_secs_f64());
             format!(
-                "{label}: accepted {accepted} ({:.0}/s), refused {}, delivered {}/{}, {} dropped",
-                accepted as f64 / secs.max(1e-3),
-                t.errors.load(Relaxed),
+                "{label}: accepted {} ({:.0}/s), refused {}, delivered {}/{}, {} dropped",
+                t.accepted,
+                t.accepted as f64 / secs.max(1e-3),
+                t.errors,
                 l.delivered,
-                t.expected.load(Relaxed),
+                t.expected,
                 l.disconnects
             )
         })
@@ -621,28 +608,22 @@ pub async fn publish(
             tasks.shutdown().await;
         }
     }
-    let start_ns = ctx.clock.ns_at(start);
-    let end_ns = match totals.last_send_ns.load(Relaxed) {
-        0 => ctx.clock.now_ns(),
-        last => last,
-    };
-    let expected = totals.expected.load(Relaxed);
+    // Interrupted before any publisher finished: publishing ended now.
+    let now = ctx.clock.now_ns();
+    totals.with(|t| {
+        if t.last_send_ns == 0 {
+            t.last_send_ns = now;
+        }
+    });
+    let expected = totals.get().expected;
     let delivered = || live.snapshot().delivered;
     let limits = (Instant::now(), DRAIN_MAX, DRAIN_QUIET);
     settle(limits, &interrupted, delivered, |d| *d >= expected).await;
     let cpu = window.end(&ctx);
     progress.finish();
-    let t = &totals;
     Ok(Outcome {
-        sent: t.sent.load(Relaxed),
-        accepted: t.accepted.load(Relaxed),
-        expected,
-        errors: t.errors.load(Relaxed),
-        rate_limited: t.rate_limited.load(Relaxed),
-        retries: t.retries.load(Relaxed),
-        reasons: t.reasons.lock().map(|r| r.clone()).unwrap_or_default(),
-        start_ns,
-        end_ns,
+        tally: totals.get(),
+        start_ns: ctx.clock.ns_at(start),
         cpu,
     })
 }

@@ -101,77 +101,57 @@ impl OffsetCheck {
     }
 }
 
-/// What one run measured.
-#[derive(Debug)]
-struct RunResult {
-    reply_ms: f64,
-    replay_ms: Option<f64>,
-    published_per_sec: f64,
-    retries: u64,
-    check: OffsetCheck,
-    failure: Option<String>,
-}
-
-fn client_error(what: String) -> impl FnOnce(ConnError) -> ScenarioError {
-    move |source| ScenarioError::Client { what, source }
-}
-
-async fn connect(ctx: &Context, what: &str) -> Result<Ws, ScenarioError> {
-    conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, None))
-        .await
-        .map_err(client_error(format!("{what} client")))
-}
-
-/// Sends a join of `topic` asking to recover after `(epoch, offset)` and reads up to its reply.
+/// Connects a client and joins `topic` asking to recover after `(epoch, offset)`, reading up to
+/// the reply: the client, the reply's `recovery`, and the time from the join to the reply.
 async fn join_recovering(
-    ws: &mut Ws,
+    ctx: &Context,
     topic: &str,
-    epoch: &str,
-    offset: u64,
-) -> Result<Option<Recovery>, ConnError> {
+    (epoch, offset): (&str, u64),
+    what: &str,
+) -> Result<(Ws, Option<Recovery>, Duration), ScenarioError> {
+    let failed = |source| ScenarioError::Client {
+        what: what.to_owned(),
+        source,
+    };
+    let connect = conn::connect(&ctx.target, &ctx.ws_url, None);
+    let mut ws = conn::within("connect", connect).await.map_err(failed)?;
     let opts = JoinConfig {
         recover: Some((epoch.to_owned(), offset)),
         ..JoinConfig::default()
     };
-    ws.send(Message::text(client::join("1", topic, &opts)))
-        .await?;
-    conn::await_answer(ws, Protocol::Phoenix, |text| {
-        let frame = client::decode(text).filter(|f| f.topic == topic)?;
-        match client::reply_to(&frame, "1")? {
-            Ok(response) => Some(Ok(client::recovery(&response))),
-            Err(reason) => Some(Err(ConnError::JoinRefused(reason))),
-        }
-    })
-    .await
-}
-
-async fn close(mut ws: Ws) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
-}
-
-/// Joins `topic` with an empty epoch to learn its position, then leaves.
-async fn learn_position(
-    ctx: &Context,
-    topic: &str,
-    name: &str,
-) -> Result<(String, u64), ScenarioError> {
-    let mut ws = connect(ctx, "position").await?;
-    let recovery = conn::within("join", join_recovering(&mut ws, topic, "", 0))
+    let sent_at = Instant::now();
+    let join = async {
+        ws.send(Message::text(client::join("1", topic, &opts)))
+            .await?;
+        conn::await_answer(&mut ws, Protocol::Phoenix, |text| {
+            let frame = client::decode(text).filter(|f| f.topic == topic)?;
+            let reply = client::reply_to(&frame, "1")?;
+            Some(
+                reply
+                    .map(|r| client::recovery(&r))
+                    .map_err(ConnError::JoinRefused),
+            )
+        })
         .await
-        .map_err(client_error(format!(
-            "joining {topic} to learn its position"
-        )))?;
-    close(ws).await;
+    };
+    let recovery = conn::within("join", join).await.map_err(failed)?;
     let recovery = recovery.ok_or_else(|| {
         ScenarioError::Protocol(format!(
             "the join reply for {topic} has no `recovery`: the server does not support \
              config.broadcast.recover"
         ))
-    })?;
-    match recovery.epoch {
-        Some(epoch) => Ok((epoch, recovery.offset)),
-        None => Err(ScenarioError::NoHistory(name.to_owned())),
+    });
+    match recovery {
+        Ok(r) => Ok((ws, Some(r), sent_at.elapsed())),
+        Err(e) => {
+            close(ws).await;
+            Err(e)
+        }
     }
+}
+
+async fn close(mut ws: Ws) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
 }
 
 /// Publishes `opts.missed` messages to channel `<prefix>-<run>` over HTTP, in batches, paced at
@@ -205,8 +185,8 @@ async fn publish_missed(
         ("recover", true),
     )
     .await?;
-    if out.errors > 0 {
-        return Err(ScenarioError::Publish(out.reasons.summary()));
+    if out.tally.errors > 0 {
+        return Err(ScenarioError::Publish(out.tally.reasons.summary()));
     }
     let secs = out.publish_secs();
     let rate = if secs > 0.0 {
@@ -214,7 +194,7 @@ async fn publish_missed(
     } else {
         0.0
     };
-    Ok((round3(rate), out.retries))
+    Ok((round3(rate), out.tally.retries))
 }
 
 /// Reads replayed messages of `topic` until `check` is complete; the instant the last one arrived.
@@ -257,6 +237,17 @@ async fn read_replay(
     Err("connection ended during the replay".to_owned())
 }
 
+/// What one run measured.
+#[derive(Debug)]
+struct RunResult {
+    reply_ms: f64,
+    replay_ms: Option<f64>,
+    published_per_sec: f64,
+    retries: u64,
+    check: OffsetCheck,
+    failure: Option<String>,
+}
+
 /// One run (of `runs`) on channel `<prefix>-<run>`.
 async fn one_run(
     ctx: &Context,
@@ -266,64 +257,60 @@ async fn one_run(
 ) -> Result<RunResult, ScenarioError> {
     let name = channel_name(prefix, run);
     let topic = format!("realtime:{name}");
-    let (epoch, offset) = learn_position(ctx, &topic, &name).await?;
+    let what = format!("joining {topic} to learn its position");
+    let (ws, recovery, _) = join_recovering(ctx, &topic, ("", 0), &what).await?;
+    close(ws).await;
+    let Some(Recovery {
+        epoch: Some(epoch),
+        offset,
+        ..
+    }) = recovery
+    else {
+        return Err(ScenarioError::NoHistory(name));
+    };
     let (published_per_sec, retries) = publish_missed(ctx, prefix, run, opts).await?;
 
     let replayed = Arc::new(AtomicU64::new(0));
     let progress = {
         let (replayed, runs, missed) = (Arc::clone(&replayed), opts.runs, opts.missed);
         Progress::start(move || {
+            let replayed = replayed.load(Relaxed);
             format!(
-                "recover: run {}/{runs}: replayed {}/{missed}",
-                run + 1,
-                replayed.load(Relaxed)
+                "recover: run {}/{runs}: replayed {replayed}/{missed}",
+                run + 1
             )
         })
     };
-    let mut ws = connect(ctx, "recovering").await?;
-    let sent_at = Instant::now();
-    let recovery = conn::within("join", join_recovering(&mut ws, &topic, &epoch, offset))
-        .await
-        .map_err(client_error(format!("recovering join of {topic}")))?;
-    let reply_ms = sent_at.elapsed().as_secs_f64() * 1e3;
+    let what = format!("recovering join of {topic}");
+    let (mut ws, recovery, reply) = join_recovering(ctx, &topic, (&epoch, offset), &what).await?;
+    let sent_at = Instant::now() - reply;
+    let recovery = recovery.filter(|r| r.recovered);
     let Some(recovery) = recovery else {
         close(ws).await;
-        return Err(ScenarioError::Protocol(format!(
-            "the join reply for {topic} has no `recovery`"
-        )));
-    };
-    if !recovery.recovered {
-        close(ws).await;
         let retention = opts.missed.max(DEFAULT_RETENTION).next_multiple_of(1_000);
+        let replay = match opts.missed > DEFAULT_MAX_REPLAY {
+            true => format!(" HERALD_MAX_REPLAY_MESSAGES={retention}"),
+            false => String::new(),
+        };
         return Err(ScenarioError::NotRecovered {
             channel: name,
             missed: opts.missed,
             retention,
-            replay: match opts.missed > DEFAULT_MAX_REPLAY {
-                true => format!(" HERALD_MAX_REPLAY_MESSAGES={retention}"),
-                false => String::new(),
-            },
+            replay,
         });
-    }
+    };
     let mut check = OffsetCheck::new(offset, opts.missed);
-    let mut failure = (recovery.offset != offset + opts.missed).then(|| {
-        let want = offset + opts.missed;
+    let want = offset + opts.missed;
+    let mut failure = (recovery.offset != want).then(|| {
         format!(
             "the server's position was {} where {want} was expected",
             recovery.offset
         )
     });
-    let replay = tokio::time::timeout(
-        REPLAY_TIMEOUT,
-        read_replay(&mut ws, &topic, &mut check, &replayed),
-    )
-    .await;
-    let replay = replay.unwrap_or_else(|_| {
-        Err(format!(
-            "replay incomplete after {} s",
-            REPLAY_TIMEOUT.as_secs()
-        ))
-    });
+    let replay = read_replay(&mut ws, &topic, &mut check, &replayed);
+    let replay = tokio::time::timeout(REPLAY_TIMEOUT, replay).await;
+    let timed_out = || format!("replay incomplete after {} s", REPLAY_TIMEOUT.as_secs());
+    let replay = replay.unwrap_or_else(|_| Err(timed_out()));
     close(ws).await;
     progress.finish();
     let replay_ms = match replay {
@@ -335,7 +322,7 @@ async fn one_run(
         }
     };
     Ok(RunResult {
-        reply_ms,
+        reply_ms: reply.as_secs_f64() * 1e3,
         replay_ms,
         published_per_sec,
         retries,

@@ -68,8 +68,8 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
             report.latency_ms = done.latencies().summary();
             report.server_cpu_pct = out.cpu.pct();
             report.cpu_us_per_delivery = out.cpu.us_per(done.delivered);
-            report.errors += out.errors + missing(out.expected, done.delivered);
-            out.figures(out.accepted, done.delivered)
+            report.errors += out.tally.errors + missing(out.tally.expected, done.delivered);
+            out.figures(out.tally.accepted, done.delivered)
         }
         None => published((0, 0, &Default::default()), 0, 0, None),
     };

@@ -19,7 +19,7 @@ use sse_stream::SseStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::conn::{self, ConnError, OPEN_TIMEOUT, Shared};
+use crate::conn::{self, ConnError, Shared};
 use crate::error::{Refusal, chain};
 use crate::payload;
 use crate::target::Target;
@@ -29,40 +29,11 @@ const READ_BUFFER: usize = 4096;
 /// Most body bytes of a refusal kept for the failure reason.
 const MAX_ERROR_BODY: usize = 4096;
 
-/// Why a stream could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum SseError {
-    /// Creating, binding or connecting the socket failed.
-    #[error(transparent)]
-    Tcp(ConnError),
-    /// The HTTP exchange or the event stream broke (the whole chain of causes).
-    #[error("sse: {0}")]
-    Http(String),
-    /// The server answered with another status than 200.
-    #[error(transparent)]
-    Refused(Refusal),
-    /// The stream ended before its first event with an `id`.
-    #[error("the stream ended before its first id: line")]
-    ClosedBeforeId,
-    /// A step took longer than [`OPEN_TIMEOUT`].
-    #[error("{step} timed out after {} s: the server is not answering", OPEN_TIMEOUT.as_secs())]
-    Timeout {
-        /// What timed out.
-        step: &'static str,
-    },
-}
-
-/// An open SSE stream that has sent its first `id:` line.
+/// An open SSE stream that has sent its first `id:` line; the task driving its HTTP connection is
+/// aborted when it is let go.
 pub struct SseConn {
     events: SseStream<Incoming>,
-    /// The task driving the HTTP connection; aborted when the stream is let go.
     connection: JoinHandle<()>,
-}
-
-impl std::fmt::Debug for SseConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SseConn")
-    }
 }
 
 impl Drop for SseConn {
@@ -77,20 +48,17 @@ pub async fn open(
     target: &Target,
     source: Option<IpAddr>,
     path: &str,
-) -> Result<SseConn, SseError> {
-    let stream = tokio::time::timeout(OPEN_TIMEOUT, conn::tcp_connect(target.addr, source))
-        .await
-        .map_err(|_| SseError::Timeout { step: "connect" })?
-        .map_err(SseError::Tcp)?;
-    tokio::time::timeout(OPEN_TIMEOUT, start(stream, &target.host_header, path))
-        .await
-        .map_err(|_| SseError::Timeout {
-            step: "stream start",
-        })?
+) -> Result<SseConn, ConnError> {
+    let stream = conn::within("connect", conn::tcp_connect(target.addr, source)).await?;
+    conn::within("stream start", start(stream, &target.host_header, path)).await
 }
 
-async fn start(stream: tokio::net::TcpStream, host: &str, path: &str) -> Result<SseConn, SseError> {
-    let http = |e: hyper::Error| SseError::Http(chain(&e));
+async fn start(
+    stream: tokio::net::TcpStream,
+    host: &str,
+    path: &str,
+) -> Result<SseConn, ConnError> {
+    let http = |e: hyper::Error| ConnError::Handshake(format!("sse: {}", chain(&e)));
     // A small fixed read buffer: idle streams only ever receive pings, and many share a process.
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
         .read_buf_exact_size(Some(READ_BUFFER))
@@ -105,7 +73,7 @@ async fn start(stream: tokio::net::TcpStream, host: &str, path: &str) -> Result<
         .header(HOST, host)
         .header(ACCEPT, "text/event-stream")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| SseError::Http(e.to_string()))?;
+        .map_err(|e| ConnError::Handshake(e.to_string()))?;
     let response = sender.send_request(request).await.map_err(http)?;
     let status = response.status().as_u16();
     if status != 200 {
@@ -115,7 +83,7 @@ async fn start(stream: tokio::net::TcpStream, host: &str, path: &str) -> Result<
             Ok(Ok(body)) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
             _ => String::new(),
         };
-        return Err(SseError::Refused(Refusal::new(status, &body)));
+        return Err(ConnError::Refused(Refusal::new(status, &body)));
     }
     let mut conn = SseConn {
         events: SseStream::new(response.into_body()),
@@ -125,8 +93,12 @@ async fn start(stream: tokio::net::TcpStream, host: &str, path: &str) -> Result<
         match conn.events.next().await {
             Some(Ok(event)) if event.id.is_some() => return Ok(conn),
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(SseError::Http(chain(&e))),
-            None => return Err(SseError::ClosedBeforeId),
+            Some(Err(e)) => return Err(ConnError::Handshake(format!("sse: {}", chain(&e)))),
+            None => {
+                return Err(ConnError::Unexpected(
+                    "the stream ended before its first id: line".to_owned(),
+                ));
+            }
         }
     }
 }

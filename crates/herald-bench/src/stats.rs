@@ -7,15 +7,10 @@ use serde::{Deserialize, Serialize};
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
-    /// Median.
     pub p50: f64,
-    /// 90th percentile.
     pub p90: f64,
-    /// 99th percentile.
     pub p99: f64,
-    /// 99.9th percentile.
     pub p999: f64,
-    /// Largest value seen.
     pub max: f64,
 }
 
@@ -23,12 +18,6 @@ pub struct LatencySummary {
 #[derive(Debug, Clone)]
 pub struct Latencies {
     hist: Histogram<u64>,
-}
-
-impl Default for Latencies {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Latencies {
@@ -81,11 +70,8 @@ impl Latencies {
 /// The smallest, median and largest of a few measurements, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
-    /// Smallest.
     pub min: f64,
-    /// Median (the mean of the middle two for an even count).
     pub median: f64,
-    /// Largest.
     pub max: f64,
 }
 

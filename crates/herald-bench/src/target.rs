@@ -34,11 +34,8 @@ pub enum TargetError {
 /// Where the server listens and under which path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// Socket address of the server.
     pub addr: SocketAddr,
-    /// Value of the HTTP `Host` header.
     pub host_header: String,
-    /// Path prefix without a trailing slash: empty, or for example `/realtime/v1`.
     pub base_path: String,
 }
 
