@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Monotonic nanoseconds since a shared epoch.
-#[derive(Debug, Clone, Copy)]
+/// Monotonic nanoseconds since a shared epoch; handed to workers as the epoch's wall-clock time.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(from = "u64", into = "u64")]
 pub struct Clock {
     epoch: Instant,
     epoch_unix_ns: u64,
@@ -46,6 +47,18 @@ impl Clock {
     /// Nanoseconds from the epoch to `at` (zero if `at` is earlier).
     pub fn ns_at(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl From<u64> for Clock {
+    fn from(epoch_unix_ns: u64) -> Self {
+        Clock::join(epoch_unix_ns)
+    }
+}
+
+impl From<Clock> for u64 {
+    fn from(clock: Clock) -> u64 {
+        clock.epoch_unix_ns
     }
 }
 

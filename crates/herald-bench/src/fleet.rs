@@ -30,7 +30,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const MAX_REASONS: usize = 16;
 
 /// How a fleet's connections reach the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transport {
     /// WebSocket clients of the run's protocol, each subscribed to one channel.
     Ws,
@@ -44,7 +44,7 @@ pub enum Transport {
 }
 
 /// What to open: connection `i` of `base..base + count` follows channel `<prefix>-<i % channels>`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FleetSpec {
     pub target: Target,
     pub token: String,
@@ -450,12 +450,12 @@ pub enum Fleet {
 
 impl Fleet {
     /// Starts opening `spec`, in this process when `spec.count <= per_process`, else in
-    /// `ceil(count / per_process)` workers that get the API key `token`.
-    pub fn start(spec: FleetSpec, per_process: u64, token: &str) -> Result<Self, WorkerError> {
+    /// `ceil(count / per_process)` workers.
+    pub fn start(spec: FleetSpec, per_process: u64) -> Result<Self, WorkerError> {
         if spec.count <= per_process {
             Ok(Fleet::Local(LocalFleet::start(spec)))
         } else {
-            WorkerFleet::spawn(&spec, per_process, token).map(Fleet::Workers)
+            WorkerFleet::spawn(&spec, per_process).map(Fleet::Workers)
         }
     }
 

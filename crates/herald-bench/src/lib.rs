@@ -39,7 +39,6 @@ use anyhow::Context as _;
 use crate::clock::Clock;
 use crate::error::ScenarioError;
 use crate::fleet::{FleetSpec, Transport};
-use crate::payload::BENCH;
 pub use crate::protocol::Protocol;
 use crate::protocol::{App, DEFAULT_APP_ID, DEFAULT_KEY, DEFAULT_SECRET};
 use crate::target::Target;
@@ -221,18 +220,6 @@ pub struct ClientOpts {
     /// Connections per loopback source address (127.0.0.2, 127.0.0.3, ...).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=28_000))]
     pub per_address: u64,
-    /// Run as a worker of a parent benchmark process.
-    #[arg(long, hide = true)]
-    pub worker: bool,
-    /// Worker: global index of its first connection.
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub worker_base: u64,
-    /// Worker: number of connections it opens.
-    #[arg(long, hide = true)]
-    pub worker_count: Option<u64>,
-    /// Worker: the parent's clock epoch, wall-clock ns since 1970.
-    #[arg(long, hide = true)]
-    pub worker_epoch_ns: Option<u64>,
 }
 
 impl Scenario {
@@ -261,54 +248,6 @@ impl Scenario {
             Scenario::Churn { .. } => "churn",
             Scenario::Pg { .. } => "pg",
         }
-    }
-
-    /// The fleet a worker process opens a share of, as the scenario opens it (its channel prefix
-    /// may depend on the run's clock).
-    fn fleet(&self, ctx: &Context) -> Option<FleetSpec> {
-        let spec = |transport, prefix: &str, channels, count, timed| {
-            ctx.fleet_spec(transport, prefix, channels, count, timed)
-        };
-        Some(match self {
-            Scenario::Idle { opts: o, .. } => {
-                spec(Transport::Ws, BENCH, o.channels, o.connections, false)
-            }
-            Scenario::Fanout { opts: o, .. } => {
-                spec(Transport::Ws, BENCH, o.channels, o.subscribers, true)
-            }
-            Scenario::Sse { opts: o, .. } => spec(
-                Transport::Sse,
-                BENCH,
-                o.topics,
-                o.streams,
-                o.publish_rate.is_some(),
-            ),
-            Scenario::Publish { opts: o, .. } => spec(
-                Transport::Ws,
-                publish::PREFIX,
-                o.channels,
-                o.subscribers,
-                true,
-            ),
-            Scenario::Presence { opts: o, .. } => {
-                let transport = Transport::Presence { members: o.members };
-                spec(
-                    transport,
-                    &presence::prefix(&ctx.clock),
-                    o.channels,
-                    o.members,
-                    true,
-                )
-            }
-            Scenario::Pg { opts: o, .. } => spec(
-                Transport::Pg(o.join()),
-                pg::PREFIX,
-                o.groups,
-                o.subscribers,
-                true,
-            ),
-            Scenario::Recover { .. } | Scenario::Churn { .. } => return None,
-        })
     }
 }
 
@@ -363,15 +302,6 @@ fn default_per_process() -> u64 {
         .max(100)
 }
 
-/// A worker's share of `--concurrency`, so that all workers together open about as many
-/// connections at once as one process would.
-fn worker_concurrency(total_concurrency: usize, count: u64, total: u64) -> usize {
-    let share = (total_concurrency as u128 * u128::from(count)).div_ceil(u128::from(total.max(1)));
-    usize::try_from(share)
-        .unwrap_or(total_concurrency)
-        .clamp(1, total_concurrency.max(1))
-}
-
 /// Runs `scenario` in this process.
 async fn measure(ctx: &Context, scenario: Scenario) -> Result<report::Report, ScenarioError> {
     match scenario {
@@ -388,6 +318,9 @@ async fn measure(ctx: &Context, scenario: Scenario) -> Result<report::Report, Sc
 
 /// Runs the chosen scenario and prints its report (a table, and with `--json` a JSON line last).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(spec) = worker::assigned()? {
+        return worker::serve(spec).await.context("worker output");
+    }
     let target = Target::parse(&args.url)?;
     let protocol = args.protocol;
     protocol
@@ -424,7 +357,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let concurrency = usize::try_from(concurrency).unwrap_or(usize::MAX);
 
-    let worker = clients.as_ref().filter(|c| c.worker);
     let ctx = Context {
         target,
         protocol,
@@ -432,9 +364,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         token,
         ws_url,
         server_pid: args.server_pid,
-        clock: worker
-            .and_then(|c| c.worker_epoch_ns)
-            .map_or_else(Clock::start, Clock::join),
+        clock: Clock::start(),
         per_process: clients
             .as_ref()
             .and_then(|c| c.per_process)
@@ -442,19 +372,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         concurrency,
         per_address,
     };
-    if let Some(clients) = worker
-        && let Some(all) = args.scenario.fleet(&ctx)
-    {
-        let count = clients.worker_count.unwrap_or(all.count);
-        let spec = FleetSpec {
-            base: clients.worker_base,
-            count,
-            concurrency: worker_concurrency(concurrency, count, all.count),
-            ..all
-        };
-        return worker::serve(spec).await.context("worker output");
-    }
-
     let report = measure(&ctx, args.scenario).await?;
     print!("{}", report.table());
     if args.json {
@@ -508,45 +425,11 @@ mod tests {
             "idle --connections 0",
             "fanout --rate 0",
             "recover --batch 1001",
-            "churn --worker",
             "idle --protocol mqtt",
             "pg --database-url postgres://127.0.0.1/x --rows-per-tx 10001",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn workers_open_the_fleet_of_their_scenario() {
-        let b = parse("--json presence --members 500 --channels 5 --worker --worker-base 100 --worker-count 200").unwrap();
-        let c = b.scenario.clients().unwrap();
-        assert_eq!(
-            (c.worker, c.worker_base, c.worker_count),
-            (true, 100, Some(200))
-        );
-        assert_eq!(worker_concurrency(200, 10_000, 30_000), 67);
-        let target = Target::parse("http://127.0.0.1:4000").unwrap();
-        let parent = Context {
-            ws_url: target.ws_url(""),
-            target,
-            protocol: Protocol::Phoenix,
-            pusher: App::default(),
-            token: String::new(),
-            server_pid: None,
-            clock: Clock::start(),
-            per_process: 100,
-            concurrency: 8,
-            per_address: 100,
-        };
-        // A worker joins the parent's epoch, so it finds the same channels.
-        let worker = Context {
-            clock: Clock::join(parent.clock.epoch_unix_ns()),
-            ..parent.clone()
-        };
-        let spec = b.scenario.fleet(&parent).unwrap();
-        assert_eq!(spec.transport, Transport::Presence { members: 500 });
-        assert_eq!(b.scenario.fleet(&worker).unwrap().prefix, spec.prefix);
-        assert!(parse("recover").unwrap().scenario.fleet(&parent).is_none());
     }
 
     #[tokio::test]

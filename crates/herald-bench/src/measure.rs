@@ -179,7 +179,7 @@ pub async fn open_fleet(
     needed: bool,
 ) -> Result<(Fleet, ReadyStats), ScenarioError> {
     let total = spec.count;
-    let mut fleet = Fleet::start(spec, ctx.per_process, &ctx.token)?;
+    let mut fleet = Fleet::start(spec, ctx.per_process)?;
     let started = Instant::now();
     let live = fleet.live();
     let progress = Progress::start(move || {

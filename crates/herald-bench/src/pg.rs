@@ -2,7 +2,6 @@
 //! Postgres Changes subscribers' join and hold, and the server's `herald_pg_changes_total` counter.
 
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,7 +52,7 @@ const IDLE_MAX: Duration = Duration::from_secs(120);
 const METRICS_EVERY: Duration = Duration::from_millis(50);
 
 /// How a subscriber of the `pg` scenario joins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct PgJoin {
     /// Claims groups: subscriber i belongs to group `i % groups`.
     pub groups: u64,
@@ -412,45 +411,45 @@ const INSERT: &str = "insert into herald_bench_pg (grp, sent_us, body) \
 /// WAL only every `wal_writer_delay`, 200 ms by default, which would be measured as latency).
 const WRITER_SESSION: &str = "set synchronous_commit = on";
 
-/// Totals of all writers.
+/// What the writers committed, and what failed.
 #[derive(Debug, Default)]
-struct Totals {
-    rows: AtomicU64,
-    transactions: AtomicU64,
-    errors: AtomicU64,
-    reasons: Mutex<Reasons>,
-    per_group: Mutex<Vec<u64>>,
+struct Tally {
+    rows: u64,
+    transactions: u64,
+    errors: u64,
+    reasons: Reasons,
+    /// Rows committed per group.
+    per_group: Vec<u64>,
 }
 
-/// One writer's share of the load.
-struct Writer {
-    client: Client,
-    index: u64,
+/// What all writers share: writer w of `writers` commits its transactions of the schedule.
+struct Writers {
     writers: u64,
+    /// Rows per second of all writers together, or `None`: each as fast as it can.
     rate: Option<u64>,
     groups: u64,
     per_tx: u64,
-    body: Arc<String>,
+    body: String,
     start: Instant,
     limit: Duration,
     clock: Clock,
-    totals: Arc<Totals>,
+    tally: Mutex<Tally>,
 }
 
-impl Writer {
+impl Writers {
     /// Paced, writer w commits transactions w, w + W, w + 2W, ... of the run's schedule (rows
     /// `rate * seconds` in all, transaction k due when its first row is, so that transactions
     /// spread evenly whatever the number of writers), then waits for the end of the run, so that
     /// the rate is measured over the whole run. Unpaced, it commits back to back until the
     /// deadline, its rows' groups cycling from an offset of its own.
-    async fn run(self) {
-        let statement = match self.client.prepare(INSERT).await {
+    async fn write(self: Arc<Self>, client: Client, w: u64) {
+        let statement = match client.prepare(INSERT).await {
             Ok(s) => s,
             Err(e) => return self.fail(1, &e),
         };
         let (groups, deadline) = (self.groups.max(1), self.start + self.limit);
         let total = self.rate.map(|r| r.saturating_mul(self.limit.as_secs()));
-        let (mut next_tx, mut next_row) = (self.index, self.index * groups / self.writers.max(1));
+        let (mut next_tx, mut next_row) = (w, w * groups / self.writers.max(1));
         loop {
             let (first_row, count) = match (self.rate, total) {
                 (Some(rate), Some(total)) => {
@@ -471,26 +470,20 @@ impl Writer {
             if Instant::now() >= deadline {
                 break;
             }
-            let first = first_row % groups;
             let sent_us = clock_unix_us(&self.clock);
-            let [first, groups, sent_us, n] =
-                [first, groups, sent_us, count].map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+            let [first, groups, sent_us, n] = [first_row % groups, groups, sent_us, count]
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                [&first, &groups, &sent_us, self.body.as_ref(), &n];
-            match self.client.execute(&statement, &params).await {
+                [&first, &groups, &sent_us, &self.body, &n];
+            match client.execute(&statement, &params).await {
                 Ok(_) => {
-                    self.totals.rows.fetch_add(count, Relaxed);
-                    self.totals.transactions.fetch_add(1, Relaxed);
-                    if let Ok(mut per_group) = self.totals.per_group.lock() {
-                        add_rows(&mut per_group, first_row, count);
+                    if let Ok(mut t) = self.tally.lock() {
+                        (t.rows, t.transactions) = (t.rows + count, t.transactions + 1);
+                        add_rows(&mut t.per_group, first_row, count);
                     }
                 }
-                Err(e) => {
-                    self.fail(count, &e);
-                    if self.client.is_closed() {
-                        break;
-                    }
-                }
+                Err(e) if client.is_closed() => break self.fail(count, &e),
+                Err(e) => self.fail(count, &e),
             }
         }
     }
@@ -501,9 +494,9 @@ impl Writer {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
             None => e.to_string(),
         };
-        self.totals.errors.fetch_add(rows.max(1), Relaxed);
-        if let Ok(mut reasons) = self.totals.reasons.lock() {
-            reasons.add(reason, rows.max(1));
+        if let Ok(mut t) = self.tally.lock() {
+            t.errors += rows.max(1);
+            t.reasons.add(reason, rows.max(1));
         }
     }
 }
@@ -582,36 +575,31 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     });
 
     let interrupt = Interrupt::watch();
-    let totals = Arc::new(Totals {
-        per_group: Mutex::new(vec![0; usize::try_from(groups).unwrap_or(0)]),
-        ..Totals::default()
-    });
-    let body = Arc::new("x".repeat(opts.payload));
     let window = CpuWindow::start(ctx);
-    let start = window.start;
-    let start_ns = ctx.clock.ns_at(start);
+    let (start, start_ns) = (window.start, ctx.clock.ns_at(window.start));
+    let plan = Arc::new(Writers {
+        writers,
+        rate: (opts.rows_per_sec > 0).then_some(opts.rows_per_sec),
+        groups,
+        per_tx: opts.rows_per_tx,
+        body: "x".repeat(opts.payload),
+        start,
+        limit: Duration::from_secs(opts.duration),
+        clock: ctx.clock,
+        tally: Mutex::new(Tally {
+            per_group: vec![0; usize::try_from(groups).unwrap_or(0)],
+            ..Tally::default()
+        }),
+    });
     let mut tasks = JoinSet::new();
-    for (index, client) in (0..writers).zip(clients) {
-        let writer = Writer {
-            client,
-            index,
-            writers,
-            rate: (opts.rows_per_sec > 0).then_some(opts.rows_per_sec),
-            groups,
-            per_tx: opts.rows_per_tx,
-            body: Arc::clone(&body),
-            start,
-            limit: Duration::from_secs(opts.duration),
-            clock: ctx.clock,
-            totals: Arc::clone(&totals),
-        };
-        tasks.spawn(writer.run());
+    for (w, client) in (0..writers).zip(clients) {
+        tasks.spawn(Arc::clone(&plan).write(client, w));
     }
     let progress = {
-        let (live, totals, seen) = (fleet.live(), Arc::clone(&totals), Arc::clone(&seen));
+        let (live, plan, seen) = (fleet.live(), Arc::clone(&plan), Arc::clone(&seen));
         Progress::start(move || {
             let (l, secs) = (live.snapshot(), start.elapsed().as_secs_f64().max(1e-3));
-            let rows = totals.rows.load(Relaxed);
+            let (rows, errors) = plan.tally.lock().map_or((0, 0), |t| (t.rows, t.errors));
             let ingested = match (baseline, seen.lock().ok().map(|s| s.value)) {
                 (Some(b), Some(v)) => v.saturating_sub(b).to_string(),
                 _ => "-".to_owned(),
@@ -620,7 +608,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
                 "pg: inserted {rows} ({:.0}/s), ingested {ingested}, delivered {}, errors {}",
                 rows as f64 / secs,
                 l.delivered,
-                totals.errors.load(Relaxed)
+                errors
             )
         })
     };
@@ -629,13 +617,13 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         _ = tokio::signal::ctrl_c() => tasks.shutdown().await,
     }
     let insert_end = Instant::now();
-    let rows_inserted = totals.rows.load(Relaxed);
-    let per_group = totals
-        .per_group
+    let tally = plan
+        .tally
         .lock()
-        .map(|g| g.clone())
+        .map(|mut t| std::mem::take(&mut *t))
         .unwrap_or_default();
-    let expected = expected_deliveries(&ready.joined(groups), &per_group, join.per_group);
+    let (rows_inserted, per_group) = (tally.rows, &tally.per_group);
+    let expected = expected_deliveries(&ready.joined(groups), per_group, join.per_group);
     if let (Ok(mut s), Some(b)) = (seen.lock(), baseline) {
         s.target = Some(b + rows_inserted);
         if s.value >= b + rows_inserted {
@@ -687,18 +675,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         .saturating_sub(start_ns) as f64
         / 1e9;
     let delivered = done.delivered;
-    let insert_errors = totals.errors.load(Relaxed);
-    let mut subscribers = subscribers(opts.subscribers, &ready, &done, processes);
-    if let Some((_, reasons)) = subscribers
-        .0
-        .iter_mut()
-        .find(|(k, _)| *k == "failure_reasons")
-    {
-        let mut all = ready.reasons.clone();
-        all.merge(done.failures.clone());
-        *reasons = json!(all);
-    }
-    let detail = subscribers.and(Fields(vec![
+    let detail = subscribers(opts.subscribers, &ready, &done, processes).and(Fields(vec![
         ("groups", json!(groups)),
         ("rls", json!(opts.rls)),
         ("filter", json!(opts.filter)),
@@ -708,13 +685,10 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         ("duration_secs", json!(opts.duration)),
         ("payload_bytes", json!(opts.payload)),
         ("rows_inserted", json!(rows_inserted)),
-        ("transactions", json!(totals.transactions.load(Relaxed))),
+        ("transactions", json!(tally.transactions)),
         ("rows_per_sec", json!(per_sec(rows_inserted, insert_secs))),
-        ("insert_errors", json!(insert_errors)),
-        (
-            "insert_error_reasons",
-            json!(totals.reasons.lock().map(|r| r.clone()).unwrap_or_default()),
-        ),
+        ("insert_errors", json!(tally.errors)),
+        ("insert_error_reasons", json!(tally.reasons)),
         ("changes_ingested", json!(changes_ingested)),
         (
             "changes_ingested_per_sec",
@@ -736,7 +710,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     ]));
     let mut report = Report::deliveries("pg", (&ready, &done), &cpu, elapsed, detail);
     report.delivered_per_sec = report.delivered_per_sec.filter(|_| opts.subscribers > 0);
-    report.errors += insert_errors + done.frames + missing(expected, delivered);
+    report.errors += tally.errors + done.frames + missing(expected, delivered);
     Ok(report)
 }
 

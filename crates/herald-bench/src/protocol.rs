@@ -30,7 +30,7 @@ const CLIENT_EVENT: &str = "client-b";
 const PUSHER_PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
 
 /// The clients' wire protocol.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum Protocol {
     /// Phoenix v2 over `/socket/websocket` (Herald).
     Phoenix,
@@ -51,7 +51,7 @@ pub struct ProtocolError {
 }
 
 /// The credentials of one Pusher app (`--pusher-*`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct App {
     pub id: String,
     pub key: String,

@@ -77,17 +77,20 @@ impl Fields {
     }
 }
 
-/// What fanout, publish and pg report of their subscribers.
+/// What fanout, publish and pg report of their subscribers (with why they failed to join or,
+/// later, dropped).
 pub fn subscribers(
     requested: u64,
     ready: &ReadyStats,
     done: &DoneStats,
     processes: usize,
 ) -> Fields {
+    let mut reasons = ready.reasons.clone();
+    reasons.merge(done.failures.clone());
     Fields(vec![
         ("subscribers_requested", json!(requested)),
         ("subscriber_failures", json!(ready.failed)),
-        ("failure_reasons", json!(ready.reasons)),
+        ("failure_reasons", json!(reasons)),
         ("disconnects", json!(done.disconnects)),
         ("processes", json!(processes)),
     ])

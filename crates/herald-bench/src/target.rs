@@ -32,7 +32,7 @@ pub enum TargetError {
 }
 
 /// Where the server listens and under which path prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub addr: SocketAddr,
     pub host_header: String,

@@ -1,6 +1,7 @@
 //! Worker processes. One process may hold only about 19,000 sockets (the open-file limit), so larger
-//! fleets re-execute this binary with the same command line plus hidden `--worker` flags naming a
-//! share of the connections. A worker opens its share and speaks one JSON object per stdout line:
+//! fleets re-execute this binary with the same command line and, in the environment variable
+//! `HERALD_BENCH_WORKER`, the share of the fleet to open (its `FleetSpec` as JSON, API key
+//! included). A worker opens its share and speaks one JSON object per stdout line:
 //! `progress` lines while it runs, `ready` once every connection was tried, `done` after the parent
 //! writes `stop` to its stdin (or closes it). The parent may write `go <ns>` before that to start
 //! the presence members (`Fleet::go`). This module owns both ends of that exchange.
@@ -18,7 +19,9 @@ use tokio::sync::oneshot;
 use crate::fleet::{
     Counters, DoneStats, FleetSpec, Live, LiveHandle, LocalFleet, ReadyStats, Reasons, shares,
 };
-use crate::token::TOKEN_ENV;
+
+/// The environment variable that makes this process a worker.
+const WORKER_ENV: &str = "HERALD_BENCH_WORKER";
 
 /// How often a worker reports its counts.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -39,6 +42,15 @@ pub enum WorkerError {
     /// The child had no stdout pipe.
     #[error("worker process has no stdout pipe")]
     NoPipe,
+    /// The share handed to the worker could not be written or read.
+    #[error("the worker's share of the fleet ({WORKER_ENV}): {0}")]
+    Spec(#[from] serde_json::Error),
+}
+
+/// The share of a fleet this process opens as a worker, if it is one.
+pub fn assigned() -> Result<Option<FleetSpec>, WorkerError> {
+    let spec = std::env::var(WORKER_ENV).ok();
+    Ok(spec.map(|s| serde_json::from_str(&s)).transpose()?)
 }
 
 /// One line of the worker protocol.
@@ -69,18 +81,24 @@ struct Worker {
 
 impl WorkerFleet {
     /// Starts one worker per share of at most `per_process` connections.
-    pub fn spawn(spec: &FleetSpec, per_process: u64, token: &str) -> Result<Self, WorkerError> {
+    pub fn spawn(spec: &FleetSpec, per_process: u64) -> Result<Self, WorkerError> {
         let exe = std::env::current_exe().map_err(WorkerError::CurrentExe)?;
         let args: Vec<_> = std::env::args_os().skip(1).collect();
         let mut workers = Vec::new();
         for (base, count) in shares(spec.base, spec.count, per_process) {
+            // Its share of the concurrency, so that all together open about as many at once.
+            let share =
+                u128::from(count) * spec.concurrency as u128 / u128::from(spec.count.max(1));
+            let concurrency = usize::try_from(share).unwrap_or(1).max(1);
+            let share = FleetSpec {
+                base,
+                count,
+                concurrency,
+                ..spec.clone()
+            };
             let mut child = Command::new(&exe)
                 .args(&args)
-                .arg("--worker")
-                .args(["--worker-base", &base.to_string()])
-                .args(["--worker-count", &count.to_string()])
-                .args(["--worker-epoch-ns", &spec.clock.epoch_unix_ns().to_string()])
-                .env(TOKEN_ENV, token)
+                .env(WORKER_ENV, serde_json::to_string(&share)?)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
