@@ -12,13 +12,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::Context;
+use crate::clock::due_at;
 use crate::conn::{self, ConnError};
 use crate::error::ScenarioError;
 use crate::fleet::Reasons;
-use crate::measure::{CpuWindow, Interrupt, per_sec, server_cpu, server_rss};
-use crate::pace::due_at;
+use crate::measure::{Phase, per_sec, server_cpu, server_rss};
 use crate::payload;
-use crate::progress::Progress;
 use crate::report::{Fields, Report};
 use crate::stats::{Latencies, round3};
 
@@ -93,14 +92,13 @@ pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError
     let ctx = Arc::new(ctx.clone());
     let rss_before = server_rss(&ctx)?;
     server_cpu(&ctx)?;
-    let window = CpuWindow::start(&ctx);
     let total = opts.rate * opts.duration;
     let live = Arc::new(Live::default());
     let samples = Arc::new(Mutex::new(Vec::new()));
     let sampler = sample_rss(&ctx, Arc::clone(&samples));
-    let progress = {
+    let phase = {
         let live = Arc::clone(&live);
-        Progress::start(move || {
+        Phase::start(&ctx, move || {
             let started = live.started.load(Relaxed);
             let (completed, failed) = (live.completed.load(Relaxed), live.failed.load(Relaxed));
             format!(
@@ -109,30 +107,27 @@ pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError
             )
         })
     };
-    let interrupt = Interrupt::watch();
 
     let permits = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let mut times = Latencies::new();
     let mut reasons = Reasons::default();
     let mut account =
-        |result: Result<Result<Duration, String>, tokio::task::JoinError>| match result {
-            Ok(Ok(took)) => {
+        |result: Result<Result<Duration, String>, tokio::task::JoinError>| match result
+            .unwrap_or_else(|e| Err(format!("cycle task failed: {e}")))
+        {
+            Ok(took) => {
                 live.completed.fetch_add(1, Relaxed);
                 times.record_us(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
             }
-            Ok(Err(reason)) => {
+            Err(reason) => {
                 live.failed.fetch_add(1, Relaxed);
                 reasons.add(reason, 1);
-            }
-            Err(e) => {
-                live.failed.fetch_add(1, Relaxed);
-                reasons.add(format!("cycle task failed: {e}"), 1);
             }
         };
     let start = Instant::now();
     for k in 0..total {
-        if interrupt.is_set() {
+        if phase.interrupted() {
             break;
         }
         tokio::time::sleep_until(due_at(start, k, opts.rate).into()).await;
@@ -164,9 +159,7 @@ pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError
         account(result);
     }
     let run_secs = start.elapsed().as_secs_f64();
-    let cpu = window.end(&ctx);
-    progress.finish();
-    interrupt.finish("stopped starting cycles early");
+    let cpu = phase.end(&ctx, "stopped starting cycles early");
     tokio::time::sleep(SETTLE).await;
     sampler.abort();
     let rss_after = server_rss(&ctx).unwrap_or(None);

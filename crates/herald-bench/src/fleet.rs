@@ -13,16 +13,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::clock::Clock;
+use crate::Context;
 use crate::conn::{self, Shared};
 use crate::payload::channel_name;
 use crate::pg::{self, PgJoin};
 use crate::presence;
-use crate::protocol::{App, Protocol};
+use crate::protocol::Protocol;
 use crate::sse_client;
 use crate::stats::Latencies;
-use crate::target::Target;
-use crate::worker::{WorkerError, WorkerFleet};
 
 /// How long stopped connections get to close before they are dropped.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -46,19 +44,16 @@ pub enum Transport {
 /// What to open: connection `i` of `base..base + count` follows channel `<prefix>-<i % channels>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FleetSpec {
-    pub target: Target,
-    pub token: String,
+    /// The run (its server, key, protocol, clock, concurrency and source addresses).
+    pub ctx: Context,
     pub transport: Transport,
-    pub protocol: Protocol,
-    pub pusher: App,
     pub prefix: String,
     pub channels: u64,
+    /// Global index of the first connection.
     pub base: u64,
     pub count: u64,
-    pub concurrency: usize,
-    pub per_address: u64,
+    /// Whether to time deliveries.
     pub record_latency: bool,
-    pub clock: Clock,
 }
 
 /// Live counts, updated as connections open, receive and drop.
@@ -247,7 +242,7 @@ pub struct LocalFleet {
 impl LocalFleet {
     /// Starts opening the connections in the background.
     pub fn start(spec: FleetSpec) -> Self {
-        let shared = Arc::new(Shared::new(spec.record_latency, spec.clock));
+        let shared = Arc::new(Shared::new(spec.record_latency, spec.ctx.clock));
         let (stop, stop_rx) = watch::channel(false);
         let (go, go_rx) = watch::channel(None);
         let connector = tokio::spawn(connect_all(spec, Arc::clone(&shared), stop_rx, go_rx));
@@ -266,8 +261,7 @@ impl LocalFleet {
         Arc::clone(&self.shared.counters)
     }
 
-    /// Tells presence members to join and track now; `at_ns` is the clock time their completion is
-    /// measured from.
+    /// Tells presence members to join and track now (see [`crate::worker::Fleet::go`]).
     pub fn go(&self, at_ns: u64) {
         let _ = self.go.send(Some(at_ns));
     }
@@ -329,18 +323,19 @@ enum Opened {
 }
 
 /// Opens connection `i` of `spec`.
-async fn open(spec: &FleetSpec, ws_url: &str, i: u64) -> Result<Opened, String> {
-    let source = spec.target.source_for(i, spec.per_address);
+async fn open(spec: &FleetSpec, i: u64) -> Result<Opened, String> {
+    let ctx = &spec.ctx;
+    let (target, protocol, ws_url) = (&ctx.target, ctx.protocol, ctx.ws_url.as_str());
+    let source = target.source_for(i, ctx.per_address);
     let name = channel_name(&spec.prefix, i % spec.channels.max(1));
-    let (target, protocol) = (&spec.target, spec.protocol);
     let opened = match spec.transport {
-        Transport::Ws => conn::open(target, ws_url, source, protocol, &name, &spec.pusher).await,
+        Transport::Ws => conn::open(target, ws_url, source, protocol, &name, &ctx.pusher).await,
         Transport::Presence { .. } => {
             conn::within("connect", conn::connect(target, ws_url, source)).await
         }
         Transport::Pg(join) => pg::open(target, ws_url, source, i, join).await,
         Transport::Sse => {
-            let path = target.sse_path(&name, &spec.token);
+            let path = target.sse_path(&name, &ctx.token);
             let stream = sse_client::open(target, source, &path).await;
             return stream.map(Opened::Sse).map_err(|e| e.to_string());
         }
@@ -355,23 +350,19 @@ async fn connect_all(
     go_rx: watch::Receiver<Option<u64>>,
 ) -> (ReadyStats, JoinSet<()>) {
     let mut ready = ReadyStats {
-        connect_start_ns: spec.clock.now_ns(),
+        connect_start_ns: spec.ctx.clock.now_ns(),
         ..ReadyStats::default()
     };
     let mut per_channel = BTreeMap::<u64, u64>::new();
     let mut holders = JoinSet::new();
     let spec = Arc::new(spec);
     let channels = spec.channels.max(1);
-    let ws_url = Arc::new(
-        spec.target
-            .ws_url_for(spec.protocol, &spec.token, &spec.pusher),
-    );
     let attempts = futures_util::stream::iter(spec.base..spec.base.saturating_add(spec.count))
         .map(|i| {
-            let (spec, ws_url) = (Arc::clone(&spec), Arc::clone(&ws_url));
-            async move { (i, open(&spec, &ws_url, i).await) }
+            let spec = Arc::clone(&spec);
+            async move { (i, open(&spec, i).await) }
         })
-        .buffer_unordered(spec.concurrency.max(1));
+        .buffer_unordered(spec.ctx.concurrency.max(1));
     tokio::pin!(attempts);
     let mut stop = stop_rx.clone();
     loop {
@@ -417,7 +408,7 @@ async fn connect_all(
                 ))
             }
             Transport::Pg(join) => {
-                let handle = pg::subscriber(i, join, spec.clock.epoch_unix_ns());
+                let handle = pg::subscriber(i, join, spec.ctx.clock.epoch_unix_ns());
                 holders.spawn(conn::hold(
                     ws,
                     i,
@@ -429,75 +420,15 @@ async fn connect_all(
                 ))
             }
             _ => {
-                let handle = conn::deliveries(spec.protocol);
-                holders.spawn(conn::hold(ws, i, stop, None, shared, spec.protocol, handle))
+                let protocol = spec.ctx.protocol;
+                let handle = conn::deliveries(protocol);
+                holders.spawn(conn::hold(ws, i, stop, None, shared, protocol, handle))
             }
         };
     }
     ready.joined_per_channel = per_channel.into_iter().collect();
-    ready.connect_end_ns = spec.clock.now_ns();
+    ready.connect_end_ns = spec.ctx.clock.now_ns();
     (ready, holders)
-}
-
-/// Connections in this process or in worker processes.
-#[derive(Debug)]
-pub enum Fleet {
-    /// All connections in this process.
-    Local(LocalFleet),
-    /// Connections spread over child processes.
-    Workers(WorkerFleet),
-}
-
-impl Fleet {
-    /// Starts opening `spec`, in this process when `spec.count <= per_process`, else in
-    /// `ceil(count / per_process)` workers.
-    pub fn start(spec: FleetSpec, per_process: u64) -> Result<Self, WorkerError> {
-        if spec.count <= per_process {
-            Ok(Fleet::Local(LocalFleet::start(spec)))
-        } else {
-            WorkerFleet::spawn(&spec, per_process).map(Fleet::Workers)
-        }
-    }
-
-    /// Number of client processes holding connections.
-    pub fn processes(&self) -> usize {
-        match self {
-            Fleet::Local(_) => 1,
-            Fleet::Workers(w) => w.processes(),
-        }
-    }
-
-    /// A handle on the live counts.
-    pub fn live(&self) -> LiveHandle {
-        match self {
-            Fleet::Local(l) => LiveHandle(vec![l.counters()]),
-            Fleet::Workers(w) => w.live(),
-        }
-    }
-
-    /// Tells presence members to join and track now (see [`LocalFleet::go`]).
-    pub async fn go(&mut self, at_ns: u64) {
-        match self {
-            Fleet::Local(l) => l.go(at_ns),
-            Fleet::Workers(w) => w.go(at_ns).await,
-        }
-    }
-
-    /// Waits until every connection has been tried.
-    pub async fn wait_ready(&mut self) -> ReadyStats {
-        match self {
-            Fleet::Local(l) => l.wait_ready().await,
-            Fleet::Workers(w) => w.wait_ready().await,
-        }
-    }
-
-    /// Stops all connections and collects the results.
-    pub async fn stop(self) -> DoneStats {
-        match self {
-            Fleet::Local(l) => l.stop().await,
-            Fleet::Workers(w) => w.stop().await,
-        }
-    }
 }
 
 /// Splits `count` connections starting at `base` into shares of at most `per_process`, as even as
@@ -507,7 +438,7 @@ pub fn shares(base: u64, count: u64, per_process: u64) -> Vec<(u64, u64)> {
     let mut next = base;
     (0..n)
         .map(|k| {
-            let size = crate::pace::share(count, n, k);
+            let size = crate::clock::share(count, n, k);
             next += size;
             (next - size, size)
         })

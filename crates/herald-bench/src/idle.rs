@@ -7,12 +7,13 @@ use serde_json::json;
 
 use crate::Context;
 use crate::error::ScenarioError;
-use crate::fleet::{DoneStats, Fleet, FleetSpec, ReadyStats, Transport};
+use crate::fleet::{DoneStats, FleetSpec, ReadyStats, Transport};
 use crate::measure::{self, open_fleet, server_rss};
 use crate::payload::BENCH;
 use crate::procfs;
 use crate::report::{Fields, Report};
 use crate::stats::round3;
+use crate::worker::Fleet;
 
 /// Options of an idle run: its command-line flags.
 #[derive(clap::Args, Debug, Clone, Copy)]

@@ -13,12 +13,10 @@ mod fleet;
 mod http;
 mod idle;
 mod measure;
-mod pace;
 mod payload;
 mod pg;
 mod presence;
 mod procfs;
-mod progress;
 mod protocol;
 mod publish;
 mod publisher;
@@ -252,7 +250,7 @@ impl Scenario {
 }
 
 /// What every scenario needs to know about the run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Context {
     pub target: Target,
     pub protocol: Protocol,
@@ -277,19 +275,13 @@ impl Context {
         record_latency: bool,
     ) -> FleetSpec {
         FleetSpec {
-            target: self.target.clone(),
-            token: self.token.clone(),
+            ctx: self.clone(),
             transport,
-            protocol: self.protocol,
-            pusher: self.pusher.clone(),
             prefix: prefix.to_owned(),
             channels,
             base: 0,
             count,
-            concurrency: self.concurrency,
-            per_address: self.per_address,
             record_latency,
-            clock: self.clock,
         }
     }
 }

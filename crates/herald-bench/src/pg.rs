@@ -17,15 +17,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::Context;
 use crate::clock::Clock;
+use crate::clock::due_at;
 use crate::conn::{self, ConnError, Event, Handled, Shared, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{Reasons, Transport};
 use crate::http;
-use crate::measure::{
-    CpuWindow, Interrupt, missing, open_fleet, per_sec, server_cpu, settle, shortfall,
-};
-use crate::pace::due_at;
-use crate::progress::Progress;
+use crate::measure::{Phase, missing, open_fleet, per_sec, server_cpu, shortfall};
 use crate::protocol::Protocol;
 use crate::report::{Fields, Report, subscribers};
 use crate::stats::round3;
@@ -574,9 +571,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         })
     });
 
-    let interrupt = Interrupt::watch();
-    let window = CpuWindow::start(ctx);
-    let (start, start_ns) = (window.start, ctx.clock.ns_at(window.start));
+    let (start, start_ns) = (Instant::now(), ctx.clock.now_ns());
     let plan = Arc::new(Writers {
         writers,
         rate: (opts.rows_per_sec > 0).then_some(opts.rows_per_sec),
@@ -591,13 +586,9 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
             ..Tally::default()
         }),
     });
-    let mut tasks = JoinSet::new();
-    for (w, client) in (0..writers).zip(clients) {
-        tasks.spawn(Arc::clone(&plan).write(client, w));
-    }
-    let progress = {
+    let phase = {
         let (live, plan, seen) = (fleet.live(), Arc::clone(&plan), Arc::clone(&seen));
-        Progress::start(move || {
+        Phase::start(ctx, move || {
             let (l, secs) = (live.snapshot(), start.elapsed().as_secs_f64().max(1e-3));
             let (rows, errors) = plan.tally.lock().map_or((0, 0), |t| (t.rows, t.errors));
             let ingested = match (baseline, seen.lock().ok().map(|s| s.value)) {
@@ -612,9 +603,13 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
             )
         })
     };
-    tokio::select! {
-        _ = async { while tasks.join_next().await.is_some() {} } => {}
-        _ = tokio::signal::ctrl_c() => tasks.shutdown().await,
+    let mut tasks = JoinSet::new();
+    for (w, client) in (0..writers).zip(clients) {
+        tasks.spawn(Arc::clone(&plan).write(client, w));
+    }
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if phase.unless_interrupted(all).await.is_none() {
+        tasks.shutdown().await;
     }
     let insert_end = Instant::now();
     let tally = plan
@@ -641,19 +636,11 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
     };
     let ingested = || baseline.is_none() || seen.lock().map_or(true, |s| s.reached_ns > 0);
     let all_in = |now: &(u64, u64)| now.0 >= expected && ingested();
-    settle(
-        (insert_end, WAIT_MAX, WAIT_QUIET),
-        &interrupt.flag(),
-        watch,
-        all_in,
-    )
-    .await;
+    phase.settle((WAIT_MAX, WAIT_QUIET), watch, all_in).await;
     if let Some(poller) = poller {
         poller.abort();
     }
-    let cpu = window.end(ctx);
-    progress.finish();
-    interrupt.finish("stopped inserting early");
+    let cpu = phase.end(ctx, "stopped inserting early");
     let done = fleet.stop().await;
     drop(admin);
 

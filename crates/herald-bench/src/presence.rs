@@ -12,8 +12,7 @@ use crate::clock::Clock;
 use crate::conn::{Event, Handled, Shared};
 use crate::error::ScenarioError;
 use crate::fleet::Transport;
-use crate::measure::{CpuWindow, Interrupt, open_fleet, server_cpu, settle};
-use crate::progress::Progress;
+use crate::measure::{Phase, open_fleet, server_cpu};
 use crate::report::{Fields, Report};
 use crate::stats::round3;
 
@@ -145,13 +144,10 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
     let processes = fleet.processes();
 
     // Everyone joins and tracks at once.
-    let window = CpuWindow::start(ctx);
-    let go_ns = ctx.clock.ns_at(window.start);
-    fleet.go(go_ns).await;
     let (live, established) = (fleet.live(), ready.established);
-    let progress = {
+    let phase = {
         let live = live.clone();
-        Progress::start(move || {
+        Phase::start(ctx, move || {
             let l = live.snapshot();
             format!(
                 "presence: {}/{established} members have every key, {} presence frames, {} failed",
@@ -159,17 +155,16 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
             )
         })
     };
-    let interrupt = Interrupt::watch();
-    let limits = (window.start, Duration::from_secs(opts.timeout), QUIET);
+    let go_ns = ctx.clock.ns_at(phase.start);
+    fleet.go(go_ns).await;
     let watch = || {
         let l = live.snapshot();
         (l.delivered, l.frames, l.disconnects)
     };
     let all_in = |(delivered, _, failed): &(u64, u64, u64)| delivered + failed >= established;
-    settle(limits, &interrupt.flag(), watch, all_in).await;
-    interrupt.finish("stopping early");
-    let cpu = window.end(ctx);
-    progress.finish();
+    let limits = (Duration::from_secs(opts.timeout), QUIET);
+    phase.settle(limits, watch, all_in).await;
+    let cpu = phase.end(ctx, "stopping early");
     let done = fleet.stop().await;
 
     let complete = done.delivered;

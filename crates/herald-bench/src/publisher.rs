@@ -3,8 +3,8 @@
 //! fast as the server answers, counting what the server accepted, refused and should deliver; then
 //! the wait for the deliveries.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,14 +14,13 @@ use herald_protocol::{JoinConfig, client};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::clock::{due_at, due_by, share};
 use crate::conn::{self, ConnError, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{DoneStats, LiveHandle, Reasons};
 use crate::http::{self, HttpError};
-use crate::measure::{Cpu, CpuWindow, settle};
-use crate::pace::{due_at, due_by, share};
+use crate::measure::{Cpu, Phase};
 use crate::payload::{PayloadBuilder, channel_name};
-use crate::progress::Progress;
 use crate::protocol::{self, PUSHER_MAX_BATCH, Protocol};
 use crate::report::{Fields, published};
 use crate::{Context, PublisherKind};
@@ -571,22 +570,10 @@ pub async fn publish(
             source,
         })?);
     }
-    let totals = Arc::new(Totals::default());
-    let window = CpuWindow::start(&ctx);
-    let start = window.start;
-    let mut tasks = JoinSet::new();
-    let mut sockets = sockets.into_iter();
-    for j in 0..plan.connections {
-        let job = Job::new(&plan, j, start, &joined, &totals);
-        let (ctx, p) = (Arc::clone(&ctx), Arc::clone(&plan));
-        match sockets.next() {
-            Some(ws) => tasks.spawn(ws_publisher(ctx, p, job, ws)),
-            None => tasks.spawn(http_publisher(ctx, p, job, retry)),
-        };
-    }
-    let progress = {
+    let (totals, start) = (Arc::new(Totals::default()), Instant::now());
+    let phase = {
         let (live, t) = (live.clone(), Arc::clone(&totals));
-        Progress::start(move || {
+        Phase::start(&ctx, move || {
             let (t, l, secs) = (t.get(), live.snapshot(), start.elapsed().as_secs_f64());
             format!(
                 "{label}: accepted {} ({:.0}/s), refused {}, delivered {}/{}, {} dropped",
@@ -599,14 +586,19 @@ pub async fn publish(
             )
         })
     };
-    let interrupted = AtomicBool::new(false);
-    tokio::select! {
-        _ = async { while tasks.join_next().await.is_some() {} } => {}
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("interrupted: stopped publishing early");
-            interrupted.store(true, Relaxed);
-            tasks.shutdown().await;
-        }
+    let mut tasks = JoinSet::new();
+    let mut sockets = sockets.into_iter();
+    for j in 0..plan.connections {
+        let job = Job::new(&plan, j, phase.start, &joined, &totals);
+        let (ctx, p) = (Arc::clone(&ctx), Arc::clone(&plan));
+        match sockets.next() {
+            Some(ws) => tasks.spawn(ws_publisher(ctx, p, job, ws)),
+            None => tasks.spawn(http_publisher(ctx, p, job, retry)),
+        };
+    }
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if phase.unless_interrupted(all).await.is_none() {
+        tasks.shutdown().await;
     }
     // Interrupted before any publisher finished: publishing ended now.
     let now = ctx.clock.now_ns();
@@ -617,13 +609,14 @@ pub async fn publish(
     });
     let expected = totals.get().expected;
     let delivered = || live.snapshot().delivered;
-    let limits = (Instant::now(), DRAIN_MAX, DRAIN_QUIET);
-    settle(limits, &interrupted, delivered, |d| *d >= expected).await;
-    let cpu = window.end(&ctx);
-    progress.finish();
+    phase
+        .settle((DRAIN_MAX, DRAIN_QUIET), delivered, |d| *d >= expected)
+        .await;
+    let start_ns = ctx.clock.ns_at(phase.start);
+    let cpu = phase.end(&ctx, "stopped publishing early");
     Ok(Outcome {
         tally: totals.get(),
-        start_ns: ctx.clock.ns_at(start),
+        start_ns,
         cpu,
     })
 }
