@@ -61,7 +61,7 @@ const SECRET: &str = "bench-test-secret-bench-test-secret-0123";
 
 /// A Herald on an ephemeral loopback port, with history in a directory of its own.
 struct Herald {
-    running: Option<Running>,
+    running: Running,
     addr: SocketAddr,
     _data: tempfile::TempDir,
 }
@@ -80,7 +80,7 @@ impl Herald {
         let running = herald_server::start(config, None).await.unwrap();
         Herald {
             addr: running.addr,
-            running: Some(running),
+            running,
             _data: data,
         }
     }
@@ -102,14 +102,9 @@ impl Herald {
 
     /// Waits until the server has let go of every connection (closing is not instant on its side).
     async fn wait_until_empty(&self) {
-        let Some(running) = &self.running else { return };
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while running
-            .state
-            .connections
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-        {
+        let connections = &self.running.state.connections;
+        while connections.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "connections still open"
@@ -118,10 +113,8 @@ impl Herald {
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(running) = self.running.take() {
-            running.shutdown().await;
-        }
+    async fn stop(self) {
+        self.running.shutdown().await;
     }
 }
 
@@ -143,15 +136,12 @@ fn context_for(addr: SocketAddr, protocol: Protocol, token: &str) -> Context {
     }
 }
 
-/// The first failure reason under `key` of a report's `detail`.
-fn first_reason(report: &Report, key: &str) -> String {
-    let reasons = report
-        .detail
-        .get(key)
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    reasons.keys().next().cloned().unwrap_or_default()
+/// The first failure reason of a report's `detail`.
+fn first_reason(report: &Report) -> String {
+    let reasons = report.detail.get("failure_reasons").as_object();
+    reasons
+        .and_then(|r| r.keys().next().cloned())
+        .unwrap_or_default()
 }
 
 /// Runs `herald bench <args>` against the server of `ctx`.
@@ -364,7 +354,7 @@ async fn churn_cycles_connect_join_leave_and_close() {
         (n(&report, "completed"), n(&report, "failed"), report.errors),
         (0, 5, 5)
     );
-    let reason = first_reason(&report, "failure_reasons");
+    let reason = first_reason(&report);
     assert!(reason.contains("start the server"), "{reason}");
 }
 
@@ -386,7 +376,7 @@ async fn refusals_say_what_to_change() {
         "{}",
         report.table()
     );
-    let reason = first_reason(&report, "failure_reasons");
+    let reason = first_reason(&report);
     assert!(
         reason.contains("HTTP 429 Too many connected users"),
         "{reason}"
@@ -421,7 +411,7 @@ async fn refusals_say_what_to_change() {
         .await
         .unwrap();
     assert_eq!((report.connections, n(&report, "failed")), (0, 3));
-    let reason = first_reason(&report, "failure_reasons");
+    let reason = first_reason(&report);
     assert!(
         reason.contains("HTTP 401") && reason.contains("--token"),
         "{reason}"

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use herald_protocol::{InboundPayload, JoinConfig, PostgresBinding, client};
+use herald_protocol::{JoinConfig, client};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -127,17 +127,14 @@ pub async fn open(
     let secret = token::secret()
         .ok_or_else(|| ConnError::Token(format!("{} is not set", token::SECRET_ENV)))?;
     let access_token = group_token(&secret, group).map_err(|e| ConnError::Token(e.to_string()))?;
-    let mut binding = json!({"event": "INSERT", "schema": "public", "table": TABLE});
-    if join.filter {
-        binding["filter"] = format!("grp=eq.{group}").into();
-    }
+    let filter = join.filter.then(|| format!("grp=eq.{group}"));
     let config = JoinConfig {
-        postgres_changes: binding
-            .as_object()
-            .cloned()
-            .map(|raw| PostgresBinding { raw })
-            .into_iter()
-            .collect(),
+        postgres_changes: vec![client::postgres_binding(
+            "INSERT",
+            "public",
+            TABLE,
+            filter.as_deref(),
+        )],
         access_token: Some(access_token),
         ..JoinConfig::default()
     };
@@ -153,7 +150,7 @@ pub async fn open(
                 Some(Ok(_)) => joined = true,
                 Some(Err(reason)) => return Some(Err(ConnError::JoinRefused(reason))),
                 None if client::system(&frame, "ok")
-                    .is_some_and(|m| m == "Subscribed to PostgreSQL") =>
+                    .is_some_and(|m| m == client::POSTGRES_SUBSCRIBED) =>
                 {
                     subscribed = true;
                 }
@@ -182,22 +179,8 @@ struct RowChange {
 
 /// The row of a `postgres_changes` frame, if `text` is one about the benchmark table.
 fn parse_change(text: &str) -> Option<RowChange> {
-    #[derive(Deserialize)]
-    struct Payload {
-        data: Data,
-    }
-    #[derive(Deserialize)]
-    struct Data {
-        #[serde(default)]
-        table: Option<String>,
-        record: RowChange,
-    }
-    let frame = client::decode(text).filter(|f| f.event == "postgres_changes")?;
-    let InboundPayload::Json(payload) = &frame.payload else {
-        return None;
-    };
-    let data = serde_json::from_str::<Payload>(payload.get()).ok()?.data;
-    data.table.is_none_or(|t| t == TABLE).then_some(data.record)
+    let (table, row) = client::postgres_change::<RowChange>(&client::decode(text)?)?;
+    table.is_none_or(|t| t == TABLE).then_some(row)
 }
 
 /// Wall-clock µs since 1970 on `clock` (its monotonic reading, lined up with the wall clock once).
