@@ -6,24 +6,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::Context;
 use crate::conn::{self, Shared};
+use crate::http;
 use crate::payload::channel_name;
 use crate::pg::{self, PgJoin};
 use crate::presence;
 use crate::protocol::Protocol;
-use crate::sse_client;
 use crate::stats::Latencies;
 
-/// How long stopped connections get to close before they are dropped.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Distinct failure reasons kept; the rest are counted under "other".
 const MAX_REASONS: usize = 16;
 
@@ -220,6 +217,24 @@ impl DoneStats {
         self.failures.merge(other.failures);
     }
 
+    /// What the connections of `shared` received.
+    pub fn of(shared: &Shared) -> Self {
+        let latency = shared.latency.as_ref().and_then(|l| l.lock().ok());
+        let c = &shared.counters;
+        DoneStats {
+            delivered: c.delivered.load(Relaxed),
+            disconnects: c.disconnects.load(Relaxed),
+            last_delivery_ns: c.last_delivery_ns.load(Relaxed),
+            latency_us: latency.map(|h| h.to_pairs()).unwrap_or_default(),
+            frames: c.frames.load(Relaxed),
+            failures: shared
+                .failures
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The latencies as a histogram.
     pub fn latencies(&self) -> Latencies {
         let mut l = Latencies::new();
@@ -228,98 +243,10 @@ impl DoneStats {
     }
 }
 
-/// Connections held by this process.
-#[derive(Debug)]
-pub struct LocalFleet {
-    shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    go: watch::Sender<Option<u64>>,
-    connector: Option<JoinHandle<(ReadyStats, JoinSet<()>)>>,
-    holders: Option<JoinSet<()>>,
-    ready: Option<ReadyStats>,
-}
-
-impl LocalFleet {
-    /// Starts opening the connections in the background.
-    pub fn start(spec: FleetSpec) -> Self {
-        let shared = Arc::new(Shared::new(spec.record_latency, spec.ctx.clock));
-        let (stop, stop_rx) = watch::channel(false);
-        let (go, go_rx) = watch::channel(None);
-        let connector = tokio::spawn(connect_all(spec, Arc::clone(&shared), stop_rx, go_rx));
-        Self {
-            shared,
-            stop,
-            go,
-            connector: Some(connector),
-            holders: None,
-            ready: None,
-        }
-    }
-
-    /// The live counts.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.shared.counters)
-    }
-
-    /// Tells presence members to join and track now (see [`crate::worker::Fleet::go`]).
-    pub fn go(&self, at_ns: u64) {
-        let _ = self.go.send(Some(at_ns));
-    }
-
-    /// Waits until every connection has been tried. Cancel-safe.
-    pub async fn wait_ready(&mut self) -> ReadyStats {
-        if let Some(handle) = self.connector.as_mut() {
-            // The connector only ends abnormally if it panicked; report what the counters saw.
-            let (ready, holders) = handle.await.unwrap_or_else(|e| {
-                let live = self.shared.counters.snapshot();
-                let mut reasons = Reasons::default();
-                reasons.add(format!("connector task failed: {e}"), 1);
-                let (established, failed) = (live.established, live.failed);
-                let ready = ReadyStats {
-                    established,
-                    failed,
-                    reasons,
-                    ..ReadyStats::default()
-                };
-                (ready, JoinSet::new())
-            });
-            self.connector = None;
-            self.holders = Some(holders);
-            self.ready = Some(ready);
-        }
-        self.ready.clone().unwrap_or_default()
-    }
-
-    /// Stops every connection (stopping the opening too, if still under way) and collects results.
-    pub async fn stop(mut self) -> DoneStats {
-        let _ = self.stop.send(true);
-        self.wait_ready().await;
-        if let Some(mut holders) = self.holders.take() {
-            let drain = async { while holders.join_next().await.is_some() {} };
-            let _ = tokio::time::timeout(STOP_GRACE, drain).await;
-        }
-        let latency = self.shared.latency.as_ref().and_then(|l| l.lock().ok());
-        let c = &self.shared.counters;
-        DoneStats {
-            delivered: c.delivered.load(Relaxed),
-            disconnects: c.disconnects.load(Relaxed),
-            last_delivery_ns: c.last_delivery_ns.load(Relaxed),
-            latency_us: latency.map(|h| h.to_pairs()).unwrap_or_default(),
-            frames: c.frames.load(Relaxed),
-            failures: self
-                .shared
-                .failures
-                .lock()
-                .map(|f| f.clone())
-                .unwrap_or_default(),
-        }
-    }
-}
-
 /// An opened connection, ready to be held.
 enum Opened {
     Ws(conn::Ws),
-    Sse(sse_client::SseConn),
+    Sse(http::SseConn),
 }
 
 /// Opens connection `i` of `spec`.
@@ -336,14 +263,14 @@ async fn open(spec: &FleetSpec, i: u64) -> Result<Opened, String> {
         Transport::Pg(join) => pg::open(target, ws_url, source, i, join).await,
         Transport::Sse => {
             let path = target.sse_path(&name, &ctx.token);
-            let stream = sse_client::open(target, source, &path).await;
+            let stream = http::open(target, source, &path).await;
             return stream.map(Opened::Sse).map_err(|e| e.to_string());
         }
     };
     opened.map(Opened::Ws).map_err(|e| e.to_string())
 }
 
-async fn connect_all(
+pub async fn connect_all(
     spec: FleetSpec,
     shared: Arc<Shared>,
     stop_rx: watch::Receiver<bool>,
@@ -387,7 +314,7 @@ async fn connect_all(
         let (stop, shared) = (stop_rx.clone(), Arc::clone(&shared));
         let ws = match opened {
             Opened::Sse(s) => {
-                holders.spawn(sse_client::hold(s, stop, shared));
+                holders.spawn(http::hold(s, stop, shared));
                 continue;
             }
             Opened::Ws(ws) => ws,

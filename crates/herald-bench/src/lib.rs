@@ -23,7 +23,6 @@ mod publisher;
 mod recover;
 mod report;
 mod sse;
-mod sse_client;
 mod stats;
 mod target;
 mod token;
@@ -221,16 +220,22 @@ pub struct ClientOpts {
 }
 
 impl Scenario {
-    /// How the scenario's fleet is opened; `None` for a scenario without one.
-    fn clients(&self) -> Option<&ClientOpts> {
+    /// How the scenario opens connections: at once, per process (`None`: the default) and per
+    /// source address.
+    fn opening(&self) -> (u64, Option<u64>, u64) {
         match self {
-            Scenario::Idle { clients, .. }
-            | Scenario::Fanout { clients, .. }
-            | Scenario::Sse { clients, .. }
-            | Scenario::Publish { clients, .. }
-            | Scenario::Presence { clients, .. }
-            | Scenario::Pg { clients, .. } => Some(clients),
-            Scenario::Recover { .. } | Scenario::Churn { .. } => None,
+            Scenario::Idle { clients: c, .. }
+            | Scenario::Fanout { clients: c, .. }
+            | Scenario::Sse { clients: c, .. }
+            | Scenario::Publish { clients: c, .. }
+            | Scenario::Presence { clients: c, .. }
+            | Scenario::Pg { clients: c, .. } => (c.concurrency, c.per_process, c.per_address),
+            Scenario::Churn {
+                concurrency,
+                per_address,
+                ..
+            } => (*concurrency, None, *per_address),
+            Scenario::Recover { .. } => (1, None, 20_000),
         }
     }
 
@@ -315,53 +320,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let target = Target::parse(&args.url)?;
     let protocol = args.protocol;
+    let peers = matches!(
+        args.scenario,
+        Scenario::Idle { .. } | Scenario::Fanout { .. }
+    );
     protocol
-        .check(
-            args.scenario.name(),
-            matches!(
-                args.scenario,
-                Scenario::Idle { .. } | Scenario::Fanout { .. }
-            ),
-        )
+        .check(args.scenario.name(), peers)
         .map_err(ScenarioError::from)?;
     // The peers take anyone: they need no key, and none is sent to them.
-    let token = if protocol == Protocol::Phoenix {
-        token::resolve(args.token.as_deref())?
-    } else {
-        String::new()
+    let token = match protocol {
+        Protocol::Phoenix => token::resolve(args.token.as_deref())?,
+        _ => String::new(),
     };
     let app = App {
         id: args.pusher_app_id,
         key: args.pusher_key,
         secret: args.pusher_secret,
     };
-    let clients = args.scenario.clients().cloned();
-    let ws_url = target.ws_url_for(protocol, &token, &app);
-    let (concurrency, per_address) = match &args.scenario {
-        Scenario::Churn {
-            concurrency,
-            per_address,
-            ..
-        } => (*concurrency, *per_address),
-        _ => clients
-            .as_ref()
-            .map_or((1, 20_000), |c| (c.concurrency, c.per_address)),
-    };
-    let concurrency = usize::try_from(concurrency).unwrap_or(usize::MAX);
-
+    let (concurrency, per_process, per_address) = args.scenario.opening();
     let ctx = Context {
+        ws_url: target.ws_url_for(protocol, &token, &app),
         target,
         protocol,
         pusher: app,
         token,
-        ws_url,
         server_pid: args.server_pid,
         clock: Clock::start(),
-        per_process: clients
-            .as_ref()
-            .and_then(|c| c.per_process)
-            .unwrap_or_else(default_per_process),
-        concurrency,
+        per_process: per_process.unwrap_or_else(default_per_process),
+        concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
         per_address,
     };
     let report = measure(&ctx, args.scenario).await?;

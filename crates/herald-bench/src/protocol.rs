@@ -502,28 +502,21 @@ mod tests {
 
     #[test]
     fn reads_the_peers_deliveries_and_pings() {
-        let pusher = Protocol::Pusher;
-        let event = r#"{"event":"b","channel":"private-bench-0","data":"{\"t\":78,\"pad\":\"\"}"}"#;
-        assert_eq!(pusher.send_time(event), Some(78));
-        let client_event = pusher.publish_frame("bench-1", r#"{"t":5}"#);
-        assert_eq!(pusher.send_time(&client_event), Some(5));
-        assert_eq!(
-            pusher.pong_for(r#"{"event":"pusher:ping","data":{}}"#),
-            Some(PUSHER_PONG)
-        );
+        let event = r#"{"event":"b","channel":"private-bench-0","data":"{\"t\":78}"}"#;
+        let client_event = Protocol::Pusher.publish_frame("bench-1", r#"{"t":5}"#);
         let error = r#"{"event":"pusher:error","data":{"code":4009,"message":"unauthorized"}}"#;
-        assert_eq!(
-            pusher.refusal(error).as_deref(),
-            Some("unauthorized (4009)")
-        );
-        assert_eq!(
-            Protocol::Socketio.send_time(r#"42["msg",{"t":77}]"#),
-            Some(77)
-        );
+        for (protocol, text, t) in [
+            (Protocol::Pusher, event, 78),
+            (Protocol::Pusher, &client_event, 5),
+            (Protocol::Socketio, r#"42["msg",{"t":77}]"#, 77),
+            (Protocol::Plain, r#"{"channel":"c","data":{"t":2}}"#, 2),
+        ] {
+            assert_eq!(protocol.send_time(text), Some(t), "{text}");
+        }
+        let ping = r#"{"event":"pusher:ping","data":{}}"#;
+        assert_eq!(Protocol::Pusher.pong_for(ping), Some(PUSHER_PONG));
         assert_eq!(Protocol::Socketio.pong_for("2"), Some("3"));
-        assert_eq!(
-            Protocol::Plain.send_time(r#"{"channel":"c","data":{"t":2}}"#),
-            Some(2)
-        );
+        let refusal = Protocol::Pusher.refusal(error);
+        assert_eq!(refusal.as_deref(), Some("unauthorized (4009)"));
     }
 }

@@ -237,98 +237,108 @@ async fn read_replay(
     Err("connection ended during the replay".to_owned())
 }
 
-/// What one run measured.
-#[derive(Debug)]
-struct RunResult {
-    reply_ms: f64,
-    replay_ms: Option<f64>,
-    published_per_sec: f64,
+/// What the runs measured.
+#[derive(Debug, Default)]
+struct Runs {
+    replays_ms: Vec<f64>,
+    join_reply_ms: Vec<f64>,
+    published_per_sec: Vec<f64>,
     retries: u64,
-    check: OffsetCheck,
-    failure: Option<String>,
+    gaps: u64,
+    duplicates: u64,
+    complete: u64,
+    failure_reasons: Reasons,
 }
 
-/// One run (of `runs`) on channel `<prefix>-<run>`.
-async fn one_run(
-    ctx: &Context,
-    opts: RecoverOpts,
-    prefix: &str,
-    run: u64,
-) -> Result<RunResult, ScenarioError> {
-    let name = channel_name(prefix, run);
-    let topic = format!("realtime:{name}");
-    let what = format!("joining {topic} to learn its position");
-    let (ws, recovery, _) = join_recovering(ctx, &topic, ("", 0), &what).await?;
-    close(ws).await;
-    let Some(Recovery {
-        epoch: Some(epoch),
-        offset,
-        ..
-    }) = recovery
-    else {
-        return Err(ScenarioError::NoHistory(name));
-    };
-    let (published_per_sec, retries) = publish_missed(ctx, prefix, run, opts).await?;
-
-    let replayed = Arc::new(AtomicU64::new(0));
-    let progress = {
-        let (replayed, runs, missed) = (Arc::clone(&replayed), opts.runs, opts.missed);
-        Progress::start(move || {
-            let replayed = replayed.load(Relaxed);
-            format!(
-                "recover: run {}/{runs}: replayed {replayed}/{missed}",
-                run + 1
-            )
-        })
-    };
-    let what = format!("recovering join of {topic}");
-    let (mut ws, recovery, reply) = join_recovering(ctx, &topic, (&epoch, offset), &what).await?;
-    let sent_at = Instant::now() - reply;
-    let recovery = recovery.filter(|r| r.recovered);
-    let Some(recovery) = recovery else {
+impl Runs {
+    /// Run `run` (of `opts.runs`) on channel `<prefix>-<run>`.
+    async fn one(
+        &mut self,
+        ctx: &Context,
+        opts: RecoverOpts,
+        prefix: &str,
+        run: u64,
+    ) -> Result<(), ScenarioError> {
+        let name = channel_name(prefix, run);
+        let topic = format!("realtime:{name}");
+        let what = format!("joining {topic} to learn its position");
+        let (ws, recovery, _) = join_recovering(ctx, &topic, ("", 0), &what).await?;
         close(ws).await;
-        let retention = opts.missed.max(DEFAULT_RETENTION).next_multiple_of(1_000);
-        let replay = match opts.missed > DEFAULT_MAX_REPLAY {
-            true => format!(" HERALD_MAX_REPLAY_MESSAGES={retention}"),
-            false => String::new(),
+        let Some(Recovery {
+            epoch: Some(epoch),
+            offset,
+            ..
+        }) = recovery
+        else {
+            return Err(ScenarioError::NoHistory(name));
         };
-        return Err(ScenarioError::NotRecovered {
-            channel: name,
-            missed: opts.missed,
-            retention,
-            replay,
+        let (published_per_sec, retries) = publish_missed(ctx, prefix, run, opts).await?;
+        self.published_per_sec.push(published_per_sec);
+        self.retries += retries;
+
+        let replayed = Arc::new(AtomicU64::new(0));
+        let progress = {
+            let (replayed, runs, missed) = (Arc::clone(&replayed), opts.runs, opts.missed);
+            Progress::start(move || {
+                let replayed = replayed.load(Relaxed);
+                format!(
+                    "recover: run {}/{runs}: replayed {replayed}/{missed}",
+                    run + 1
+                )
+            })
+        };
+        let what = format!("recovering join of {topic}");
+        let (mut ws, recovery, reply) =
+            join_recovering(ctx, &topic, (&epoch, offset), &what).await?;
+        let sent_at = Instant::now() - reply;
+        self.join_reply_ms.push(round3(reply.as_secs_f64() * 1e3));
+        let Some(recovery) = recovery.filter(|r| r.recovered) else {
+            close(ws).await;
+            let retention = opts.missed.max(DEFAULT_RETENTION).next_multiple_of(1_000);
+            let replay = match opts.missed > DEFAULT_MAX_REPLAY {
+                true => format!(" HERALD_MAX_REPLAY_MESSAGES={retention}"),
+                false => String::new(),
+            };
+            return Err(ScenarioError::NotRecovered {
+                channel: name,
+                missed: opts.missed,
+                retention,
+                replay,
+            });
+        };
+        let mut check = OffsetCheck::new(offset, opts.missed);
+        let want = offset + opts.missed;
+        let mut failure = (recovery.offset != want).then(|| {
+            format!(
+                "the server's position was {} where {want} was expected",
+                recovery.offset
+            )
         });
-    };
-    let mut check = OffsetCheck::new(offset, opts.missed);
-    let want = offset + opts.missed;
-    let mut failure = (recovery.offset != want).then(|| {
-        format!(
-            "the server's position was {} where {want} was expected",
-            recovery.offset
-        )
-    });
-    let replay = read_replay(&mut ws, &topic, &mut check, &replayed);
-    let replay = tokio::time::timeout(REPLAY_TIMEOUT, replay).await;
-    let timed_out = || format!("replay incomplete after {} s", REPLAY_TIMEOUT.as_secs());
-    let replay = replay.unwrap_or_else(|_| Err(timed_out()));
-    close(ws).await;
-    progress.finish();
-    let replay_ms = match replay {
-        Ok(last) => Some(last.duration_since(sent_at).as_secs_f64() * 1e3),
-        Err(reason) => {
-            check.gaps += check.missing();
-            failure = failure.or(Some(reason));
-            None
+        let replay = read_replay(&mut ws, &topic, &mut check, &replayed);
+        let replay = tokio::time::timeout(REPLAY_TIMEOUT, replay).await;
+        let timed_out = || format!("replay incomplete after {} s", REPLAY_TIMEOUT.as_secs());
+        let replay = replay.unwrap_or_else(|_| Err(timed_out()));
+        close(ws).await;
+        progress.finish();
+        match replay {
+            // From sending the join to the last replayed message.
+            Ok(last) => {
+                let ms = last.duration_since(sent_at).as_secs_f64() * 1e3;
+                self.replays_ms.push(round3(ms));
+            }
+            Err(reason) => {
+                check.gaps += check.missing();
+                failure = failure.or(Some(reason));
+            }
         }
-    };
-    Ok(RunResult {
-        reply_ms: reply.as_secs_f64() * 1e3,
-        replay_ms,
-        published_per_sec,
-        retries,
-        check,
-        failure,
-    })
+        (self.gaps, self.duplicates) = (self.gaps + check.gaps, self.duplicates + check.duplicates);
+        // A replay that failed always says why.
+        match failure {
+            Some(reason) => self.failure_reasons.add(reason, 1),
+            None => self.complete += u64::from(check.gaps == 0 && check.duplicates == 0),
+        }
+        Ok(())
+    }
 }
 
 /// Runs the scenario.
@@ -338,28 +348,10 @@ pub async fn run(ctx: &Context, opts: RecoverOpts) -> Result<Report, ScenarioErr
     }
     // A fresh channel family per invocation: runs never find an earlier run's messages.
     let prefix = format!("bench-recover-{}", ctx.clock.epoch_unix_ns() / 1_000_000);
-    let (mut replays, mut replies, mut rates) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut retries, mut gaps, mut duplicates, mut complete) = (0, 0, 0, 0);
-    let mut reasons = Reasons::default();
+    let mut r = Runs::default();
     let runs = async {
         for run in 0..opts.runs {
-            let r = one_run(ctx, opts, &prefix, run).await?;
-            replies.push(round3(r.reply_ms));
-            rates.push(r.published_per_sec);
-            (retries, gaps, duplicates) = (
-                retries + r.retries,
-                gaps + r.check.gaps,
-                duplicates + r.check.duplicates,
-            );
-            replays.extend(r.replay_ms.map(round3));
-            let clean = r.replay_ms.is_some()
-                && r.failure.is_none()
-                && r.check.gaps == 0
-                && r.check.duplicates == 0;
-            complete += u64::from(clean);
-            if let Some(reason) = r.failure.filter(|_| !clean) {
-                reasons.add(reason, 1);
-            }
+            r.one(ctx, opts, &prefix, run).await?;
         }
         Ok::<(), ScenarioError>(())
     };
@@ -367,28 +359,27 @@ pub async fn run(ctx: &Context, opts: RecoverOpts) -> Result<Report, ScenarioErr
         outcome = runs => outcome?,
         _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping early"),
     }
-    let failed_runs = u64::try_from(replies.len()).unwrap_or(0) - complete;
-    let replay_ms = Spread::of(&replays);
+    let failed_runs = u64::try_from(r.join_reply_ms.len()).unwrap_or(0) - r.complete;
+    let replay_ms = Spread::of(&r.replays_ms);
     let detail = Fields(vec![
         ("runs_requested", json!(opts.runs)),
-        ("runs_complete", json!(complete)),
+        ("runs_complete", json!(r.complete)),
         ("missed", json!(opts.missed)),
         ("payload_bytes", json!(opts.payload)),
-        ("replays_ms", json!(replays)),
-        ("join_reply_ms", json!(replies)),
-        ("published_per_sec", json!(rates)),
-        ("rate_limited_retries", json!(retries)),
-        ("gaps", json!(gaps)),
-        ("duplicates", json!(duplicates)),
-        ("failure_reasons", json!(reasons)),
+        ("replays_ms", json!(r.replays_ms)),
+        ("join_reply_ms", json!(r.join_reply_ms)),
+        ("published_per_sec", json!(r.published_per_sec)),
+        ("rate_limited_retries", json!(r.retries)),
+        ("gaps", json!(r.gaps)),
+        ("duplicates", json!(r.duplicates)),
+        ("failure_reasons", json!(r.failure_reasons)),
     ]);
+    let per_sec = |r: Spread| round3(opts.missed as f64 / (r.median / 1e3));
     Ok(Report {
         connections: 1,
         replay_ms,
-        replay_msgs_per_sec: replay_ms
-            .filter(|r| r.median > 0.0)
-            .map(|r| round3(opts.missed as f64 / (r.median / 1e3))),
-        errors: gaps + duplicates + failed_runs,
+        replay_msgs_per_sec: replay_ms.filter(|r| r.median > 0.0).map(per_sec),
+        errors: r.gaps + r.duplicates + failed_runs,
         ..Report::new("recover", detail)
     })
 }

@@ -164,27 +164,15 @@ mod tests {
             "[::1]:4000"
         );
         assert_eq!(Target::parse("http://127.9.9.9").unwrap().addr.port(), 80);
-        let not_loopback = Target::parse("http://10.0.0.1:4000");
-        assert!(matches!(not_loopback, Err(TargetError::NotLoopback(_))));
-        for (bad, want) in [
-            (
-                "https://127.0.0.1",
-                TargetError::Scheme("https://127.0.0.1".into()),
-            ),
-            (
-                "http://example.com",
-                TargetError::Host("http://example.com".into()),
-            ),
-            (
-                "http://127.0.0.1:0",
-                TargetError::Port("http://127.0.0.1:0".into()),
-            ),
-            (
-                "http://127.0.0.1/?a",
-                TargetError::Query("http://127.0.0.1/?a".into()),
-            ),
+        for (bad, says) in [
+            ("https://127.0.0.1", "scheme"),
+            ("http://example.com", "host"),
+            ("http://127.0.0.1:0", "port"),
+            ("http://127.0.0.1/?a", "query"),
+            ("http://10.0.0.1:4000", "not a loopback address"),
         ] {
-            assert_eq!(Target::parse(bad), Err(want));
+            let e = Target::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 

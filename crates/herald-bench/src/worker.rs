@@ -15,10 +15,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
 
+use crate::conn::Shared;
 use crate::fleet::{
-    Counters, DoneStats, FleetSpec, Live, LiveHandle, LocalFleet, ReadyStats, Reasons, shares,
+    Counters, DoneStats, FleetSpec, Live, LiveHandle, ReadyStats, Reasons, connect_all, shares,
 };
 
 /// The environment variable that makes this process a worker.
@@ -27,6 +29,8 @@ const WORKER_ENV: &str = "HERALD_BENCH_WORKER";
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 /// How long the parent waits for a share's `done` line after `stop`.
 const DONE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long stopped connections get to close before they are dropped.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long the parent waits for a worker to exit after its `done` line.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -263,33 +267,35 @@ pub async fn serve(spec: FleetSpec) -> io::Result<()> {
     }
 }
 
-/// Opens `spec`, reads commands from `input` and reports on `out`.
+/// Opens `spec`, reads commands from `input` and reports on `out`; on `stop` (or the end of
+/// `input`) stops every connection, the opening too if still under way.
 async fn serve_on(
     spec: FleetSpec,
     input: impl AsyncBufRead + Unpin,
     mut out: impl AsyncWrite + Unpin,
 ) -> io::Result<()> {
-    let mut fleet = LocalFleet::start(spec);
-    let counters = fleet.counters();
-    let mut input = input.lines();
+    let shared = Arc::new(Shared::new(spec.record_latency, spec.ctx.clock));
+    let (stop, stop_rx) = watch::channel(false);
+    let (go, go_rx) = watch::channel(None);
+    let mut connector = tokio::spawn(connect_all(spec, Arc::clone(&shared), stop_rx, go_rx));
+    let (mut holders, mut input) = (None, input.lines());
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
-    let mut ready_sent = false;
     // A write error means the parent is gone: stop, and say nothing more.
     let mut parent_gone = false;
     while !parent_gone {
+        let progress = Line::Progress(shared.counters.snapshot());
         tokio::select! {
-            _ = tick.tick() => {
-                parent_gone = emit(&mut out, &Line::Progress(counters.snapshot())).await.is_err();
-            }
-            ready = fleet.wait_ready(), if !ready_sent => {
-                parent_gone = emit(&mut out, &Line::Progress(counters.snapshot())).await.is_err()
+            _ = tick.tick() => parent_gone = emit(&mut out, &progress).await.is_err(),
+            opened = &mut connector, if holders.is_none() => {
+                let (ready, set) = opened.unwrap_or_else(|e| connector_failed(&shared, &e));
+                holders = Some(set);
+                parent_gone = emit(&mut out, &progress).await.is_err()
                     || emit(&mut out, &Line::Ready(ready)).await.is_err();
-                ready_sent = true;
             }
             line = input.next_line() => match line {
                 Ok(Some(l)) if l.trim() != "stop" => {
                     if let Some(at_ns) = l.trim().strip_prefix("go ").and_then(|n| n.parse().ok()) {
-                        fleet.go(at_ns);
+                        let _ = go.send(Some(at_ns));
                     }
                 }
                 // `stop`, or end of input because the parent exited.
@@ -297,11 +303,34 @@ async fn serve_on(
             },
         }
     }
-    let done = fleet.stop().await;
+    let _ = stop.send(true);
+    let mut holders = match holders {
+        Some(set) => set,
+        None => connector
+            .await
+            .map_or_else(|_| JoinSet::new(), |(_, set)| set),
+    };
+    let drain = async { while holders.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(STOP_GRACE, drain).await;
     match parent_gone {
         true => Ok(()),
-        false => emit(&mut out, &Line::Done(done)).await,
+        false => emit(&mut out, &Line::Done(DoneStats::of(&shared))).await,
     }
+}
+
+/// The connector only ends abnormally if it panicked: what the counters saw.
+fn connector_failed(shared: &Shared, e: &tokio::task::JoinError) -> (ReadyStats, JoinSet<()>) {
+    let live = shared.counters.snapshot();
+    let mut reasons = Reasons::default();
+    reasons.add(format!("connector task failed: {e}"), 1);
+    let (established, failed) = (live.established, live.failed);
+    let ready = ReadyStats {
+        established,
+        failed,
+        reasons,
+        ..ReadyStats::default()
+    };
+    (ready, JoinSet::new())
 }
 
 async fn emit(out: &mut (impl AsyncWrite + Unpin), line: &Line) -> io::Result<()> {
