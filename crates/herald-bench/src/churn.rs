@@ -89,6 +89,7 @@ fn sample_rss(ctx: &Arc<Context>, samples: Arc<Mutex<Vec<u64>>>) -> tokio::task:
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError> {
+    ctx.protocol.check("churn")?;
     let ctx = Arc::new(ctx.clone());
     let rss_before = server_rss(&ctx)?;
     server_cpu(&ctx)?;

@@ -185,7 +185,7 @@ impl ReadyStats {
 
     /// Seconds spent connecting.
     pub fn connect_secs(&self) -> f64 {
-        self.connect_end_ns.saturating_sub(self.connect_start_ns) as f64 / 1e9
+        crate::measure::secs(self.connect_start_ns, self.connect_end_ns)
     }
 
     /// Joined connections per second over the connect phase.

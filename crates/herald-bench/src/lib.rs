@@ -238,20 +238,6 @@ impl Scenario {
             Scenario::Recover { .. } => (1, None, 20_000),
         }
     }
-
-    /// The scenario's name.
-    fn name(&self) -> &'static str {
-        match self {
-            Scenario::Idle { .. } => "idle",
-            Scenario::Fanout { .. } => "fanout",
-            Scenario::Sse { .. } => "sse",
-            Scenario::Recover { .. } => "recover",
-            Scenario::Publish { .. } => "publish",
-            Scenario::Presence { .. } => "presence",
-            Scenario::Churn { .. } => "churn",
-            Scenario::Pg { .. } => "pg",
-        }
-    }
 }
 
 /// What every scenario needs to know about the run.
@@ -320,13 +306,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let target = Target::parse(&args.url)?;
     let protocol = args.protocol;
-    let peers = matches!(
-        args.scenario,
-        Scenario::Idle { .. } | Scenario::Fanout { .. }
-    );
-    protocol
-        .check(args.scenario.name(), peers)
-        .map_err(ScenarioError::from)?;
     // The peers take anyone: they need no key, and none is sent to them.
     let token = match protocol {
         Protocol::Phoenix => token::resolve(args.token.as_deref())?,

@@ -66,6 +66,11 @@ pub fn per_sec(n: u64, secs: f64) -> Option<f64> {
     (secs > 0.0).then(|| round3(n as f64 / secs))
 }
 
+/// Seconds from clock time `from_ns` to `to_ns` (0 if earlier).
+pub fn secs(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e9
+}
+
 /// `expected - got` (negative would mean duplicates).
 pub fn shortfall(expected: u64, got: u64) -> i64 {
     i64::try_from(expected).unwrap_or(i64::MAX) - i64::try_from(got).unwrap_or(i64::MAX)

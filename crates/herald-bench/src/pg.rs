@@ -22,7 +22,7 @@ use crate::conn::{self, ConnError, Event, Handled, Shared, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{Reasons, Transport};
 use crate::http;
-use crate::measure::{Phase, missing, open_fleet, per_sec, server_cpu, shortfall};
+use crate::measure::{Phase, missing, open_fleet, per_sec, secs, server_cpu, shortfall};
 use crate::protocol::Protocol;
 use crate::report::{Fields, Report, subscribers};
 use crate::stats::round3;
@@ -483,6 +483,7 @@ impl Writers {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
+    ctx.protocol.check("pg")?;
     server_cpu(ctx)?;
     let secret = token::secret().ok_or(ScenarioError::NoSecret)?;
     group_token(&secret, 0)?;
@@ -611,12 +612,8 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
 
     // Wait for the deliveries and the server's counter.
     let live = fleet.live();
-    let watch = || {
-        (
-            live.snapshot().delivered,
-            seen.lock().map_or(0, |s| s.value),
-        )
-    };
+    let counted = || seen.lock().map_or(0, |s| s.value);
+    let watch = || (live.snapshot().delivered, counted());
     let ingested = || baseline.is_none() || seen.lock().map_or(true, |s| s.reached_ns > 0);
     let all_in = |now: &(u64, u64)| now.0 >= expected && ingested();
     phase.settle((WAIT_MAX, WAIT_QUIET), watch, all_in).await;
@@ -634,16 +631,14 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         0 => ingest.changed_ns,
         t => t,
     };
-    let ingest_secs = changes_ingested
-        .filter(|n| *n > 0)
-        .map(|_| ingest_end_ns.saturating_sub(start_ns) as f64 / 1e9)
-        .filter(|s| *s > 0.0);
+    let ingest_secs = Some(secs(start_ns, ingest_end_ns)).filter(|s| *s > 0.0);
+    let ingest_secs = ingest_secs.filter(|_| changes_ingested > Some(0));
+    let ingest_rate = changes_ingested
+        .zip(ingest_secs)
+        .map(|(n, s)| round3(n as f64 / s));
     let insert_secs = insert_end.duration_since(start).as_secs_f64();
-    let elapsed = done
-        .last_delivery_ns
-        .max(ctx.clock.ns_at(insert_end))
-        .saturating_sub(start_ns) as f64
-        / 1e9;
+    let last_ns = done.last_delivery_ns.max(ctx.clock.ns_at(insert_end));
+    let elapsed = secs(start_ns, last_ns);
     let delivered = done.delivered;
     let detail = subscribers(opts.subscribers, &ready, &done, processes).and(Fields(vec![
         ("groups", json!(groups)),
@@ -660,14 +655,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         ("insert_errors", json!(tally.errors)),
         ("insert_error_reasons", json!(tally.reasons)),
         ("changes_ingested", json!(changes_ingested)),
-        (
-            "changes_ingested_per_sec",
-            json!(
-                changes_ingested
-                    .zip(ingest_secs)
-                    .map(|(n, s)| round3(n as f64 / s))
-            ),
-        ),
+        ("changes_ingested_per_sec", json!(ingest_rate)),
         ("ingest_secs", json!(ingest_secs.map(round3))),
         ("expected", json!(expected)),
         ("delivered", json!(delivered)),

@@ -122,6 +122,7 @@ pub fn member(
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioError> {
+    ctx.protocol.check("presence")?;
     let per_channel = members_of(opts.members, opts.channels, 0);
     if per_channel > MAX_PER_CHANNEL {
         return Err(ScenarioError::PresenceTooLarge {

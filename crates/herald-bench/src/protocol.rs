@@ -183,9 +183,9 @@ impl Protocol {
         }
     }
 
-    /// Checks that `scenario` runs with this protocol: `peers` says whether it speaks the peers'.
-    pub fn check(self, scenario: &'static str, peers: bool) -> Result<(), ProtocolError> {
-        match self == Protocol::Phoenix || peers {
+    /// Checks that `scenario`, which speaks only Phoenix, can run with this protocol.
+    pub fn check(self, scenario: &'static str) -> Result<(), ProtocolError> {
+        match self == Protocol::Phoenix {
             true => Ok(()),
             false => Err(ProtocolError {
                 scenario,

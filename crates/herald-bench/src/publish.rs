@@ -56,6 +56,7 @@ pub struct PublishOpts {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: PublishOpts) -> Result<Report, ScenarioError> {
+    ctx.protocol.check("publish")?;
     server_cpu(ctx)?;
     let ws = opts.publisher == PublisherKind::Ws;
     if ws && opts.channels.div_ceil(opts.connections) > CHANNELS_PER_CONNECTION {

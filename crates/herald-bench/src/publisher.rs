@@ -19,7 +19,7 @@ use crate::conn::{self, ConnError, HEARTBEAT, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{DoneStats, LiveHandle, Reasons};
 use crate::http::{self, HttpError};
-use crate::measure::{Cpu, Phase};
+use crate::measure::{Cpu, Phase, secs};
 use crate::payload::{PayloadBuilder, channel_name};
 use crate::protocol::{self, PUSHER_MAX_BATCH, Protocol};
 use crate::report::{Fields, published};
@@ -526,13 +526,15 @@ pub struct Outcome {
 impl Outcome {
     /// Seconds spent publishing.
     pub fn publish_secs(&self) -> f64 {
-        self.tally.last_send_ns.saturating_sub(self.start_ns) as f64 / 1e9
+        secs(self.start_ns, self.tally.last_send_ns)
     }
 
     /// Seconds from the first send to the last delivery (or the last send) that `done` saw.
     pub fn elapsed_secs(&self, done: &DoneStats) -> f64 {
-        let end = done.last_delivery_ns.max(self.tally.last_send_ns);
-        end.saturating_sub(self.start_ns) as f64 / 1e9
+        secs(
+            self.start_ns,
+            done.last_delivery_ns.max(self.tally.last_send_ns),
+        )
     }
 
     /// The publishing figures of a report: `sent` messages of which `delivered` arrived.

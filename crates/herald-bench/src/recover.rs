@@ -343,6 +343,7 @@ impl Runs {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: RecoverOpts) -> Result<Report, ScenarioError> {
+    ctx.protocol.check("recover")?;
     if opts.missed > DEFAULT_RETENTION {
         eprintln!("note: {RETENTION_NOTE}");
     }

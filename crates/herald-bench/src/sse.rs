@@ -34,6 +34,7 @@ pub struct SseOpts {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> {
+    ctx.protocol.check("sse")?;
     let timed = opts.publish_rate.is_some();
     let spec = ctx.fleet_spec(Transport::Sse, BENCH, opts.topics, opts.streams, timed);
     let opened = idle::open(ctx, "sse", spec).await?;
