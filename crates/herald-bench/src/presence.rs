@@ -61,7 +61,8 @@ pub fn member(
     let channels = channels.max(1);
     let mine = index % channels;
     let expected = members_of(members, channels, mine);
-    let mut seen = vec![false; usize::try_from(expected).unwrap_or(0)];
+    // A bit per member of its channel: a channel may hold 20,000 members, each tracking them all.
+    let mut seen = vec![0u64; usize::try_from(expected.div_ceil(64)).unwrap_or(0)];
     let (mut count, mut go_ns) = (0, None);
     move |event, shared| {
         let text = match event {
@@ -103,10 +104,12 @@ pub fn member(
             let slot = i
                 .filter(|i| *i < members && i % channels == mine)
                 .map(|i| i / channels);
-            if let Some(s) = slot.and_then(|s| seen.get_mut(usize::try_from(s).ok()?))
-                && !*s
+            let slot = slot.and_then(|s| usize::try_from(s).ok());
+            if let Some(slot) = slot
+                && let Some(word) = seen.get_mut(slot / 64)
+                && *word & (1 << (slot % 64)) == 0
             {
-                *s = true;
+                *word |= 1 << (slot % 64);
                 count += 1;
             }
         }
