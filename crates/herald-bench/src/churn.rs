@@ -178,6 +178,7 @@ pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError
     let growth = rss_before
         .zip(rss_after)
         .map(|(b, a)| i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(0));
+    let cycles_per_sec = per_sec(completed, run_secs).unwrap_or(0.0);
     let detail = Fields(vec![
         ("rate", json!(opts.rate)),
         ("duration_secs", json!(opts.duration)),
@@ -187,10 +188,7 @@ pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError
         ("completed", json!(completed)),
         ("failed", json!(failed)),
         ("failure_reasons", json!(reasons)),
-        (
-            "cycles_per_sec",
-            json!(per_sec(completed, run_secs).unwrap_or(0.0)),
-        ),
+        ("cycles_per_sec", json!(cycles_per_sec)),
         ("start_secs", json!(round3(started_all))),
         ("run_secs", json!(round3(run_secs))),
         ("server_rss_before_kib", json!(rss_before)),

@@ -87,6 +87,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
     let done = fleet.stop().await;
     let out = out?;
     let elapsed = out.elapsed_secs(&done);
+    let sent_per_sec = per_sec(out.tally.accepted, out.publish_secs()).unwrap_or(0.0);
     let detail = Fields(vec![("protocol", json!(ctx.protocol.name()))])
         .and(subscribers(opts.subscribers, &ready, &done, processes))
         .and(Fields(vec![
@@ -96,10 +97,7 @@ pub async fn run(ctx: &Context, opts: FanoutOpts) -> Result<Report, ScenarioErro
             ("rate", json!(opts.rate)),
             ("duration_secs", json!(opts.duration)),
             ("payload_bytes", json!(opts.payload)),
-            (
-                "sent_per_sec",
-                json!(per_sec(out.tally.accepted, out.publish_secs()).unwrap_or(0.0)),
-            ),
+            ("sent_per_sec", json!(sent_per_sec)),
         ]))
         .and(out.figures(out.tally.accepted, done.delivered))
         .and(Fields(vec![("elapsed_secs", json!(round3(elapsed)))]));

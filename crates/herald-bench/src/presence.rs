@@ -175,6 +175,7 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
     let incomplete = established.saturating_sub(complete);
     let all_complete_ms = (incomplete == 0 && ready.failed == 0)
         .then(|| round3(done.last_delivery_ns.saturating_sub(go_ns) as f64 / 1e6));
+    let frames_per_member = round3(done.frames as f64 / established.max(1) as f64);
     let detail = Fields(vec![
         ("members_requested", json!(opts.members)),
         ("channels", json!(opts.channels)),
@@ -187,10 +188,7 @@ pub async fn run(ctx: &Context, opts: PresenceOpts) -> Result<Report, ScenarioEr
         ("members_incomplete", json!(incomplete)),
         ("all_complete_ms", json!(all_complete_ms)),
         ("presence_frames", json!(done.frames)),
-        (
-            "frames_per_member",
-            json!(round3(done.frames as f64 / established.max(1) as f64)),
-        ),
+        ("frames_per_member", json!(frames_per_member)),
         ("member_failures", json!(done.disconnects)),
         ("member_failure_reasons", json!(done.failures)),
         ("window_secs", json!(round3(cpu.window))),

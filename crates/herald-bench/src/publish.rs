@@ -116,6 +116,7 @@ pub async fn run(ctx: &Context, opts: PublishOpts) -> Result<Report, ScenarioErr
         eprintln!("note: {RATE_LIMIT_NOTE}");
     }
     let (publish_secs, elapsed) = (out.publish_secs(), out.elapsed_secs(&done));
+    let cpu_us_per_message = out.cpu.us_per(out.tally.accepted);
     let detail = subscribers(opts.subscribers, &ready, &done, processes)
         .and(Fields(vec![
             ("channels", json!(opts.channels)),
@@ -132,10 +133,7 @@ pub async fn run(ctx: &Context, opts: PublishOpts) -> Result<Report, ScenarioErr
         .and(Fields(vec![
             ("publish_secs", json!(round3(publish_secs))),
             ("elapsed_secs", json!(round3(elapsed))),
-            (
-                "cpu_us_per_message",
-                json!(out.cpu.us_per(out.tally.accepted)),
-            ),
+            ("cpu_us_per_message", json!(cpu_us_per_message)),
         ]));
     let mut report = Report::deliveries("publish", (&ready, &done), &out.cpu, elapsed, detail);
     report.accepted_per_sec = per_sec(out.tally.accepted, publish_secs);

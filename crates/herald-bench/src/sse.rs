@@ -74,15 +74,11 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
         }
         None => published((0, 0, &Default::default()), 0, 0, None),
     };
+    let publish_rate = opts.publish_rate.filter(|_| outcome.is_some());
+    let payload_bytes = outcome.as_ref().map(|_| opts.payload);
     let rate = Fields(vec![
-        (
-            "publish_rate",
-            json!(opts.publish_rate.filter(|_| outcome.is_some())),
-        ),
-        (
-            "payload_bytes",
-            json!(outcome.as_ref().map(|_| opts.payload)),
-        ),
+        ("publish_rate", json!(publish_rate)),
+        ("payload_bytes", json!(payload_bytes)),
     ]);
     report.detail = Fields(vec![("topics", json!(opts.topics))])
         .and(hold)
