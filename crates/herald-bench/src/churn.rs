@@ -16,7 +16,7 @@ use crate::clock::due_at;
 use crate::conn::{self, ConnError};
 use crate::error::ScenarioError;
 use crate::fleet::Reasons;
-use crate::measure::{Phase, per_sec, server_cpu, server_rss};
+use crate::measure::{Phase, per_sec, server_cpu, server_rss, shortfall};
 use crate::payload;
 use crate::report::{Fields, Report};
 use crate::stats::{Latencies, round3};
@@ -169,15 +169,13 @@ pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError
     let started = live.started.load(Relaxed);
     let completed = live.completed.load(Relaxed);
     let failed = live.failed.load(Relaxed);
+    let ends = [rss_before, rss_after];
     let rss_peak = rss_samples
         .iter()
         .copied()
-        .chain(rss_before)
-        .chain(rss_after)
+        .chain(ends.into_iter().flatten())
         .max();
-    let growth = rss_before
-        .zip(rss_after)
-        .map(|(b, a)| i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(0));
+    let growth = rss_after.zip(rss_before).map(|(a, b)| shortfall(a, b));
     let cycles_per_sec = per_sec(completed, run_secs).unwrap_or(0.0);
     let detail = Fields(vec![
         ("rate", json!(opts.rate)),

@@ -32,9 +32,7 @@ pub struct IdleOpts {
 /// Kernel TCP buffer memory in KiB (machine-wide), if readable.
 fn tcp_mem_kib() -> Option<u64> {
     let (page, _) = procfs::page_size_and_clock_ticks();
-    procfs::tcp_mem_pages()
-        .ok()
-        .map(|pages| pages * page / 1024)
+    Some(procfs::tcp_mem_pages().ok()? * page / 1024)
 }
 
 /// Growth per connection in KiB.
@@ -49,7 +47,6 @@ pub struct Opened {
     pub fleet: Fleet,
     /// How its opening went.
     pub ready: ReadyStats,
-    connect_secs: f64,
     rss: [Option<u64>; 2],
     tcp: [Option<u64>; 2],
     hold_start: Instant,
@@ -62,13 +59,11 @@ pub async fn open(
     spec: FleetSpec,
 ) -> Result<Opened, ScenarioError> {
     let (rss_before, tcp_before) = (server_rss(ctx)?, tcp_mem_kib());
-    let started = Instant::now();
     let (fleet, ready) = open_fleet(ctx, name, spec, false).await?;
     // The PID was checked above; if the server has gone since, report without its memory.
     Ok(Opened {
         fleet,
         ready,
-        connect_secs: started.elapsed().as_secs_f64(),
         rss: [rss_before, server_rss(ctx).unwrap_or(None)],
         tcp: [tcp_before, tcp_mem_kib()],
         hold_start: Instant::now(),
@@ -105,7 +100,7 @@ impl Opened {
             ("failure_reasons", json!(ready.reasons)),
             ("disconnects", json!(done.disconnects)),
             ("processes", json!(processes)),
-            ("connect_secs", json!(round3(self.connect_secs))),
+            ("connect_secs", json!(round3(ready.connect_secs()))),
             ("hold_secs", json!(round3(hold_secs))),
             ("server_rss_before_kib", json!(rss_before)),
             ("server_rss_after_kib", json!(rss_after)),
@@ -122,7 +117,7 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
     let spec = ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.connections, false);
     let opened = open(ctx, "idle", spec).await?;
     let live = opened.fleet.live();
-    measure::hold("idle", live, opened.ready.established, opts.hold).await;
+    measure::hold(ctx, "idle", live, opened.ready.established, opts.hold).await;
     let (report, hold, _) = opened.finish(ctx, "idle", opts.connections).await;
     let detail = Fields(vec![
         ("protocol", json!(ctx.protocol.name())),

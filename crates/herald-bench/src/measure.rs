@@ -201,19 +201,15 @@ pub async fn open_fleet(
 }
 
 /// Holds an opened fleet for `secs` seconds (Ctrl-C ends it early), showing how many dropped.
-pub async fn hold(name: &'static str, live: LiveHandle, held: u64, secs: u64) {
-    let hold = Duration::from_secs(secs);
-    let start = Instant::now();
-    let progress = Progress::start(move || {
+pub async fn hold(ctx: &Context, name: &'static str, live: LiveHandle, held: u64, secs: u64) {
+    let (hold, start) = (Duration::from_secs(secs), Instant::now());
+    let phase = Phase::start(ctx, move || {
         let left = hold.saturating_sub(start.elapsed()).as_secs();
         let dropped = live.snapshot().disconnects;
         format!("{name}: holding {held}, {dropped} dropped, {left} s left")
     });
-    tokio::select! {
-        _ = tokio::time::sleep(hold) => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping early"),
-    }
-    progress.finish();
+    phase.unless_interrupted(tokio::time::sleep(hold)).await;
+    phase.end(ctx, "stopping early");
 }
 
 /// A running progress printer; stops when finished or dropped.

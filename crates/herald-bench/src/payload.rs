@@ -13,23 +13,22 @@ pub fn channel_name(prefix: &str, channel: u64) -> String {
     format!("{prefix}-{channel}")
 }
 
+/// A send time `t` in a benchmark payload.
+#[derive(Deserialize)]
+pub struct Stamped {
+    /// Clock time of the send, ns.
+    pub t: u64,
+}
+
 /// The send time `t` of a benchmark payload (JSON text), if it is one.
 pub fn send_time(payload: &str) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Stamped {
-        t: u64,
-    }
     serde_json::from_str::<Stamped>(payload).ok().map(|p| p.t)
 }
 
 /// The send time of a benchmark broadcast (event `b`) if the Phoenix frame `text` is one.
 pub fn phoenix_send_time(text: &str) -> Option<u64> {
     let b = client::broadcast_of(&client::decode(text)?)?;
-    if b.event == "b" {
-        send_time(b.payload.get())
-    } else {
-        None
-    }
+    send_time(b.payload.get()).filter(|_| b.event == "b")
 }
 
 /// Smallest payload, reached when the pad is empty and `t` has one digit: `{"t":0,"pad":""}`.
@@ -49,7 +48,7 @@ pub fn batch_for(batch: u64, payload: usize) -> u64 {
 /// Builds payloads of one fixed size.
 #[derive(Debug, Clone)]
 pub struct PayloadBuilder {
-    size: usize,
+    /// As many `x` as the payload has bytes.
     pad: String,
 }
 
@@ -58,7 +57,6 @@ impl PayloadBuilder {
     /// possible, with an empty pad).
     pub fn new(size: usize) -> Self {
         Self {
-            size,
             pad: "x".repeat(size),
         }
     }
@@ -66,7 +64,7 @@ impl PayloadBuilder {
     /// The payload JSON for send time `t_ns`.
     pub fn build(&self, t_ns: u64) -> String {
         let t = t_ns.to_string();
-        let pad = self.size.saturating_sub(MIN_PAYLOAD - 1 + t.len());
+        let pad = self.pad.len().saturating_sub(MIN_PAYLOAD - 1 + t.len());
         let pad = self.pad.get(..pad).unwrap_or(&self.pad);
         format!("{{\"t\":{t},\"pad\":\"{pad}\"}}")
     }
@@ -75,19 +73,4 @@ impl PayloadBuilder {
 /// A JSON string holding `s`.
 pub fn json_str(s: &str) -> String {
     serde_json::Value::from(s).to_string()
-}
-
-/// The body of an HTTP publish request: `open`, then `item(channel name, payload)` for each
-/// `(channel, payload)` pair (channel `c` being `<prefix>-<c>`), comma-separated, then `close`.
-pub fn batch<'a>(
-    prefix: &str,
-    messages: impl IntoIterator<Item = (u64, &'a str)>,
-    (open, close): (&str, &str),
-    item: impl Fn(&str, &str) -> String,
-) -> String {
-    let items: Vec<String> = messages
-        .into_iter()
-        .map(|(c, payload)| item(&channel_name(prefix, c), payload))
-        .collect();
-    format!("{open}{}{close}", items.join(","))
 }

@@ -14,7 +14,7 @@ use sha2::Sha256;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{ConnError, Ws, await_answer};
-use crate::payload::{self, batch, json_str};
+use crate::payload::{self, Stamped, channel_name, json_str};
 use crate::target::percent_encode;
 
 /// App id of the benchmark's Sockudo configuration (`bench/peers/sockudo/config.json`).
@@ -60,11 +60,8 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "App {{ id: {:?}, key: {:?}, secret: <redacted> }}",
-            self.id, self.key
-        )
+        let (id, key) = (&self.id, &self.key);
+        write!(f, "App {{ id: {id:?}, key: {key:?}, secret: <redacted> }}")
     }
 }
 
@@ -125,12 +122,6 @@ pub fn wire_channel(protocol: Protocol, name: &str) -> String {
         Protocol::Pusher => format!("private-{name}"),
         _ => name.to_owned(),
     }
-}
-
-/// A send time `t` in a JSON payload.
-#[derive(Deserialize)]
-struct Stamped {
-    t: u64,
 }
 
 /// A JSON text, or a JSON string holding one (Pusher data comes either way).
@@ -301,7 +292,11 @@ impl Protocol {
             Protocol::Pusher => ("{\"batch\":[", "]}"),
             Protocol::Plain | Protocol::Socketio => ("[", "]"),
         };
-        batch(prefix, messages, ends, item)
+        let items: Vec<String> = messages
+            .into_iter()
+            .map(|(c, payload)| item(&channel_name(prefix, c), payload))
+            .collect();
+        format!("{}{}{}", ends.0, items.join(","), ends.1)
     }
 
     /// What a peer's refusal frame says (plain `error`, `pusher:error`), if `text` is one.
@@ -327,9 +322,8 @@ fn plain_reply(text: &str) -> Option<Result<String, String>> {
 
 fn unexpected(expected: &str, text: &str) -> Option<Result<String, ConnError>> {
     let got: String = text.chars().take(80).collect();
-    Some(Err(ConnError::Unexpected(format!(
-        "expected {expected}, got {got}"
-    ))))
+    let said = format!("expected {expected}, got {got}");
+    Some(Err(ConnError::Unexpected(said)))
 }
 
 /// Opens a peer's session on a fresh connection: Socket.IO connects to the main namespace, Pusher

@@ -119,9 +119,8 @@ impl Totals {
 
     fn accept(&self, channels: &[u64], joined: &[u64]) {
         let expected: u64 = channels.iter().map(|&c| subscribers_of(joined, c)).sum();
-        self.with(|t| {
-            (t.accepted, t.expected) = (t.accepted + channels.len() as u64, t.expected + expected)
-        });
+        let n = channels.len() as u64;
+        self.with(|t| (t.accepted, t.expected) = (t.accepted + n, t.expected + expected));
     }
 
     fn refuse(&self, n: u64, reason: String, rate_limited: bool) {
@@ -136,10 +135,8 @@ impl Totals {
     fn take_back(&self, channel: Option<u64>, joined: &[u64]) {
         let expected = channel.map_or(0, |c| subscribers_of(joined, c));
         self.with(|t| {
-            (t.accepted, t.expected) = (
-                t.accepted.saturating_sub(1),
-                t.expected.saturating_sub(expected),
-            )
+            t.accepted = t.accepted.saturating_sub(1);
+            t.expected = t.expected.saturating_sub(expected);
         });
     }
 }

@@ -13,7 +13,7 @@ use herald_protocol::client::{self, Recovery};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{self, ConnError, Ws};
+use crate::conn::{self, CLOSE_TIMEOUT, ConnError, Ws};
 use crate::error::ScenarioError;
 use crate::fleet::{LiveHandle, Reasons};
 use crate::measure::Progress;
@@ -30,8 +30,6 @@ const DEFAULT_RETENTION: u64 = 100;
 const DEFAULT_MAX_REPLAY: u64 = 10_000;
 /// Longest wait for a replay, beyond [`OPEN_TIMEOUT`] for the reply.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
-/// Time allowed to close a client.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Options of a recover run: its command-line flags.
 #[derive(clap::Args, Debug, Clone, Copy)]

@@ -57,7 +57,7 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
             Some(publisher::publish(ctx, plan, joined, live, ("sse", false)).await?)
         }
         _ => {
-            measure::hold("sse", live, established, opts.hold).await;
+            measure::hold(ctx, "sse", live, established, opts.hold).await;
             None
         }
     };
@@ -80,9 +80,7 @@ pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> 
         ("publish_rate", json!(publish_rate)),
         ("payload_bytes", json!(payload_bytes)),
     ]);
-    report.detail = Fields(vec![("topics", json!(opts.topics))])
-        .and(hold)
-        .and(rate)
-        .and(publishing);
+    let topics = Fields(vec![("topics", json!(opts.topics))]);
+    report.detail = topics.and(hold).and(rate).and(publishing);
     Ok(report)
 }

@@ -159,10 +159,8 @@ mod tests {
         );
         let ws = "ws://127.0.0.1:9/realtime/v1/websocket?apikey=x%20y&vsn=2.0.0";
         assert_eq!(t.ws_url("x y"), ws);
-        assert_eq!(
-            Target::parse("http://[::1]:4000").unwrap().host_header,
-            "[::1]:4000"
-        );
+        let v6 = Target::parse("http://[::1]:4000").unwrap();
+        assert_eq!(v6.host_header, "[::1]:4000");
         assert_eq!(Target::parse("http://127.9.9.9").unwrap().addr.port(), 80);
         for (bad, says) in [
             ("https://127.0.0.1", "scheme"),
