@@ -6,18 +6,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use herald_protocol::client;
+use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::Context;
+use crate::clock::due_at;
 use crate::conn::{self, ConnError};
 use crate::error::ScenarioError;
 use crate::fleet::Reasons;
-use crate::measure::{CpuWindow, Interrupt, per_sec, server_cpu, server_rss};
-use crate::pace::due_at;
+use crate::measure::{Phase, per_sec, server_cpu, server_rss, shortfall};
 use crate::payload;
-use crate::progress::Progress;
-use crate::report::{ChurnDetail, Detail, Report};
+use crate::report::{Fields, Report};
 use crate::stats::{Latencies, round3};
 
 /// Channel-name prefix of this scenario: `bench-churn-0`, `bench-churn-1`, ...
@@ -59,12 +60,14 @@ async fn cycle(
     topic: &str,
 ) -> Result<(), ConnError> {
     let mut ws = conn::within("connect", conn::connect(&ctx.target, &ctx.ws_url, source)).await?;
-    conn::within(
-        "join",
-        conn::join(&mut ws, "1", topic, &herald_protocol::JoinConfig::default()),
-    )
-    .await?;
-    conn::within("leave", conn::leave(&mut ws, "1", "2", topic)).await?;
+    let config = herald_protocol::JoinConfig::default();
+    let join = conn::join(&mut ws, "1", topic, &config);
+    conn::within("join", join).await?;
+    let leave = conn::request(&mut ws, client::leave("1", "2", topic), topic, "2");
+    conn::within("leave", leave).await.map_err(|e| match e {
+        ConnError::JoinRefused(reason) => ConnError::Unexpected(format!("leave refused: {reason}")),
+        e => e,
+    })?;
     conn::close(ws).await
 }
 
@@ -85,17 +88,18 @@ fn sample_rss(ctx: &Arc<Context>, samples: Arc<Mutex<Vec<u64>>>) -> tokio::task:
 }
 
 /// Runs the scenario.
-pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioError> {
+pub async fn run(ctx: &Context, opts: ChurnOpts) -> Result<Report, ScenarioError> {
+    ctx.protocol.check("churn")?;
+    let ctx = Arc::new(ctx.clone());
     let rss_before = server_rss(&ctx)?;
     server_cpu(&ctx)?;
-    let window = CpuWindow::start(&ctx);
     let total = opts.rate * opts.duration;
     let live = Arc::new(Live::default());
     let samples = Arc::new(Mutex::new(Vec::new()));
     let sampler = sample_rss(&ctx, Arc::clone(&samples));
-    let progress = {
+    let phase = {
         let live = Arc::clone(&live);
-        Progress::start(move || {
+        Phase::start(&ctx, move || {
             let started = live.started.load(Relaxed);
             let (completed, failed) = (live.completed.load(Relaxed), live.failed.load(Relaxed));
             format!(
@@ -104,30 +108,27 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
             )
         })
     };
-    let interrupt = Interrupt::watch();
 
     let permits = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let mut times = Latencies::new();
     let mut reasons = Reasons::default();
     let mut account =
-        |result: Result<Result<Duration, String>, tokio::task::JoinError>| match result {
-            Ok(Ok(took)) => {
+        |result: Result<Result<Duration, String>, tokio::task::JoinError>| match result
+            .unwrap_or_else(|e| Err(format!("cycle task failed: {e}")))
+        {
+            Ok(took) => {
                 live.completed.fetch_add(1, Relaxed);
                 times.record_us(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
             }
-            Ok(Err(reason)) => {
+            Err(reason) => {
                 live.failed.fetch_add(1, Relaxed);
                 reasons.add(reason, 1);
-            }
-            Err(e) => {
-                live.failed.fetch_add(1, Relaxed);
-                reasons.add(format!("cycle task failed: {e}"), 1);
             }
         };
     let start = Instant::now();
     for k in 0..total {
-        if interrupt.is_set() {
+        if phase.interrupted() {
             break;
         }
         tokio::time::sleep_until(due_at(start, k, opts.rate).into()).await;
@@ -136,7 +137,10 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         };
         let ctx = Arc::clone(&ctx);
         let source = ctx.target.source_for(k, ctx.per_address);
-        let topic = payload::topic(PREFIX, k % opts.channels.max(1));
+        let topic = format!(
+            "realtime:{}",
+            payload::channel_name(PREFIX, k % opts.channels.max(1))
+        );
         tasks.spawn(async move {
             let _permit = permit;
             let began = Instant::now();
@@ -156,9 +160,7 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
         account(result);
     }
     let run_secs = start.elapsed().as_secs_f64();
-    let cpu = window.end(&ctx);
-    progress.finish();
-    interrupt.finish("stopped starting cycles early");
+    let cpu = phase.end(&ctx, "stopped starting cycles early");
     tokio::time::sleep(SETTLE).await;
     sampler.abort();
     let rss_after = server_rss(&ctx).unwrap_or(None);
@@ -167,39 +169,39 @@ pub async fn run(ctx: Arc<Context>, opts: ChurnOpts) -> Result<Report, ScenarioE
     let started = live.started.load(Relaxed);
     let completed = live.completed.load(Relaxed);
     let failed = live.failed.load(Relaxed);
+    let ends = [rss_before, rss_after];
     let rss_peak = rss_samples
         .iter()
         .copied()
-        .chain(rss_before)
-        .chain(rss_after)
+        .chain(ends.into_iter().flatten())
         .max();
-    let detail = ChurnDetail {
-        rate: opts.rate,
-        duration_secs: opts.duration,
-        channels: opts.channels,
-        concurrency: ctx.concurrency,
-        started,
-        completed,
-        failed,
-        failure_reasons: reasons.0,
-        cycles_per_sec: per_sec(completed, run_secs).unwrap_or(0.0),
-        start_secs: round3(started_all),
-        run_secs: round3(run_secs),
-        server_rss_before_kib: rss_before,
-        server_rss_peak_kib: rss_peak,
-        server_rss_after_kib: rss_after,
-        rss_growth_kib: rss_before
-            .zip(rss_after)
-            .map(|(b, a)| i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(0)),
-        rss_samples_kib: rss_samples,
-        server_cpu_secs: cpu.secs(),
-        cpu_us_per_cycle: cpu.us_per(completed),
-    };
+    let growth = rss_after.zip(rss_before).map(|(a, b)| shortfall(a, b));
+    let cycles_per_sec = per_sec(completed, run_secs).unwrap_or(0.0);
+    let detail = Fields(vec![
+        ("rate", json!(opts.rate)),
+        ("duration_secs", json!(opts.duration)),
+        ("channels", json!(opts.channels)),
+        ("concurrency", json!(ctx.concurrency)),
+        ("started", json!(started)),
+        ("completed", json!(completed)),
+        ("failed", json!(failed)),
+        ("failure_reasons", json!(reasons)),
+        ("cycles_per_sec", json!(cycles_per_sec)),
+        ("start_secs", json!(round3(started_all))),
+        ("run_secs", json!(round3(run_secs))),
+        ("server_rss_before_kib", json!(rss_before)),
+        ("server_rss_peak_kib", json!(rss_peak)),
+        ("server_rss_after_kib", json!(rss_after)),
+        ("rss_growth_kib", json!(growth)),
+        ("rss_samples_kib", json!(rss_samples)),
+        ("server_cpu_secs", json!(cpu.secs())),
+        ("cpu_us_per_cycle", json!(cpu.us_per(completed))),
+    ]);
     Ok(Report {
         connections: completed,
         latency_ms: times.summary(),
         server_cpu_pct: cpu.pct(),
         errors: failed,
-        ..Report::new("churn", Detail::Churn(detail))
+        ..Report::new("churn", detail)
     })
 }

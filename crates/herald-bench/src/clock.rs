@@ -1,11 +1,14 @@
 //! The benchmark's time base: nanoseconds on the monotonic clock since an epoch shared by the parent
 //! process and its workers, so that a send time stamped by one process can be compared with a receive
-//! time read by another.
+//! time read by another; and pacing: when the messages of a run at R messages per second fall due
+//! (message k at k / R seconds after the start, so sends spread evenly over each second instead of
+//! bursting at its start), and how a total is shared among several senders.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Monotonic nanoseconds since a shared epoch.
-#[derive(Debug, Clone, Copy)]
+/// Monotonic nanoseconds since a shared epoch; handed to workers as the epoch's wall-clock time.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(from = "u64", into = "u64")]
 pub struct Clock {
     epoch: Instant,
     epoch_unix_ns: u64,
@@ -49,6 +52,18 @@ impl Clock {
     }
 }
 
+impl From<u64> for Clock {
+    fn from(epoch_unix_ns: u64) -> Self {
+        Clock::join(epoch_unix_ns)
+    }
+}
+
+impl From<Clock> for u64 {
+    fn from(clock: Clock) -> u64 {
+        clock.epoch_unix_ns
+    }
+}
+
 fn unix_now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -56,17 +71,22 @@ fn unix_now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Number of messages due `elapsed` after the start at `rate` per second, at most `total` (message k
+/// is due at k / rate; message 0 at once).
+pub fn due_by(elapsed: Duration, rate: u64, total: u64) -> u64 {
+    let due = elapsed.as_nanos() * u128::from(rate) / 1_000_000_000 + 1;
+    u64::try_from(due).unwrap_or(u64::MAX).min(total)
+}
 
-    #[test]
-    fn joined_clock_agrees_with_its_parent() {
-        let parent = Clock::start();
-        let child = Clock::join(parent.epoch_unix_ns());
-        let (a, b) = (parent.now_ns(), child.now_ns());
-        // Same process, same instant: the two readings differ only by the wall-clock read jitter.
-        assert!(a.abs_diff(b) < 50_000_000, "{a} vs {b}");
-        assert!(child.now_ns() >= b);
-    }
+/// When message `k` is due.
+pub fn due_at(start: Instant, k: u64, rate: u64) -> Instant {
+    let ns = u128::from(k) * 1_000_000_000 / u128::from(rate.max(1));
+    start + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// Sender `index`'s share of `total` split over `senders` as evenly as possible (the first
+/// `total % senders` senders get one more).
+pub fn share(total: u64, senders: u64, index: u64) -> u64 {
+    let senders = senders.max(1);
+    total / senders + u64::from(index < total % senders)
 }

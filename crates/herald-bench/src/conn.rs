@@ -1,5 +1,6 @@
 //! One benchmark WebSocket client: opening it from a loopback source address, subscribing it in the
-//! run's protocol, and holding it (heartbeats, answers to pings, timing deliveries) until told to stop.
+//! run's protocol, and holding it (heartbeats, answers to pings, its frames handed to the
+//! scenario) until told to stop.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -19,10 +20,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::clock::Clock;
 use crate::error::{Refusal, io_with_remedy};
 use crate::fleet::{Counters, Reasons};
-use crate::plain;
-use crate::protocol::Protocol;
-use crate::pusher::{self, PusherError};
-use crate::socketio::{self, Packet};
+use crate::protocol::{self, App, Protocol, SignError};
 use crate::stats::Latencies;
 use crate::target::Target;
 
@@ -35,7 +33,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(25);
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed to send a close frame when stopping.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest message a benchmark client accepts (server frames are the benchmark's own payloads).
+/// Largest message a benchmark client accepts.
 const MAX_MESSAGE: usize = 16 << 20;
 
 /// Why a client could not be opened.
@@ -67,7 +65,7 @@ pub enum ConnError {
     Unexpected(String),
     /// A Pusher subscription could not be signed.
     #[error("signing the subscription: {0}")]
-    Sign(PusherError),
+    Sign(SignError),
     /// The client's own token could not be minted.
     #[error("token: {0}")]
     Token(String),
@@ -80,30 +78,6 @@ impl From<tungstenite::Error> for ConnError {
     fn from(e: tungstenite::Error) -> Self {
         // Not `#[from]`: that would also make it the `source`, and error chains would print it twice.
         ConnError::Io(e)
-    }
-}
-
-fn ws_config() -> WebSocketConfig {
-    // Small read buffer and eager writes: these clients are mostly idle, and many share a process.
-    WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE))
-}
-
-fn handshake_error(e: tungstenite::Error) -> ConnError {
-    match e {
-        tungstenite::Error::Http(resp) => {
-            let body = resp
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            ConnError::Refused(Refusal::new(resp.status().as_u16(), &body))
-        }
-        tungstenite::Error::Io(e) => ConnError::Connect(e),
-        other => ConnError::Handshake(other.to_string()),
     }
 }
 
@@ -125,9 +99,8 @@ pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<Tcp
     }
     .map_err(ConnError::Socket)?;
     if let Some(ip) = source {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .map_err(ConnError::Socket)?;
+        let local = SocketAddr::new(ip, 0);
+        socket.bind(local).map_err(ConnError::Socket)?;
     }
     let stream = socket.connect(addr).await.map_err(ConnError::Connect)?;
     // Latency matters more than packet count here; failing to set it only costs latency.
@@ -135,18 +108,29 @@ pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<Tcp
     Ok(stream)
 }
 
-/// Opens a TCP connection from `source` (any port) to the target and upgrades it to a WebSocket.
+/// Opens a TCP connection from `source` to the target and upgrades it to a WebSocket.
 pub async fn connect(
     target: &Target,
     ws_url: &str,
     source: Option<IpAddr>,
 ) -> Result<Ws, ConnError> {
     let stream = tcp_connect(target.addr, source).await?;
-    let (ws, _response) =
-        tokio_tungstenite::client_async_with_config(ws_url, stream, Some(ws_config()))
-            .await
-            .map_err(handshake_error)?;
-    Ok(ws)
+    // Small read buffer and eager writes: these clients are mostly idle, and many share a process.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    match tokio_tungstenite::client_async_with_config(ws_url, stream, Some(config)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().map(String::from_utf8_lossy);
+            let refusal = Refusal::new(resp.status().as_u16(), &body.unwrap_or_default());
+            Err(ConnError::Refused(refusal))
+        }
+        Err(tungstenite::Error::Io(e)) => Err(ConnError::Connect(e)),
+        Err(other) => Err(ConnError::Handshake(other.to_string())),
+    }
 }
 
 /// Reads frames until `answer` recognises the one it waits for and returns what it says. The
@@ -161,9 +145,7 @@ pub async fn await_answer<T>(
             Some(Ok(Message::Text(text))) => {
                 if let Some(pong) = protocol.pong_for(&text) {
                     ws.send(Message::text(pong)).await?;
-                    continue;
-                }
-                if let Some(result) = answer(&text) {
+                } else if let Some(result) = answer(&text) {
                     return result;
                 }
             }
@@ -174,6 +156,20 @@ pub async fn await_answer<T>(
     }
 }
 
+/// Sends the Phoenix push `frame` on `topic` and waits for its reply (to `ref_`).
+pub async fn request(ws: &mut Ws, frame: String, topic: &str, ref_: &str) -> Result<(), ConnError> {
+    ws.send(Message::text(frame)).await?;
+    await_answer(ws, Protocol::Phoenix, |text| {
+        let frame = client::decode(text).filter(|f| f.topic == topic)?;
+        Some(
+            client::reply_to(&frame, ref_)?
+                .map(drop)
+                .map_err(ConnError::JoinRefused),
+        )
+    })
+    .await
+}
+
 /// Joins `topic` with join ref `join_ref` and waits for the reply.
 pub async fn join(
     ws: &mut Ws,
@@ -181,37 +177,7 @@ pub async fn join(
     topic: &str,
     opts: &JoinConfig,
 ) -> Result<(), ConnError> {
-    ws.send(Message::text(client::join(join_ref, topic, opts)))
-        .await?;
-    await_answer(ws, Protocol::Phoenix, |text| {
-        let frame = client::decode(text).filter(|f| f.topic == topic)?;
-        match client::reply_to(&frame, join_ref)? {
-            Ok(_) => Some(Ok(())),
-            Err(reason) => Some(Err(ConnError::JoinRefused(reason))),
-        }
-    })
-    .await
-}
-
-/// Leaves `topic` (joined with `join_ref`) with push ref `push_ref` and waits for the reply.
-pub async fn leave(
-    ws: &mut Ws,
-    join_ref: &str,
-    push_ref: &str,
-    topic: &str,
-) -> Result<(), ConnError> {
-    ws.send(Message::text(client::leave(join_ref, push_ref, topic)))
-        .await?;
-    await_answer(ws, Protocol::Phoenix, |text| {
-        let frame = client::decode(text).filter(|f| f.topic == topic)?;
-        match client::reply_to(&frame, push_ref)? {
-            Ok(_) => Some(Ok(())),
-            Err(reason) => Some(Err(ConnError::Unexpected(format!(
-                "leave refused: {reason}"
-            )))),
-        }
-    })
-    .await
+    request(ws, client::join(join_ref, topic, opts), topic, join_ref).await
 }
 
 /// Closes the WebSocket: sends a close frame and reads until the server has answered with its own
@@ -233,111 +199,6 @@ pub async fn close(mut ws: Ws) -> Result<(), ConnError> {
         .unwrap_or(Err(ConnError::Timeout("close")))
 }
 
-/// Plain protocol: joins `channel` and waits for `joined`.
-pub async fn plain_join(ws: &mut Ws, channel: &str) -> Result<(), ConnError> {
-    ws.send(Message::text(plain::join_frame(channel))).await?;
-    await_answer(ws, Protocol::Plain, |text| match plain::reply(text)? {
-        plain::Reply::Joined(c) if c == channel => Some(Ok(())),
-        plain::Reply::Joined(_) => None,
-        plain::Reply::Error(reason) => Some(Err(ConnError::JoinRefused(reason))),
-    })
-    .await
-}
-
-/// Socket.IO: waits for the Engine.IO open packet, connects to the main namespace and waits until the
-/// server accepts.
-pub async fn socketio_connect(ws: &mut Ws) -> Result<(), ConnError> {
-    await_answer(ws, Protocol::Socketio, |text| match socketio::parse(text) {
-        Packet::Open(_) => Some(Ok(())),
-        _ => Some(Err(ConnError::Unexpected(format!(
-            "expected the Engine.IO open packet, got {}",
-            text.chars().take(80).collect::<String>()
-        )))),
-    })
-    .await?;
-    ws.send(Message::text(socketio::CONNECT)).await?;
-    await_answer(ws, Protocol::Socketio, |text| match socketio::parse(text) {
-        Packet::Connect(_) => Some(Ok(())),
-        Packet::ConnectError(data) => Some(Err(ConnError::JoinRefused(
-            socketio::connect_error_message(data),
-        ))),
-        Packet::Close | Packet::Disconnect => Some(Err(ConnError::ClosedBeforeReply)),
-        _ => None,
-    })
-    .await
-}
-
-/// Socket.IO: emits `join` for `room` with ack id 1 and waits for the ack.
-pub async fn socketio_join(ws: &mut Ws, room: &str) -> Result<(), ConnError> {
-    ws.send(Message::text(socketio::join_frame(1, room)))
-        .await?;
-    await_answer(ws, Protocol::Socketio, |text| match socketio::parse(text) {
-        Packet::Ack { id: 1, .. } => Some(Ok(())),
-        Packet::Close | Packet::Disconnect => Some(Err(ConnError::ClosedBeforeReply)),
-        _ => None,
-    })
-    .await
-}
-
-/// Pusher: waits for `pusher:connection_established` and returns the socket id.
-pub async fn pusher_connect(ws: &mut Ws) -> Result<String, ConnError> {
-    await_answer(ws, Protocol::Pusher, |text| match pusher::parse(text) {
-        Some(pusher::Frame::ConnectionEstablished(socket_id)) => Some(Ok(socket_id)),
-        Some(pusher::Frame::Error(reason)) => Some(Err(ConnError::JoinRefused(reason))),
-        _ => Some(Err(ConnError::Unexpected(format!(
-            "expected pusher:connection_established, got {}",
-            text.chars().take(80).collect::<String>()
-        )))),
-    })
-    .await
-}
-
-/// Pusher: subscribes socket `socket_id` to the private `channel`, signing the subscription with
-/// `app`'s secret, and waits until the server confirms it.
-pub async fn pusher_subscribe(
-    ws: &mut Ws,
-    app: &pusher::App,
-    socket_id: &str,
-    channel: &str,
-) -> Result<(), ConnError> {
-    let auth = app
-        .channel_auth(socket_id, channel)
-        .map_err(ConnError::Sign)?;
-    ws.send(Message::text(pusher::subscribe_frame(channel, &auth)))
-        .await?;
-    await_answer(ws, Protocol::Pusher, |text| match pusher::parse(text)? {
-        pusher::Frame::SubscriptionSucceeded(c) if c == channel => Some(Ok(())),
-        pusher::Frame::Error(reason) => Some(Err(ConnError::JoinRefused(reason))),
-        _ => None,
-    })
-    .await
-}
-
-/// Subscribes an open connection to channel `name` (Phoenix topic `realtime:<name>`, plain
-/// channel, Socket.IO room `<name>` or Pusher channel `private-<name>`, signed with `app`) the way
-/// `protocol` does it.
-pub async fn subscribe(
-    ws: &mut Ws,
-    protocol: Protocol,
-    name: &str,
-    app: &pusher::App,
-) -> Result<(), ConnError> {
-    match protocol {
-        Protocol::Phoenix => {
-            join(ws, "1", &format!("realtime:{name}"), &JoinConfig::default()).await
-        }
-        Protocol::Plain => plain_join(ws, name).await,
-        Protocol::Socketio => {
-            socketio_connect(ws).await?;
-            socketio_join(ws, name).await
-        }
-        Protocol::Pusher => {
-            let socket_id = pusher_connect(ws).await?;
-            pusher_subscribe(ws, app, &socket_id, &pusher::channel(name)).await
-        }
-    }
-}
-
 /// Connects and subscribes to channel `name` in `protocol`, each step bounded by [`OPEN_TIMEOUT`].
 pub async fn open(
     target: &Target,
@@ -345,24 +206,19 @@ pub async fn open(
     source: Option<IpAddr>,
     protocol: Protocol,
     name: &str,
-    app: &pusher::App,
+    app: &App,
 ) -> Result<Ws, ConnError> {
     let mut ws = within("connect", connect(target, ws_url, source)).await?;
-    within("join", subscribe(&mut ws, protocol, name, app)).await?;
+    within("join", protocol::subscribe(&mut ws, protocol, name, app)).await?;
     Ok(ws)
 }
 
 /// What every held connection of a process shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// Live counts.
     pub counters: Arc<Counters>,
-    /// Where broadcast latencies go, when this run measures them.
     pub latency: Option<Mutex<Latencies>>,
-    /// The time base that broadcast send times refer to.
     pub clock: Clock,
-    /// Why held connections failed after the fleet was ready (presence members whose join or track
-    /// was refused).
     pub failures: Mutex<Reasons>,
 }
 
@@ -385,7 +241,7 @@ impl Shared {
         }
     }
 
-    /// Counts a benchmark broadcast stamped `sent_ns` as delivered now and records its latency.
+    /// Counts a delivery of a message stamped `sent_ns` now and records its latency.
     pub fn delivered(&self, sent_ns: u64) {
         let Some(latency) = &self.latency else {
             return;
@@ -399,98 +255,103 @@ impl Shared {
     }
 }
 
-/// Delay before connection `index` sends its first heartbeat, spreading heartbeats over the interval.
-pub fn first_heartbeat_delay(index: u64) -> Duration {
-    let period_ms = u64::try_from(HEARTBEAT.as_millis()).unwrap_or(25_000);
-    // A large prime stride scatters consecutive indices over the whole period.
-    Duration::from_millis(1 + index.wrapping_mul(7_919) % period_ms)
+/// What a held connection is shown.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A text frame from the server that is not a ping.
+    Text(&'a str),
+    /// The fleet's go (presence), with its clock time.
+    Go(u64),
 }
 
-/// Keeps a subscribed connection alive until `stop` turns true (or its sender is dropped).
-///
-/// Counts a disconnect if the connection ends before that. Phoenix connections heartbeat, Socket.IO
-/// and Pusher connections answer the server's pings. When `shared.latency` is set, every benchmark
-/// message is timed against its `t` and counted as delivered.
-pub async fn hold(
-    ws: Ws,
-    index: u64,
-    stop: watch::Receiver<bool>,
-    shared: Arc<Shared>,
-    protocol: Protocol,
-) {
-    hold_with(ws, index, stop, shared, protocol, |text, shared| {
-        if shared.latency.is_some()
+/// What a holder makes of an [`Event`]: a frame to send, or why the connection failed.
+pub type Handled = Result<Option<String>, String>;
+
+/// Counts and times every benchmark message of `protocol` (when the run measures deliveries).
+pub fn deliveries(protocol: Protocol) -> impl FnMut(Event<'_>, &Shared) -> Handled {
+    move |event, shared| {
+        if let Event::Text(text) = event
+            && shared.latency.is_some()
             && let Some(sent) = protocol.send_time(text)
         {
             shared.delivered(sent);
         }
-    })
-    .await;
+        Ok(None)
+    }
 }
 
-/// Like [`hold`], handing every text frame that is not a ping to `on_text`.
-pub async fn hold_with(
+/// Keeps connection `index` alive until `stop` turns true (or its sender is dropped), handing its
+/// frames (and the go, if it waits for one) to `handle`. Phoenix connections heartbeat (spread over
+/// the interval by index), Socket.IO and Pusher connections answer the server's pings. A
+/// connection that ends before the stop, or that `handle` fails, counts as failed late.
+pub async fn hold(
     mut ws: Ws,
     index: u64,
     mut stop: watch::Receiver<bool>,
+    mut go: Option<watch::Receiver<Option<u64>>>,
     shared: Arc<Shared>,
     protocol: Protocol,
-    mut on_text: impl FnMut(&str, &Shared),
+    mut handle: impl FnMut(Event<'_>, &Shared) -> Handled,
 ) {
-    let mut heartbeat =
-        tokio::time::interval_at(Instant::now() + first_heartbeat_delay(index), HEARTBEAT);
+    let period = u64::try_from(HEARTBEAT.as_millis()).unwrap_or(25_000);
+    // A large prime stride scatters consecutive indices over the whole period.
+    let first = Duration::from_millis(1 + index.wrapping_mul(7_919) % period);
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + first, HEARTBEAT);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let heartbeats = protocol.client_heartbeats();
-    let mut next_ref: u64 = 2;
+    let heartbeats = protocol == Protocol::Phoenix;
+    let mut next_ref: u64 = 3;
+    let mut waiting = go.is_some();
     if *stop.borrow_and_update() {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
         return;
     }
-    loop {
-        let reply = tokio::select! {
+    let failure = loop {
+        let handled = tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.changed() => break None,
+            at = async {
+                let go = go.as_mut()?;
+                go.changed().await.ok()?;
+                Some(*go.borrow_and_update())
+            }, if waiting => match at {
+                // The fleet is gone.
+                None => break None,
+                Some(None) => Ok(None),
+                Some(Some(at)) => {
+                    waiting = false;
+                    handle(Event::Go(at), &shared)
+                }
+            },
             _ = heartbeat.tick(), if heartbeats => {
                 next_ref += 1;
-                client::heartbeat(next_ref - 1)
+                Ok(Some(client::heartbeat(next_ref - 1)))
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => match protocol.pong_for(&text) {
-                    Some(pong) => pong.to_owned(),
-                    None => {
-                        on_text(&text, &shared);
-                        continue;
-                    }
+                    Some(pong) => Ok(Some(pong.to_owned())),
+                    None => handle(Event::Text(&text), &shared),
                 },
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                    shared.counters.disconnects.fetch_add(1, Relaxed);
-                    return;
+                Some(Ok(Message::Close(frame))) => {
+                    let why = frame.map(|f| format!(" ({} {})", f.code, f.reason));
+                    Err(format!("closed by the server{}", why.unwrap_or_default()))
                 }
-                Some(Ok(_)) => continue,
+                Some(Err(e)) => Err(format!("websocket: {e}")),
+                None => Err("connection ended".to_owned()),
+                Some(Ok(_)) => Ok(None),
             },
         };
-        if ws.send(Message::text(reply)).await.is_err() {
-            shared.counters.disconnects.fetch_add(1, Relaxed);
-            return;
+        match handled {
+            Ok(Some(frame)) => {
+                if let Err(e) = ws.send(Message::text(frame)).await {
+                    break Some(format!("websocket: {e}"));
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => break Some(reason),
         }
-    }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heartbeats_are_spread_over_the_period() {
-        let mut delays: Vec<_> = (0..1_000).map(first_heartbeat_delay).collect();
-        assert!(
-            delays
-                .iter()
-                .all(|d| *d > Duration::ZERO && *d <= HEARTBEAT)
-        );
-        delays.sort();
-        delays.dedup();
-        assert!(delays.len() > 900);
+    };
+    match failure {
+        Some(reason) => shared.failed_late(reason),
+        None => drop(tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await),
     }
 }

@@ -28,20 +28,12 @@ pub enum ScenarioError {
         "{per_channel} members in one channel is more than {max}: every member learns every key \
          (n² key deliveries); use more --channels or fewer --members"
     )]
-    PresenceTooLarge {
-        /// Members in the largest channel.
-        per_channel: u64,
-        /// The most allowed.
-        max: u64,
-    },
+    PresenceTooLarge { per_channel: u64, max: u64 },
     /// A WebSocket publisher could not connect or join its channels.
     #[error("publisher connection {index} failed, with {subscribers} subscribers connected")]
     Publisher {
-        /// Which publisher connection.
         index: u64,
-        /// Subscribers connected at that moment (they count against the server's limits too).
         subscribers: u64,
-        /// What went wrong.
         #[source]
         source: ConnError,
     },
@@ -51,9 +43,7 @@ pub enum ScenarioError {
     /// A benchmark client could not connect or join.
     #[error("{what} failed")]
     Client {
-        /// Which client, doing what.
         what: String,
-        /// What went wrong.
         #[source]
         source: ConnError,
     },
@@ -74,13 +64,9 @@ pub enum ScenarioError {
          retention is 100 messages for 2 minutes)"
     )]
     NotRecovered {
-        /// The channel.
         channel: String,
-        /// Messages missed.
         missed: u64,
-        /// A retention that would do.
         retention: u64,
-        /// The replay-limit setting to add, if needed.
         replay: String,
     },
     /// Publishing over HTTP failed outright.
@@ -92,11 +78,8 @@ pub enum ScenarioError {
          {max} channels per connection: use more --connections or fewer --channels"
     )]
     PublisherChannels {
-        /// Channels asked for.
         channels: u64,
-        /// Publisher connections asked for.
         connections: u64,
-        /// Most channels per connection.
         max: u64,
     },
     /// The `pg` scenario mints a token per group and has no secret to sign them with.
@@ -114,9 +97,7 @@ pub enum ScenarioError {
     /// A statement of the `pg` scenario's setup (or its connection) failed.
     #[error("database: {what}")]
     Database {
-        /// What was being done.
         what: String,
-        /// What PostgreSQL (or the connection) said.
         #[source]
         source: tokio_postgres::Error,
     },
@@ -226,21 +207,5 @@ pub fn io_with_remedy(e: &std::io::Error) -> String {
     match io_remedy(e) {
         Some(remedy) => format!("{e} ({remedy})"),
         None => e.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_limits_name_their_remedy() {
-        let files = std::io::Error::from_raw_os_error(24);
-        assert!(io_with_remedy(&files).contains("ulimit -n"));
-        let ports = std::io::Error::from_raw_os_error(99);
-        assert!(io_with_remedy(&ports).contains("--per-address"));
-        let refusal = Refusal::new(503, r#"{"error":"Shutting down"}"#);
-        assert_eq!(refusal.message, "Shutting down");
-        assert!(refusal.to_string().contains("try again"), "{refusal}");
     }
 }

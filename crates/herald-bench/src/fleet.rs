@@ -6,109 +6,72 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
-use crate::clock::Clock;
+use crate::Context;
 use crate::conn::{self, Shared};
-use crate::payload;
+use crate::http;
+use crate::payload::channel_name;
 use crate::pg::{self, PgJoin};
 use crate::presence;
 use crate::protocol::Protocol;
-use crate::pusher;
-use crate::sse_client;
 use crate::stats::Latencies;
-use crate::target::Target;
-use crate::worker::{WorkerError, WorkerFleet};
 
-/// How long stopped connections get to close before they are dropped.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Distinct failure reasons kept; the rest are counted under "other".
 const MAX_REASONS: usize = 16;
 
 /// How a fleet's connections reach the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transport {
     /// WebSocket clients of the run's protocol, each subscribed to one channel.
     Ws,
     /// Server-Sent Events streams (`GET /sse`), each following one channel.
     Sse,
-    /// Phoenix WebSocket clients that join their channel with presence key `m<i>` and track when the
-    /// fleet is told to go; `members` is the size of the whole fleet (all processes).
-    Presence {
-        /// Members in all processes.
-        members: u64,
-    },
-    /// Phoenix WebSocket clients subscribed to Postgres Changes: connection `i` joins
-    /// `realtime:pg-bench-<i>` as a member of group `i % groups` (module `pg`).
+    /// Phoenix clients that join with presence key `m<i>` and track on the go; `members` is the
+    /// size of the whole fleet (all processes).
+    Presence { members: u64 },
+    /// Phoenix clients subscribed to Postgres Changes (module `pg`).
     Pg(PgJoin),
 }
 
-/// What to open.
-#[derive(Debug, Clone)]
+/// What to open: connection `i` of `base..base + count` follows channel `<prefix>-<i % channels>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FleetSpec {
-    /// The server.
-    pub target: Target,
-    /// The API key.
-    pub token: String,
-    /// WebSocket clients, SSE streams or presence members.
+    /// The run (its server, key, protocol, clock, concurrency and source addresses).
+    pub ctx: Context,
     pub transport: Transport,
-    /// The wire protocol of WebSocket clients.
-    pub protocol: Protocol,
-    /// The Pusher app the clients connect to and sign for (`--protocol pusher`).
-    pub pusher: pusher::App,
-    /// Channel-name prefix: connection `i` follows `<prefix>-<i % channels>`.
     pub prefix: String,
-    /// Number of channels.
     pub channels: u64,
     /// Global index of the first connection.
     pub base: u64,
-    /// Number of connections.
     pub count: u64,
-    /// Connections being opened at once.
-    pub concurrency: usize,
-    /// Connections per source address.
-    pub per_address: u64,
-    /// Whether to time benchmark broadcasts.
+    /// Whether to time deliveries.
     pub record_latency: bool,
-    /// The shared time base.
-    pub clock: Clock,
 }
 
 /// Live counts, updated as connections open, receive and drop.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Connections joined.
     pub established: AtomicU64,
-    /// Connections that failed to open or join.
     pub failed: AtomicU64,
-    /// Benchmark broadcasts received (presence: members that have seen every key).
     pub delivered: AtomicU64,
-    /// Joined connections that ended before being told to stop.
     pub disconnects: AtomicU64,
-    /// Clock time of the latest delivery, in ns.
     pub last_delivery_ns: AtomicU64,
-    /// Protocol frames counted by the scenario (presence: `presence_state` and `presence_diff`;
-    /// pg: changes of another group's rows, which a subscriber should not have seen).
     pub frames: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Live {
-    /// Connections joined.
     pub established: u64,
-    /// Connections that failed to open or join.
     pub failed: u64,
-    /// Benchmark broadcasts received.
     pub delivered: u64,
-    /// Joined connections that ended early.
     pub disconnects: u64,
-    /// Protocol frames counted by the scenario.
+    /// Frames counted by the scenario.
     #[serde(default)]
     pub frames: u64,
 }
@@ -137,26 +100,22 @@ impl Counters {
 
 /// Sums the live counts of every process of a fleet; cheap to clone into a progress printer.
 #[derive(Debug, Clone, Default)]
-pub struct LiveHandle(Vec<Arc<Counters>>);
+pub struct LiveHandle(pub Vec<Arc<Counters>>);
 
 impl LiveHandle {
-    /// A handle over these parts.
-    pub fn new(parts: Vec<Arc<Counters>>) -> Self {
-        Self(parts)
-    }
-
     /// The current totals.
     pub fn snapshot(&self) -> Live {
+        let sum = |a: Live, b: Live| Live {
+            established: a.established + b.established,
+            failed: a.failed + b.failed,
+            delivered: a.delivered + b.delivered,
+            disconnects: a.disconnects + b.disconnects,
+            frames: a.frames + b.frames,
+        };
         self.0
             .iter()
             .map(|c| c.snapshot())
-            .fold(Live::default(), |a, b| Live {
-                established: a.established + b.established,
-                failed: a.failed + b.failed,
-                delivered: a.delivered + b.delivered,
-                disconnects: a.disconnects + b.disconnects,
-                frames: a.frames + b.frames,
-            })
+            .fold(Live::default(), sum)
     }
 }
 
@@ -167,11 +126,8 @@ pub struct Reasons(pub BTreeMap<String, u64>);
 impl Reasons {
     /// Counts `n` failures for `reason`.
     pub fn add(&mut self, reason: String, n: u64) {
-        let key = if self.0.len() < MAX_REASONS || self.0.contains_key(&reason) {
-            reason
-        } else {
-            "other".to_owned()
-        };
+        let full = self.0.len() >= MAX_REASONS && !self.0.contains_key(&reason);
+        let key = if full { "other".to_owned() } else { reason };
         *self.0.entry(key).or_default() += n;
     }
 
@@ -184,11 +140,7 @@ impl Reasons {
 
     /// `n x reason; ...`, for error messages.
     pub fn summary(&self) -> String {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|(reason, n)| format!("{n} x {reason}"))
-            .collect();
+        let parts: Vec<String> = self.0.iter().map(|(r, n)| format!("{n} x {r}")).collect();
         parts.join("; ")
     }
 }
@@ -196,19 +148,11 @@ impl Reasons {
 /// The state once every connection of a fleet has been tried.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadyStats {
-    /// Connections joined.
     pub established: u64,
-    /// Connections that failed.
     pub failed: u64,
-    /// Why they failed.
     pub reasons: Reasons,
-    /// Joined connections per channel (on the wire as `[channel, count]` pairs: JSON object keys
-    /// would be strings).
-    #[serde(with = "pairs")]
-    pub joined_per_channel: BTreeMap<u64, u64>,
-    /// Clock time the first connection started, ns.
+    pub joined_per_channel: Vec<(u64, u64)>,
     pub connect_start_ns: u64,
-    /// Clock time the last connection finished, ns.
     pub connect_end_ns: u64,
 }
 
@@ -216,16 +160,12 @@ impl ReadyStats {
     /// Combines the stats of the parts of a fleet.
     pub fn combine(parts: impl IntoIterator<Item = ReadyStats>) -> ReadyStats {
         let mut parts = parts.into_iter();
-        let Some(mut all) = parts.next() else {
-            return ReadyStats::default();
-        };
+        let mut all = parts.next().unwrap_or_default();
         for other in parts {
             all.established += other.established;
             all.failed += other.failed;
             all.reasons.merge(other.reasons);
-            for (channel, n) in other.joined_per_channel {
-                *all.joined_per_channel.entry(channel).or_default() += n;
-            }
+            all.joined_per_channel.extend(other.joined_per_channel);
             all.connect_start_ns = all.connect_start_ns.min(other.connect_start_ns);
             all.connect_end_ns = all.connect_end_ns.max(other.connect_end_ns);
         }
@@ -234,48 +174,35 @@ impl ReadyStats {
 
     /// Joined connections of each channel `0..channels`.
     pub fn joined(&self, channels: u64) -> Vec<u64> {
-        (0..channels)
-            .map(|c| self.joined_per_channel.get(&c).copied().unwrap_or(0))
-            .collect()
+        let mut joined = vec![0; usize::try_from(channels).unwrap_or(0)];
+        for &(c, n) in &self.joined_per_channel {
+            if let Some(j) = usize::try_from(c).ok().and_then(|c| joined.get_mut(c)) {
+                *j += n;
+            }
+        }
+        joined
+    }
+
+    /// Seconds spent connecting.
+    pub fn connect_secs(&self) -> f64 {
+        crate::measure::secs(self.connect_start_ns, self.connect_end_ns)
     }
 
     /// Joined connections per second over the connect phase.
     pub fn connect_rate(&self) -> Option<f64> {
-        let secs = self.connect_end_ns.saturating_sub(self.connect_start_ns) as f64 / 1e9;
+        let secs = self.connect_secs();
         (self.established > 0 && secs > 0.0).then(|| self.established as f64 / secs)
-    }
-}
-
-mod pairs {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(map: &BTreeMap<u64, u64>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(map.iter())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, D::Error> {
-        Vec::<(u64, u64)>::deserialize(d).map(|v| v.into_iter().collect())
     }
 }
 
 /// The state after a fleet was stopped.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DoneStats {
-    /// Benchmark broadcasts received.
     pub delivered: u64,
-    /// Joined connections that ended before the stop.
     pub disconnects: u64,
-    /// Clock time of the latest delivery, ns (0 if none).
     pub last_delivery_ns: u64,
-    /// Latencies in µs as `(value, count)` pairs.
     pub latency_us: Vec<(u64, u64)>,
-    /// Protocol frames counted by the scenario.
-    #[serde(default)]
     pub frames: u64,
-    /// Why held connections failed after the fleet was ready.
-    #[serde(default)]
     pub failures: Reasons,
 }
 
@@ -285,12 +212,26 @@ impl DoneStats {
         self.delivered += other.delivered;
         self.disconnects += other.disconnects;
         self.last_delivery_ns = self.last_delivery_ns.max(other.last_delivery_ns);
+        self.latency_us.extend(other.latency_us);
         self.frames += other.frames;
         self.failures.merge(other.failures);
-        if self.latency_us.is_empty() {
-            self.latency_us = other.latency_us;
-        } else {
-            self.latency_us.extend(other.latency_us);
+    }
+
+    /// What the connections of `shared` received.
+    pub fn of(shared: &Shared) -> Self {
+        let latency = shared.latency.as_ref().and_then(|l| l.lock().ok());
+        let c = &shared.counters;
+        DoneStats {
+            delivered: c.delivered.load(Relaxed),
+            disconnects: c.disconnects.load(Relaxed),
+            last_delivery_ns: c.last_delivery_ns.load(Relaxed),
+            latency_us: latency.map(|h| h.to_pairs()).unwrap_or_default(),
+            frames: c.frames.load(Relaxed),
+            failures: shared
+                .failures
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -302,167 +243,53 @@ impl DoneStats {
     }
 }
 
-/// Connections held by this process.
-#[derive(Debug)]
-pub struct LocalFleet {
-    shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    go: watch::Sender<Option<u64>>,
-    connector: Option<JoinHandle<(ReadyStats, JoinSet<()>)>>,
-    holders: Option<JoinSet<()>>,
-    ready: Option<ReadyStats>,
-}
-
-impl LocalFleet {
-    /// Starts opening the connections in the background.
-    pub fn start(spec: FleetSpec) -> Self {
-        let shared = Arc::new(Shared::new(spec.record_latency, spec.clock));
-        let (stop, stop_rx) = watch::channel(false);
-        let (go, go_rx) = watch::channel(None);
-        let connector = tokio::spawn(connect_all(spec, Arc::clone(&shared), stop_rx, go_rx));
-        Self {
-            shared,
-            stop,
-            go,
-            connector: Some(connector),
-            holders: None,
-            ready: None,
-        }
-    }
-
-    /// The live counts.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.shared.counters)
-    }
-
-    /// Tells presence members to join and track now; `at_ns` is the clock time their completion is
-    /// measured from.
-    pub fn go(&self, at_ns: u64) {
-        let _ = self.go.send(Some(at_ns));
-    }
-
-    /// Waits until every connection has been tried. Cancel-safe.
-    pub async fn wait_ready(&mut self) -> ReadyStats {
-        if let Some(handle) = self.connector.as_mut() {
-            let (ready, holders) = match handle.await {
-                Ok(done) => done,
-                // The connector only ends abnormally if it panicked; report what the counters saw.
-                Err(e) => {
-                    let live = self.shared.counters.snapshot();
-                    let mut reasons = Reasons::default();
-                    reasons.add(format!("connector task failed: {e}"), 1);
-                    let ready = ReadyStats {
-                        established: live.established,
-                        failed: live.failed,
-                        reasons,
-                        ..ReadyStats::default()
-                    };
-                    (ready, JoinSet::new())
-                }
-            };
-            self.connector = None;
-            self.holders = Some(holders);
-            self.ready = Some(ready);
-        }
-        self.ready.clone().unwrap_or_default()
-    }
-
-    /// Stops every connection (stopping the opening too, if still under way) and collects results.
-    pub async fn stop(mut self) -> DoneStats {
-        let _ = self.stop.send(true);
-        self.wait_ready().await;
-        if let Some(mut holders) = self.holders.take() {
-            let drain = async { while holders.join_next().await.is_some() {} };
-            let _ = tokio::time::timeout(STOP_GRACE, drain).await;
-        }
-        let latency_us = self
-            .shared
-            .latency
-            .as_ref()
-            .and_then(|l| l.lock().ok().map(|h| h.to_pairs()))
-            .unwrap_or_default();
-        let counters = &self.shared.counters;
-        DoneStats {
-            delivered: counters.delivered.load(Relaxed),
-            disconnects: counters.disconnects.load(Relaxed),
-            last_delivery_ns: counters.last_delivery_ns.load(Relaxed),
-            latency_us,
-            frames: counters.frames.load(Relaxed),
-            failures: self
-                .shared
-                .failures
-                .lock()
-                .map(|f| f.clone())
-                .unwrap_or_default(),
-        }
-    }
-}
-
 /// An opened connection, ready to be held.
 enum Opened {
     Ws(conn::Ws),
-    Sse(sse_client::SseConn),
+    Sse(http::SseConn),
 }
 
-async fn connect_all(
+/// Opens connection `i` of `spec`.
+async fn open(spec: &FleetSpec, i: u64) -> Result<Opened, String> {
+    let ctx = &spec.ctx;
+    let (target, protocol, ws_url) = (&ctx.target, ctx.protocol, ctx.ws_url.as_str());
+    let source = target.source_for(i, ctx.per_address);
+    let name = channel_name(&spec.prefix, i % spec.channels.max(1));
+    let opened = match spec.transport {
+        Transport::Ws => conn::open(target, ws_url, source, protocol, &name, &ctx.pusher).await,
+        Transport::Presence { .. } => {
+            conn::within("connect", conn::connect(target, ws_url, source)).await
+        }
+        Transport::Pg(join) => pg::open(target, ws_url, source, i, join).await,
+        Transport::Sse => {
+            let path = target.sse_path(&name, &ctx.token);
+            let stream = http::open(target, source, &path).await;
+            return stream.map(Opened::Sse).map_err(|e| e.to_string());
+        }
+    };
+    opened.map(Opened::Ws).map_err(|e| e.to_string())
+}
+
+pub async fn connect_all(
     spec: FleetSpec,
     shared: Arc<Shared>,
     stop_rx: watch::Receiver<bool>,
     go_rx: watch::Receiver<Option<u64>>,
 ) -> (ReadyStats, JoinSet<()>) {
     let mut ready = ReadyStats {
-        connect_start_ns: spec.clock.now_ns(),
+        connect_start_ns: spec.ctx.clock.now_ns(),
         ..ReadyStats::default()
     };
+    let mut per_channel = BTreeMap::<u64, u64>::new();
     let mut holders = JoinSet::new();
     let spec = Arc::new(spec);
     let channels = spec.channels.max(1);
-    let ws_url = Arc::new(
-        spec.target
-            .ws_url_for(spec.protocol, &spec.token, &spec.pusher),
-    );
     let attempts = futures_util::stream::iter(spec.base..spec.base.saturating_add(spec.count))
         .map(|i| {
-            let (spec, ws_url) = (Arc::clone(&spec), Arc::clone(&ws_url));
-            async move {
-                let source = spec.target.source_for(i, spec.per_address);
-                let name = payload::channel_name(&spec.prefix, i % channels);
-                let opened = match spec.transport {
-                    Transport::Ws => conn::open(
-                        &spec.target,
-                        &ws_url,
-                        source,
-                        spec.protocol,
-                        &name,
-                        &spec.pusher,
-                    )
-                    .await
-                    .map(Opened::Ws)
-                    .map_err(|e| e.to_string()),
-                    Transport::Presence { .. } => tokio::time::timeout(
-                        conn::OPEN_TIMEOUT,
-                        conn::connect(&spec.target, &ws_url, source),
-                    )
-                    .await
-                    .unwrap_or(Err(conn::ConnError::Timeout("connect")))
-                    .map(Opened::Ws)
-                    .map_err(|e| e.to_string()),
-                    Transport::Pg(join) => pg::open(&spec.target, &ws_url, source, i, join)
-                        .await
-                        .map(Opened::Ws)
-                        .map_err(|e| e.to_string()),
-                    Transport::Sse => {
-                        let path = spec.target.sse_path(&name, &spec.token);
-                        sse_client::open(&spec.target, source, &path)
-                            .await
-                            .map(Opened::Sse)
-                            .map_err(|e| e.to_string())
-                    }
-                };
-                (i, opened)
-            }
+            let spec = Arc::clone(&spec);
+            async move { (i, open(&spec, i).await) }
         })
-        .buffer_unordered(spec.concurrency.max(1));
+        .buffer_unordered(spec.ctx.concurrency.max(1));
     tokio::pin!(attempts);
     let mut stop = stop_rx.clone();
     loop {
@@ -472,119 +299,75 @@ async fn connect_all(
             next = attempts.next() => next,
         };
         let Some((i, result)) = next else { break };
-        match result {
-            Ok(opened) => {
-                shared.counters.established.fetch_add(1, Relaxed);
-                ready.established += 1;
-                *ready.joined_per_channel.entry(i % channels).or_default() += 1;
-                let (stop, shared) = (stop_rx.clone(), Arc::clone(&shared));
-                match (opened, spec.transport) {
-                    (Opened::Ws(ws), Transport::Presence { members }) => {
-                        let member = presence::Member {
-                            index: i,
-                            members,
-                            channels,
-                            topic: format!(
-                                "realtime:{}",
-                                payload::channel_name(&spec.prefix, i % channels)
-                            ),
-                        };
-                        holders.spawn(presence::member(ws, member, stop, go_rx.clone(), shared))
-                    }
-                    (Opened::Ws(ws), Transport::Pg(join)) => {
-                        holders.spawn(pg::hold(ws, i, stop, shared, join))
-                    }
-                    (Opened::Ws(ws), _) => {
-                        holders.spawn(conn::hold(ws, i, stop, shared, spec.protocol))
-                    }
-                    (Opened::Sse(s), _) => holders.spawn(sse_client::hold(s, stop, shared)),
-                };
-            }
+        let opened = match result {
+            Ok(opened) => opened,
             Err(reason) => {
                 shared.counters.failed.fetch_add(1, Relaxed);
                 ready.failed += 1;
                 ready.reasons.add(reason, 1);
+                continue;
             }
-        }
+        };
+        shared.counters.established.fetch_add(1, Relaxed);
+        ready.established += 1;
+        *per_channel.entry(i % channels).or_default() += 1;
+        let (stop, shared) = (stop_rx.clone(), Arc::clone(&shared));
+        let ws = match opened {
+            Opened::Sse(s) => {
+                holders.spawn(http::hold(s, stop, shared));
+                continue;
+            }
+            Opened::Ws(ws) => ws,
+        };
+        match spec.transport {
+            Transport::Presence { members } => {
+                let topic = format!("realtime:{}", channel_name(&spec.prefix, i % channels));
+                let handle = presence::member(i, members, channels, topic);
+                let go = Some(go_rx.clone());
+                holders.spawn(conn::hold(
+                    ws,
+                    i,
+                    stop,
+                    go,
+                    shared,
+                    Protocol::Phoenix,
+                    handle,
+                ))
+            }
+            Transport::Pg(join) => {
+                let handle = pg::subscriber(i, join, spec.ctx.clock.epoch_unix_ns());
+                holders.spawn(conn::hold(
+                    ws,
+                    i,
+                    stop,
+                    None,
+                    shared,
+                    Protocol::Phoenix,
+                    handle,
+                ))
+            }
+            _ => {
+                let protocol = spec.ctx.protocol;
+                let handle = conn::deliveries(protocol);
+                holders.spawn(conn::hold(ws, i, stop, None, shared, protocol, handle))
+            }
+        };
     }
-    ready.connect_end_ns = spec.clock.now_ns();
+    ready.joined_per_channel = per_channel.into_iter().collect();
+    ready.connect_end_ns = spec.ctx.clock.now_ns();
     (ready, holders)
-}
-
-/// Subscribers in this process or in worker processes.
-#[derive(Debug)]
-pub enum Fleet {
-    /// All connections in this process.
-    Local(LocalFleet),
-    /// Connections spread over child processes.
-    Workers(WorkerFleet),
-}
-
-impl Fleet {
-    /// Starts opening `spec`, in this process when `spec.count <= per_process`, else in
-    /// `ceil(count / per_process)` workers that get the API key `token`.
-    pub fn start(spec: FleetSpec, per_process: u64, token: &str) -> Result<Self, WorkerError> {
-        if spec.count <= per_process {
-            Ok(Fleet::Local(LocalFleet::start(spec)))
-        } else {
-            WorkerFleet::spawn(&spec, per_process, token).map(Fleet::Workers)
-        }
-    }
-
-    /// Number of client processes holding connections.
-    pub fn processes(&self) -> usize {
-        match self {
-            Fleet::Local(_) => 1,
-            Fleet::Workers(w) => w.processes(),
-        }
-    }
-
-    /// A handle on the live counts.
-    pub fn live(&self) -> LiveHandle {
-        match self {
-            Fleet::Local(l) => LiveHandle::new(vec![l.counters()]),
-            Fleet::Workers(w) => w.live(),
-        }
-    }
-
-    /// Tells presence members to join and track now (see [`LocalFleet::go`]).
-    pub async fn go(&mut self, at_ns: u64) {
-        match self {
-            Fleet::Local(l) => l.go(at_ns),
-            Fleet::Workers(w) => w.go(at_ns).await,
-        }
-    }
-
-    /// Waits until every connection has been tried.
-    pub async fn wait_ready(&mut self) -> ReadyStats {
-        match self {
-            Fleet::Local(l) => l.wait_ready().await,
-            Fleet::Workers(w) => w.wait_ready().await,
-        }
-    }
-
-    /// Stops all connections and collects the results.
-    pub async fn stop(self) -> DoneStats {
-        match self {
-            Fleet::Local(l) => l.stop().await,
-            Fleet::Workers(w) => w.stop().await,
-        }
-    }
 }
 
 /// Splits `count` connections starting at `base` into shares of at most `per_process`, as even as
 /// possible: `(base, count)` per share.
 pub fn shares(base: u64, count: u64, per_process: u64) -> Vec<(u64, u64)> {
-    let per_process = per_process.max(1);
-    let n = count.div_ceil(per_process).max(1);
-    let (each, extra) = (count / n, count % n);
+    let n = count.div_ceil(per_process.max(1)).max(1);
     let mut next = base;
     (0..n)
         .map(|k| {
-            let size = each + u64::from(k < extra);
-            let share = (next, size);
+            let size = crate::clock::share(count, n, k);
             next += size;
-            share
+            (next - size, size)
         })
         .collect()
 }
@@ -594,56 +377,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_cover_the_range_evenly() {
+    fn worker_shares_cover_the_fleet_evenly() {
         assert_eq!(shares(0, 10, 100), vec![(0, 10)]);
-        assert_eq!(
-            shares(0, 50_000, 19_000),
-            vec![(0, 16_667), (16_667, 16_667), (33_334, 16_666)]
-        );
+        let big = vec![(0, 16_667), (16_667, 16_667), (33_334, 16_666)];
+        assert_eq!(shares(0, 50_000, 19_000), big);
         assert_eq!(shares(5, 4, 2), vec![(5, 2), (7, 2)]);
-        for (count, per) in [(1u64, 1u64), (19_001, 19_000), (1_000_000, 19_000), (7, 3)] {
-            let s = shares(0, count, per);
-            assert_eq!(s.iter().map(|x| x.1).sum::<u64>(), count);
-            assert!(s.iter().all(|x| x.1 <= per));
-            assert!(s.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
-        }
-    }
-
-    #[test]
-    fn reasons_are_bounded() {
-        let mut r = Reasons::default();
-        for i in 0..40 {
-            r.add(format!("reason {i}"), 1);
-        }
-        r.add("reason 0".into(), 2);
-        assert_eq!(r.0.len(), MAX_REASONS + 1);
-        assert_eq!(r.0["other"], 40 - MAX_REASONS as u64);
-        assert_eq!(r.0["reason 0"], 3);
-    }
-
-    #[test]
-    fn ready_stats_combine() {
-        let a = ReadyStats::combine([
-            ReadyStats {
-                established: 10,
-                failed: 1,
-                joined_per_channel: [(0, 5), (1, 5)].into(),
-                connect_start_ns: 100,
-                connect_end_ns: 1_000_000_100,
-                ..ReadyStats::default()
-            },
-            ReadyStats {
-                established: 10,
-                joined_per_channel: [(1, 10)].into(),
-                connect_start_ns: 50,
-                connect_end_ns: 2_000_000_050,
-                ..ReadyStats::default()
-            },
-        ]);
-        assert_eq!((a.established, a.failed), (20, 1));
-        assert_eq!(a.joined_per_channel, [(0, 5), (1, 15)].into());
-        assert_eq!((a.connect_start_ns, a.connect_end_ns), (50, 2_000_000_050));
-        assert_eq!(a.connect_rate(), Some(10.0));
-        assert_eq!(ReadyStats::combine([]), ReadyStats::default());
     }
 }

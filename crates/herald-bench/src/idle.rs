@@ -3,14 +3,17 @@
 
 use std::time::Instant;
 
+use serde_json::json;
+
 use crate::Context;
 use crate::error::ScenarioError;
-use crate::fleet::{DoneStats, Fleet, FleetSpec, ReadyStats, Transport};
+use crate::fleet::{DoneStats, FleetSpec, ReadyStats, Transport};
 use crate::measure::{self, open_fleet, server_rss};
 use crate::payload::BENCH;
 use crate::procfs;
-use crate::report::{Detail, Hold, IdleDetail, Report};
+use crate::report::{Fields, Report};
 use crate::stats::round3;
+use crate::worker::Fleet;
 
 /// Options of an idle run: its command-line flags.
 #[derive(clap::Args, Debug, Clone, Copy)]
@@ -27,52 +30,42 @@ pub struct IdleOpts {
 }
 
 /// Kernel TCP buffer memory in KiB (machine-wide), if readable.
-pub(crate) fn tcp_mem_kib(page: u64) -> Option<u64> {
-    procfs::tcp_mem_pages()
-        .ok()
-        .map(|pages| pages * page / 1024)
+fn tcp_mem_kib() -> Option<u64> {
+    let (page, _) = procfs::page_size_and_clock_ticks();
+    Some(procfs::tcp_mem_pages().ok()? * page / 1024)
 }
 
 /// Growth per connection in KiB.
-pub(crate) fn per_connection(
-    before: Option<u64>,
-    after: Option<u64>,
-    connections: u64,
-) -> Option<f64> {
+fn per_connection(before: Option<u64>, after: Option<u64>, connections: u64) -> Option<f64> {
     let (before, after) = (before?, after?);
     (connections > 0).then(|| round3((after as f64 - before as f64) / connections as f64))
 }
 
 /// A fleet opened for idle or sse, with the memory figures taken around the opening.
-pub(crate) struct Opened {
+pub struct Opened {
     /// The fleet.
     pub fleet: Fleet,
     /// How its opening went.
     pub ready: ReadyStats,
-    connect_secs: f64,
     rss: [Option<u64>; 2],
     tcp: [Option<u64>; 2],
     hold_start: Instant,
 }
 
 /// Opens `spec`, reading the server's and the kernel's memory before and after.
-pub(crate) async fn open(
+pub async fn open(
     ctx: &Context,
     name: &'static str,
     spec: FleetSpec,
 ) -> Result<Opened, ScenarioError> {
-    let (page, _) = procfs::page_size_and_clock_ticks();
-    let rss_before = server_rss(ctx)?;
-    let tcp_before = tcp_mem_kib(page);
-    let started = Instant::now();
+    let (rss_before, tcp_before) = (server_rss(ctx)?, tcp_mem_kib());
     let (fleet, ready) = open_fleet(ctx, name, spec, false).await?;
     // The PID was checked above; if the server has gone since, report without its memory.
     Ok(Opened {
         fleet,
         ready,
-        connect_secs: started.elapsed().as_secs_f64(),
         rss: [rss_before, server_rss(ctx).unwrap_or(None)],
-        tcp: [tcp_before, tcp_mem_kib(page)],
+        tcp: [tcp_before, tcp_mem_kib()],
         hold_start: Instant::now(),
     })
 }
@@ -85,7 +78,7 @@ impl Opened {
         ctx: &Context,
         scenario: &'static str,
         requested: u64,
-    ) -> (Report, Hold, DoneStats) {
+    ) -> (Report, Fields, DoneStats) {
         let hold_secs = self.hold_start.elapsed().as_secs_f64();
         let rss_end = server_rss(ctx).unwrap_or(None);
         let processes = self.fleet.processes();
@@ -99,22 +92,22 @@ impl Opened {
             kernel_per_connection_kib: per_connection(tcp_before, tcp_after, established),
             connect_rate: ready.connect_rate().map(round3),
             errors: ready.failed + done.disconnects,
-            ..Report::new(scenario, Detail::Idle(IdleDetail::default()))
+            ..Report::new(scenario, Fields::default())
         };
-        let hold = Hold {
-            requested,
-            failed: ready.failed,
-            failure_reasons: ready.reasons.0,
-            disconnects: done.disconnects,
-            processes,
-            connect_secs: round3(self.connect_secs),
-            hold_secs: round3(hold_secs),
-            server_rss_before_kib: rss_before,
-            server_rss_after_kib: rss_after,
-            server_rss_end_kib: rss_end,
-            tcp_mem_before_kib: tcp_before,
-            tcp_mem_after_kib: tcp_after,
-        };
+        let hold = Fields(vec![
+            ("requested", json!(requested)),
+            ("failed", json!(ready.failed)),
+            ("failure_reasons", json!(ready.reasons)),
+            ("disconnects", json!(done.disconnects)),
+            ("processes", json!(processes)),
+            ("connect_secs", json!(round3(ready.connect_secs()))),
+            ("hold_secs", json!(round3(hold_secs))),
+            ("server_rss_before_kib", json!(rss_before)),
+            ("server_rss_after_kib", json!(rss_after)),
+            ("server_rss_end_kib", json!(rss_end)),
+            ("tcp_mem_before_kib", json!(tcp_before)),
+            ("tcp_mem_after_kib", json!(tcp_after)),
+        ]);
         (report, hold, done)
     }
 }
@@ -124,15 +117,14 @@ pub async fn run(ctx: &Context, opts: IdleOpts) -> Result<Report, ScenarioError>
     let spec = ctx.fleet_spec(Transport::Ws, BENCH, opts.channels, opts.connections, false);
     let opened = open(ctx, "idle", spec).await?;
     let live = opened.fleet.live();
-    measure::hold("idle", live, opened.ready.established, opts.hold).await;
+    measure::hold(ctx, "idle", live, opened.ready.established, opts.hold).await;
     let (report, hold, _) = opened.finish(ctx, "idle", opts.connections).await;
-    let detail = IdleDetail {
-        protocol: ctx.protocol.name(),
-        channels: opts.channels,
-        hold,
-    };
+    let detail = Fields(vec![
+        ("protocol", json!(ctx.protocol.name())),
+        ("channels", json!(opts.channels)),
+    ]);
     Ok(Report {
-        detail: Detail::Idle(detail),
+        detail: detail.and(hold),
         ..report
     })
 }

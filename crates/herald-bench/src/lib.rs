@@ -13,21 +13,16 @@ mod fleet;
 mod http;
 mod idle;
 mod measure;
-mod pace;
 mod payload;
 mod pg;
-mod plain;
 mod presence;
 mod procfs;
-mod progress;
 mod protocol;
 mod publish;
-mod pusher;
+mod publisher;
 mod recover;
 mod report;
-mod socketio;
 mod sse;
-mod sse_client;
 mod stats;
 mod target;
 mod token;
@@ -36,15 +31,13 @@ mod worker;
 #[cfg(test)]
 mod e2e;
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 
 use crate::clock::Clock;
 use crate::error::ScenarioError;
 use crate::fleet::{FleetSpec, Transport};
-use crate::payload::BENCH;
 pub use crate::protocol::Protocol;
+use crate::protocol::{App, DEFAULT_APP_ID, DEFAULT_KEY, DEFAULT_SECRET};
 use crate::target::Target;
 
 /// `herald bench`: measure a server on this machine.
@@ -73,14 +66,14 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Protocol::Phoenix, global = true)]
     pub protocol: Protocol,
     /// Pusher app id (--protocol pusher): the HTTP publisher posts to /apps/<id>/batch_events.
-    #[arg(long, default_value = pusher::DEFAULT_APP_ID, global = true)]
+    #[arg(long, default_value = DEFAULT_APP_ID, global = true)]
     pub pusher_app_id: String,
     /// Pusher app key (--protocol pusher): clients connect to /app/<key>.
-    #[arg(long, default_value = pusher::DEFAULT_KEY, global = true)]
+    #[arg(long, default_value = DEFAULT_KEY, global = true)]
     pub pusher_key: String,
     /// Pusher app secret (--protocol pusher): clients sign their private-channel subscriptions and
     /// HTTP publishes with it.
-    #[arg(long, default_value = pusher::DEFAULT_SECRET, global = true)]
+    #[arg(long, default_value = DEFAULT_SECRET, global = true)]
     pub pusher_secret: String,
 }
 
@@ -201,6 +194,16 @@ pub enum PublisherKind {
     Http,
 }
 
+impl PublisherKind {
+    /// `ws` or `http`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PublisherKind::Ws => "ws",
+            PublisherKind::Http => "http",
+        }
+    }
+}
+
 /// How the benchmark's clients are opened.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOpts {
@@ -214,103 +217,35 @@ pub struct ClientOpts {
     /// Connections per loopback source address (127.0.0.2, 127.0.0.3, ...).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=28_000))]
     pub per_address: u64,
-    /// Run as a worker of a parent benchmark process.
-    #[arg(long, hide = true)]
-    pub worker: bool,
-    /// Worker: global index of its first connection.
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub worker_base: u64,
-    /// Worker: number of connections it opens.
-    #[arg(long, hide = true)]
-    pub worker_count: Option<u64>,
-    /// Worker: the parent's clock epoch, wall-clock ns since 1970.
-    #[arg(long, hide = true)]
-    pub worker_epoch_ns: Option<u64>,
 }
 
 impl Scenario {
-    /// How the scenario's fleet is opened; `None` for a scenario without one.
-    fn clients(&self) -> Option<&ClientOpts> {
+    /// How the scenario opens connections: at once, per process (`None`: the default) and per
+    /// source address.
+    fn opening(&self) -> (u64, Option<u64>, u64) {
         match self {
-            Scenario::Idle { clients, .. }
-            | Scenario::Fanout { clients, .. }
-            | Scenario::Sse { clients, .. }
-            | Scenario::Publish { clients, .. }
-            | Scenario::Presence { clients, .. }
-            | Scenario::Pg { clients, .. } => Some(clients),
-            Scenario::Recover { .. } | Scenario::Churn { .. } => None,
+            Scenario::Idle { clients: c, .. }
+            | Scenario::Fanout { clients: c, .. }
+            | Scenario::Sse { clients: c, .. }
+            | Scenario::Publish { clients: c, .. }
+            | Scenario::Presence { clients: c, .. }
+            | Scenario::Pg { clients: c, .. } => (c.concurrency, c.per_process, c.per_address),
+            Scenario::Churn {
+                concurrency,
+                per_address,
+                ..
+            } => (*concurrency, None, *per_address),
+            Scenario::Recover { .. } => (1, None, 20_000),
         }
-    }
-
-    /// The scenario's name.
-    fn name(&self) -> &'static str {
-        match self {
-            Scenario::Idle { .. } => "idle",
-            Scenario::Fanout { .. } => "fanout",
-            Scenario::Sse { .. } => "sse",
-            Scenario::Recover { .. } => "recover",
-            Scenario::Publish { .. } => "publish",
-            Scenario::Presence { .. } => "presence",
-            Scenario::Churn { .. } => "churn",
-            Scenario::Pg { .. } => "pg",
-        }
-    }
-
-    /// The fleet a worker process opens a share of, as the scenario opens it (its channel prefix
-    /// may depend on the run's clock).
-    fn fleet(&self, ctx: &Context) -> Option<FleetSpec> {
-        let spec = |transport, prefix: &str, channels, count, timed| {
-            ctx.fleet_spec(transport, prefix, channels, count, timed)
-        };
-        Some(match self {
-            Scenario::Idle { opts: o, .. } => {
-                spec(Transport::Ws, BENCH, o.channels, o.connections, false)
-            }
-            Scenario::Fanout { opts: o, .. } => {
-                spec(Transport::Ws, BENCH, o.channels, o.subscribers, true)
-            }
-            Scenario::Sse { opts: o, .. } => spec(
-                Transport::Sse,
-                BENCH,
-                o.topics,
-                o.streams,
-                o.publish_rate.is_some(),
-            ),
-            Scenario::Publish { opts: o, .. } => spec(
-                Transport::Ws,
-                publish::PREFIX,
-                o.channels,
-                o.subscribers,
-                true,
-            ),
-            Scenario::Presence { opts: o, .. } => {
-                let transport = Transport::Presence { members: o.members };
-                spec(
-                    transport,
-                    &presence::prefix(&ctx.clock),
-                    o.channels,
-                    o.members,
-                    true,
-                )
-            }
-            Scenario::Pg { opts: o, .. } => spec(
-                Transport::Pg(o.join()),
-                pg::PREFIX,
-                o.groups,
-                o.subscribers,
-                true,
-            ),
-            Scenario::Recover { .. } | Scenario::Churn { .. } => return None,
-        })
     }
 }
 
 /// What every scenario needs to know about the run.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Context {
     pub target: Target,
     pub protocol: Protocol,
-    pub pusher: pusher::App,
+    pub pusher: App,
     pub token: String,
     pub ws_url: String,
     pub server_pid: Option<u32>,
@@ -331,19 +266,13 @@ impl Context {
         record_latency: bool,
     ) -> FleetSpec {
         FleetSpec {
-            target: self.target.clone(),
-            token: self.token.clone(),
+            ctx: self.clone(),
             transport,
-            protocol: self.protocol,
-            pusher: self.pusher.clone(),
             prefix: prefix.to_owned(),
             channels,
             base: 0,
             count,
-            concurrency: self.concurrency,
-            per_address: self.per_address,
             record_latency,
-            clock: self.clock,
         }
     }
 }
@@ -356,94 +285,51 @@ fn default_per_process() -> u64 {
         .max(100)
 }
 
-/// A worker's share of `--concurrency`, so that all workers together open about as many
-/// connections at once as one process would.
-fn worker_concurrency(total_concurrency: usize, count: u64, total: u64) -> usize {
-    let share = (total_concurrency as u128 * u128::from(count)).div_ceil(u128::from(total.max(1)));
-    usize::try_from(share)
-        .unwrap_or(total_concurrency)
-        .clamp(1, total_concurrency.max(1))
+/// Runs `scenario` in this process.
+async fn measure(ctx: &Context, scenario: Scenario) -> Result<report::Report, ScenarioError> {
+    match scenario {
+        Scenario::Idle { opts, .. } => idle::run(ctx, opts).await,
+        Scenario::Fanout { opts, .. } => fanout::run(ctx, opts).await,
+        Scenario::Sse { opts, .. } => sse::run(ctx, opts).await,
+        Scenario::Recover { opts } => recover::run(ctx, opts).await,
+        Scenario::Publish { opts, .. } => publish::run(ctx, opts).await,
+        Scenario::Presence { opts, .. } => presence::run(ctx, opts).await,
+        Scenario::Churn { opts, .. } => churn::run(ctx, opts).await,
+        Scenario::Pg { opts, .. } => pg::run(ctx, opts).await,
+    }
 }
 
 /// Runs the chosen scenario and prints its report (a table, and with `--json` a JSON line last).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(spec) = worker::assigned()? {
+        return worker::serve(spec).await.context("worker output");
+    }
     let target = Target::parse(&args.url)?;
     let protocol = args.protocol;
-    protocol
-        .check(
-            args.scenario.name(),
-            matches!(
-                args.scenario,
-                Scenario::Idle { .. } | Scenario::Fanout { .. }
-            ),
-        )
-        .map_err(ScenarioError::from)?;
     // The peers take anyone: they need no key, and none is sent to them.
-    let token = if protocol.needs_token() {
-        token::resolve(args.token.as_deref())?
-    } else {
-        String::new()
+    let token = match protocol {
+        Protocol::Phoenix => token::resolve(args.token.as_deref())?,
+        _ => String::new(),
     };
-    let app = pusher::App {
+    let app = App {
         id: args.pusher_app_id,
         key: args.pusher_key,
         secret: args.pusher_secret,
     };
-    let clients = args.scenario.clients().cloned();
-    let ws_url = target.ws_url_for(protocol, &token, &app);
-    let (concurrency, per_address) = match &args.scenario {
-        Scenario::Churn {
-            concurrency,
-            per_address,
-            ..
-        } => (*concurrency, *per_address),
-        _ => clients
-            .as_ref()
-            .map_or((1, 20_000), |c| (c.concurrency, c.per_address)),
-    };
-    let concurrency = usize::try_from(concurrency).unwrap_or(usize::MAX);
-
-    let worker = clients.as_ref().filter(|c| c.worker);
+    let (concurrency, per_process, per_address) = args.scenario.opening();
     let ctx = Context {
+        ws_url: target.ws_url_for(protocol, &token, &app),
         target,
         protocol,
         pusher: app,
         token,
-        ws_url,
         server_pid: args.server_pid,
-        clock: worker
-            .and_then(|c| c.worker_epoch_ns)
-            .map_or_else(Clock::start, Clock::join),
-        per_process: clients
-            .as_ref()
-            .and_then(|c| c.per_process)
-            .unwrap_or_else(default_per_process),
-        concurrency,
+        clock: Clock::start(),
+        per_process: per_process.unwrap_or_else(default_per_process),
+        concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
         per_address,
     };
-    if let Some(clients) = worker
-        && let Some(all) = args.scenario.fleet(&ctx)
-    {
-        let count = clients.worker_count.unwrap_or(all.count);
-        let spec = FleetSpec {
-            base: clients.worker_base,
-            count,
-            concurrency: worker_concurrency(concurrency, count, all.count),
-            ..all
-        };
-        return worker::serve(spec).await.context("worker output");
-    }
-
-    let report = match args.scenario {
-        Scenario::Idle { opts, .. } => idle::run(&ctx, opts).await?,
-        Scenario::Fanout { opts, .. } => fanout::run(&ctx, opts).await?,
-        Scenario::Sse { opts, .. } => sse::run(&ctx, opts).await?,
-        Scenario::Recover { opts } => recover::run(&ctx, opts).await?,
-        Scenario::Publish { opts, .. } => publish::run(Arc::new(ctx), opts).await?,
-        Scenario::Presence { opts, .. } => presence::run(&ctx, opts).await?,
-        Scenario::Churn { opts, .. } => churn::run(Arc::new(ctx), opts).await?,
-        Scenario::Pg { opts, .. } => pg::run(&ctx, opts).await?,
-    };
+    let report = measure(&ctx, args.scenario).await?;
     print!("{}", report.table());
     if args.json {
         println!("{}", report.to_json_line());
@@ -451,157 +337,53 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads `herald bench <args>` as the binary does.
+#[cfg(test)]
+fn parse(args: &str) -> Result<BenchArgs, clap::Error> {
+    use clap::Parser;
+    #[derive(clap::Parser, Debug)]
+    enum Cli {
+        Bench(BenchArgs),
+    }
+    let Cli::Bench(b) = Cli::try_parse_from(format!("herald bench {args}").split_whitespace())?;
+    Ok(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(clap::Parser, Debug)]
-    struct Cli {
-        #[command(subcommand)]
-        cmd: Cmd,
-    }
-
-    #[derive(clap::Subcommand, Debug)]
-    enum Cmd {
-        Bench(BenchArgs),
-    }
-
-    fn parse(args: &str) -> Result<BenchArgs, clap::Error> {
-        let args = format!("herald bench {args}");
-        let Cli { cmd: Cmd::Bench(b) } = Cli::try_parse_from(args.split_whitespace())?;
-        Ok(b)
-    }
 
     #[test]
-    fn parses_the_documented_command_lines() {
-        let b = parse("idle --connections 200 --channels 10 --hold 3 --json").unwrap();
-        assert!(b.json && b.url == "http://127.0.0.1:4000" && b.protocol == Protocol::Phoenix);
-        assert!(matches!(
-            b.scenario,
-            Scenario::Idle {
-                opts: idle::IdleOpts {
-                    connections: 200,
-                    channels: 10,
-                    hold: 3,
-                },
-                ..
+    fn the_scripts_command_lines_parse_and_bad_counts_do_not() {
+        let mut commands = Vec::new();
+        for script in ["bench", "bench-peers", "bench-smoke"] {
+            let path = format!("{}/../../scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+            for line in std::fs::read_to_string(path).unwrap().lines() {
+                // `smoke ARGS`, `... && run NAME "ENV" ARGS` or `... && run NAME ARGS`.
+                let args = match (line.strip_prefix("smoke "), line.split_once("&& run ")) {
+                    (Some(args), _) => args,
+                    (None, Some((_, run))) => {
+                        let run = run.split_once(' ').map_or("", |(_, r)| r);
+                        run.rsplit_once("\" ").map_or(run, |(_, r)| r)
+                    }
+                    _ => continue,
+                };
+                commands.push(match args.starts_with("pg ") {
+                    true => format!("{args} --database-url postgres://127.0.0.1/x"),
+                    false => args.to_owned(),
+                });
             }
-        ));
-        let b = parse(
-            "--server-pid 42 fanout --subscribers 100 --rate 100 --payload 256 --publisher http \
-             --url http://127.0.0.1:5000 --protocol pusher --pusher-key k",
-        )
-        .unwrap();
-        assert_eq!(
-            (b.server_pid, b.url.as_str()),
-            (Some(42), "http://127.0.0.1:5000")
-        );
-        assert_eq!((b.protocol, b.pusher_key.as_str()), (Protocol::Pusher, "k"));
-        assert_eq!(b.pusher_secret, pusher::DEFAULT_SECRET);
-        assert!(matches!(
-            b.scenario,
-            Scenario::Fanout {
-                opts: fanout::FanoutOpts {
-                    subscribers: 100,
-                    publisher: PublisherKind::Http,
-                    ..
-                },
-                ..
-            }
-        ));
-        let b = parse("pg --database-url postgres://127.0.0.1/x --groups 5 --rls").unwrap();
-        let Scenario::Pg { opts, .. } = &b.scenario else {
-            panic!("{b:?}")
-        };
-        assert_eq!((opts.groups, opts.rls, opts.filter), (5, true, false));
-        assert!(matches!(
-            parse("publish").unwrap().scenario,
-            Scenario::Publish {
-                opts: publish::PublishOpts {
-                    rate: 0,
-                    publisher: PublisherKind::Http,
-                    ..
-                },
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn worker_flags_can_follow_the_original_command_line() {
-        let b = parse(
-            "--json idle --connections 50000 --server-pid 7 --worker --worker-base 19000 \
-             --worker-count 19000 --worker-epoch-ns 123",
-        )
-        .unwrap();
-        let c = b.scenario.clients().unwrap();
-        assert!(c.worker);
-        let got = (c.worker_base, c.worker_count, c.worker_epoch_ns);
-        assert_eq!(got, (19_000, Some(19_000), Some(123)));
-        assert_eq!(worker_concurrency(200, 10_000, 30_000), 67);
-        assert_eq!(worker_concurrency(200, 1, 1_000_000), 1);
-    }
-
-    #[test]
-    fn workers_open_the_fleet_of_their_scenario() {
-        let target = Target::parse("http://127.0.0.1:4000").unwrap();
-        let ctx = |clock| Context {
-            ws_url: target.ws_url(""),
-            target: target.clone(),
-            protocol: Protocol::Phoenix,
-            pusher: pusher::App::default(),
-            token: String::new(),
-            server_pid: None,
-            clock,
-            per_process: 100,
-            concurrency: 8,
-            per_address: 100,
-        };
-        let parent = ctx(Clock::start());
-        let fleet = |args| parse(args).unwrap().scenario.fleet(&parent);
-        let sse = fleet("sse --streams 200 --topics 10 --publish-rate 5").unwrap();
-        assert_eq!(sse.transport, Transport::Sse);
-        assert_eq!(
-            (sse.prefix.as_str(), sse.channels, sse.count),
-            (BENCH, 10, 200)
-        );
-        assert!(sse.record_latency);
-        let publish = fleet("publish --subscribers 10").unwrap();
-        assert_eq!(publish.prefix, "bench-pub");
-        let pg = fleet("pg --database-url postgres://127.0.0.1/x --groups 5 --filter").unwrap();
-        let join = pg::PgJoin {
-            groups: 5,
-            filter: true,
-            per_group: true,
-        };
-        assert_eq!(pg.transport, Transport::Pg(join));
-        let presence = fleet("presence --members 500 --channels 5").unwrap();
-        assert_eq!(presence.transport, Transport::Presence { members: 500 });
-        // A worker joins the parent's epoch, so it finds the same channels.
-        let worker = ctx(Clock::join(parent.clock.epoch_unix_ns()));
-        let scenario = parse("presence").unwrap().scenario;
-        assert_eq!(scenario.fleet(&worker).unwrap().prefix, presence.prefix);
-        assert!(fleet("recover").is_none() && fleet("churn").is_none());
-    }
-
-    #[test]
-    fn counts_are_bounded() {
+        }
+        assert!(commands.len() > 20, "{commands:?}");
+        for command in commands {
+            assert!(parse(&command).is_ok(), "{command}");
+        }
         for bad in [
             "idle --connections 0",
-            "idle --connections 2000000",
-            "fanout --duration 100000",
             "fanout --rate 0",
-            "sse --publish-rate 0",
             "recover --batch 1001",
-            "recover --concurrency 5",
-            "publish --connections 0",
-            "presence --timeout 0",
-            "churn --rate 20000",
-            "churn --worker",
             "idle --protocol mqtt",
             "pg --database-url postgres://127.0.0.1/x --rows-per-tx 10001",
-            "pg --database-url postgres://127.0.0.1/x --payload 70000",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
@@ -609,22 +391,15 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_protocols_a_scenario_does_not_speak() {
-        for (args, want) in [
-            (
-                "--protocol pusher churn",
-                "churn scenario speaks only phoenix",
-            ),
-            (
-                "--protocol plain recover",
-                "recover scenario speaks only phoenix",
-            ),
-            (
-                "--protocol plain pg --database-url postgres://127.0.0.1/x",
-                "pg scenario speaks only phoenix",
-            ),
+        for args in [
+            "--protocol pusher churn",
+            "--protocol plain pg --database-url postgres://127.0.0.1/x",
         ] {
             let e = run(parse(args).unwrap()).await.unwrap_err();
-            assert!(format!("{e:#}").contains(want), "{e:#}");
+            assert!(
+                format!("{e:#}").contains("scenario speaks only phoenix"),
+                "{e:#}"
+            );
         }
     }
 }

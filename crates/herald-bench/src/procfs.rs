@@ -9,159 +9,81 @@ pub enum ProcError {
     /// The file could not be read (for example: no such process).
     #[error("cannot read {path}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// The I/O error.
         source: std::io::Error,
     },
     /// The file was read but the field was missing or malformed.
     #[error("no {field} in {path}")]
-    Missing {
-        /// The file.
-        path: PathBuf,
-        /// What was looked for.
-        field: &'static str,
-    },
+    Missing { path: PathBuf, field: &'static str },
 }
 
-fn read(path: PathBuf) -> Result<(PathBuf, String), ProcError> {
+/// The number that `parse` reads as `field` out of the file at `path`.
+fn read(
+    path: String,
+    field: &'static str,
+    parse: fn(&str) -> Option<u64>,
+) -> Result<u64, ProcError> {
+    let path = PathBuf::from(path);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok((path, text)),
+        Ok(text) => parse(&text).ok_or(ProcError::Missing { path, field }),
         Err(source) => Err(ProcError::Read { path, source }),
     }
 }
 
+/// The word after `key` on the first line starting with `prefix`.
+fn after(text: &str, prefix: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(prefix))?;
+    let mut words = line.split_whitespace().skip_while(|w| *w != key);
+    words.nth(1)?.parse().ok()
+}
+
 /// Resident set size of process `pid`, in KiB (`VmRSS` in `/proc/<pid>/status`).
 pub fn vm_rss_kib(pid: u32) -> Result<u64, ProcError> {
-    let (path, text) = read(PathBuf::from(format!("/proc/{pid}/status")))?;
-    parse_vm_rss_kib(&text).ok_or(ProcError::Missing {
-        path,
-        field: "VmRSS",
+    read(format!("/proc/{pid}/status"), "VmRSS", |t| {
+        after(t, "VmRSS:", "VmRSS:")
     })
 }
 
 /// User plus system CPU time of process `pid`, in clock ticks (`/proc/<pid>/stat`).
 pub fn cpu_ticks(pid: u32) -> Result<u64, ProcError> {
-    let (path, text) = read(PathBuf::from(format!("/proc/{pid}/stat")))?;
-    parse_cpu_ticks(&text).ok_or(ProcError::Missing {
-        path,
-        field: "utime/stime",
+    read(format!("/proc/{pid}/stat"), "utime/stime", |stat| {
+        // The command name is in parentheses and may contain spaces: count fields after the last
+        // ')'. Fields after the name start at field 3 (state); utime is field 14, stime field 15.
+        let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+        let utime: u64 = fields.nth(11)?.parse().ok()?;
+        Some(utime + fields.next()?.parse::<u64>().ok()?)
     })
 }
 
 /// Pages of memory in TCP socket buffers, machine-wide (`TCP: ... mem N` in `/proc/net/sockstat`).
 pub fn tcp_mem_pages() -> Result<u64, ProcError> {
-    let (path, text) = read(PathBuf::from("/proc/net/sockstat"))?;
-    parse_tcp_mem_pages(&text).ok_or(ProcError::Missing {
-        path,
-        field: "TCP mem",
+    read("/proc/net/sockstat".to_owned(), "TCP mem", |t| {
+        after(t, "TCP:", "mem")
     })
 }
 
 /// The soft limit on open files of this process, if it is a number.
 pub fn open_files_limit() -> Option<u64> {
-    let (_, text) = read(PathBuf::from("/proc/self/limits")).ok()?;
-    parse_open_files_limit(&text)
+    // `Max open files  <soft>  <hard>  files`: the word after the first `files`.
+    let soft = |t: &str| after(t, "Max open files", "files");
+    read("/proc/self/limits".to_owned(), "Max open files", soft).ok()
 }
 
 /// Page size and clock ticks per second, from `/proc/self/auxv` (4096 and 100 if it can't be read).
 pub fn page_size_and_clock_ticks() -> (u64, u64) {
+    const AT_PAGESZ: u64 = 6;
+    const AT_CLKTCK: u64 = 17;
     let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
-    let page = auxv_value(&auxv, AT_PAGESZ)
-        .filter(|&v| v > 0)
-        .unwrap_or(4096);
-    let ticks = auxv_value(&auxv, AT_CLKTCK)
-        .filter(|&v| v > 0)
-        .unwrap_or(100);
-    (page, ticks)
-}
-
-const AT_PAGESZ: u64 = 6;
-const AT_CLKTCK: u64 = 17;
-
-/// Looks `key` up in an auxiliary vector of native-endian `(u64 key, u64 value)` pairs.
-fn auxv_value(auxv: &[u8], key: u64) -> Option<u64> {
-    auxv.chunks_exact(16).find_map(|pair| {
-        let k = u64::from_ne_bytes(pair.get(..8)?.try_into().ok()?);
-        let v = u64::from_ne_bytes(pair.get(8..16)?.try_into().ok()?);
-        (k == key).then_some(v)
-    })
-}
-
-fn parse_vm_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name is in parentheses and may contain spaces: count fields after the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace();
-    // Fields after the name start at field 3 (state); utime is field 14, stime field 15.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn parse_tcp_mem_pages(sockstat: &str) -> Option<u64> {
-    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
-    let mut words = line.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == "mem" {
-            return words.next()?.parse().ok();
-        }
-    }
-    None
-}
-
-fn parse_open_files_limit(limits: &str) -> Option<u64> {
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.trim_start_matches("Max open files")
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_status_stat_sockstat_limits() {
-        let status = "Name:\therald\nVmPeak:\t  99 kB\nVmRSS:\t   12345 kB\nRssAnon:\t 1 kB\n";
-        assert_eq!(parse_vm_rss_kib(status), Some(12_345));
-        assert_eq!(parse_vm_rss_kib("Name: x\n"), None);
-
-        let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 1000 1 2";
-        assert_eq!(parse_cpu_ticks(stat), Some(325));
-        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
-
-        let sockstat =
-            "sockets: used 300\nTCP: inuse 12 orphan 0 tw 3 alloc 20 mem 7\nUDP: inuse 1 mem 2\n";
-        assert_eq!(parse_tcp_mem_pages(sockstat), Some(7));
-        assert_eq!(parse_tcp_mem_pages("UDP: inuse 1 mem 2\n"), None);
-
-        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            20000                20000                files\n";
-        assert_eq!(parse_open_files_limit(limits), Some(20_000));
-        assert_eq!(
-            parse_open_files_limit(
-                "Max open files            unlimited            unlimited            files\n"
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn reads_auxv_pairs() {
-        let mut auxv = Vec::new();
-        for (k, v) in [(3u64, 1u64), (AT_PAGESZ, 16_384), (AT_CLKTCK, 250), (0, 0)] {
-            auxv.extend_from_slice(&k.to_ne_bytes());
-            auxv.extend_from_slice(&v.to_ne_bytes());
-        }
-        assert_eq!(auxv_value(&auxv, AT_PAGESZ), Some(16_384));
-        assert_eq!(auxv_value(&auxv, AT_CLKTCK), Some(250));
-        assert_eq!(auxv_value(&auxv, 99), None);
-        assert_eq!(auxv_value(&auxv[..7], AT_PAGESZ), None);
-    }
+    // Native-endian `(u64 key, u64 value)` pairs.
+    let value = |key: u64| {
+        auxv.chunks_exact(16).find_map(|pair| {
+            let k = u64::from_ne_bytes(pair.get(..8)?.try_into().ok()?);
+            let v = u64::from_ne_bytes(pair.get(8..16)?.try_into().ok()?);
+            (k == key && v > 0).then_some(v)
+        })
+    };
+    (
+        value(AT_PAGESZ).unwrap_or(4096),
+        value(AT_CLKTCK).unwrap_or(100),
+    )
 }

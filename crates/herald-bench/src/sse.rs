@@ -1,14 +1,15 @@
 //! The `sse` scenario: Server-Sent Events streams held open, optionally with HTTP publishing to them
 //! (`--publish-rate`) measured as `fanout` measures WebSocket subscribers.
 
-use crate::Context;
+use serde_json::json;
+
 use crate::error::ScenarioError;
-use crate::fanout::{self, HttpPublisher, Publisher, Schedule};
 use crate::fleet::Transport;
-use crate::idle;
 use crate::measure::{self, missing, per_sec};
-use crate::payload::{BENCH, PayloadBuilder};
-use crate::report::{Detail, Published, Report, SseDetail};
+use crate::payload::BENCH;
+use crate::publisher::{self, Pace, Plan};
+use crate::report::{Fields, Report, published};
+use crate::{Context, PublisherKind, idle};
 
 /// Options of an sse run: its command-line flags.
 #[derive(clap::Args, Debug, Clone, Copy)]
@@ -33,61 +34,53 @@ pub struct SseOpts {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, opts: SseOpts) -> Result<Report, ScenarioError> {
+    ctx.protocol.check("sse")?;
     let timed = opts.publish_rate.is_some();
     let spec = ctx.fleet_spec(Transport::Sse, BENCH, opts.topics, opts.streams, timed);
     let opened = idle::open(ctx, "sse", spec).await?;
     let (live, established) = (opened.fleet.live(), opened.ready.established);
-    let phase = match opts.publish_rate {
+    let outcome = match opts.publish_rate {
         Some(rate) if established > 0 => {
-            let joined = opened.ready.joined(opts.topics);
-            let mut publisher = Publisher::Http(Box::new(HttpPublisher::new(ctx, BENCH)));
-            let schedule = Schedule {
+            let plan = Plan {
+                kind: PublisherKind::Http,
+                prefix: BENCH.to_owned(),
                 channels: opts.topics,
-                rate,
+                offset: 0,
+                connections: 1,
+                pace: Pace::Shared(rate),
                 duration: opts.hold.max(1),
+                batch: 100,
+                ack: false,
+                payload: opts.payload,
             };
-            let builder = PayloadBuilder::new(opts.payload);
-            let publishing = fanout::publish_and_drain(
-                ctx,
-                &mut publisher,
-                schedule,
-                &builder,
-                &joined,
-                live,
-                "sse",
-            );
-            Some(publishing.await)
+            let joined = opened.ready.joined(opts.topics);
+            Some(publisher::publish(ctx, plan, joined, live, ("sse", false)).await?)
         }
         _ => {
-            measure::hold("sse", live, established, opts.hold).await;
+            measure::hold(ctx, "sse", live, established, opts.hold).await;
             None
         }
     };
     let (mut report, hold, done) = opened.finish(ctx, "sse", opts.streams).await;
-    let mut detail = SseDetail {
-        topics: opts.topics,
-        hold,
-        ..SseDetail::default()
+    let publishing = match &outcome {
+        Some(out) => {
+            let elapsed = out.elapsed_secs(&done);
+            report.delivered_per_sec = per_sec(done.delivered, elapsed);
+            report.latency_ms = done.latencies().summary();
+            report.server_cpu_pct = out.cpu.pct();
+            report.cpu_us_per_delivery = out.cpu.us_per(done.delivered);
+            report.errors += out.tally.errors + missing(out.tally.expected, done.delivered);
+            out.figures(out.tally.accepted, done.delivered)
+        }
+        None => published((0, 0, &Default::default()), 0, 0, None),
     };
-    if let Some(phase) = &phase {
-        let (tally, delivered) = (&phase.tally, done.delivered);
-        let published = Published::of(
-            tally.sent,
-            tally.errors,
-            &tally.reasons,
-            tally.expected,
-            delivered,
-            &phase.cpu,
-        );
-        detail.publish_rate = opts.publish_rate;
-        detail.payload_bytes = Some(opts.payload);
-        report.delivered_per_sec = per_sec(delivered, phase.elapsed_secs(ctx, &done));
-        report.latency_ms = done.latencies().summary();
-        report.server_cpu_pct = phase.cpu.pct();
-        report.cpu_us_per_delivery = phase.cpu.us_per(delivered);
-        report.errors += tally.errors + missing(published.drops);
-        detail.published = published;
-    }
-    report.detail = Detail::Sse(detail);
+    let publish_rate = opts.publish_rate.filter(|_| outcome.is_some());
+    let payload_bytes = outcome.as_ref().map(|_| opts.payload);
+    let rate = Fields(vec![
+        ("publish_rate", json!(publish_rate)),
+        ("payload_bytes", json!(payload_bytes)),
+    ]);
+    let topics = Fields(vec![("topics", json!(opts.topics))]);
+    report.detail = topics.and(hold).and(rate).and(publishing);
     Ok(report)
 }

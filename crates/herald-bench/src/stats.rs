@@ -7,15 +7,10 @@ use serde::{Deserialize, Serialize};
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
-    /// Median.
     pub p50: f64,
-    /// 90th percentile.
     pub p90: f64,
-    /// 99th percentile.
     pub p99: f64,
-    /// 99.9th percentile.
     pub p999: f64,
-    /// Largest value seen.
     pub max: f64,
 }
 
@@ -23,12 +18,6 @@ pub struct LatencySummary {
 #[derive(Debug, Clone)]
 pub struct Latencies {
     hist: Histogram<u64>,
-}
-
-impl Default for Latencies {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Latencies {
@@ -81,11 +70,8 @@ impl Latencies {
 /// The smallest, median and largest of a few measurements, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
-    /// Smallest.
     pub min: f64,
-    /// Median (the mean of the middle two for an even count).
     pub median: f64,
-    /// Largest.
     pub max: f64,
 }
 
@@ -114,60 +100,4 @@ impl Spread {
 /// Rounds to three decimals (for reports).
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_in_milliseconds() {
-        let mut l = Latencies::new();
-        assert_eq!(l.summary(), None);
-        for us in 1..=10_000u64 {
-            l.record_us(us);
-        }
-        let s = l.summary().unwrap();
-        assert!((s.p50 - 5.0).abs() < 0.01, "{s:?}");
-        assert!((s.p90 - 9.0).abs() < 0.01, "{s:?}");
-        assert!((s.p99 - 9.9).abs() < 0.01, "{s:?}");
-        assert!((s.p999 - 9.99).abs() < 0.01, "{s:?}");
-        assert!((s.max - 10.0).abs() < 0.01, "{s:?}");
-    }
-
-    #[test]
-    fn spreads() {
-        assert_eq!(Spread::of(&[]), None);
-        assert_eq!(
-            Spread::of(&[3.0, 1.0, 2.0]),
-            Some(Spread {
-                min: 1.0,
-                median: 2.0,
-                max: 3.0
-            })
-        );
-        assert_eq!(
-            Spread::of(&[4.0, 1.0, 2.0, 10.0]),
-            Some(Spread {
-                min: 1.0,
-                median: 3.0,
-                max: 10.0
-            })
-        );
-        assert_eq!(Spread::of(&[f64::NAN, 1.23456]).unwrap().median, 1.235);
-    }
-
-    #[test]
-    fn pairs_round_trip_and_add_up() {
-        let mut a = Latencies::new();
-        for us in [5u64, 5, 700, 1_500_000] {
-            a.record_us(us);
-        }
-        let mut b = Latencies::new();
-        b.add_pairs(&a.to_pairs());
-        assert_eq!(b.summary(), a.summary());
-        b.add_pairs(&a.to_pairs());
-        assert_eq!(b.to_pairs().iter().map(|p| p.1).sum::<u64>(), 8);
-        assert_eq!(b.summary(), a.summary());
-    }
 }

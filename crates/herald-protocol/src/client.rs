@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::decode::{Inbound, InboundPayload, decode_text};
-use crate::join::JoinConfig;
+use crate::join::{JoinConfig, PostgresBinding};
 use crate::{OutFrame, Vsn, encode_frame};
 
 /// A v2 text frame `[join_ref, ref, topic, event, payload]`.
@@ -220,6 +220,45 @@ pub fn presence_joins(frame: &Inbound) -> Option<Vec<String>> {
     Some(keys.into_keys().collect())
 }
 
+/// The `system` message that tells a client its `postgres_changes` bindings are live.
+pub const POSTGRES_SUBSCRIBED: &str = "Subscribed to PostgreSQL";
+
+/// A `postgres_changes` binding asking for `event` on `schema.table`, only rows matching `filter`
+/// (for example `grp=eq.3`) when given.
+pub fn postgres_binding(
+    event: &str,
+    schema: &str,
+    table: &str,
+    filter: Option<&str>,
+) -> PostgresBinding {
+    let fields = [("event", event), ("schema", schema), ("table", table)];
+    let fields = fields.into_iter().chain(filter.map(|f| ("filter", f)));
+    let raw = fields
+        .map(|(k, v)| (k.to_owned(), Value::from(v)))
+        .collect();
+    PostgresBinding { raw }
+}
+
+/// If `frame` is a `postgres_changes` event with a `record` that reads as `T`: the table it names
+/// (if it does) and the record.
+pub fn postgres_change<T: DeserializeOwned>(frame: &Inbound) -> Option<(Option<String>, T)> {
+    #[derive(Deserialize)]
+    struct Change<T> {
+        data: Data<T>,
+    }
+    #[derive(Deserialize)]
+    struct Data<T> {
+        #[serde(default)]
+        table: Option<String>,
+        record: T,
+    }
+    if frame.event != "postgres_changes" {
+        return None;
+    }
+    let change: Change<T> = serde_json::from_str(json_payload(frame)?).ok()?;
+    Some((change.data.table, change.data.record))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +337,18 @@ mod tests {
         let diff = decode(r#"["1",null,"realtime:p","presence_diff",{"joins":{"m3":{"metas":[]}},"leaves":{"m1":{}}}]"#).unwrap();
         assert_eq!(presence_joins(&diff).unwrap(), ["m3"]);
         assert!(presence_joins(&decode(r#"[null,null,"t","broadcast",{}]"#).unwrap()).is_none());
+    }
+
+    #[test]
+    fn reads_postgres_changes() {
+        let binding = postgres_binding("INSERT", "public", "t", Some("grp=eq.2"));
+        let want =
+            json!({"event": "INSERT", "schema": "public", "table": "t", "filter": "grp=eq.2"});
+        assert_eq!(Value::Object(binding.raw), want);
+        let change = decode(r#"[null,null,"realtime:a","postgres_changes",{"ids":[1],"data":{"table":"t","type":"INSERT","record":{"id":7}}}]"#).unwrap();
+        let (table, record): (Option<String>, Value) = postgres_change(&change).unwrap();
+        assert_eq!((table.as_deref(), record), (Some("t"), json!({"id": 7})));
+        let delete = decode(r#"[null,null,"realtime:a","postgres_changes",{"data":{"type":"DELETE","old_record":{"id":1}}}]"#).unwrap();
+        assert!(postgres_change::<Value>(&delete).is_none());
     }
 }
