@@ -159,8 +159,8 @@ impl Refusal {
                  start it with a larger one, or open fewer connections"
             }
             429 => {
-                "a rate limit of the server: lower the rate, or raise the server's limit (see \
-                 `herald bench publish --help`)"
+                "a limit of the server: lower the rate (see `herald bench publish --help`) or the \
+                 connections per source address (--per-address; HERALD_MAX_CONNECTIONS_PER_IP)"
             }
             401 | 403 => {
                 "the API key was refused: pass the server's key with --token or \
