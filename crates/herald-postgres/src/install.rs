@@ -97,7 +97,8 @@ $fn$;
 /// has them all) is replaced or altered. Functions are looked up by name in `pg_proc`.
 /// `realtime.messages` is a plain table here (Supabase partitions it by day), with row-level
 /// security on and `select, insert` granted to the roles tokens carry, and a comment that tells
-/// the janitor it may delete old rows.
+/// the janitor it may delete old rows. `realtime.send` and `realtime.broadcast_changes` run with
+/// the caller's rights, as Supabase's do: the caller's insert policy on `realtime.messages` applies.
 const REALTIME_SQL: &str = r#"
 do $install$
 declare
@@ -138,7 +139,6 @@ begin
     create function realtime.send(payload jsonb, event text, topic text, private boolean default true)
     returns void
     language plpgsql
-    security definer
     set search_path = ''
     as $fn$
     declare
@@ -165,7 +165,6 @@ begin
       new record, old record, level text default 'ROW')
     returns void
     language plpgsql
-    security definer
     set search_path = ''
     as $fn$
     begin
@@ -277,6 +276,8 @@ begin
   return results;
 end
 $fn$;
+-- Only Herald (the owner) runs it.
+revoke all on function herald.authorize(jsonb) from public;
 "#;
 
 /// Installs the schema and makes sure the publication exists and carries `herald.messages`.
