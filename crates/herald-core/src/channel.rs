@@ -1,8 +1,9 @@
 //! Channel names and the access policy of a channel.
 //!
 //! A client topic is `realtime:<name>`. Public and private channels of the same name are separate.
-//! Policy: anyone with a valid token may read and write a public channel; a private channel is open to
-//! every role except `anon`.
+//! Policy without a database: anyone with a valid token may read and write a public channel; a
+//! private channel is open to every role except `anon`. With a database, private channels follow the
+//! policies on `realtime.messages` instead (checked by the Postgres crate).
 
 use std::sync::Arc;
 

@@ -36,6 +36,9 @@ pub struct Subscriber {
     pub self_broadcast: bool,
     /// Whether it receives presence events (only subscribers that asked for presence do).
     pub presence: bool,
+    /// Whether it receives broadcasts (a private channel's member whose policies grant only
+    /// presence read does not).
+    pub broadcast: bool,
 }
 
 impl Subscriber {
@@ -45,6 +48,7 @@ impl Subscriber {
             sink: Sink::Ws(session),
             self_broadcast,
             presence,
+            broadcast: true,
         }
     }
 
@@ -54,7 +58,14 @@ impl Subscriber {
             sink: Sink::Sse(stream),
             self_broadcast: false,
             presence,
+            broadcast: true,
         }
+    }
+
+    /// The same subscription, receiving broadcasts only when `broadcast` holds.
+    pub fn with_broadcasts(mut self, broadcast: bool) -> Subscriber {
+        self.broadcast = broadcast;
+        self
     }
 
     fn id(&self) -> u64 {
@@ -148,7 +159,11 @@ impl Registry {
             if !sub.self_broadcast && sender == Some(sub.id()) {
                 continue;
             }
-            if !sub.presence && msg.is_presence() {
+            if msg.is_presence() {
+                if !sub.presence {
+                    continue;
+                }
+            } else if !sub.broadcast {
                 continue;
             }
             let delivery = match &sub.sink {

@@ -1,7 +1,10 @@
-//! What Herald installs in the database, idempotently: the publication when it is missing, and the
-//! `herald` schema with the `herald.messages` table, `herald.send(...)` and
-//! `herald.broadcast_changes(...)`, whose rows travel the replication stream and become broadcasts
-//! on commit. Also the clean-up of old message rows.
+//! What Herald installs in the database, idempotently: the publication when it is missing; the
+//! `herald` schema with the `herald.messages` table, `herald.send(...)`,
+//! `herald.broadcast_changes(...)` and `herald.authorize(...)` (the policy check of private channels);
+//! and, only where they are missing, Supabase's `realtime` objects (`realtime.messages`,
+//! `realtime.topic()`, `realtime.send(...)`, `realtime.broadcast_changes(...)`) and `auth.uid()`,
+//! `auth.role()`, `auth.jwt()`. Rows of both message tables travel the replication stream and become
+//! broadcasts on commit. Also the clean-up of old message rows.
 
 use tokio_postgres::Client;
 use tracing::{info, warn};
@@ -17,6 +20,20 @@ pub const MESSAGES: &str = "messages";
 pub const HEARTBEAT: &str = "heartbeat";
 /// How long sent rows are kept before clean-up.
 pub const MESSAGES_KEEP: &str = "10 minutes";
+/// Supabase's schema for broadcasts and their policies.
+pub const REALTIME_SCHEMA: &str = "realtime";
+/// How the comment of a `realtime.messages` that Herald created begins: only that table is cleaned.
+pub const OWNED_COMMENT: &str = "herald:";
+
+/// True for rows of `realtime.messages`, or of one of its partitions (a Supabase database partitions
+/// it by day, and a publication without `publish_via_partition_root` names the partitions).
+pub fn is_realtime_messages(schema: &str, table: &str) -> bool {
+    schema == REALTIME_SCHEMA
+        && (table == MESSAGES
+            || table.strip_prefix("messages_").is_some_and(|rest| {
+                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+            }))
+}
 
 const INSTALL_SQL: &str = r#"
 create schema if not exists herald;
@@ -76,6 +93,193 @@ end
 $fn$;
 "#;
 
+/// Supabase's objects, each created only when missing: nothing that exists (a Supabase database
+/// has them all) is replaced or altered. Functions are looked up by name in `pg_proc`.
+/// `realtime.messages` is a plain table here (Supabase partitions it by day), with row-level
+/// security on and `select, insert` granted to the roles tokens carry, and a comment that tells
+/// the janitor it may delete old rows. `realtime.send` and `realtime.broadcast_changes` run with
+/// the caller's rights, as Supabase's do: the caller's insert policy on `realtime.messages` applies.
+const REALTIME_SQL: &str = r#"
+do $install$
+declare
+  r text;
+begin
+  if not exists (select 1 from pg_namespace where nspname = 'realtime') then
+    create schema realtime;
+    for r in select rolname from pg_roles where rolname in ('anon', 'authenticated', 'service_role') loop
+      execute format('grant usage on schema realtime to %I', r);
+    end loop;
+  end if;
+  if to_regclass('realtime.messages') is null then
+    create table realtime.messages (
+      topic text not null,
+      extension text not null,
+      payload jsonb,
+      event text,
+      private boolean default false,
+      updated_at timestamp without time zone not null default now(),
+      inserted_at timestamp without time zone not null default now(),
+      id uuid not null default gen_random_uuid(),
+      binary_payload bytea,
+      primary key (id, inserted_at)
+    );
+    create index messages_inserted_at_idx on realtime.messages (inserted_at);
+    comment on table realtime.messages is 'herald: created by Herald, which deletes rows older than 10 minutes';
+    alter table realtime.messages enable row level security;
+    for r in select rolname from pg_roles where rolname in ('anon', 'authenticated', 'service_role') loop
+      execute format('grant select, insert on realtime.messages to %I', r);
+    end loop;
+  end if;
+  if not exists (select 1 from pg_proc where proname = 'topic' and pronamespace = 'realtime'::regnamespace) then
+    create function realtime.topic() returns text
+    language sql stable
+    as $fn$ select nullif(current_setting('realtime.topic', true), '') $fn$;
+  end if;
+  if not exists (select 1 from pg_proc where proname = 'send' and pronamespace = 'realtime'::regnamespace) then
+    create function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+    returns void
+    language plpgsql
+    set search_path = ''
+    as $fn$
+    declare
+      message_id uuid := gen_random_uuid();
+    begin
+      begin
+        perform set_config('realtime.topic', topic, true);
+        insert into realtime.messages (id, payload, event, topic, private, extension)
+        values (
+          message_id,
+          case when jsonb_typeof(payload) = 'object' and not (payload ? 'id')
+               then payload || jsonb_build_object('id', message_id)
+               else payload end,
+          event, topic, private, 'broadcast');
+      exception when others then
+        raise warning 'WarnSendingBroadcastMessage: %', sqlerrm;
+      end;
+    end
+    $fn$;
+  end if;
+  if not exists (select 1 from pg_proc where proname = 'broadcast_changes' and pronamespace = 'realtime'::regnamespace) then
+    create function realtime.broadcast_changes(
+      topic_name text, event_name text, operation text, table_name text, table_schema text,
+      new record, old record, level text default 'ROW')
+    returns void
+    language plpgsql
+    set search_path = ''
+    as $fn$
+    begin
+      if level is distinct from 'ROW' then
+        raise exception 'realtime.broadcast_changes can only be used in a row-level trigger';
+      end if;
+      perform realtime.send(
+        jsonb_build_object(
+          'old_record', to_jsonb(old),
+          'record', to_jsonb(new),
+          'operation', operation,
+          'table', table_name,
+          'schema', table_schema),
+        event_name, topic_name, true);
+    end
+    $fn$;
+  end if;
+  if not exists (select 1 from pg_namespace where nspname = 'auth') then
+    create schema auth;
+    for r in select rolname from pg_roles where rolname in ('anon', 'authenticated', 'service_role') loop
+      execute format('grant usage on schema auth to %I', r);
+    end loop;
+  end if;
+  if not exists (select 1 from pg_proc where proname = 'jwt' and pronamespace = 'auth'::regnamespace) then
+    create function auth.jwt() returns jsonb
+    language sql stable
+    as $fn$
+      select coalesce(nullif(current_setting('request.jwt.claim', true), ''),
+                      nullif(current_setting('request.jwt.claims', true), ''))::jsonb
+    $fn$;
+  end if;
+  if not exists (select 1 from pg_proc where proname = 'uid' and pronamespace = 'auth'::regnamespace) then
+    create function auth.uid() returns uuid
+    language sql stable
+    as $fn$
+      select coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
+                      nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid
+    $fn$;
+  end if;
+  if not exists (select 1 from pg_proc where proname = 'role' and pronamespace = 'auth'::regnamespace) then
+    create function auth.role() returns text
+    language sql stable
+    as $fn$
+      select coalesce(nullif(current_setting('request.jwt.claim.role', true), ''),
+                      nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
+    $fn$;
+  end if;
+end
+$install$;
+"#;
+
+/// The policy check of private channels (see `authz`): for each check of the batch, with the token's
+/// settings in place, probe rows inserted as Herald's role are selected back as the token's role
+/// (read), and an insert per extension is tried as that role (write). Every check ends by raising an
+/// exception its own block catches, so everything it wrote is rolled back; an error (a role that
+/// does not exist, a failing policy) is reported for that check alone.
+const AUTHORIZE_SQL: &str = r#"
+create or replace function herald.authorize(checks jsonb) returns jsonb
+language plpgsql
+as $fn$
+declare
+  c jsonb;
+  results jsonb := '[]'::jsonb;
+  probes uuid[];
+  br boolean; bw boolean; pr boolean; pw boolean;
+  failure text;
+  ext text;
+begin
+  for c in select value from jsonb_array_elements(checks) loop
+    br := false; bw := false; pr := false; pw := false; failure := null;
+    begin
+      perform set_config('realtime.topic', c->>'topic', true);
+      perform set_config('request.jwt.claims', c->>'claims', true);
+      perform set_config('request.jwt.claim.sub', coalesce(c->>'sub', ''), true);
+      perform set_config('request.jwt.claim.role', c->>'role', true);
+      with probe as (
+        insert into realtime.messages (topic, extension, private)
+        select c->>'topic', e, true
+        from unnest(case when (c->>'presence')::boolean then array['broadcast', 'presence'] else array['broadcast'] end) as e
+        returning id)
+      select array_agg(id) into probes from probe;
+      perform set_config('role', c->>'role', true);
+      begin
+        execute 'select coalesce(bool_or(extension = ''broadcast''), false), coalesce(bool_or(extension = ''presence''), false) from realtime.messages where id = any($1)'
+          into br, pr using probes;
+      exception when insufficient_privilege then
+        br := false; pr := false;
+      end;
+      foreach ext in array array['broadcast', 'presence'] loop
+        begin
+          execute 'insert into realtime.messages (topic, extension, private) values ($1, $2, true)'
+            using c->>'topic', ext;
+          raise exception using errcode = 'HR001';
+        exception
+          when sqlstate 'HR001' then
+            if ext = 'broadcast' then bw := true; else pw := true; end if;
+          when insufficient_privilege then
+            null;
+        end;
+      end loop;
+      raise exception using errcode = 'HR000';
+    exception
+      when sqlstate 'HR000' then null;
+      when others then failure := sqlerrm;
+    end;
+    results := results || jsonb_build_array(jsonb_build_object(
+      'broadcast_read', br, 'broadcast_write', bw, 'presence_read', pr, 'presence_write', pw, 'error', failure));
+  end loop;
+  return results;
+end
+$fn$;
+-- Only Herald (the owner) runs it.
+revoke all on function herald.authorize(jsonb) from public;
+"#;
+
 /// Installs the schema and makes sure the publication exists and carries `herald.messages`.
 pub async fn install(client: &mut Client, publication: &str) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
@@ -83,6 +287,8 @@ pub async fn install(client: &mut Client, publication: &str) -> Result<(), tokio
     tx.execute("select pg_advisory_xact_lock(7283551)", &[])
         .await?;
     tx.batch_execute(INSTALL_SQL).await?;
+    tx.batch_execute(REALTIME_SQL).await?;
+    tx.batch_execute(AUTHORIZE_SQL).await?;
     let exists = tx
         .query_opt(
             "select puballtables from pg_publication where pubname = $1",
@@ -102,16 +308,22 @@ pub async fn install(client: &mut Client, publication: &str) -> Result<(), tokio
         }
     };
     if !all_tables {
-        for table in [MESSAGES, HEARTBEAT] {
+        for table in [
+            format!("{SCHEMA}.{MESSAGES}"),
+            format!("{SCHEMA}.{HEARTBEAT}"),
+            format!("{REALTIME_SCHEMA}.{MESSAGES}"),
+        ] {
+            // pg_publication_rel names a partitioned table itself, pg_publication_tables its partitions.
             let has = tx
                 .query_opt(
-                    "select 1 from pg_publication_tables where pubname = $1 and schemaname = 'herald' and tablename = $2",
+                    "select 1 from pg_publication_rel r join pg_publication p on p.oid = r.prpubid \
+                     where p.pubname = $1 and r.prrelid = to_regclass($2)",
                     &[&publication, &table],
                 )
                 .await?;
             if has.is_none() {
                 tx.batch_execute(&format!(
-                    "alter publication {} add table herald.{table}",
+                    "alter publication {} add table {table}",
                     quote_ident(publication)
                 ))
                 .await?;
@@ -131,16 +343,51 @@ pub async fn heartbeat(client: &Client) {
     }
 }
 
-/// Deletes sent rows older than [`MESSAGES_KEEP`]; returns how many.
+/// Deletes sent rows older than [`MESSAGES_KEEP`] from `herald.messages`, and from
+/// `realtime.messages` when Herald created that table; returns how many.
 pub async fn clean_messages(client: &Client) -> u64 {
+    let mut deleted = 0;
     let sql = format!(
         "delete from herald.messages where inserted_at < now() - interval '{MESSAGES_KEEP}'"
     );
     match client.execute(&sql, &[]).await {
-        Ok(n) => n,
-        Err(e) => {
-            warn!(error = %e, "could not clean herald.messages");
-            0
+        Ok(n) => deleted += n,
+        Err(e) => warn!(error = %e, "could not clean herald.messages"),
+    }
+    let owned = client
+        .query_one(
+            "select coalesce(obj_description(to_regclass('realtime.messages'), 'pg_class') like $1, false)",
+            &[&format!("{OWNED_COMMENT}%")],
+        )
+        .await
+        .map(|row| row.get::<_, bool>(0));
+    match owned {
+        Ok(true) => {
+            let sql = format!(
+                "delete from realtime.messages where inserted_at < now() - interval '{MESSAGES_KEEP}'"
+            );
+            match client.execute(&sql, &[]).await {
+                Ok(n) => deleted += n,
+                Err(e) => warn!(error = %e, "could not clean realtime.messages"),
+            }
         }
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "could not read the comment of realtime.messages"),
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_realtime_messages;
+
+    #[test]
+    fn realtime_messages_and_its_partitions_are_recognised() {
+        assert!(is_realtime_messages("realtime", "messages"));
+        assert!(is_realtime_messages("realtime", "messages_2026_12_04"));
+        assert!(!is_realtime_messages("realtime", "messages_"));
+        assert!(!is_realtime_messages("realtime", "messages_archive"));
+        assert!(!is_realtime_messages("realtime", "subscription"));
+        assert!(!is_realtime_messages("public", "messages"));
     }
 }

@@ -1,11 +1,14 @@
 //! Postgres Changes for Herald: row changes streamed from PostgreSQL logical replication (`pgoutput`)
 //! to the channels that subscribed to them, with filters and row-level security, recoverable from a
-//! per-table log; and broadcasts sent from SQL with `herald.send(...)`.
+//! per-table log; broadcasts sent from SQL with `realtime.send(...)` and `herald.send(...)`; and the
+//! policy checks of private channels (Realtime Authorization).
 //!
-//! [`Postgres::start`] spawns three tasks: the replication consumer (leader lock, slot, reconnects),
-//! the processor (matching, RLS, delivery, subscriptions) and a janitor for sent rows. Sessions talk
-//! to the processor through [`Postgres::subscribe`] and [`Postgres::unsubscribe`].
+//! [`Postgres::start`] spawns four tasks: the replication consumer (leader lock, slot, reconnects),
+//! the processor (matching, RLS, delivery, subscriptions), the batcher of channel policy checks and
+//! a janitor for sent rows. Sessions talk to the processor through [`Postgres::subscribe`] and
+//! [`Postgres::unsubscribe`], and ask [`Postgres::authorize`] about private channels.
 
+pub mod authz;
 pub mod catalog;
 pub mod change;
 pub mod filter;
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+pub use authz::{AuthzError, Check, Permissions};
 pub use index::Group;
 pub use processor::{Command, SubscribeRequest};
 use replication::Feedback;
@@ -79,6 +83,7 @@ pub enum PgError {
 pub struct Postgres {
     commands: mpsc::UnboundedSender<Command>,
     feedback: Arc<Feedback>,
+    authorizer: authz::Authorizer,
 }
 
 impl Postgres {
@@ -106,6 +111,8 @@ impl Postgres {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| PgError::Url(e.to_string()))?;
+        let authorizer =
+            authz::Authorizer::start(pool.clone(), settings.pool_size, shutdown.clone());
         let settings = Arc::new(settings);
         let feedback = Arc::new(Feedback::default());
         let (events_tx, events_rx) = mpsc::channel(4096);
@@ -123,6 +130,7 @@ impl Postgres {
         Ok(Arc::new(Postgres {
             commands: commands_tx,
             feedback,
+            authorizer,
         }))
     }
 
@@ -148,6 +156,17 @@ impl Postgres {
         });
     }
 
+    /// What a token may do on a private channel, by the database's policies on `realtime.messages`.
+    /// Checks arriving together are asked in one statement.
+    pub async fn authorize(&self, check: Check) -> Result<Permissions, AuthzError> {
+        if !self.ready() {
+            return Err(AuthzError::Unavailable(
+                "the database objects are not installed yet".to_owned(),
+            ));
+        }
+        self.authorizer.check(check).await
+    }
+
     /// True while this node streams from the slot.
     pub fn streaming(&self) -> bool {
         self.feedback.streaming.load(Ordering::Acquire)
@@ -169,7 +188,7 @@ impl Postgres {
     }
 }
 
-/// Every minute, on the leader: deletes old `herald.messages` rows and touches the heartbeat.
+/// Every minute, on the leader: deletes old message rows and touches the heartbeat.
 async fn janitor(
     pool: deadpool_postgres::Pool,
     feedback: Arc<Feedback>,

@@ -80,14 +80,35 @@ pub enum Command {
     },
 }
 
-/// A row of `herald.messages`: a broadcast sent from SQL.
+/// A row of `herald.messages` or `realtime.messages`: a broadcast sent from SQL.
 #[derive(Debug)]
 struct Sent {
     topic: String,
     event: String,
-    payload: String,
+    body: SentBody,
     private: bool,
     id: Option<String>,
+}
+
+/// The payload of a sent row.
+#[derive(Debug)]
+enum SentBody {
+    /// `payload` (jsonb), as text.
+    Json(String),
+    /// `binary_payload` (bytea), as PostgreSQL's hex text (`\x0102`).
+    Bytea(String),
+}
+
+/// Decodes PostgreSQL's hex output of a `bytea` (`\x` then two hex digits per byte).
+fn bytea_hex(text: &str) -> Option<Vec<u8>> {
+    let hex = text.strip_prefix("\\x")?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |b: u8| (b as char).to_digit(16);
+    hex.chunks(2)
+        .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+        .collect()
 }
 
 enum Item {
@@ -457,7 +478,9 @@ impl Processor {
 
     /// Turns a replicated row into work: a change of a published table, or a sent broadcast.
     async fn item(&mut self, row: RowChange, ts: &Arc<str>) -> Option<Item> {
-        if &*row.schema == install::SCHEMA && &*row.table == install::MESSAGES {
+        let herald_messages = &*row.schema == install::SCHEMA && &*row.table == install::MESSAGES;
+        let realtime_messages = install::is_realtime_messages(&row.schema, &row.table);
+        if herald_messages || realtime_messages {
             if row.kind != Kind::Insert {
                 return None;
             }
@@ -468,10 +491,21 @@ impl Processor {
                     .find(|(n, _)| &**n == name)
                     .and_then(|(_, v)| v.clone())
             };
+            if realtime_messages && get("extension").as_deref() != Some("broadcast") {
+                return None;
+            }
+            let body = match (get("payload"), get("binary_payload")) {
+                (Some(json), _) => SentBody::Json(json),
+                (None, Some(hex)) if realtime_messages => SentBody::Bytea(hex),
+                _ => {
+                    debug!(schema = %row.schema, table = %row.table, "a message row without payload: nothing to send");
+                    return None;
+                }
+            };
             return Some(Item::Sent(Sent {
                 topic: get("topic")?,
                 event: get("event")?,
-                payload: get("payload")?,
+                body,
                 private: get("private").is_some_and(|p| p == "t"),
                 id: get("id"),
             }));
@@ -629,18 +663,27 @@ impl Processor {
     }
 
     async fn publish_sent(&self, sent: Sent, key: String) {
-        let body = match serde_json::value::RawValue::from_string(sent.payload) {
-            Ok(raw) => Body::Json(raw),
-            Err(e) => {
-                warn!(topic = %sent.topic, error = %e, "herald.send payload is not JSON");
-                return;
-            }
+        let (body, origin) = match sent.body {
+            SentBody::Json(text) => match serde_json::value::RawValue::from_string(text) {
+                Ok(raw) => (Body::Json(raw), Origin::Text),
+                Err(e) => {
+                    warn!(topic = %sent.topic, error = %e, "a payload sent from SQL is not JSON");
+                    return;
+                }
+            },
+            SentBody::Bytea(hex) => match bytea_hex(&hex) {
+                Some(bytes) => (Body::Raw(bytes::Bytes::from(bytes)), Origin::Binary),
+                None => {
+                    warn!(topic = %sent.topic, "a binary_payload sent from SQL could not be read");
+                    return;
+                }
+            },
         };
         let mut msg = Broadcast::new(
             ChannelKey::new(&sent.topic, sent.private),
             sent.event,
             body,
-            Origin::Text,
+            origin,
             None,
         );
         msg.id = sent.id;
@@ -881,7 +924,9 @@ impl Processor {
                 None => None,
             };
             for t in tables {
-                if &*t.schema == install::SCHEMA {
+                if &*t.schema == install::SCHEMA
+                    || install::is_realtime_messages(&t.schema, &t.name)
+                {
                     continue;
                 }
                 let filter = match &parsed {
@@ -1013,4 +1058,18 @@ impl Processor {
 fn covers(table: &Table, row: &RowChange) -> bool {
     let names = row.new.iter().chain(row.old.iter()).flatten();
     names.into_iter().all(|(n, _)| table.column(n).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytea_hex;
+
+    #[test]
+    fn bytea_hex_output_is_decoded() {
+        assert_eq!(bytea_hex("\\x0aff10"), Some(vec![0x0a, 0xff, 0x10]));
+        assert_eq!(bytea_hex("\\x"), Some(Vec::new()));
+        assert_eq!(bytea_hex("\\x0"), None);
+        assert_eq!(bytea_hex("\\xzz"), None);
+        assert_eq!(bytea_hex("0aff"), None);
+    }
 }

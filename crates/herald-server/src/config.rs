@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Postgres Changes; `None` turns them off.
     pub postgres: Option<herald_postgres::Settings>,
+    /// Only private channels may be joined (WebSocket) or streamed (SSE).
+    pub private_only: bool,
     /// The bearer token `/metrics` requires; `None` leaves it open (refused in production mode).
     pub metrics_token: Option<String>,
     /// Peers whose `X-Forwarded-For` names the client (reverse proxies, load balancers).
@@ -89,6 +91,7 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             postgres: None,
+            private_only: false,
             metrics_token: None,
             trusted_proxies: Vec::new(),
             token_rules: herald_core::auth::TokenRules::default(),

@@ -301,7 +301,7 @@ async fn batch(
             continue;
         }
         let key = ChannelKey::new(&m.topic, private);
-        if !channel::may_write(&claims, &key) {
+        if !by_policies(&app, &claims, &key) && !channel::may_write(&claims, &key) {
             herald_core::stats::error("write_denied");
             return Err(message(
                 StatusCode::FORBIDDEN,
@@ -333,6 +333,7 @@ async fn batch(
         herald_core::stats::error("http_invalid_message");
         return Err(unprocessable(json!({ "messages": errors })));
     }
+    let ready = writable(&app, &claims, ready).await?;
     take_rate(&app, &claims, ready.len())?;
     let stats = app.hub.stats();
     for (accepted, msg) in ready.into_iter().enumerate() {
@@ -429,23 +430,88 @@ async fn single(
         return Err(unprocessable(json!({ "private": "must be true or false" })));
     };
     let key = ChannelKey::new(&topic, private);
-    if !channel::may_write(&claims, &key) {
+    if !by_policies(&app, &claims, &key) && !channel::may_write(&claims, &key) {
         herald_core::stats::error("write_denied");
         return Err(message(
             StatusCode::FORBIDDEN,
             &format!("You do not have permissions to write to this Channel topic: {topic}"),
         ));
     }
+    let msg = Broadcast::new(key, event, payload, Origin::Binary, None);
+    let Some(mut msg) = writable(&app, &claims, vec![msg]).await?.pop() else {
+        // Refused by the insert policy: skipped, and still accepted.
+        return Ok(StatusCode::ACCEPTED);
+    };
     take_rate(&app, &claims, 1)?;
     let stats = app.hub.stats();
     stats.http_messages_in.increment(1);
-    stats.http_bytes_in.increment(payload.len() as u64);
-    let mut msg = Broadcast::new(key, event, payload, Origin::Binary, None);
+    stats.http_bytes_in.increment(msg.body.len() as u64);
     msg.idempotency_key = idempotency_key;
     match app.hub.publish(msg).await {
         Ok(_) => Ok(StatusCode::ACCEPTED),
         Err(e) => Err(publish_failure(remote, &e, 0)),
     }
+}
+
+/// True when a message to this channel is governed by the database's policies: a private channel,
+/// a database, and a caller that is not the service role.
+fn by_policies(app: &AppState, claims: &Claims, key: &ChannelKey) -> bool {
+    key.private && app.postgres.is_some() && !claims.is_service()
+}
+
+/// The messages the caller may send: those governed by the policies go only when the insert
+/// policy allows it (one check per channel, all of them asked together); the others are skipped,
+/// as Supabase skips them, and the request is still accepted.
+async fn writable(
+    app: &AppState,
+    claims: &Claims,
+    messages: Vec<Broadcast>,
+) -> Result<Vec<Broadcast>, ApiError> {
+    let Some(pg) = &app.postgres else {
+        return Ok(messages);
+    };
+    let mut channels: Vec<&ChannelKey> = messages
+        .iter()
+        .map(|m| &m.channel)
+        .filter(|k| by_policies(app, claims, k))
+        .collect();
+    if channels.is_empty() {
+        return Ok(messages);
+    }
+    channels.sort();
+    channels.dedup();
+    let answers = futures_util::future::join_all(
+        channels
+            .iter()
+            .map(|k| pg.authorize(crate::ws::session::policy_check(claims, k, false))),
+    )
+    .await;
+    let mut allowed = HashMap::with_capacity(channels.len());
+    for (k, answer) in channels.into_iter().zip(answers) {
+        match answer {
+            Ok(p) => allowed.insert(k.name.clone(), p.broadcast_write),
+            Err(e) => {
+                herald_core::stats::error("pg_authz_unavailable");
+                warn!(topic = %k.name, error = %e, "http: channel policies could not be checked");
+                return Err(message(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Realtime was unable to connect to the project database",
+                ));
+            }
+        };
+    }
+    Ok(messages
+        .into_iter()
+        .filter(|m| {
+            let ok = !by_policies(app, claims, &m.channel)
+                || allowed.get(&m.channel.name).copied().unwrap_or(false);
+            if !ok {
+                herald_core::stats::error("write_denied");
+                info!(topic = %m.channel.name, role = %claims.role, "http: message skipped, the channel's insert policy refuses it");
+            }
+            ok
+        })
+        .collect())
 }
 
 fn require_service(claims: &Claims) -> Result<(), ApiError> {

@@ -156,6 +156,61 @@ async fn watch_stall(
     }
 }
 
+/// What the token may read on each channel: `None` for public channels and, without a database,
+/// private ones the role rule opens; with a database, private channels by their policies (the
+/// checks of one stream go to the database together). Refuses the stream when one may not be read.
+async fn read_permissions(
+    app: &AppState,
+    claims: &herald_core::Claims,
+    keys: &[ChannelKey],
+    presence: bool,
+) -> Result<Vec<Option<herald_postgres::Permissions>>, Refusal> {
+    let unauthorized = |k: &ChannelKey| {
+        herald_core::stats::error("join_refused");
+        Refusal::new(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "Unauthorized: You do not have permissions to read from this Channel topic: {}",
+                k.name
+            ),
+        )
+    };
+    let pg = match &app.postgres {
+        Some(pg) if keys.iter().any(|k| k.private) => pg,
+        _ => {
+            if let Some(k) = keys.iter().find(|k| !channel::may_read(claims, k)) {
+                return Err(unauthorized(k));
+            }
+            return Ok(vec![None; keys.len()]);
+        }
+    };
+    let checks = keys.iter().map(|k| async move {
+        if k.private {
+            let check = crate::ws::session::policy_check(claims, k, presence);
+            pg.authorize(check).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let answers = futures_util::future::join_all(checks).await;
+    let mut permissions = Vec::with_capacity(keys.len());
+    for (k, answer) in keys.iter().zip(answers) {
+        match answer {
+            Ok(Some(p)) if !p.may_join(presence) => return Err(unauthorized(k)),
+            Ok(p) => permissions.push(p),
+            Err(e) => {
+                herald_core::stats::error("pg_authz_unavailable");
+                warn!(topic = %k.name, error = %e, "sse: channel policies could not be checked");
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Realtime was unable to connect to the project database",
+                ));
+            }
+        }
+    }
+    Ok(permissions)
+}
+
 /// Checks a stream request and subscribes its channels; the stream then yields its bytes.
 pub async fn prepare(
     app: Arc<AppState>,
@@ -227,17 +282,15 @@ pub async fn prepare(
             ));
         }
     };
-    let keys: Vec<ChannelKey> = topics.iter().map(|t| ChannelKey::new(t, private)).collect();
-    if let Some(k) = keys.iter().find(|k| !channel::may_read(&claims, k)) {
+    if app.config.private_only && !private {
         herald_core::stats::error("join_refused");
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
-            &format!(
-                "Unauthorized: You do not have permissions to read from this Channel topic: {}",
-                k.name
-            ),
+            crate::ws::session::PRIVATE_ONLY_REASON,
         ));
     }
+    let keys: Vec<ChannelKey> = topics.iter().map(|t| ChannelKey::new(t, private)).collect();
+    let permissions = read_permissions(&app, &claims, &keys, presence).await?;
     if let Some(k) = keys.iter().find(|k| !app.hub.admits(k)) {
         herald_core::stats::error("node_channel_limit");
         warn!(%remote, topic = %k.name, max = app.limits.max_channels, "sse refused: max_channels reached");
@@ -298,7 +351,7 @@ pub async fn prepare(
         .pending
         .push_back(Bytes::from(format!("retry: {RETRY_MS}\n: connected\n\n")));
     let mut replays = Vec::new();
-    for k in keys {
+    for (k, permitted) in keys.into_iter().zip(permissions) {
         let hash = cursor::channel_hash(k.private, &k.name);
         let known = match &entries {
             Some(Ok(list)) => list.iter().find(|e| e.channel == hash).cloned(),
@@ -315,7 +368,12 @@ pub async fn prepare(
                 offset: 0,
             },
         };
-        let subscriber = Subscriber::sse(handle.clone(), presence);
+        // A member the policies let read only presence gets no broadcasts, and the reverse.
+        let subscriber = Subscriber::sse(
+            handle.clone(),
+            presence && permitted.is_none_or(|p| p.presence_read),
+        )
+        .with_broadcasts(permitted.is_none_or(|p| p.broadcast_read));
         let (subscription, recovery) = match app.hub.subscribe_recovering(&k, subscriber, &request)
         {
             Ok(done) => done,

@@ -207,6 +207,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         header_read_timeout: std::time::Duration::from_secs(30),
         body_read_timeout: std::time::Duration::from_secs(30),
         postgres: settings.postgres_config(),
+        private_only: settings.private_only,
         metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
         trusted_proxies: settings.trusted_proxies()?,
         token_rules: settings.token_rules()?,

@@ -47,6 +47,8 @@ pub struct Settings {
     /// Origins whose pages may open WebSockets and SSE streams (empty: any).
     #[serde(deserialize_with = "list_or_commas")]
     pub allowed_origins: Vec<String>,
+    /// Only private channels may be joined or streamed.
+    pub private_only: bool,
     /// The bearer token `/metrics` requires (required in production mode).
     pub metrics_token: Option<String>,
     /// Reverse proxies whose `X-Forwarded-For` names the client: addresses or CIDR ranges, as a
@@ -107,6 +109,7 @@ impl Default for Settings {
             sse_keepalive_secs: 15,
             cors_origins: vec!["*".to_owned()],
             allowed_origins: Vec::new(),
+            private_only: false,
             metrics_token: None,
             trusted_proxies: Vec::new(),
             jwt_keys_file: None,

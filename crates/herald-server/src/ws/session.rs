@@ -2,7 +2,8 @@
 //! broadcasts, token refresh and expiry, limits, and the writer that drains the outbound queue.
 //!
 //! The session is a single task. It never holds a lock across an await: hub calls are synchronous
-//! apart from `publish`, and the socket is only touched by this task.
+//! apart from `publish`, the policy checks of private channels are awaited without any lock, and the
+//! socket is only touched by this task.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,7 +68,28 @@ struct Joined {
     presence_key: String,
     /// Subscribed to Postgres Changes.
     postgres: bool,
+    /// Presence was enabled at join.
+    presence: bool,
+    /// What the database's policies allow on this private channel (`None`: a public channel, or a
+    /// private one without a database, which follows the role rule). Kept until the token changes.
+    permissions: Option<herald_postgres::Permissions>,
 }
+
+/// Why a private channel may not be read.
+enum Denied {
+    /// The policies (or, without a database, the role rule) do not allow it.
+    Unauthorized,
+    /// The database could not be asked.
+    Unavailable,
+}
+
+/// The join refusal when the database cannot check a private channel's policies.
+const UNAVAILABLE_REASON: &str =
+    "UnableToConnectToProject: Realtime was unable to connect to the project database";
+/// The channel-closing message for the same.
+const UNAVAILABLE_MESSAGE: &str = "Realtime was unable to connect to the project database";
+/// The join refusal of a public channel on a node that allows only private ones.
+pub const PRIVATE_ONLY_REASON: &str = "PrivateOnly: This project only allows private channels";
 
 /// A hash of a token, to tell whether a client sent the same one again.
 pub fn token_hash(token: &str) -> u64 {
@@ -323,7 +345,7 @@ impl Session {
             return;
         }
         match msg.event.as_str() {
-            "phx_join" => return self.join(msg),
+            "phx_join" => return self.join(msg).await,
             "phx_leave" => return self.leave(msg),
             _ => {}
         }
@@ -340,7 +362,7 @@ impl Session {
             return;
         }
         match msg.event.as_str() {
-            "access_token" => self.refresh_token(msg),
+            "access_token" => self.refresh_token(msg).await,
             "broadcast" => self.broadcast(msg).await,
             "presence" => self.presence(msg),
             other => {
@@ -362,7 +384,36 @@ impl Session {
         self.channels.get(topic).and_then(|c| c.join_ref.clone())
     }
 
-    fn join(&mut self, msg: Inbound) {
+    /// What the token may do on the channel: `Ok(None)` for a public channel, or a private one
+    /// without a database (which follows the role rule); `Ok(Some(_))` from the database's policies.
+    async fn policies(
+        &self,
+        claims: &Claims,
+        key: &ChannelKey,
+        presence: bool,
+    ) -> Result<Option<herald_postgres::Permissions>, Denied> {
+        if !key.private {
+            return Ok(None);
+        }
+        let Some(pg) = &self.app.postgres else {
+            return if channel::may_read(claims, key) {
+                Ok(None)
+            } else {
+                Err(Denied::Unauthorized)
+            };
+        };
+        match pg.authorize(policy_check(claims, key, presence)).await {
+            Ok(p) if p.may_join(presence) => Ok(Some(p)),
+            Ok(_) => Err(Denied::Unauthorized),
+            Err(e) => {
+                herald_core::stats::error("pg_authz_unavailable");
+                warn!(conn = self.id, topic = %key.name, error = %e, "channel policies could not be checked");
+                Err(Denied::Unavailable)
+            }
+        }
+    }
+
+    async fn join(&mut self, msg: Inbound) {
         let ref_ = msg.ref_.as_deref();
         let join_ref = msg.join_ref.clone().or_else(|| msg.ref_.clone());
         let topic = msg.topic.as_str();
@@ -407,6 +458,9 @@ impl Session {
         if !config.warnings.is_empty() {
             info!(conn = self.id, topic, warnings = ?config.warnings, "join config has invalid values; defaults used");
         }
+        if self.app.config.private_only && !config.private {
+            return refuse(self, PRIVATE_ONLY_REASON.to_owned());
+        }
         if self.channels.contains_key(topic) {
             // A second join of the same topic replaces the first.
             self.stop_channel(topic, "", "");
@@ -441,14 +495,23 @@ impl Session {
             }
         };
         let key = ChannelKey::new(&name, config.private);
-        if !channel::may_read(&claims, &key) {
-            return refuse(
-                self,
-                format!(
-                    "Unauthorized: You do not have permissions to read from this Channel topic: {name}"
-                ),
-            );
-        }
+        let presence_on = config.presence_enabled || !config.presence_key.is_empty();
+        let permissions = match self.policies(&claims, &key, presence_on).await {
+            Ok(p) => p,
+            Err(Denied::Unauthorized) => {
+                return refuse(
+                    self,
+                    format!(
+                        "Unauthorized: You do not have permissions to read from this Channel topic: {name}"
+                    ),
+                );
+            }
+            Err(Denied::Unavailable) => return refuse(self, UNAVAILABLE_REASON.to_owned()),
+        };
+        // A member the policies let read only presence gets no broadcasts, and one that may read
+        // only broadcasts no presence.
+        let reads_broadcast = permissions.is_none_or(|p| p.broadcast_read);
+        let reads_presence = presence_on && permissions.is_none_or(|p| p.presence_read);
         if !self.app.hub.admits(&key) {
             herald_core::stats::error("node_channel_limit");
             warn!(
@@ -459,8 +522,8 @@ impl Session {
             );
             return refuse(self, herald_core::hub::NODE_CHANNEL_LIMIT.to_owned());
         }
-        let presence_on = config.presence_enabled || !config.presence_key.is_empty();
         let request = match (&config.recover, config.replay) {
+            _ if !reads_broadcast => None,
             (Some((epoch, offset)), _) => Some(RecoverRequest::After {
                 epoch: epoch.clone(),
                 offset: *offset,
@@ -475,14 +538,16 @@ impl Session {
             None => (
                 self.app.hub.subscribe(
                     &key,
-                    Subscriber::ws(self.handle.clone(), config.broadcast_self, presence_on),
+                    Subscriber::ws(self.handle.clone(), config.broadcast_self, reads_presence)
+                        .with_broadcasts(reads_broadcast),
                 ),
                 None,
             ),
             Some(request) => {
                 match self.app.hub.subscribe_recovering(
                     &key,
-                    Subscriber::ws(self.handle.clone(), config.broadcast_self, presence_on),
+                    Subscriber::ws(self.handle.clone(), config.broadcast_self, reads_presence)
+                        .with_broadcasts(reads_broadcast),
                     request,
                 ) {
                     Ok(done) => done,
@@ -516,6 +581,8 @@ impl Session {
                 claims,
                 expires_at,
                 presence_key,
+                presence: presence_on,
+                permissions,
             }),
         );
         self.app.hub.stats().joins.increment(1);
@@ -576,7 +643,7 @@ impl Session {
                 }),
             );
         }
-        if presence_on {
+        if reads_presence {
             let key = ChannelKey::new(&name, config.private);
             let state = self.app.hub.presence_state_for_joiner(&key);
             self.push(join_ref.as_deref(), topic, "presence_state", &state);
@@ -627,7 +694,7 @@ impl Session {
         self.push_close(join_ref, topic);
     }
 
-    fn refresh_token(&mut self, msg: Inbound) {
+    async fn refresh_token(&mut self, msg: Inbound) {
         let InboundPayload::Json(raw) = &msg.payload else {
             return;
         };
@@ -648,17 +715,28 @@ impl Session {
                 herald_core::stats::error(e.label());
                 self.stop_channel(&msg.topic, "system", &e.to_string());
             }
-            Ok(claims) if !channel::may_read(&claims, &joined.key) => {
-                let message = format!(
-                    "You no longer have permission to read from this Channel topic: {}",
-                    joined.key.name
-                );
-                self.stop_channel(&msg.topic, "system", &message);
-            }
             Ok(claims) => {
+                let claims = keep_claims(&self.app, claims);
+                let (key, presence) = (joined.key.clone(), joined.presence);
+                // The policies are checked again with the new token.
+                let permissions = match self.policies(&claims, &key, presence).await {
+                    Ok(p) => p,
+                    Err(denied) => {
+                        let message = match denied {
+                            Denied::Unauthorized => format!(
+                                "You no longer have permission to read from this Channel topic: {}",
+                                key.name
+                            ),
+                            Denied::Unavailable => UNAVAILABLE_MESSAGE.to_owned(),
+                        };
+                        self.stop_channel(&msg.topic, "system", &message);
+                        return;
+                    }
+                };
                 if let Some(joined) = self.channels.get_mut(&msg.topic) {
                     joined.expires_at = claims.expiry(Instant::now(), unix_now());
-                    joined.claims = Arc::new(keep_claims(&self.app, claims));
+                    joined.permissions = permissions;
+                    joined.claims = Arc::new(claims);
                     joined.token_hash = token_hash(&token);
                     if joined.postgres
                         && let Some(pg) = &self.app.postgres
@@ -677,7 +755,10 @@ impl Session {
             return;
         };
         let (key, ack, join_ref) = (joined.key.clone(), joined.ack, joined.join_ref.clone());
-        let may_write = channel::may_write(&joined.claims, &key);
+        let may_write = match joined.permissions {
+            Some(p) => p.broadcast_write,
+            None => channel::may_write(&joined.claims, &key),
+        };
         let ref_ = msg.ref_.as_deref();
         if !self.message_limiter.try_take(1) {
             herald_core::stats::error("message_rate");
@@ -778,6 +859,7 @@ impl Session {
             joined.presence_key.clone(),
         );
         let join_ref = joined.join_ref.clone();
+        let may_track = joined.permissions.is_none_or(|p| p.presence_write);
         let ref_ = msg.ref_.as_deref();
         if !self.presence_limiter.try_take(1) {
             herald_core::stats::error("presence_rate");
@@ -801,6 +883,12 @@ impl Session {
                     );
                     return;
                 };
+                if !may_track {
+                    herald_core::stats::error("presence_denied");
+                    info!(conn = self.id, topic = %topic, "track refused by the channel's policies");
+                    self.reply(join_ref.as_deref(), ref_, &topic, "error", json!({}));
+                    return;
+                }
                 let size = value.get("payload").map_or(0, |p| p.to_string().len());
                 if size > self.app.limits.max_presence_payload_bytes {
                     herald_core::stats::error("presence_too_large");
@@ -917,6 +1005,17 @@ fn pg_group(claims: &Claims) -> herald_postgres::Group {
         role: Arc::from(claims.role.as_str()),
         claims: Arc::from(Value::Object(claims.all.clone()).to_string()),
         sub: claims.sub.as_deref().map(Arc::from),
+    }
+}
+
+/// The policy question of a private channel for a token.
+pub fn policy_check(claims: &Claims, key: &ChannelKey, presence: bool) -> herald_postgres::Check {
+    herald_postgres::Check {
+        role: claims.role.clone(),
+        claims: Value::Object(claims.all.clone()).to_string(),
+        sub: claims.sub.clone(),
+        topic: key.name.to_string(),
+        presence,
     }
 }
 
