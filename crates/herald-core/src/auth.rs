@@ -206,6 +206,10 @@ pub struct Authenticator {
     unknown_kid: Notify,
     /// Notified (all waiters) when the remote keys are replaced.
     keys_changed: Notify,
+    /// What `jsonwebtoken` checks itself, per family of algorithms (HMAC, RSA, EC, Ed): the
+    /// signature, with the algorithm the token names. `exp`, `nbf`, `iss` and `aud` are checked
+    /// here, with Supabase's texts. Built once: a verification allocates no rules.
+    validations: [Validation; 4],
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -242,6 +246,28 @@ impl Authenticator {
             rules,
             unknown_kid: Notify::new(),
             keys_changed: Notify::new(),
+            validations: [
+                vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+                vec![
+                    Algorithm::RS256,
+                    Algorithm::RS384,
+                    Algorithm::RS512,
+                    Algorithm::PS256,
+                    Algorithm::PS384,
+                    Algorithm::PS512,
+                ],
+                vec![Algorithm::ES256, Algorithm::ES384],
+                vec![Algorithm::EdDSA],
+            ]
+            .map(|algorithms| {
+                let mut v = Validation::new(algorithms[0]);
+                v.algorithms = algorithms;
+                v.validate_exp = false;
+                v.validate_nbf = false;
+                v.validate_aud = false;
+                v.required_spec_claims = HashSet::new();
+                v
+            }),
         }
     }
 
@@ -287,12 +313,6 @@ impl Authenticator {
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let alg = header.alg;
-        let mut validation = Validation::new(alg);
-        validation.algorithms = vec![alg];
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims = HashSet::new();
         let ring = self.ring.read().clone();
         let key = if alg.family() == AlgorithmFamily::Hmac {
             &self.secret
@@ -310,7 +330,14 @@ impl Authenticator {
                 }
             }
         };
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(
+        // The key was chosen by the token's algorithm above (the secret only for HMAC).
+        let validation = match alg.family() {
+            AlgorithmFamily::Hmac => &self.validations[0],
+            AlgorithmFamily::Rsa => &self.validations[1],
+            AlgorithmFamily::Ec => &self.validations[2],
+            _ => &self.validations[3],
+        };
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(
             |e| match e.kind() {
                 ErrorKind::InvalidSignature
                 | ErrorKind::InvalidAlgorithm

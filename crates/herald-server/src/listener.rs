@@ -190,6 +190,42 @@ async fn sweep_history(state: Arc<AppState>, every: Duration) {
     }
 }
 
+/// Serves a connection with the general HTTP stack (HTTP/1.1 with upgrades, h2c), whose first
+/// bytes, `prefix`, were read already and whose request head must be complete by `deadline`.
+async fn serve_http(
+    app: Router,
+    mut builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: tokio::net::TcpStream,
+    prefix: Vec<u8>,
+    remote: SocketAddr,
+    deadline: tokio::time::Instant,
+) {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    builder
+        .http1()
+        .header_read_timeout(left.max(Duration::from_millis(1)));
+    let closer = tokio_util::sync::CancellationToken::new();
+    let handed = ConnectionCloser(closer.clone());
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(RemoteAddr(remote));
+        req.extensions_mut().insert(handed.clone());
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let io = TokioIo::new(crate::linger::Lingering::new(stream, prefix));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::select! {
+        served = watcher.watch(conn.into_owned()) => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, %remote, "http connection ended with an error");
+            }
+        }
+        () = closer.cancelled() => {
+            tracing::debug!(%remote, "closed a connection with a stalled stream");
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -251,31 +287,12 @@ async fn accept_loop(listener: TcpListener, app: Router, state: Arc<AppState>) {
                 }
                 sse_http1::Sniff::Other => {}
             }
-            let mut builder = builder;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            builder
-                .http1()
-                .header_read_timeout(left.max(Duration::from_millis(1)));
-            let closer = tokio_util::sync::CancellationToken::new();
-            let handed = ConnectionCloser(closer.clone());
-            let service =
-                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(RemoteAddr(remote));
-                    req.extensions_mut().insert(handed.clone());
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                });
-            let io = TokioIo::new(crate::linger::Lingering::new(stream, prefix));
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::select! {
-                served = watcher.watch(conn.into_owned()) => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, %remote, "http connection ended with an error");
-                    }
-                }
-                () = closer.cancelled() => {
-                    tracing::debug!(%remote, "closed a connection with a stalled stream");
-                }
-            }
+            // Boxed: an SSE stream served above keeps this task for its whole life, and must not
+            // carry room for the general HTTP stack's connection state, which it never uses.
+            Box::pin(serve_http(
+                app, builder, watcher, stream, prefix, remote, deadline,
+            ))
+            .await;
         });
     }
     drop(listener);

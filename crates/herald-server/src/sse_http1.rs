@@ -72,20 +72,23 @@ pub async fn serve(
     deadline: tokio::time::Instant,
 ) {
     let _tracked = app.sessions.token();
-    let head = match read_head(&mut stream, prefix, deadline).await {
+    // The head's reader and the refusal paths are boxed: their buffers must not take room in the
+    // state of a stream that lives for hours (this task's future is allocated once, at its
+    // largest).
+    let head = match Box::pin(read_head(&mut stream, prefix, deadline)).await {
         Head::Complete(head) => head,
         Head::TooLarge => {
             herald_core::stats::error("request_head_too_large");
             debug!(%remote, "sse request head over {MAX_HEAD} bytes");
             let message = format!("request head larger than {} KiB", MAX_HEAD / 1024);
-            let _ = write_refusal(
+            let _ = Box::pin(write_refusal(
                 &mut stream,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 &message,
                 None,
-            )
+            ))
             .await;
-            linger(&mut stream).await;
+            Box::pin(linger(&mut stream)).await;
             return;
         }
         Head::Missing => {
@@ -101,17 +104,23 @@ pub async fn serve(
             } else {
                 "malformed request"
             };
-            let _ = write_refusal(&mut stream, status, message, None).await;
-            linger(&mut stream).await;
+            let _ = Box::pin(write_refusal(&mut stream, status, message, None)).await;
+            Box::pin(linger(&mut stream)).await;
             return;
         }
     };
     drop(head);
     let cors = cors_origin(&app, &headers);
-    let mut events = match sse::prepare(app.clone(), remote, pairs, &headers).await {
+    let mut events = match Box::pin(sse::prepare(app.clone(), remote, pairs, &headers)).await {
         Ok(events) => events,
         Err(r) => {
-            let _ = write_refusal(&mut stream, r.status, &r.message, cors.as_ref()).await;
+            let _ = Box::pin(write_refusal(
+                &mut stream,
+                r.status,
+                &r.message,
+                cors.as_ref(),
+            ))
+            .await;
             return;
         }
     };
