@@ -206,7 +206,7 @@ describe('README', () => {
       client.disconnect();
     }
   });
-  test('the Postgres Changes section: a server given a database streams an insert of todos to the snippet, and herald.send reaches room1', async () => {
+  test('the Postgres Changes section: a server given a database streams an insert of todos to the snippet, and realtime.send reaches room1', async () => {
     const admin = process.env.HERALD_TEST_DATABASE_URL;
     assert.ok(admin, 'HERALD_TEST_DATABASE_URL is not set (scripts/test starts a throwaway PostgreSQL and sets it)');
     const name = `herald_docs_${process.pid}`;
@@ -256,8 +256,8 @@ describe('README', () => {
       assert.ok(!run.stdout.includes('filtered out'), `the filter done=eq.false let a done row through:\n${run.output()}`);
       await run.stop();
 
-      const send = /`(select herald\.send\([^`]+\))`/.exec(readFileSync(README, 'utf8'));
-      assert.ok(send, 'the section shows a herald.send call');
+      const send = /`(select realtime\.send\([^`]+\))`/.exec(readFileSync(README, 'utf8'));
+      assert.ok(send, 'the section shows a realtime.send call');
       const sub = await subscriber('room1', 'chat');
       try {
         psql(url, send[1]);
