@@ -84,6 +84,8 @@ pub struct Hub {
     stats: Stats,
     next_id: AtomicU64,
     me: Weak<Hub>,
+    /// `settings.node_id`, shared by every sender identity this node hands out.
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -95,10 +97,8 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// A single-node hub with the in-process backplane.
     pub fn in_process(stats: Stats, settings: HubSettings, history: Option<History>) -> Arc<Hub> {
-        let registry = Arc::new(Registry::new(
-            stats.clone(),
-            Arc::from(settings.node_id.as_str()),
-        ));
+        let node: Arc<str> = Arc::from(settings.node_id.as_str());
+        let registry = Arc::new(Registry::new(stats.clone(), node.clone()));
         let backplane = Arc::new(InProcess::new(registry.clone()));
         Arc::new_cyclic(|me| Hub {
             registry,
@@ -109,6 +109,7 @@ impl Hub {
             stats,
             next_id: AtomicU64::new(1),
             me: me.clone(),
+            node,
         })
     }
 
@@ -120,7 +121,7 @@ impl Hub {
     /// The identity of connection `conn` of this node, as senders carry it.
     pub fn sender(&self, conn: u64) -> crate::message::Sender {
         crate::message::Sender {
-            node: Arc::from(self.settings.node_id.as_str()),
+            node: self.node.clone(),
             conn,
         }
     }
