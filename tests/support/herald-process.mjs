@@ -36,12 +36,13 @@ export function freePort() {
 }
 
 /**
- * Spawns Herald with `env` (HERALD_JWT_SECRET = `secret`) and resolves once it answers /healthz.
+ * Spawns Herald with `env` (HERALD_JWT_SECRET = `secret`) and `args` after `serve`'s own flags, and
+ * resolves once it answers /healthz.
  * `dataDir` reuses an existing data directory (which stop() then leaves to its owner); by default
  * a new temporary one is made and stop() removes it.
  * Returns { pid, port, httpUrl, dataDir, logs(), stop(), kill9() }.
  */
-export async function spawnHerald({ secret, env = {}, label = 'herald', dataDir: existingDataDir }) {
+export async function spawnHerald({ secret, env = {}, label = 'herald', dataDir: existingDataDir, args = [] }) {
   const bin = heraldBinary();
   if (!existsSync(bin)) {
     throw new Error(`Herald binary not found at ${bin}: run \`cargo build -p herald\` or set HERALD_BIN`);
@@ -50,7 +51,7 @@ export async function spawnHerald({ secret, env = {}, label = 'herald', dataDir:
   const ownsDataDir = !existingDataDir;
   const dataDir = existingDataDir ?? (await mkdtemp(join(tmpdir(), `${label}-`)));
   let output = '';
-  const child = spawn(bin, ['serve', '--port', String(port), '--bind', '127.0.0.1', '--data-dir', dataDir], {
+  const child = spawn(bin, ['serve', '--port', String(port), '--bind', '127.0.0.1', '--data-dir', dataDir, ...args], {
     env: { ...process.env, HERALD_JWT_SECRET: secret, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,13 +1,7 @@
-//! Channel names and the access policy of a channel.
-//!
-//! A client topic is `realtime:<name>`. Public and private channels of the same name are separate.
-//! Policy without a database: anyone with a valid token may read and write a public channel; a
-//! private channel is open to every role except `anon`. With a database, private channels follow the
-//! policies on `realtime.messages` instead (checked by the Postgres crate).
+//! Channel names: a client topic is `realtime:<name>`, and public and private channels of the same
+//! name are separate channels. Who may use a channel is `policy`'s concern.
 
 use std::sync::Arc;
-
-use crate::auth::{Claims, roles};
 
 /// The prefix of every channel topic.
 pub const TOPIC_PREFIX: &str = "realtime:";
@@ -57,16 +51,6 @@ pub fn channel_name(topic: &str) -> Result<&str, TopicError> {
             Ok(name)
         }
     }
-}
-
-/// May these claims read (join) the channel?
-pub fn may_read(claims: &Claims, key: &ChannelKey) -> bool {
-    !key.private || claims.role != roles::ANON
-}
-
-/// May these claims publish to the channel?
-pub fn may_write(claims: &Claims, key: &ChannelKey) -> bool {
-    may_read(claims, key)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod hub;
 pub mod keys;
 pub mod limits;
 pub mod message;
+pub mod policy;
 pub mod presence;
 pub mod queue;
 pub mod registry;

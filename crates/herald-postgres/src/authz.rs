@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+pub use herald_core::policy::Permissions;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::SimpleQueryMessage;
@@ -40,34 +41,6 @@ pub struct Check {
     pub topic: String,
     /// Presence is enabled on the channel: presence read counts for the join.
     pub presence: bool,
-}
-
-/// What a token may do on a private channel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Permissions {
-    /// It receives broadcasts.
-    pub broadcast_read: bool,
-    /// It may send broadcasts.
-    pub broadcast_write: bool,
-    /// It receives presence state and diffs.
-    pub presence_read: bool,
-    /// It may track its presence.
-    pub presence_write: bool,
-}
-
-impl Permissions {
-    /// Everything (the service role).
-    pub const ALL: Permissions = Permissions {
-        broadcast_read: true,
-        broadcast_write: true,
-        presence_read: true,
-        presence_write: true,
-    };
-
-    /// A join is allowed when the token reads broadcasts, or presence when presence is enabled.
-    pub fn may_join(&self, presence_enabled: bool) -> bool {
-        self.broadcast_read || (presence_enabled && self.presence_read)
-    }
 }
 
 /// Why a check gave no answer.

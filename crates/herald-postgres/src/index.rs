@@ -42,6 +42,28 @@ pub struct Chan {
     /// The group's number: equal claims, equal number.
     pub group_id: GroupId,
     entries: Vec<(u32, Kind, EntryId)>,
+    /// The columns each binding selected, by (table, binding id): only bindings with `select`.
+    selects: Vec<(u32, u32, Arc<[bool]>)>,
+}
+
+impl Chan {
+    /// The columns a change of `table` matched by the bindings `ids` shows: `None` (every column)
+    /// unless each of them selected columns, then the columns any of them selected.
+    pub fn selection(&self, table: u32, ids: &[u32]) -> Option<Arc<[bool]>> {
+        let mut union: Option<Vec<bool>> = None;
+        for id in ids {
+            let mask = self
+                .selects
+                .iter()
+                .find(|(t, b, _)| *t == table && b == id)
+                .map(|(_, _, m)| m)?;
+            match &mut union {
+                None => union = Some(mask.to_vec()),
+                Some(u) => u.iter_mut().zip(mask.iter()).for_each(|(a, b)| *a |= *b),
+            }
+        }
+        union.map(Arc::from)
+    }
 }
 
 #[derive(Debug)]
@@ -71,6 +93,8 @@ pub struct BindingSpec {
     pub binding: u32,
     /// Row filter.
     pub filter: Option<Filter>,
+    /// The columns `select` keeps (by the table's column order); `None`: every column.
+    pub select: Option<Arc<[bool]>>,
 }
 
 /// Every subscription of this node.
@@ -105,6 +129,10 @@ impl Index {
         self.next += 1;
         let chan_id = self.next;
         let mut entries = Vec::new();
+        let selects = bindings
+            .iter()
+            .filter_map(|b| Some((b.table, b.binding, b.select.clone()?)))
+            .collect();
         for spec in bindings {
             for &kind in &spec.kinds {
                 self.next += 1;
@@ -146,6 +174,7 @@ impl Index {
                 group,
                 group_id,
                 entries,
+                selects,
             },
         );
         chan_id
@@ -410,6 +439,7 @@ mod tests {
             kinds: kinds.to_vec(),
             binding,
             filter: filter.map(|f| Filter::bind(&parse(f).unwrap(), t).unwrap()),
+            select: None,
         }
     }
 

@@ -197,6 +197,48 @@ fn push_frame<P: serde::Serialize + ?Sized>(
         .map(|s| Message::Text(s.into()))
 }
 
+/// Column names of a binding's `select`: a comma-separated string or an array of strings; `None`
+/// (every column) when absent, empty or `*`.
+fn select_names(value: Option<&Value>) -> Result<Option<Vec<String>>, String> {
+    let bad = || {
+        "Error parsing `select` params: write column names, as `\"id,title\"` or `[\"id\", \"title\"]`"
+            .to_owned()
+    };
+    let names: Vec<String> = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.split(',').map(|n| n.trim().to_owned()).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(|n| n.trim().to_owned()).ok_or_else(bad))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad()),
+    };
+    if names.iter().all(String::is_empty) || names == ["*"] {
+        return Ok(None);
+    }
+    if names.iter().any(String::is_empty) {
+        return Err(bad());
+    }
+    Ok(Some(names))
+}
+
+/// The columns of `table` a `select` keeps; a name the table does not have refuses the join.
+fn select_mask(names: &[String], table: &Table) -> Result<Arc<[bool]>, String> {
+    let mut mask = vec![false; table.columns.len()];
+    for name in names {
+        match table.columns.iter().position(|c| &*c.name == name.as_str()) {
+            Some(i) => mask[i] = true,
+            None => {
+                return Err(format!(
+                    "Error parsing `select` params: column `{name}` does not exist in {}",
+                    table.log_name()
+                ));
+            }
+        }
+    }
+    Ok(Arc::from(mask))
+}
+
 /// The payload of a `postgres_changes` push: `{"ids":[...],"data":...}`.
 fn change_payload(ids: &[u32], data: &str) -> Option<Box<RawValue>> {
     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
@@ -790,15 +832,23 @@ impl Processor {
                 if a.columns.as_ref().is_some_and(|v| !v.iter().any(|b| *b)) {
                     continue;
                 }
+                // The role's visible columns, narrowed to what the bindings selected.
+                let columns = match (chan.selection(change.table.oid, &ids), &a.columns) {
+                    (None, role) => role.clone(),
+                    (Some(sel), None) => Some(sel),
+                    (Some(sel), Some(role)) => {
+                        Some(sel.iter().zip(role.iter()).map(|(s, r)| *s && *r).collect())
+                    }
+                };
                 let key_only = change.table.rls && !a.bypass;
                 let variant = match variants
                     .iter()
-                    .position(|(v, k, _)| *v == a.columns && *k == key_only)
+                    .position(|(v, k, _)| *v == columns && *k == key_only)
                 {
                     Some(i) => i,
                     None => {
-                        let data = change.render(a.columns.as_deref(), key_only, &extra);
-                        variants.push((a.columns.clone(), key_only, data));
+                        let data = change.render(columns.as_deref(), key_only, &extra);
+                        variants.push((columns, key_only, data));
                         variants.len() - 1
                     }
                 };
@@ -923,6 +973,7 @@ impl Processor {
                 Some(f) => Some(filter::parse(f).map_err(|e| e.to_string())?),
                 None => None,
             };
+            let selected = select_names(binding.get("select"))?;
             for t in tables {
                 if &*t.schema == install::SCHEMA
                     || install::is_realtime_messages(&t.schema, &t.name)
@@ -933,12 +984,17 @@ impl Processor {
                     Some(p) => Some(Filter::bind(p, &t).map_err(|e| e.to_string())?),
                     None => None,
                 };
+                let select = match &selected {
+                    Some(names) => Some(select_mask(names, &t)?),
+                    None => None,
+                };
                 specs.push((
                     BindingSpec {
                         table: t.oid,
                         kinds: kinds.clone(),
                         binding: *id,
                         filter,
+                        select,
                     },
                     t,
                 ));

@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub jwks_refresh: Duration,
     /// This node's id, as messages name their sender; `None`: a new one at every start.
     pub node_id: Option<String>,
+    /// The `[[policies]]` rules of private channels (none: the role rule, or the database's
+    /// policies when a database is configured).
+    pub policy: std::sync::Arc<herald_core::policy::Policy>,
 }
 
 impl ServerConfig {
@@ -98,6 +101,7 @@ impl ServerConfig {
             jwks_url: None,
             jwks_refresh: Duration::from_secs(300),
             node_id: None,
+            policy: Default::default(),
         }
     }
 }

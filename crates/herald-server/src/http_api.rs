@@ -10,7 +10,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use herald_core::channel::{self, ChannelKey};
+use herald_core::channel::ChannelKey;
 use herald_core::hub::PublishError;
 use herald_core::{Body, Broadcast, Claims, Limits, Origin};
 use serde::Deserialize;
@@ -301,7 +301,7 @@ async fn batch(
             continue;
         }
         let key = ChannelKey::new(&m.topic, private);
-        if !by_policies(&app, &claims, &key) && !channel::may_write(&claims, &key) {
+        if !by_policies(&app, &claims, &key) && !may_write(&app, &claims, &key) {
             herald_core::stats::error("write_denied");
             return Err(message(
                 StatusCode::FORBIDDEN,
@@ -430,7 +430,7 @@ async fn single(
         return Err(unprocessable(json!({ "private": "must be true or false" })));
     };
     let key = ChannelKey::new(&topic, private);
-    if !by_policies(&app, &claims, &key) && !channel::may_write(&claims, &key) {
+    if !by_policies(&app, &claims, &key) && !may_write(&app, &claims, &key) {
         herald_core::stats::error("write_denied");
         return Err(message(
             StatusCode::FORBIDDEN,
@@ -454,9 +454,15 @@ async fn single(
 }
 
 /// True when a message to this channel is governed by the database's policies: a private channel,
-/// a database, and a caller that is not the service role.
+/// a database, no configured rules, and a caller that is not the service role.
 fn by_policies(app: &AppState, claims: &Claims, key: &ChannelKey) -> bool {
-    key.private && app.postgres.is_some() && !claims.is_service()
+    key.private && app.postgres.is_some() && !claims.is_service() && !app.config.policy.has_rules()
+}
+
+/// May the caller send to the channel, as Herald's own rules decide (the configured rules, or the
+/// role rule)? A refusal answers 403.
+fn may_write(app: &AppState, claims: &Claims, key: &ChannelKey) -> bool {
+    app.config.policy.permissions(claims, key).broadcast_write
 }
 
 /// The messages the caller may send: those governed by the policies go only when the insert

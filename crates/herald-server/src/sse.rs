@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use herald_core::channel::{self, ChannelKey};
+use herald_core::channel::ChannelKey;
 use herald_core::history::{Position, RecoverRequest};
 use herald_core::{Broadcast, SseHandle, SseItem, Subscriber};
 use herald_protocol::cursor::{self, CursorEntry};
@@ -156,9 +156,10 @@ async fn watch_stall(
     }
 }
 
-/// What the token may read on each channel: `None` for public channels and, without a database,
-/// private ones the role rule opens; with a database, private channels by their policies (the
-/// checks of one stream go to the database together). Refuses the stream when one may not be read.
+/// What the token may read on each channel: `None` for public channels; private ones by the
+/// configured rules (without rules and without a database, the role rule), or else by the
+/// database's policies (the checks of one stream go to the database together). Refuses the stream
+/// when one may not be read.
 async fn read_permissions(
     app: &AppState,
     claims: &herald_core::Claims,
@@ -175,13 +176,23 @@ async fn read_permissions(
             ),
         )
     };
+    let policy = &app.config.policy;
     let pg = match &app.postgres {
-        Some(pg) if keys.iter().any(|k| k.private) => pg,
+        Some(pg) if keys.iter().any(|k| k.private) && !policy.has_rules() => pg,
         _ => {
-            if let Some(k) = keys.iter().find(|k| !channel::may_read(claims, k)) {
-                return Err(unauthorized(k));
+            let mut permissions = Vec::with_capacity(keys.len());
+            for k in keys {
+                if !k.private {
+                    permissions.push(None);
+                    continue;
+                }
+                let p = policy.permissions(claims, k);
+                if !p.may_join(presence) {
+                    return Err(unauthorized(k));
+                }
+                permissions.push(Some(p));
             }
-            return Ok(vec![None; keys.len()]);
+            return Ok(permissions);
         }
     };
     let checks = keys.iter().map(|k| async move {

@@ -311,6 +311,18 @@ fn check_meaning(
             );
         }
     }
+    if let Err(errors) = herald_core::policy::Policy::compile(&s.policies) {
+        for e in errors {
+            bad("policies", e.to_string());
+        }
+    }
+    if !s.policies.is_empty() && s.database_url.is_some() {
+        warnings.push(
+            "policies: rules are configured, so private channels follow them and not the database's \
+             policies on realtime.messages"
+                .to_owned(),
+        );
+    }
     if let Some(path) = &s.jwt_keys_file {
         match std::fs::read(path) {
             Err(e) => bad(
@@ -432,11 +444,11 @@ impl Checked {
         for (key, value) in values {
             let source = self.layers.source_of(&key);
             let value = masked(&key, value);
-            if key == "history" {
+            if key == "history" || key == "policies" {
                 // Arrays of tables go last, where TOML wants them.
                 if let Value::Array(rules) = &value {
                     for rule in rules {
-                        tables.push_str(&format!("\n[[history]]  # {source}\n{}", toml_body(rule)));
+                        tables.push_str(&format!("\n[[{key}]]  # {source}\n{}", toml_body(rule)));
                     }
                 }
                 continue;
@@ -547,6 +559,47 @@ mod tests {
                     .any(|w| w.contains("HERALD_TYPO_SETTING")),
                 "{:?}",
                 checked.warnings
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn policy_rules_are_checked_and_printed_back() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "p.toml",
+                "[[policies]]\ntopics = \"room:{sub}\"\nroles = [\"authenticated\"]\nallow = [\"read\", \"write\"]\n\
+                 [[policies]]\ntopics = \"org:{user}\"\nallow = [\"read\"]\n\
+                 [[policies]]\ntopics = \"x\"\nallow = [\"fly\"]\n",
+            )?;
+            let checked = check(Some(Path::new("p.toml")), &CliOverrides::default());
+            let lines = checked.problem_lines();
+            assert!(
+                lines.contains("policies (file p.toml): unknown variant: found `fly`"),
+                "{lines}"
+            );
+            jail.create_file(
+                "p.toml",
+                "[[policies]]\ntopics = \"room:{sub}\"\nroles = [\"authenticated\"]\nallow = [\"read\", \"write\"]\n\
+                 [[policies]]\ntopics = \"org:{user}\"\nallow = [\"read\"]\n",
+            )?;
+            let checked = check(Some(Path::new("p.toml")), &CliOverrides::default());
+            assert_eq!(
+                checked.problem_lines().trim(),
+                "- policies (file p.toml): policy 2: `{user}` is not a placeholder: write `{sub}`, `{role}` or `{claims.<name>}`"
+            );
+            jail.create_file(
+                "p.toml",
+                "[[policies]]\ntopics = \"room:{sub}\"\nroles = [\"authenticated\"]\nallow = [\"read\", \"write\"]\n",
+            )?;
+            let checked = check(Some(Path::new("p.toml")), &CliOverrides::default());
+            assert!(checked.problems.is_empty(), "{}", checked.problem_lines());
+            let printed = checked.render();
+            assert!(
+                printed.contains("[[policies]]  # file p.toml\nallow = [\"read\", \"write\"]\nroles = [\"authenticated\"]\ntopics = \"room:{sub}\"\n"),
+                "{printed}"
             );
             Ok(())
         });

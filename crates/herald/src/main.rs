@@ -214,6 +214,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         jwks_url: settings.jwt_jwks_url.clone().filter(|u| !u.is_empty()),
         jwks_refresh: std::time::Duration::from_secs(settings.jwt_jwks_refresh_secs.max(10)),
         node_id: settings.node_id.clone(),
+        policy: std::sync::Arc::new(
+            herald_core::policy::Policy::compile(&settings.policies).map_err(|errors| {
+                let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("{}", texts.join("; "))
+            })?,
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

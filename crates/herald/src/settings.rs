@@ -49,6 +49,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Only private channels may be joined or streamed.
     pub private_only: bool,
+    /// Rules for private channels (`[[policies]]`): per topic pattern and role, what a token may do.
+    pub policies: Vec<herald_core::policy::PolicyRule>,
     /// The bearer token `/metrics` requires (required in production mode).
     pub metrics_token: Option<String>,
     /// Reverse proxies whose `X-Forwarded-For` names the client: addresses or CIDR ranges, as a
@@ -110,6 +112,7 @@ impl Default for Settings {
             cors_origins: vec!["*".to_owned()],
             allowed_origins: Vec::new(),
             private_only: false,
+            policies: Vec::new(),
             metrics_token: None,
             trusted_proxies: Vec::new(),
             jwt_keys_file: None,

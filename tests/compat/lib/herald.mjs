@@ -16,11 +16,12 @@ export const DEFAULT_ENV = {
 };
 
 /**
- * Spawns Herald and resolves once /healthz answers 200; `dataDir` reuses a data directory.
+ * Spawns Herald and resolves once /healthz answers 200; `dataDir` reuses a data directory, `args`
+ * are more flags for `serve` (`--config <file>`).
  * Returns { pid, port, httpUrl, dataDir, wsEndpoint(path), secret, logs(), stop(), kill9() }.
  */
-export async function startHerald({ env = {}, dataDir } = {}) {
-  const server = await spawnHerald({ secret: SECRET, env: { ...DEFAULT_ENV, ...env }, label: 'herald-compat', dataDir });
+export async function startHerald({ env = {}, dataDir, args } = {}) {
+  const server = await spawnHerald({ secret: SECRET, env: { ...DEFAULT_ENV, ...env }, label: 'herald-compat', dataDir, args });
   return {
     ...server,
     secret: SECRET,

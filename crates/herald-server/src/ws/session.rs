@@ -16,6 +16,7 @@ use herald_core::auth::unix_now;
 use herald_core::channel::{self, TopicError};
 use herald_core::history::RecoverRequest;
 use herald_core::hub::Published;
+use herald_core::policy::Permissions;
 use herald_core::presence::TrackOutcome;
 use herald_core::session::close;
 use herald_core::{
@@ -72,7 +73,7 @@ struct Joined {
     presence: bool,
     /// What the database's policies allow on this private channel (`None`: a public channel, or a
     /// private one without a database, which follows the role rule). Kept until the token changes.
-    permissions: Option<herald_postgres::Permissions>,
+    permissions: Option<Permissions>,
 }
 
 /// Why a private channel may not be read.
@@ -384,23 +385,29 @@ impl Session {
         self.channels.get(topic).and_then(|c| c.join_ref.clone())
     }
 
-    /// What the token may do on the channel: `Ok(None)` for a public channel, or a private one
-    /// without a database (which follows the role rule); `Ok(Some(_))` from the database's policies.
+    /// What the token may do on the channel: `Ok(None)` for a public channel; for a private one,
+    /// what the configured rules (or without them and without a database, the role rule) grant, or
+    /// else the database's policies.
     async fn policies(
         &self,
         claims: &Claims,
         key: &ChannelKey,
         presence: bool,
-    ) -> Result<Option<herald_postgres::Permissions>, Denied> {
+    ) -> Result<Option<Permissions>, Denied> {
         if !key.private {
             return Ok(None);
         }
-        let Some(pg) = &self.app.postgres else {
-            return if channel::may_read(claims, key) {
-                Ok(None)
-            } else {
-                Err(Denied::Unauthorized)
-            };
+        let policy = &self.app.config.policy;
+        let pg = match &self.app.postgres {
+            Some(pg) if !policy.has_rules() => pg,
+            _ => {
+                let p = policy.permissions(claims, key);
+                return if p.may_join(presence) {
+                    Ok(Some(p))
+                } else {
+                    Err(Denied::Unauthorized)
+                };
+            }
         };
         match pg.authorize(policy_check(claims, key, presence)).await {
             Ok(p) if p.may_join(presence) => Ok(Some(p)),
@@ -755,10 +762,7 @@ impl Session {
             return;
         };
         let (key, ack, join_ref) = (joined.key.clone(), joined.ack, joined.join_ref.clone());
-        let may_write = match joined.permissions {
-            Some(p) => p.broadcast_write,
-            None => channel::may_write(&joined.claims, &key),
-        };
+        let may_write = joined.permissions.is_none_or(|p| p.broadcast_write);
         let ref_ = msg.ref_.as_deref();
         if !self.message_limiter.try_take(1) {
             herald_core::stats::error("message_rate");
@@ -990,9 +994,9 @@ impl Session {
 }
 
 /// The claims a channel keeps: all of them when Postgres Changes may need them for row-level
-/// security, otherwise only what Herald's own policies read.
+/// security or the configured rules may read them, otherwise only what the role rule reads.
 pub fn keep_claims(app: &AppState, claims: Claims) -> Claims {
-    if app.postgres.is_some() {
+    if app.postgres.is_some() || app.config.policy.has_rules() {
         claims
     } else {
         claims.compact()
