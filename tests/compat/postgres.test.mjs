@@ -290,6 +290,47 @@ describe('postgres_changes through realtime-js', () => {
     );
   });
 
+  test('select trims the record to the columns asked for; a column the table lacks is refused at join', { timeout: 90_000 }, async () => {
+    const db = await database(
+      'select',
+      `create table public.notes (id int8 primary key, title text, body text, secret text);
+       alter table public.notes replica identity full;`,
+      ['notes'],
+    );
+    const server = await heraldFor(db);
+    const narrow = await subscriber(server, [{ event: '*', schema: 'public', table: 'notes', select: 'id,title' }]);
+    const listed = await subscriber(server, [{ event: 'INSERT', schema: 'public', table: 'notes', select: ['title'] }]);
+    const whole = await subscriber(server, [{ event: 'INSERT', schema: 'public', table: 'notes' }]);
+
+    await db.query("insert into public.notes values (1, 'hello', 'long text', 'hidden')");
+    await db.query("update public.notes set body = 'changed' where id = 1");
+    await db.query('delete from public.notes where id = 1');
+
+    const ins = await changeWhere(narrow.changes, (p) => p.eventType === 'INSERT', narrow, server, 'the insert, narrowed');
+    assert.deepEqual(ins.new, { id: 1, title: 'hello' });
+    const upd = await changeWhere(narrow.changes, (p) => p.eventType === 'UPDATE', narrow, server, 'the update, narrowed');
+    assert.deepEqual([upd.new, upd.old], [{ id: 1, title: 'hello' }, { id: 1, title: 'hello' }]);
+    const del = await changeWhere(narrow.changes, (p) => p.eventType === 'DELETE', narrow, server, 'the delete, narrowed');
+    assert.deepEqual(del.old, { id: 1, title: 'hello' });
+    const frame = changeFrames(narrow.client).find((m) => m.payload.data.type === 'INSERT');
+    assert.deepEqual(frame.payload.data.columns.map((c) => c.name), ['id', 'title'], JSON.stringify(frame.payload.data));
+
+    const one = await changeWhere(listed.changes, (p) => p.eventType === 'INSERT', listed, server, 'the insert, title only');
+    assert.deepEqual(one.new, { title: 'hello' });
+    const all = await changeWhere(whole.changes, (p) => p.eventType === 'INSERT', whole, server, 'the whole insert');
+    assert.deepEqual(all.new, { id: 1, title: 'hello', body: 'long text', secret: 'hidden' });
+
+    const client = makeClient(server, { token: serviceToken() });
+    const channel = client.channel(uniqueTopic('bad'));
+    const system = new Inbox('system messages for a bad select');
+    channel.on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'notes', select: 'id,nope' }, () => {});
+    channel.on('system', {}, (payload) => system.push(payload));
+    await subscribed(channel, LIVE_MS);
+    const refusal = await system.find((p) => p?.extension === 'postgres_changes', LIVE_MS, () => `the refusal; ${wire(client)}${logTail(server)}`);
+    assert.equal(refusal.status, 'error', JSON.stringify(refusal));
+    assert.ok(String(refusal.message).includes('Error parsing `select` params: column `nope` does not exist in public.notes'), JSON.stringify(refusal));
+  });
+
   test('the filter grammar: every operator, not., several conditions, \\, and a 100-value in, by column type', { timeout: 180_000 }, async () => {
     const db = await database(
       'grammar',
