@@ -82,15 +82,19 @@ pub enum ScenarioError {
         connections: u64,
         max: u64,
     },
-    /// The `pg` scenario mints a token per group and has no secret to sign them with.
+    /// The `pg` and `authz` scenarios mint tokens (per group, per user) and have no secret to sign
+    /// them with.
     #[error(
-        "the pg scenario mints a token per group: set {} to the server's JWT secret",
+        "the pg and authz scenarios mint their tokens: set {} to the server's JWT secret",
         crate::token::SECRET_ENV
     )]
     NoSecret,
     /// A token could not be minted.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The server is not ready for the scenario.
+    #[error("{0}")]
+    Setup(String),
     /// `--database-url` cannot be used.
     #[error("--database-url: {0}")]
     DatabaseUrl(String),

@@ -4,6 +4,7 @@
 //! process can hold are spread over worker processes. This file owns the command line (each
 //! scenario's help says what it measures) and the dispatch to the scenarios.
 
+mod authz;
 mod churn;
 mod clock;
 mod conn;
@@ -158,6 +159,16 @@ pub enum Scenario {
         #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=28_000))]
         per_address: u64,
     },
+    /// Realtime Authorization: connections join and leave private channels of their own user's room
+    /// (`bench-authz:u<i>:<k>`), each join decided by a select policy on `realtime.messages` that
+    /// the benchmark creates; joins per second, join latency, and server and database CPU per join.
+    ///
+    /// The server must run with a database and HERALD_MAX_JOINS_PER_SECOND above the rate one
+    /// connection reaches; HERALD_JWT_SECRET must hold its secret (each user's token is minted).
+    Authz {
+        #[command(flatten)]
+        opts: authz::AuthzOpts,
+    },
     /// Postgres Changes: rows inserted into `herald_bench_pg` reach subscribers in claims groups;
     /// rows and changes ingested per second, deliveries, commit-to-client latency and server CPU.
     ///
@@ -235,7 +246,7 @@ impl Scenario {
                 per_address,
                 ..
             } => (*concurrency, None, *per_address),
-            Scenario::Recover { .. } => (1, None, 20_000),
+            Scenario::Recover { .. } | Scenario::Authz { .. } => (1, None, 20_000),
         }
     }
 }
@@ -296,6 +307,7 @@ async fn measure(ctx: &Context, scenario: Scenario) -> Result<report::Report, Sc
         Scenario::Presence { opts, .. } => presence::run(ctx, opts).await,
         Scenario::Churn { opts, .. } => churn::run(ctx, opts).await,
         Scenario::Pg { opts, .. } => pg::run(ctx, opts).await,
+        Scenario::Authz { opts } => authz::run(ctx, opts).await,
     }
 }
 

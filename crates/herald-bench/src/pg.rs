@@ -296,7 +296,7 @@ struct Ingest {
 }
 
 /// Parses `--database-url` and refuses hosts other than this machine's loopback (or a Unix socket).
-fn database_config(url: &str) -> Result<tokio_postgres::Config, ScenarioError> {
+pub(crate) fn database_config(url: &str) -> Result<tokio_postgres::Config, ScenarioError> {
     let config: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| ScenarioError::DatabaseUrl(e.to_string()))?;
@@ -319,7 +319,7 @@ fn database_config(url: &str) -> Result<tokio_postgres::Config, ScenarioError> {
 
 /// Opens one connection (its driver runs in a task of its own) and runs `sql` on it, saying in the
 /// error that it was doing `what`.
-async fn connect(
+pub(crate) async fn connect(
     config: &tokio_postgres::Config,
     what: &str,
     sql: &str,

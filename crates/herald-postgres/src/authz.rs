@@ -41,6 +41,10 @@ pub struct Check {
     pub topic: String,
     /// Presence is enabled on the channel: presence read counts for the join.
     pub presence: bool,
+    /// Ask the select policies (read broadcasts, and presence with `presence`).
+    pub reads: bool,
+    /// Ask the insert policies (send broadcasts, track presence).
+    pub writes: bool,
 }
 
 /// Why a check gave no answer.
@@ -269,6 +273,8 @@ mod tests {
             sub: Some("o'brien".to_owned()),
             topic: "room:1".to_owned(),
             presence: true,
+            reads: true,
+            writes: true,
         }];
         let json = serde_json::to_string(&checks).unwrap();
         let sql = authorize_sql(&json);
@@ -294,6 +300,8 @@ mod tests {
             sub: None,
             topic: "t".to_owned(),
             presence: false,
+            reads: true,
+            writes: false,
         };
         assert_eq!(authorizer.check(check).await.unwrap(), Permissions::ALL);
     }

@@ -229,12 +229,67 @@ declare
   c jsonb;
   results jsonb := '[]'::jsonb;
   probes uuid[];
+  b uuid; p uuid; n bigint;
+  found jsonb;
+  answers jsonb[] := array[]::jsonb[];
   br boolean; bw boolean; pr boolean; pw boolean;
+  reads boolean; writes boolean;
   failure text;
   ext text;
 begin
+  -- Fast path: every check in one subtransaction. The read probes of all checks are inserted by
+  -- one statement (as Herald's own role); then each check, under its own settings and role, looks
+  -- its probes up with a static, plan-cached statement. Any error sends the whole batch to the
+  -- careful path below, which isolates each check. The caller rolls everything back.
+  begin
+    with ins as (
+      insert into realtime.messages (topic, extension, private, event)
+      select e.value->>'topic', x.ext, true, e.n::text
+      from jsonb_array_elements(checks) with ordinality as e(value, n)
+      cross join lateral unnest(
+        case when not coalesce((e.value->>'reads')::boolean, true) then array[]::text[]
+             when (e.value->>'presence')::boolean then array['broadcast', 'presence']
+             else array['broadcast'] end) as x(ext)
+      returning id, extension, event)
+    select coalesce(jsonb_object_agg(event || extension, id), '{}'::jsonb) into found from ins;
+    for c, n in select e.value, e.n from jsonb_array_elements(checks) with ordinality as e(value, n) loop
+      br := false; bw := false; pr := false; pw := false;
+      writes := coalesce((c->>'writes')::boolean, true);
+      perform set_config('realtime.topic', c->>'topic', true);
+      perform set_config('request.jwt.claims', c->>'claims', true);
+      perform set_config('request.jwt.claim.sub', coalesce(c->>'sub', ''), true);
+      perform set_config('request.jwt.claim.role', c->>'role', true);
+      perform set_config('role', c->>'role', true);
+      b := (found->>(n || 'broadcast'))::uuid;
+      p := (found->>(n || 'presence'))::uuid;
+      select b is not null and exists (select from realtime.messages m where m.id = b),
+             p is not null and exists (select from realtime.messages m where m.id = p)
+        into br, pr;
+      if writes then
+        foreach ext in array array['broadcast', 'presence'] loop
+          begin
+            insert into realtime.messages (topic, extension, private) values (c->>'topic', ext, true);
+            raise exception using errcode = 'HR001';
+          exception
+            when sqlstate 'HR001' then
+              if ext = 'broadcast' then bw := true; else pw := true; end if;
+            when insufficient_privilege then
+              null;
+          end;
+        end loop;
+      end if;
+      answers := answers || jsonb_build_object(
+        'broadcast_read', br, 'broadcast_write', bw, 'presence_read', pr, 'presence_write', pw, 'error', null);
+    end loop;
+    perform set_config('role', 'none', true);
+    return to_jsonb(answers);
+  exception when others then
+    results := '[]'::jsonb;
+  end;
   for c in select value from jsonb_array_elements(checks) loop
     br := false; bw := false; pr := false; pw := false; failure := null;
+    reads := coalesce((c->>'reads')::boolean, true);
+    writes := coalesce((c->>'writes')::boolean, true);
     begin
       perform set_config('realtime.topic', c->>'topic', true);
       perform set_config('request.jwt.claims', c->>'claims', true);
@@ -243,28 +298,34 @@ begin
       with probe as (
         insert into realtime.messages (topic, extension, private)
         select c->>'topic', e, true
-        from unnest(case when (c->>'presence')::boolean then array['broadcast', 'presence'] else array['broadcast'] end) as e
+        from unnest(case when not reads then array[]::text[]
+                         when (c->>'presence')::boolean then array['broadcast', 'presence']
+                         else array['broadcast'] end) as e
         returning id)
       select array_agg(id) into probes from probe;
       perform set_config('role', c->>'role', true);
-      begin
-        execute 'select coalesce(bool_or(extension = ''broadcast''), false), coalesce(bool_or(extension = ''presence''), false) from realtime.messages where id = any($1)'
-          into br, pr using probes;
-      exception when insufficient_privilege then
-        br := false; pr := false;
-      end;
-      foreach ext in array array['broadcast', 'presence'] loop
+      if reads then
         begin
-          execute 'insert into realtime.messages (topic, extension, private) values ($1, $2, true)'
-            using c->>'topic', ext;
-          raise exception using errcode = 'HR001';
-        exception
-          when sqlstate 'HR001' then
-            if ext = 'broadcast' then bw := true; else pw := true; end if;
-          when insufficient_privilege then
-            null;
+          execute 'select coalesce(bool_or(extension = ''broadcast''), false), coalesce(bool_or(extension = ''presence''), false) from realtime.messages where id = any($1)'
+            into br, pr using probes;
+        exception when insufficient_privilege then
+          br := false; pr := false;
         end;
-      end loop;
+      end if;
+      if writes then
+        foreach ext in array array['broadcast', 'presence'] loop
+          begin
+            execute 'insert into realtime.messages (topic, extension, private) values ($1, $2, true)'
+              using c->>'topic', ext;
+            raise exception using errcode = 'HR001';
+          exception
+            when sqlstate 'HR001' then
+              if ext = 'broadcast' then bw := true; else pw := true; end if;
+            when insufficient_privilege then
+              null;
+          end;
+        end loop;
+      end if;
       raise exception using errcode = 'HR000';
     exception
       when sqlstate 'HR000' then null;

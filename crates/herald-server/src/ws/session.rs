@@ -71,9 +71,11 @@ struct Joined {
     postgres: bool,
     /// Presence was enabled at join.
     presence: bool,
-    /// What the database's policies allow on this private channel (`None`: a public channel, or a
-    /// private one without a database, which follows the role rule). Kept until the token changes.
+    /// What a private channel allows (`None`: a public channel). Kept until the token changes.
     permissions: Option<Permissions>,
+    /// The database's insert policies have not been asked yet: they are, at the first send or
+    /// track (as Supabase asks them), and the answer is kept with `permissions`.
+    writes_pending: bool,
 }
 
 /// Why a private channel may not be read.
@@ -365,7 +367,7 @@ impl Session {
         match msg.event.as_str() {
             "access_token" => self.refresh_token(msg).await,
             "broadcast" => self.broadcast(msg).await,
-            "presence" => self.presence(msg),
+            "presence" => self.presence(msg).await,
             other => {
                 herald_core::stats::error("unknown_event");
                 debug!(conn = self.id, topic = %msg.topic, event = other, "unknown event");
@@ -388,14 +390,16 @@ impl Session {
     /// What the token may do on the channel: `Ok(None)` for a public channel; for a private one,
     /// what the configured rules (or without them and without a database, the role rule) grant, or
     /// else the database's policies.
+    /// With the database's policies only the select policies are asked here (the `bool` says the
+    /// insert policies are still to be asked).
     async fn policies(
         &self,
         claims: &Claims,
         key: &ChannelKey,
         presence: bool,
-    ) -> Result<Option<Permissions>, Denied> {
+    ) -> Result<(Option<Permissions>, bool), Denied> {
         if !key.private {
-            return Ok(None);
+            return Ok((None, false));
         }
         let policy = &self.app.config.policy;
         let pg = match &self.app.postgres {
@@ -403,18 +407,53 @@ impl Session {
             _ => {
                 let p = policy.permissions(claims, key);
                 return if p.may_join(presence) {
-                    Ok(Some(p))
+                    Ok((Some(p), false))
                 } else {
                     Err(Denied::Unauthorized)
                 };
             }
         };
-        match pg.authorize(policy_check(claims, key, presence)).await {
-            Ok(p) if p.may_join(presence) => Ok(Some(p)),
+        match pg.authorize(read_check(claims, key, presence)).await {
+            Ok(p) if p.may_join(presence) => Ok((Some(p), true)),
             Ok(_) => Err(Denied::Unauthorized),
             Err(e) => {
                 herald_core::stats::error("pg_authz_unavailable");
                 warn!(conn = self.id, topic = %key.name, error = %e, "channel policies could not be checked");
+                Err(Denied::Unavailable)
+            }
+        }
+    }
+
+    /// What the channel allows, with its insert policies asked first when they are still pending
+    /// (one check, batched with any others; the answer is kept). `Err`: the database could not
+    /// be asked (nothing is kept, so the next send asks again).
+    async fn write_rights(&mut self, topic: &str) -> Result<Option<Permissions>, Denied> {
+        let Some(joined) = self.channels.get(topic) else {
+            return Ok(None);
+        };
+        let (Some(read), true, Some(pg)) = (
+            joined.permissions,
+            joined.writes_pending,
+            &self.app.postgres,
+        ) else {
+            return Ok(joined.permissions);
+        };
+        match pg.authorize(write_check(&joined.claims, &joined.key)).await {
+            Ok(w) => {
+                let p = Permissions {
+                    broadcast_write: w.broadcast_write,
+                    presence_write: w.presence_write,
+                    ..read
+                };
+                if let Some(joined) = self.channels.get_mut(topic) {
+                    joined.permissions = Some(p);
+                    joined.writes_pending = false;
+                }
+                Ok(Some(p))
+            }
+            Err(e) => {
+                herald_core::stats::error("pg_authz_unavailable");
+                warn!(conn = self.id, topic, error = %e, "channel insert policies could not be checked");
                 Err(Denied::Unavailable)
             }
         }
@@ -503,7 +542,7 @@ impl Session {
         };
         let key = ChannelKey::new(&name, config.private);
         let presence_on = config.presence_enabled || !config.presence_key.is_empty();
-        let permissions = match self.policies(&claims, &key, presence_on).await {
+        let (permissions, writes_pending) = match self.policies(&claims, &key, presence_on).await {
             Ok(p) => p,
             Err(Denied::Unauthorized) => {
                 return refuse(
@@ -590,6 +629,7 @@ impl Session {
                 presence_key,
                 presence: presence_on,
                 permissions,
+                writes_pending,
             }),
         );
         self.app.hub.stats().joins.increment(1);
@@ -726,7 +766,10 @@ impl Session {
                 let claims = keep_claims(&self.app, claims);
                 let (key, presence) = (joined.key.clone(), joined.presence);
                 // The policies are checked again with the new token.
-                let permissions = match self.policies(&claims, &key, presence).await {
+                let (permissions, writes_pending) = match self
+                    .policies(&claims, &key, presence)
+                    .await
+                {
                     Ok(p) => p,
                     Err(denied) => {
                         let message = match denied {
@@ -743,6 +786,7 @@ impl Session {
                 if let Some(joined) = self.channels.get_mut(&msg.topic) {
                     joined.expires_at = claims.expiry(Instant::now(), unix_now());
                     joined.permissions = permissions;
+                    joined.writes_pending = writes_pending;
                     joined.claims = Arc::new(claims);
                     joined.token_hash = token_hash(&token);
                     if joined.postgres
@@ -762,7 +806,6 @@ impl Session {
             return;
         };
         let (key, ack, join_ref) = (joined.key.clone(), joined.ack, joined.join_ref.clone());
-        let may_write = joined.permissions.is_none_or(|p| p.broadcast_write);
         let ref_ = msg.ref_.as_deref();
         if !self.message_limiter.try_take(1) {
             herald_core::stats::error("message_rate");
@@ -796,6 +839,19 @@ impl Session {
             );
             return;
         }
+        let may_write = match self.write_rights(&topic).await {
+            Ok(p) => p.is_none_or(|p| p.broadcast_write),
+            Err(_) => {
+                self.reply(
+                    join_ref.as_deref(),
+                    ref_,
+                    &topic,
+                    "error",
+                    json!({ "reason": UNAVAILABLE_REASON }),
+                );
+                return;
+            }
+        };
         if !may_write {
             herald_core::stats::error("write_denied");
             self.reply(
@@ -852,7 +908,7 @@ impl Session {
     }
 
     /// `presence` pushes: `{"type":"presence","event":"track"|"untrack","payload":{...}}`.
-    fn presence(&mut self, msg: Inbound) {
+    async fn presence(&mut self, msg: Inbound) {
         let topic = msg.topic.clone();
         let Some(joined) = self.channels.get(&topic) else {
             return;
@@ -863,7 +919,6 @@ impl Session {
             joined.presence_key.clone(),
         );
         let join_ref = joined.join_ref.clone();
-        let may_track = joined.permissions.is_none_or(|p| p.presence_write);
         let ref_ = msg.ref_.as_deref();
         if !self.presence_limiter.try_take(1) {
             herald_core::stats::error("presence_rate");
@@ -887,6 +942,10 @@ impl Session {
                     );
                     return;
                 };
+                let may_track = matches!(
+                    self.write_rights(&topic).await,
+                    Ok(p) if p.is_none_or(|p| p.presence_write)
+                );
                 if !may_track {
                     herald_core::stats::error("presence_denied");
                     info!(conn = self.id, topic = %topic, "track refused by the channel's policies");
@@ -1012,14 +1071,28 @@ fn pg_group(claims: &Claims) -> herald_postgres::Group {
     }
 }
 
-/// The policy question of a private channel for a token.
-pub fn policy_check(claims: &Claims, key: &ChannelKey, presence: bool) -> herald_postgres::Check {
+/// The select-policy question of a private channel for a token (may it read broadcasts, and
+/// presence when `presence` is on?).
+pub fn read_check(claims: &Claims, key: &ChannelKey, presence: bool) -> herald_postgres::Check {
     herald_postgres::Check {
         role: claims.role.clone(),
         claims: Value::Object(claims.all.clone()).to_string(),
         sub: claims.sub.clone(),
         topic: key.name.to_string(),
         presence,
+        reads: true,
+        writes: false,
+    }
+}
+
+/// The insert-policy question of a private channel for a token (may it send broadcasts, track
+/// presence?).
+pub fn write_check(claims: &Claims, key: &ChannelKey) -> herald_postgres::Check {
+    herald_postgres::Check {
+        presence: false,
+        reads: false,
+        writes: true,
+        ..read_check(claims, key, false)
     }
 }
 
