@@ -173,7 +173,7 @@ impl Policy {
         }
         self.rules
             .iter()
-            .filter(|r| r.roles.is_empty() || r.roles.iter().any(|role| *role == claims.role))
+            .filter(|r| r.roles.is_empty() || r.roles.contains(&claims.role))
             .filter(|r| matches(&r.pieces, claims, &key.name))
             .fold(Permissions::NONE, |acc, r| acc.union(r.grants))
     }

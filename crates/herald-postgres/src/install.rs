@@ -279,7 +279,8 @@ begin
         end loop;
       end if;
       answers := answers || jsonb_build_object(
-        'broadcast_read', br, 'broadcast_write', bw, 'presence_read', pr, 'presence_write', pw, 'error', null);
+        'broadcast_read', br, 'broadcast_write', bw, 'presence_read', pr, 'presence_write', pw, 'error', null,
+        'pass', 'fast');
     end loop;
     perform set_config('role', 'none', true);
     return to_jsonb(answers);
