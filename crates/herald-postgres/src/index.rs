@@ -444,6 +444,39 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_shows_the_columns_its_matching_bindings_selected() {
+        let t = table();
+        let mut index = Index::default();
+        let selecting = |binding, mask: &[bool]| BindingSpec {
+            select: Some(Arc::from(mask)),
+            ..spec(&t, &[Kind::Insert], binding, None)
+        };
+        let c = index.add(
+            SessionHandle::new(1, Vsn::V2, 16),
+            Arc::from("realtime:a"),
+            None,
+            group(),
+            vec![
+                selecting(1, &[true, false]),
+                selecting(2, &[false, true]),
+                spec(&t, &[Kind::Insert], 3, None),
+            ],
+        );
+        let chan = index.chan(c).unwrap();
+        assert_eq!(
+            chan.selection(t.oid, &[1]).as_deref(),
+            Some(&[true, false][..])
+        );
+        assert_eq!(
+            chan.selection(t.oid, &[1, 2]).as_deref(),
+            Some(&[true, true][..])
+        );
+        // A binding without `select` shows every column; so does another table's.
+        assert_eq!(chan.selection(t.oid, &[1, 3]), None);
+        assert_eq!(chan.selection(t.oid + 1, &[1]), None);
+    }
+
+    #[test]
     fn matches_by_event_and_filter_and_groups_ids_per_channel() {
         let t = table();
         let mut index = Index::default();
