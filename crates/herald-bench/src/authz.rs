@@ -30,8 +30,15 @@ pub const PREFIX: &str = "bench-authz";
 const READY_MAX: Duration = Duration::from_secs(60);
 
 /// The policy the joins run: a user reads the channels of their own room, as Supabase's docs write
-/// a per-user rule.
-const POLICY: &str = "drop policy if exists herald_bench_authz on realtime.messages;
+/// a per-user rule. The role and its grants are made first (a role created after Herald made
+/// `realtime.messages` has no grant on it).
+const POLICY: &str = "do $$ begin
+      if not exists (select from pg_roles where rolname = 'authenticated') then
+        create role authenticated nologin; end if;
+    end $$;
+    grant usage on schema realtime to authenticated;
+    grant select, insert on realtime.messages to authenticated;
+    drop policy if exists herald_bench_authz on realtime.messages;
     create policy herald_bench_authz on realtime.messages for select to authenticated
       using ((select realtime.topic()) like 'bench-authz:' || (select auth.jwt() ->> 'sub') || ':%');";
 
