@@ -380,10 +380,12 @@ mod tests {
                     }
                     _ => continue,
                 };
-                commands.push(match args.starts_with("pg ") {
-                    true => format!("{args} --database-url postgres://127.0.0.1/x"),
-                    false => args.to_owned(),
-                });
+                commands.push(
+                    match args.starts_with("pg ") || args.starts_with("authz ") {
+                        true => format!("{args} --database-url postgres://127.0.0.1/x"),
+                        false => args.to_owned(),
+                    },
+                );
             }
         }
         assert!(commands.len() > 20, "{commands:?}");
@@ -396,6 +398,7 @@ mod tests {
             "recover --batch 1001",
             "idle --protocol mqtt",
             "pg --database-url postgres://127.0.0.1/x --rows-per-tx 10001",
+            "authz --database-url postgres://127.0.0.1/x --connections 0",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
