@@ -55,6 +55,8 @@ pub struct PgJoin {
     pub groups: u64,
     /// Each binding filters on `grp=eq.<group>`.
     pub filter: bool,
+    /// The filter is `grp=gte.<group>,grp=lte.<group>` instead: nothing for the index to look up.
+    pub range: bool,
     /// Each subscriber should see only its group's rows (row-level security or filter).
     pub per_group: bool,
 }
@@ -79,6 +81,10 @@ pub struct PgOpts {
     /// Each subscriber's binding filters on its group (`grp=eq.<g>`).
     #[arg(long)]
     pub filter: bool,
+    /// With --filter: the filter is `grp=gte.<g>,grp=lte.<g>`, which the index cannot look up, so
+    /// each distinct filter is evaluated once per change.
+    #[arg(long, requires = "filter")]
+    pub range: bool,
     /// Rows per second in total; 0: as fast as the database takes them.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub rows_per_sec: u64,
@@ -102,6 +108,7 @@ impl PgOpts {
         PgJoin {
             groups: self.groups.max(1),
             filter: self.filter,
+            range: self.range,
             per_group: self.rls || self.filter,
         }
     }
@@ -127,7 +134,11 @@ pub async fn open(
     let secret = token::secret()
         .ok_or_else(|| ConnError::Token(format!("{} is not set", token::SECRET_ENV)))?;
     let access_token = group_token(&secret, group).map_err(|e| ConnError::Token(e.to_string()))?;
-    let filter = join.filter.then(|| format!("grp=eq.{group}"));
+    let filter = match (join.filter, join.range) {
+        (false, _) => None,
+        (true, false) => Some(format!("grp=eq.{group}")),
+        (true, true) => Some(format!("grp=gte.{group},grp=lte.{group}")),
+    };
     let config = JoinConfig {
         postgres_changes: vec![client::postgres_binding(
             "INSERT",
@@ -644,6 +655,7 @@ pub async fn run(ctx: &Context, opts: PgOpts) -> Result<Report, ScenarioError> {
         ("groups", json!(groups)),
         ("rls", json!(opts.rls)),
         ("filter", json!(opts.filter)),
+        ("range_filter", json!(opts.range)),
         ("writers", json!(writers)),
         ("rows_per_tx", json!(opts.rows_per_tx)),
         ("rate", json!(opts.rows_per_sec)),
