@@ -79,7 +79,9 @@ struct EventIndex {
     eq: HashMap<(usize, String), Vec<EntryId>>,
     /// Columns with equality filters, with how many entries use each.
     eq_columns: Vec<(usize, usize)>,
-    other: Vec<EntryId>,
+    /// Entries whose filter has no equality to look up, by distinct filter (its canonical text):
+    /// a change evaluates each distinct filter once, however many entries share it.
+    other: HashMap<String, (Filter, Vec<EntryId>)>,
 }
 
 /// One binding of a channel, resolved to one table.
@@ -149,7 +151,15 @@ impl Index {
                             None => ev.eq_columns.push((column, 1)),
                         }
                     }
-                    Some(None) => ev.other.push(entry_id),
+                    Some(None) => {
+                        if let Some(f) = &spec.filter {
+                            ev.other
+                                .entry(f.key().to_owned())
+                                .or_insert_with(|| (f.clone(), Vec::new()))
+                                .1
+                                .push(entry_id);
+                        }
+                    }
                 }
                 self.entries.insert(
                     entry_id,
@@ -264,7 +274,15 @@ impl Index {
                         }
                     }
                 }
-                Some(None) => drop_from(&mut ev.other),
+                Some(None) => {
+                    let key = entry.filter.as_ref().map(Filter::key).unwrap_or_default();
+                    if let Some((_, list)) = ev.other.get_mut(key) {
+                        drop_from(list);
+                        if list.is_empty() {
+                            ev.other.remove(key);
+                        }
+                    }
+                }
             }
             if events
                 .iter()
@@ -368,9 +386,9 @@ impl Index {
                 }
             }
         }
-        for entry_id in &ev.other {
-            if passes(entry_id) {
-                add(entry_id);
+        for (filter, list) in ev.other.values() {
+            if filter.matches(change) {
+                list.iter().for_each(&mut add);
             }
         }
         // One entry per channel with its distinct binding ids, in channel order.
