@@ -52,11 +52,16 @@ export function sdkSubscriber(ledger, name, baseUrl, topics, opts = {}) {
     }
     if (s.state === 'reconnecting' && s.reason) acc.closeReasons.push(s.reason);
   });
-  const channels = topics.map((topic) => {
+  // `unaccounted` topics are joined but kept out of the account (channels without history, whose
+  // rejoins are told recovered:false by design).
+  const unaccounted = new Set(opts.unaccounted ?? []);
+  acc.expectedReloads = 0;
+  const channels = [...topics, ...unaccounted].map((topic) => {
     const ch = herald.channel(topic);
-    ch.on('broadcast', '*', (m) => acc.deliver(topic, m.meta, m.payload?.k));
+    if (!unaccounted.has(topic)) ch.on('broadcast', '*', (m) => acc.deliver(topic, m.meta, m.payload?.k));
     ch.on('recovery', () => {
-      acc.recoveredFalse += 1;
+      if (unaccounted.has(topic)) acc.expectedReloads += 1;
+      else acc.recoveredFalse += 1;
     });
     ch.subscribe();
     return ch;

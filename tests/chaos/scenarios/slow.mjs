@@ -85,20 +85,21 @@ async function pausedSse(node, topic) {
 export async function run(short) {
   const p = params(short);
   const failures = [];
-  // Retention of a few thousand messages: enough for the stalled SDK readers' recovery, and a store
-  // that reaches its steady size, so that RSS and open files measure the connections.
-  const config = chaosConfig(['[[history]]', 'topics = "chaos:slow"', 'max_messages = 5000', 'max_age = "10m"', ''].join('\n'));
+  // The large broadcasts go to a channel without history, so that RSS measures the connections and not
+  // the store; small ones go to a channel with history, which the stalled SDK readers recover.
+  const config = chaosConfig(['[[history]]', 'topics = "chaos:slow-bulk"', 'max_messages = 0', ''].join('\n'));
   const node = new HeraldNode({ label: 'slow', config, env: { HERALD_MAX_CONNECTIONS_PER_IP: '0', HERALD_OUTBOUND_QUEUE_FRAMES: String(QUEUE_FRAMES) } });
   await node.start();
   const ledger = new Ledger();
-  const topic = 'chaos:slow';
-  const healthy = [0, 1].map((i) => sdkSubscriber(ledger, `healthy-${i}`, node.httpUrl, [topic], { kind: 'healthy SDK, direct' }));
+  const topic = 'chaos:slow-bulk';
+  const kept = 'chaos:slow-kept';
+  const healthy = [0, 1].map((i) => sdkSubscriber(ledger, `healthy-${i}`, node.httpUrl, [topic, kept], { kind: 'healthy SDK, direct' }));
   const proxies = [];
   const proxiedReaders = [];
   for (let i = 0; i < p.proxied; i++) {
     const proxy = await startProxy(() => node.port);
     proxies.push(proxy);
-    proxiedReaders.push(sdkSubscriber(ledger, `stalled-sdk-${i}`, `http://127.0.0.1:${proxy.port}`, [topic], { kind: 'SDK behind a stalled proxy (recovers after)', heartbeatMs: 30_000 }));
+    proxiedReaders.push(sdkSubscriber(ledger, `stalled-sdk-${i}`, `http://127.0.0.1:${proxy.port}`, [kept], { kind: 'SDK behind a stalled proxy (recovers after)', heartbeatMs: 30_000, unaccounted: [topic] }));
   }
   await withDeadline(Promise.all([...healthy, ...proxiedReaders].map((s) => s.ready())), 30_000, 'subscribers joined');
   const pub = sdkPublisher(node.httpUrl, [topic]);
@@ -106,11 +107,12 @@ export async function run(short) {
   const smp = sampler(node, 250);
   const sdkLoad = loadLoop(ledger, 'sdk', pub, [topic], { ratePerSec: p.rate, payloadBytes: p.payloadBytes, inflight: 32 });
   const httpLoad = loadLoop(ledger, 'http', httpPublisher(() => node.httpUrl), [topic], { ratePerSec: p.rate, payloadBytes: p.payloadBytes, inflight: 32 });
+  const keptLoad = loadLoop(ledger, 'kept', httpPublisher(() => node.httpUrl), [kept], { ratePerSec: 20 });
   // Baseline: the load alone, before any reader stops.
   const base0 = ledger.counts().accepted;
   await waitUntil(() => ledger.counts().accepted >= base0 + (p.rate * p.baselineMs) / 1000, 60_000, 'the baseline load');
   const baseLat = [...sdkLoad.latencies, ...httpLoad.latencies];
-  const baseRss = node.sample().rssKiB;
+  const baseRss = Math.max(...smp.samples.map((x) => x.rssKiB));
   const baseSockets = node.sample().sockets;
   const slowBefore = await node.metric('herald_errors_total{reason="slow_consumer"}');
 
@@ -185,7 +187,7 @@ export async function run(short) {
 
   const after0 = ledger.counts().accepted;
   await waitUntil(() => ledger.counts().accepted >= after0 + p.rate, 60_000, 'load after the readers were closed').catch((e) => failures.push(e.message));
-  await Promise.all([sdkLoad.stop(), httpLoad.stop()]);
+  await Promise.all([sdkLoad.stop(), httpLoad.stop(), keptLoad.stop()]);
   try {
     await waitUntil(() => ledger.complete(), 60_000, () => `every subscriber to hold every accepted message (${ledger.account().total.lost} missing)`);
   } catch (err) {
@@ -223,13 +225,13 @@ export async function run(short) {
   const lat = (xs) => `${round(percentile(xs, 50), 1)} / ${round(percentile(xs, 99), 1)} / ${round(Math.max(...xs), 1)} ms`;
   const figures = [
     { what: 'slow readers', value: `${expected}: ${p.wsReaders} paused WebSockets, ${p.sseReaders} paused SSE streams, ${p.proxied} SDK behind a stalled proxy` },
-    { what: 'load', value: `2 publishers × ${p.rate}/s of ${p.payloadBytes / 1024} KiB payloads (SDK with ack, HTTP)` },
+    { what: 'load', value: `2 publishers × ${p.rate}/s of ${p.payloadBytes / 1024} KiB payloads (SDK with ack, HTTP) on a channel without history; 20/s small ones (HTTP) on a channel with history` },
     { what: 'rounds (all readers stop at once)', value: `${rounds.length}` },
     { what: 'closed as slow consumers (node counter)', value: `${slowAfter - slowBefore} of ${expected * rounds.length + p.reasonReaders}` },
     ...rounds.map((r) => ({ what: `round ${r.round}: all closed / sockets released after; RSS peak / at the end`, value: `${round(r.closedS, 1)} s / ${round(r.releasedS, 1)} s; ${round(mib(r.peakKiB))} / ${round(mib(r.endKiB))} MiB` })),
     { what: 'stopped WebSocket readers, resumed after every slow reader was closed, saw close code', value: JSON.stringify(wsCodes) },
     { what: 'readers resumed as soon as the node closed them saw', value: `${reasonCodes.map((c) => c.code).join(', ')}${reason ? ` ("${reason}")` : ''}` },
-    { what: 'SDK behind the stalled proxy: why it reconnected', value: proxiedReaders.map((s) => s.acc.closeReasons.join('; ')).join(' | ') },
+    { what: 'SDK behind the stalled proxy: why it reconnected; recovered:false on the channel without history (expected)', value: `${proxiedReaders.map((s) => s.acc.closeReasons.join('; ')).join(' | ')}; ${proxiedReaders.reduce((a, s) => a + s.acc.expectedReloads, 0)}` },
     { what: 'queue bound', value: `outbound_queue_frames = ${QUEUE_FRAMES} frames per connection: ${round((QUEUE_FRAMES * frameKiB) / 1024)} MiB per reader at most, ${round(boundMiB)} MiB for all` },
     { what: 'RSS with the load alone / peak (growth)', value: `${round(mib(baseRss))} / ${round(mib(peakRss))} MiB (+${round(growthMiB)} MiB)` },
     { what: 'publish ack latency p50 / p99 / max, before', value: lat(baseLat) },
