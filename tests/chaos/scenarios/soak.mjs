@@ -16,7 +16,7 @@ export function params(short) {
   const minutes = Number(process.env.CHAOS_SOAK_MINUTES ?? (short ? 0.4 : 60));
   return {
     durationMs: minutes * 60_000,
-    sampleMs: short ? 2000 : 60_000,
+    sampleMs: Number(process.env.CHAOS_SOAK_SAMPLE_SECONDS ?? (short ? 2 : 60)) * 1000,
     warmupMs: short ? minutes * 20_000 : Number(process.env.CHAOS_SOAK_WARMUP_MINUTES ?? 30) * 60_000,
     topics: 4,
     sdkSubscribers: short ? 4 : 10,
