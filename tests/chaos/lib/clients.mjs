@@ -143,9 +143,14 @@ export function sseSubscriber(ledger, name, baseUrl, topics, { fetchImpl } = {})
     url.searchParams.set('apikey', anonToken());
     if (last) url.searchParams.set('last_event_id', last);
     es = new EventSource(url, fetchImpl ? { fetch: fetchImpl } : undefined);
+    let readies = 0;
     es.addEventListener('ready', (e) => {
       opens += 1;
+      readies += 1;
       if (opens > 1) acc.reconnects += 1;
+      // A second `ready` on the same EventSource is its own reconnect, which sends Last-Event-ID.
+      if (readies > 1) acc.lastEventIdResumes = (acc.lastEventIdResumes ?? 0) + 1;
+      else if (opens > 1) acc.queryResumes = (acc.queryResumes ?? 0) + 1;
       if (e.lastEventId) last = e.lastEventId;
       readyOnce();
     });

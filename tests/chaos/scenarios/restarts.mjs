@@ -86,6 +86,10 @@ export async function run(short) {
     { what: 'SIGKILL restarts', value: `${downMs.length}` },
     { what: 'kill to /healthz answering, median / max', value: `${round(percentile(downMs, 50), 0)} / ${round(Math.max(...downMs), 0)} ms` },
     { what: 'node up to every subscriber reconnected, median / max', value: `${round(percentile(recoverMs, 50), 0)} / ${round(Math.max(...recoverMs), 0)} ms` },
+    {
+      what: 'bare EventSource resumes: by its own reconnect (Last-Event-ID) / by a new EventSource (?last_event_id=, after it gave up)',
+      value: `${subs.reduce((a, s) => a + (s.acc.lastEventIdResumes ?? 0), 0)} / ${subs.reduce((a, s) => a + (s.acc.queryResumes ?? 0), 0)}`,
+    },
     { what: 'unacked (in flight at a kill): delivered to all / none / some', value: `${acc.unacked.total}: ${acc.unacked.all} / ${acc.unacked.none} / ${acc.unacked.some}` },
   ];
   const md = [
