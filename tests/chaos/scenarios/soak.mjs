@@ -183,6 +183,15 @@ export async function run(short) {
       if (w.length >= 5) windows.push(`from minute ${fromMin}: ${round(slope(hours(w), w.map((s) => mib(s.rssKiB))), 2)}`);
     }
   }
+  // The store's memtables fill and flush in a sawtooth; the lowest RSS of each 10-minute window (just
+  // after a flush) shows what stays.
+  const troughs = [];
+  if (!short) {
+    for (let w = 0; w * 600_000 < ranMs; w++) {
+      const ws = samples.filter((s) => s.t >= w * 600_000 && s.t < (w + 1) * 600_000);
+      if (ws.length) troughs.push(`${w * 10}-${w * 10 + 10}: ${round(mib(Math.min(...ws.map((s) => s.rssKiB))))}/${round(mib(Math.max(...ws.map((s) => s.rssKiB))))}`);
+    }
+  }
   const first = samples[0];
   const last = samples.at(-1);
   const peak = Math.max(...samples.map((s) => s.rssKiB));
@@ -190,6 +199,7 @@ export async function run(short) {
     { what: 'ran', value: `${round(ranMs / 60_000, 2)} min (${samples.length} samples, every ${p.sampleMs / 1000} s; slope over the ${warm.length} after ${round(p.warmupMs / 60_000, 2)} min of warm-up)` },
     { what: 'RSS first / last / peak', value: `${round(mib(first.rssKiB))} / ${round(mib(last.rssKiB))} / ${round(mib(peak))} MiB` },
     { what: 'RSS slope after warm-up', value: `${round(rssSlope, 2)} MiB/hour (goal < 1)${windows.length ? `; ${windows.join(', ')} MiB/hour` : ''}` },
+    ...(troughs.length ? [{ what: 'RSS lowest / highest per 10 minutes (MiB)', value: troughs.join(', ') }] : []),
     { what: 'open files first / last, slope', value: `${first.fds} / ${last.fds}, ${round(fdSlope, 2)}/hour (sockets ${first.sockets} / ${last.sockets}; the rest are the store's files)` },
     { what: 'threads first / last, slope', value: `${first.threads} / ${last.threads}, ${round(thrSlope, 2)}/hour` },
     { what: 'connections (healthz) first / last', value: `${first.connections} / ${last.connections}` },
