@@ -198,7 +198,7 @@ export async function run(short) {
   const figures = [
     { what: 'ran', value: `${round(ranMs / 60_000, 2)} min (${samples.length} samples, every ${p.sampleMs / 1000} s; slope over the ${warm.length} after ${round(p.warmupMs / 60_000, 2)} min of warm-up)` },
     { what: 'RSS first / last / peak', value: `${round(mib(first.rssKiB))} / ${round(mib(last.rssKiB))} / ${round(mib(peak))} MiB` },
-    { what: 'RSS slope after warm-up', value: `${round(rssSlope, 2)} MiB/hour (goal < 1)${windows.length ? `; ${windows.join(', ')} MiB/hour` : ''}` },
+    { what: 'RSS slope after warm-up', value: `${round(rssSlope, 2)} MiB/hour (${short ? 'not judged: a short run is all warm-up' : 'goal < 1'})${windows.length ? `; ${windows.join(', ')} MiB/hour` : ''}` },
     ...(troughs.length ? [{ what: 'RSS lowest / highest per 10 minutes (MiB)', value: troughs.join(', ') }] : []),
     { what: 'open files first / last, slope', value: `${first.fds} / ${last.fds}, ${round(fdSlope, 2)}/hour (sockets ${first.sockets} / ${last.sockets}; the rest are the store's files)` },
     { what: 'threads first / last, slope', value: `${first.threads} / ${last.threads}, ${round(thrSlope, 2)}/hour` },
