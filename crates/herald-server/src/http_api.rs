@@ -489,7 +489,7 @@ async fn writable(
     let answers = futures_util::future::join_all(
         channels
             .iter()
-            .map(|k| pg.authorize(crate::ws::session::write_check(claims, k))),
+            .map(|k| pg.authorize(crate::ws::access::write_check(claims, k))),
     )
     .await;
     let mut allowed = HashMap::with_capacity(channels.len());

@@ -197,7 +197,7 @@ async fn read_permissions(
     };
     let checks = keys.iter().map(|k| async move {
         if k.private {
-            let check = crate::ws::session::read_check(claims, k, presence);
+            let check = crate::ws::access::read_check(claims, k, presence);
             pg.authorize(check).await.map(Some)
         } else {
             Ok(None)

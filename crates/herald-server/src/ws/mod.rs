@@ -1,6 +1,7 @@
 //! The WebSocket endpoint (`/socket/websocket` and `/realtime/v1/websocket`): the handshake checks
 //! (protocol version, connection limit, API key) and the hand-over to a session.
 
+pub mod access;
 pub mod echo;
 pub mod session;
 
@@ -108,7 +109,7 @@ async fn handshake(
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             let _tracked = token_guard;
-            let claims = session::keep_claims(&app2, claims);
+            let claims = access::keep_claims(&app2, claims);
             session::run(
                 app2,
                 socket,

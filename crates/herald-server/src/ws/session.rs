@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, info, warn};
 
+use super::access::{self, Denied, UNAVAILABLE_MESSAGE, UNAVAILABLE_REASON, keep_claims};
 use crate::state::AppState;
 
 /// Frames written in one batch before flushing, at most.
@@ -78,19 +79,6 @@ struct Joined {
     writes_pending: bool,
 }
 
-/// Why a private channel may not be read.
-enum Denied {
-    /// The policies (or, without a database, the role rule) do not allow it.
-    Unauthorized,
-    /// The database could not be asked.
-    Unavailable,
-}
-
-/// The join refusal when the database cannot check a private channel's policies.
-const UNAVAILABLE_REASON: &str =
-    "UnableToConnectToProject: Realtime was unable to connect to the project database";
-/// The channel-closing message for the same.
-const UNAVAILABLE_MESSAGE: &str = "Realtime was unable to connect to the project database";
 /// The join refusal of a public channel on a node that allows only private ones.
 pub const PRIVATE_ONLY_REASON: &str = "PrivateOnly: This project only allows private channels";
 
@@ -387,43 +375,6 @@ impl Session {
         self.channels.get(topic).and_then(|c| c.join_ref.clone())
     }
 
-    /// What the token may do on the channel: `Ok(None)` for a public channel; for a private one,
-    /// what the configured rules (or without them and without a database, the role rule) grant, or
-    /// else the database's policies.
-    /// With the database's policies only the select policies are asked here (the `bool` says the
-    /// insert policies are still to be asked).
-    async fn policies(
-        &self,
-        claims: &Claims,
-        key: &ChannelKey,
-        presence: bool,
-    ) -> Result<(Option<Permissions>, bool), Denied> {
-        if !key.private {
-            return Ok((None, false));
-        }
-        let policy = &self.app.config.policy;
-        let pg = match &self.app.postgres {
-            Some(pg) if !policy.has_rules() => pg,
-            _ => {
-                let p = policy.permissions(claims, key);
-                return if p.may_join(presence) {
-                    Ok((Some(p), false))
-                } else {
-                    Err(Denied::Unauthorized)
-                };
-            }
-        };
-        match pg.authorize(read_check(claims, key, presence)).await {
-            Ok(p) if p.may_join(presence) => Ok((Some(p), true)),
-            Ok(_) => Err(Denied::Unauthorized),
-            Err(e) => {
-                herald_core::stats::error("pg_authz_unavailable");
-                warn!(conn = self.id, topic = %key.name, error = %e, "channel policies could not be checked");
-                Err(Denied::Unavailable)
-            }
-        }
-    }
-
     /// What the channel allows, with its insert policies asked first when they are still pending
     /// (one check, batched with any others; the answer is kept). `Err`: the database could not
     /// be asked (nothing is kept, so the next send asks again).
@@ -438,25 +389,17 @@ impl Session {
         ) else {
             return Ok(joined.permissions);
         };
-        match pg.authorize(write_check(&joined.claims, &joined.key)).await {
-            Ok(w) => {
-                let p = Permissions {
-                    broadcast_write: w.broadcast_write,
-                    presence_write: w.presence_write,
-                    ..read
-                };
-                if let Some(joined) = self.channels.get_mut(topic) {
-                    joined.permissions = Some(p);
-                    joined.writes_pending = false;
-                }
-                Ok(Some(p))
-            }
-            Err(e) => {
-                herald_core::stats::error("pg_authz_unavailable");
-                warn!(conn = self.id, topic, error = %e, "channel insert policies could not be checked");
-                Err(Denied::Unavailable)
-            }
+        let w = access::insert_rights(pg, self.id, &joined.claims, &joined.key).await?;
+        let p = Permissions {
+            broadcast_write: w.broadcast_write,
+            presence_write: w.presence_write,
+            ..read
+        };
+        if let Some(joined) = self.channels.get_mut(topic) {
+            joined.permissions = Some(p);
+            joined.writes_pending = false;
         }
+        Ok(Some(p))
     }
 
     async fn join(&mut self, msg: Inbound) {
@@ -542,7 +485,15 @@ impl Session {
         };
         let key = ChannelKey::new(&name, config.private);
         let presence_on = config.presence_enabled || !config.presence_key.is_empty();
-        let (permissions, writes_pending) = match self.policies(&claims, &key, presence_on).await {
+        let (permissions, writes_pending) = match access::read_rights(
+            &self.app,
+            self.id,
+            &claims,
+            &key,
+            presence_on,
+        )
+        .await
+        {
             Ok(p) => p,
             Err(Denied::Unauthorized) => {
                 return refuse(
@@ -766,9 +717,10 @@ impl Session {
                 let claims = keep_claims(&self.app, claims);
                 let (key, presence) = (joined.key.clone(), joined.presence);
                 // The policies are checked again with the new token.
-                let (permissions, writes_pending) = match self
-                    .policies(&claims, &key, presence)
-                    .await
+                let (permissions, writes_pending) = match access::read_rights(
+                    &self.app, self.id, &claims, &key, presence,
+                )
+                .await
                 {
                     Ok(p) => p,
                     Err(denied) => {
@@ -1052,47 +1004,12 @@ impl Session {
     }
 }
 
-/// The claims a channel keeps: all of them when Postgres Changes may need them for row-level
-/// security or the configured rules may read them, otherwise only what the role rule reads.
-pub fn keep_claims(app: &AppState, claims: Claims) -> Claims {
-    if app.postgres.is_some() || app.config.policy.has_rules() {
-        claims
-    } else {
-        claims.compact()
-    }
-}
-
 /// The database identity of a channel's token.
 fn pg_group(claims: &Claims) -> herald_postgres::Group {
     herald_postgres::Group {
         role: Arc::from(claims.role.as_str()),
         claims: Arc::from(Value::Object(claims.all.clone()).to_string()),
         sub: claims.sub.as_deref().map(Arc::from),
-    }
-}
-
-/// The select-policy question of a private channel for a token (may it read broadcasts, and
-/// presence when `presence` is on?).
-pub fn read_check(claims: &Claims, key: &ChannelKey, presence: bool) -> herald_postgres::Check {
-    herald_postgres::Check {
-        role: claims.role.clone(),
-        claims: Value::Object(claims.all.clone()).to_string(),
-        sub: claims.sub.clone(),
-        topic: key.name.to_string(),
-        presence,
-        reads: true,
-        writes: false,
-    }
-}
-
-/// The insert-policy question of a private channel for a token (may it send broadcasts, track
-/// presence?).
-pub fn write_check(claims: &Claims, key: &ChannelKey) -> herald_postgres::Check {
-    herald_postgres::Check {
-        presence: false,
-        reads: false,
-        writes: true,
-        ..read_check(claims, key, false)
     }
 }
 
