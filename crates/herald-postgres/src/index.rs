@@ -50,13 +50,22 @@ impl Chan {
     /// The columns a change of `table` matched by the bindings `ids` shows: `None` (every column)
     /// unless each of them selected columns, then the columns any of them selected.
     pub fn selection(&self, table: u32, ids: &[u32]) -> Option<Arc<[bool]>> {
-        let mut union: Option<Vec<bool>> = None;
-        for id in ids {
-            let mask = self
-                .selects
+        if self.selects.is_empty() {
+            return None;
+        }
+        let mask = |id: &u32| {
+            self.selects
                 .iter()
                 .find(|(t, b, _)| *t == table && b == id)
-                .map(|(_, _, m)| m)?;
+                .map(|(_, _, m)| m)
+        };
+        if let [id] = ids {
+            // One binding matched (the common case): its own mask, shared.
+            return mask(id).cloned();
+        }
+        let mut union: Option<Vec<bool>> = None;
+        for id in ids {
+            let mask = mask(id)?;
             match &mut union {
                 None => union = Some(mask.to_vec()),
                 Some(u) => u.iter_mut().zip(mask.iter()).for_each(|(a, b)| *a |= *b),
