@@ -11,19 +11,8 @@ use herald_postgres::{Check, Permissions};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-fn admin_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL").expect(
-        "HERALD_TEST_DATABASE_URL is not set: run scripts/test, which starts a throwaway PostgreSQL",
-    )
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
+mod support;
+use support::{admin_url, connect, pool};
 
 /// A fresh database with Herald's objects and the per-user room policies of the docs.
 async fn database(label: &str) -> String {
@@ -146,18 +135,7 @@ async fn both_passes_answer_alike_and_reads_and_writes_are_asked_apart() {
 #[tokio::test]
 async fn the_batching_checker_answers_many_checks_at_once() {
     let url = database("batching").await;
-    let manager = deadpool_postgres::Manager::from_config(
-        url.parse().unwrap(),
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    let pool = deadpool_postgres::Pool::builder(manager)
-        .max_size(1)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .unwrap();
+    let pool = pool(&url, 1);
     let shutdown = CancellationToken::new();
     let authorizer = Authorizer::start(pool, 1, shutdown.clone());
     let checks = (0..300).map(|i| {

@@ -13,34 +13,8 @@ use herald_postgres::Group;
 use herald_postgres::catalog::Catalog;
 use herald_postgres::rls::{last_bool, visible_rows, visible_sql};
 
-fn admin_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL").expect(
-        "HERALD_TEST_DATABASE_URL is not set: run scripts/test, which starts a throwaway PostgreSQL",
-    )
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-fn pool(url: &str) -> deadpool_postgres::Pool {
-    let manager = deadpool_postgres::Manager::from_config(
-        url.parse().unwrap(),
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(2)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .unwrap()
-}
+mod support;
+use support::{admin_url, connect, pool};
 
 #[tokio::test]
 async fn a_check_sees_the_row_of_a_transaction_that_becomes_visible_after_it_started() {
@@ -80,7 +54,7 @@ async fn a_check_sees_the_row_of_a_transaction_that_becomes_visible_after_it_sta
     assert!(!last_bool(&reader, &visible_sql(xid)).await.unwrap());
 
     // The check starts while the transaction is still invisible...
-    let pool = pool(&url);
+    let pool = pool(&url, 2);
     let group = Group {
         role: Arc::from("vis_reader"),
         claims: Arc::from(r#"{"sub":"alice","role":"vis_reader"}"#),
