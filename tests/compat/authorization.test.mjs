@@ -10,10 +10,11 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { freshDatabase } from '../support/postgres.mjs';
-import { disconnectAll, listen, makeClient, subscribe, subscribed, uniqueTopic, wire } from './lib/client.mjs';
+import { disconnectAll, listen, subscribed, wire } from './lib/client.mjs';
 import { startHerald } from './lib/herald.mjs';
 import { get, metric, post } from './lib/http.mjs';
 import { presenceChannel, waitForKeys } from './lib/presence.mjs';
+import { clientAs, firstStatus, privateMember } from './lib/private.mjs';
 import { RawSocket } from './lib/raw.mjs';
 import { recordEventSource } from './lib/sse.mjs';
 import { serviceToken, token } from './lib/tokens.mjs';
@@ -93,30 +94,6 @@ async function heraldFor(db, { env = {}, policies = POLICIES } = {}) {
   await databaseReady(server);
   if (policies) await db.query(policies);
   return server;
-}
-
-/** A realtime-js client signed in as `jwt`. */
-function clientAs(server, jwt) {
-  const client = makeClient(server, { token: jwt });
-  client.setAuth(jwt);
-  return client;
-}
-
-/** The first status realtime-js reports for `channel`'s subscribe(), with the client's frames on timeout. */
-async function firstStatus(channel) {
-  const statuses = subscribe(channel);
-  return statuses.next(MS, () => `a subscribe status on ${channel.topic}; ${wire(channel.socket)}`);
-}
-
-/** A private channel `name` on a client signed in as `jwt`, subscribed, collecting broadcasts. */
-async function privateMember(server, jwt, name, config = {}) {
-  const client = clientAs(server, jwt);
-  const channel = client.channel(name, { config: { private: true, broadcast: { ack: true }, ...config } });
-  const inbox = listen(channel);
-  const system = new Inbox(`system messages on ${name}`);
-  channel.on('system', {}, (payload) => system.push(payload));
-  const statuses = await subscribed(channel, MS);
-  return { client, channel, inbox, system, statuses };
 }
 
 describe('joins of private channels follow the select policies', () => {

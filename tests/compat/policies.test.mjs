@@ -7,13 +7,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { disconnectAll, listen, makeClient, subscribe, subscribed, wire } from './lib/client.mjs';
+import { disconnectAll, subscribed, wire } from './lib/client.mjs';
 import { startHerald } from './lib/herald.mjs';
 import { post } from './lib/http.mjs';
 import { presenceChannel, waitForKeys } from './lib/presence.mjs';
+import { clientAs as privateClientAs, firstStatus, privateMember } from './lib/private.mjs';
 import { recordEventSource } from './lib/sse.mjs';
 import { serviceToken, token } from './lib/tokens.mjs';
-import { Inbox } from './lib/wait.mjs';
 
 /** A join's answer, a broadcast or a presence event on a debug build sharing two cores. */
 const MS = 10_000;
@@ -64,25 +64,8 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function clientAs(jwt) {
-  const client = makeClient(server, { token: jwt });
-  client.setAuth(jwt);
-  return client;
-}
-
-async function firstStatus(channel) {
-  return subscribe(channel).next(MS, () => `a subscribe status on ${channel.topic}; ${wire(channel.socket)}`);
-}
-
-async function member(jwt, name, config = {}) {
-  const client = clientAs(jwt);
-  const channel = client.channel(name, { config: { private: true, broadcast: { ack: true }, ...config } });
-  const inbox = listen(channel);
-  const system = new Inbox(`system messages on ${name}`);
-  channel.on('system', {}, (payload) => system.push(payload));
-  const statuses = await subscribed(channel, MS);
-  return { client, channel, inbox, system, statuses };
-}
+const clientAs = (jwt) => privateClientAs(server, jwt);
+const member = (jwt, name, config) => privateMember(server, jwt, name, config);
 
 describe('joins follow the rules', () => {
   test('a user joins their own room and their organisation\'s channels, nothing else', async () => {
