@@ -5,29 +5,15 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { freePort, heraldBinary } from '../../support/herald-process.mjs';
 import { SECRET } from './tokens.mjs';
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const READY_MS = 30_000;
 const LOG_LIMIT = 256 * 1024;
 
-export const heraldBinary = () => process.env.HERALD_BIN || join(REPO_ROOT, 'target', 'debug', 'herald');
-
-export function freePort() {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => ok(port));
-    });
-  });
-}
+export { freePort, heraldBinary };
 
 /** TOML for a chaos node: `chaos:*` channels keep every message of a run, plus `extra` lines. */
 export function chaosConfig(extra = '') {
