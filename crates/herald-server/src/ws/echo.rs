@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::routing::get;
 
 use crate::state::AppState;
-use crate::ws::session::close_for_error;
+use crate::ws::socket::close_for_error;
 
 /// The echo route.
 pub fn routes() -> Router<Arc<AppState>> {

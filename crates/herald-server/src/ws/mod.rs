@@ -3,7 +3,9 @@
 
 pub mod access;
 pub mod echo;
+mod inbound;
 pub mod session;
+pub mod socket;
 
 use std::collections::HashMap;
 use std::sync::Arc;

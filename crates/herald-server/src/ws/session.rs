@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use bytes::Bytes;
 use herald_core::auth::unix_now;
 use herald_core::channel::{self, TopicError};
 use herald_core::history::RecoverRequest;
@@ -19,28 +18,18 @@ use herald_core::hub::Published;
 use herald_core::policy::Permissions;
 use herald_core::presence::TrackOutcome;
 use herald_core::session::close;
-use herald_core::{
-    Body, Broadcast, ChannelKey, Claims, Origin, RateLimiter, SessionHandle, Subscriber,
-};
+use herald_core::{Broadcast, ChannelKey, Claims, RateLimiter, SessionHandle, Subscriber};
 use herald_protocol::{
-    BinaryPush, Inbound, InboundPayload, JoinConfig, OutFrame, PayloadEncoding, Vsn, decode_binary,
-    decode_text, encode_frame,
+    Inbound, InboundPayload, JoinConfig, OutFrame, Vsn, decode_binary, decode_text, encode_frame,
 };
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite;
 use tracing::{debug, info, warn};
 
 use super::access::{self, Denied, UNAVAILABLE_MESSAGE, UNAVAILABLE_REASON, keep_claims};
+use super::inbound::{broadcast_parts, pg_recover};
+use super::socket::{CLOSE_WRITE_TIMEOUT, close_for_error, close_socket, write_batch};
 use crate::state::AppState;
-
-/// Frames written in one batch before flushing, at most.
-const MAX_BATCH_FRAMES: usize = 256;
-/// Bytes written in one batch before flushing, at most.
-const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// How long a close frame may take to go out before the socket is simply dropped.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Who is on the other end, as established by the handshake.
 #[derive(Debug)]
@@ -90,29 +79,6 @@ pub fn token_hash(token: &str) -> u64 {
     h.finish()
 }
 
-/// The close frame that answers a read error, if any.
-pub fn close_for_error(err: &axum::Error) -> Option<CloseFrame> {
-    let inner = std::error::Error::source(err)?;
-    let ws = inner.downcast_ref::<tungstenite::Error>()?;
-    let (code, reason) = match ws {
-        // A client that went away without a close frame (a closed tab, a lost network) is an
-        // ordinary disconnect, not a protocol error.
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        ) => {
-            return None;
-        }
-        tungstenite::Error::Capacity(_) => (close::TOO_BIG, "message too big"),
-        tungstenite::Error::Utf8(_) => (1007, "invalid UTF-8 in text frame"),
-        tungstenite::Error::Protocol(_) => (1002, "protocol error"),
-        _ => return None,
-    };
-    Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    })
-}
-
 /// Runs a connection until it closes.
 pub async fn run(app: Arc<AppState>, socket: WebSocket, peer: Peer) {
     let id = app.hub.next_id();
@@ -149,7 +115,7 @@ pub async fn run(app: Arc<AppState>, socket: WebSocket, peer: Peer) {
     }
 }
 
-enum Ending {
+pub(super) enum Ending {
     /// Herald closed the socket with this frame.
     Closed(CloseFrame),
     /// The client closed it.
@@ -1010,180 +976,5 @@ fn pg_group(claims: &Claims) -> herald_postgres::Group {
         role: Arc::from(claims.role.as_str()),
         claims: Arc::from(Value::Object(claims.all.clone()).to_string()),
         sub: claims.sub.as_deref().map(Arc::from),
-    }
-}
-
-/// `config.postgres_changes_options.recover` of a join: `{"schema.table": {"epoch", "offset"}}`.
-fn pg_recover(payload: &Value) -> Option<HashMap<String, (String, u64)>> {
-    let wanted = payload
-        .get("config")?
-        .get("postgres_changes_options")?
-        .get("recover")?
-        .as_object()?;
-    Some(
-        wanted
-            .iter()
-            .filter_map(|(log, pos)| {
-                let epoch = pos.get("epoch")?.as_str()?.to_owned();
-                let offset = pos.get("offset")?.as_u64()?;
-                Some((log.clone(), (epoch, offset)))
-            })
-            .collect(),
-    )
-}
-
-/// Splits a broadcast push into (event, body, origin, idempotency key), or gives the reason it is malformed.
-fn broadcast_parts(
-    payload: InboundPayload,
-) -> Result<(String, Body, Origin, Option<String>), &'static str> {
-    #[derive(serde::Deserialize)]
-    struct PushMeta {
-        idempotency_key: Option<String>,
-    }
-    match payload {
-        InboundPayload::Binary(BinaryPush {
-            event,
-            encoding,
-            payload,
-            metadata,
-            ..
-        }) => {
-            let body = match encoding {
-                PayloadEncoding::Raw => Body::Raw(payload),
-                PayloadEncoding::Json => Body::Json(json_body(payload)?),
-            };
-            let key = if metadata.is_empty() {
-                None
-            } else {
-                serde_json::from_slice::<PushMeta>(&metadata)
-                    .map_err(|_| "metadata must be a JSON object")?
-                    .idempotency_key
-            };
-            Ok((event, body, Origin::Binary, key))
-        }
-        InboundPayload::Json(raw) => {
-            #[derive(serde::Deserialize)]
-            struct Push<'a> {
-                event: Option<String>,
-                #[serde(borrow)]
-                payload: Option<&'a RawValue>,
-                meta: Option<PushMeta>,
-            }
-            let push: Push<'_> = serde_json::from_str(raw.get())
-                .map_err(|_| "broadcast payload must be an object")?;
-            let event = push.event.ok_or("broadcast needs an `event` string")?;
-            let body = match push.payload {
-                Some(p) => p.to_owned(),
-                None => herald_protocol::decode::empty_object(),
-            };
-            Ok((
-                event,
-                Body::Json(body),
-                Origin::Text,
-                push.meta.and_then(|m| m.idempotency_key),
-            ))
-        }
-    }
-}
-
-fn json_body(bytes: Bytes) -> Result<Box<RawValue>, &'static str> {
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| "payload is not valid UTF-8")?;
-    RawValue::from_string(text).map_err(|_| "payload is not valid JSON")
-}
-
-/// Writes the pending frames, plus whatever else is queued (up to a batch), then flushes once.
-async fn write_batch(
-    socket: &mut WebSocket,
-    pending: &mut Vec<Message>,
-    queue: &SessionHandle,
-    app: &AppState,
-) -> Result<(), axum::Error> {
-    use futures_util::SinkExt;
-    let stats = app.hub.stats();
-    let mut frames = 0usize;
-    let mut bytes = 0usize;
-    for frame in pending.drain(..) {
-        bytes += frame_len(&frame);
-        frames += 1;
-        socket.feed(frame).await?;
-    }
-    while frames < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
-        let Some(frame) = queue.try_next_frame() else {
-            break;
-        };
-        bytes += frame_len(&frame);
-        frames += 1;
-        socket.feed(frame).await?;
-    }
-    socket.flush().await?;
-    stats.ws_messages_out.increment(frames as u64);
-    stats.ws_bytes_out.increment(bytes as u64);
-    Ok(())
-}
-
-fn frame_len(m: &Message) -> usize {
-    match m {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) => b.len(),
-        _ => 0,
-    }
-}
-
-/// Writes what is pending (best effort, bounded in time), then the close frame.
-async fn close_socket(
-    mut socket: WebSocket,
-    pending: &mut Vec<Message>,
-    code: u16,
-    reason: &str,
-) -> Ending {
-    use futures_util::SinkExt;
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let mut frames: Vec<Message> = std::mem::take(pending);
-    frames.push(Message::Close(Some(frame.clone())));
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-        for f in frames {
-            socket.feed(f).await?;
-        }
-        socket.flush().await
-    })
-    .await;
-    Ending::Closed(frame)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tungstenite::error::{CapacityError, ProtocolError};
-
-    fn frame_for(e: tungstenite::Error) -> Option<u16> {
-        close_for_error(&axum::Error::new(e)).map(|f| f.code)
-    }
-
-    #[test]
-    fn a_client_gone_without_a_close_frame_is_no_protocol_error() {
-        assert_eq!(
-            frame_for(tungstenite::Error::Protocol(
-                ProtocolError::ResetWithoutClosingHandshake
-            )),
-            None
-        );
-        assert_eq!(
-            frame_for(tungstenite::Error::Protocol(
-                ProtocolError::NonZeroReservedBits
-            )),
-            Some(1002)
-        );
-        assert_eq!(
-            frame_for(tungstenite::Error::Capacity(
-                CapacityError::MessageTooLong {
-                    size: 2,
-                    max_size: 1
-                }
-            )),
-            Some(close::TOO_BIG)
-        );
     }
 }
