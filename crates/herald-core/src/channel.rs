@@ -6,6 +6,9 @@ use std::sync::Arc;
 /// The prefix of every channel topic.
 pub const TOPIC_PREFIX: &str = "realtime:";
 
+/// The first character of node-internal channel names.
+pub const RESERVED_PREFIX: &str = "$";
+
 /// Identifies one channel on the node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelKey {
@@ -22,6 +25,12 @@ impl ChannelKey {
             private,
             name: Arc::from(name),
         }
+    }
+
+    /// True for a node-internal channel (a name starting with [`RESERVED_PREFIX`], such as a
+    /// table's change log): its messages go through the broker but never to subscribers.
+    pub fn is_reserved(&self) -> bool {
+        self.name.starts_with(RESERVED_PREFIX)
     }
 
     /// The topic clients use: `realtime:<name>`.

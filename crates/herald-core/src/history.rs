@@ -1,11 +1,10 @@
 //! Channel history: positions (epoch + offset) for every message, retention by count and age per topic
-//! pattern, idempotent publish, and recovery of what a client missed.
+//! pattern, idempotent publish, and the reads recovery needs.
 //!
-//! Each channel with history has a lock. Under it, a publish is checked for a repeated idempotency key,
-//! appended to the store (durably: the store returns once the write is with the operating system), and
-//! delivered to local subscribers; a recovering join reads what the client missed and subscribes. So a
-//! recovering client sees every message exactly once, in order: the ones up to the snapshot as replay,
-//! the ones after it live. No lock is held across an await.
+//! Appends come only from the embedded broker's writer (one thread, in groups: one commit per
+//! group), so offsets are assigned in one place and the channels' locks are held only to copy or
+//! advance a position. Reads (a recovering join, the HTTP history API) copy the position and then
+//! read the store without a lock.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -530,94 +529,56 @@ impl History {
             .ok_or(HistoryError::Rule("unreachable: log not loaded".to_owned()))
     }
 
-    /// Appends a message and, still under the channel's lock, hands its position to `deliver`.
-    pub fn append<R>(
-        &self,
-        key: &ChannelKey,
-        msg: &NewMessage<'_>,
-        deliver: impl FnOnce(&Position) -> R,
-    ) -> Result<(Appended, Option<R>), HistoryError> {
-        let slot = self.slot(key);
-        let mut guard = slot.lock();
-        let log = self.load(key, &mut guard)?;
-        let sk = store_key(key);
-        let now = self.clock.now_ms();
-        if let Some(k) = msg.idempotency_key
-            && let Some(offset) = self.backend.idempotent_offset(&sk, k, now)?
-        {
-            return Ok((
-                Appended::Duplicate(Position {
-                    epoch: log.epoch.clone(),
-                    offset,
-                }),
-                None,
-            ));
-        }
-        let offset = log.top + 1;
-        let keep = log.retention.max_messages.max(1) as u64;
-        let evict = (offset + 1 - log.first > keep).then(|| log.first..offset + 1 - keep);
-        let record = Record {
-            offset,
-            ts_ms: now,
-            id: msg.id.to_owned(),
-            event: msg.event.to_owned(),
-            origin: msg.origin,
-            raw: msg.raw,
-            payload: msg.payload.to_vec(),
-        };
-        let window = self.settings.idempotency_window.as_millis() as u64;
-        self.backend.append(&Append {
-            channel: &sk,
-            meta: &ChannelMeta {
-                epoch: log.epoch.to_string(),
-                top: offset,
-            },
-            record: &record,
-            evict: evict.clone(),
-            idempotency: msg.idempotency_key.map(|k| (k, now + window)),
-        })?;
-        log.top = offset;
-        if let Some(range) = evict {
-            log.first = range.end;
-        }
-        if log.first > log.top {
-            log.first = log.top;
-        }
-        self.retained.lock().1.insert(key.clone());
-        let position = Position {
-            epoch: log.epoch.clone(),
-            offset,
-        };
-        let delivered = deliver(&position);
-        Ok((Appended::New(position), Some(delivered)))
-    }
-
-    /// Appends messages to several channels, and sets a marker, as one atomic write (no idempotency
-    /// keys). Returns each message's position, in order. Under every involved channel's lock.
-    pub fn append_batch(
+    /// Appends messages (of one or several channels) and sets a marker, as one atomic write: one
+    /// commit (and, with `fsync`, one sync) for the whole group. A message whose idempotency key was
+    /// used within the window (before, or earlier in the group) is not stored again: its answer is
+    /// [`Appended::Duplicate`] with the original's position. Answers come in the order of `items`;
+    /// within a channel, offsets follow that order.
+    ///
+    /// Only the embedded broker's writer calls this, so one thread assigns every offset: the
+    /// channels' locks are never contended by another appender, and readers take them only to copy
+    /// a position.
+    pub(crate) fn append_group(
         &self,
         items: &[(ChannelKey, NewMessage<'_>)],
         marker: Option<(&str, &[u8])>,
-    ) -> Result<Vec<Position>, HistoryError> {
+    ) -> Result<Vec<Appended>, HistoryError> {
         let mut keys: Vec<(Vec<u8>, &ChannelKey)> =
             items.iter().map(|(k, _)| (store_key(k), k)).collect();
         keys.sort_by(|a, b| a.0.cmp(&b.0));
         keys.dedup_by(|a, b| a.0 == b.0);
-        // Locks in one global order (by store key), so two batches never wait on each other.
+        // Locks in one global order (by store key).
         let mut guards: Vec<_> = keys.iter().map(|(_, k)| self.slot(k).lock_arc()).collect();
         for ((_, key), guard) in keys.iter().zip(guards.iter_mut()) {
             self.load(key, guard)?;
         }
-        let index =
-            |k: &ChannelKey| keys.binary_search_by(|(sk, _)| sk.as_slice().cmp(&store_key(k)));
+        let index = |sk: &[u8]| keys.binary_search_by(|(k, _)| k.as_slice().cmp(sk));
         let now = self.clock.now_ms();
+        let expires = now + self.settings.idempotency_window.as_millis() as u64;
         let mut records: Vec<Vec<Record>> = vec![Vec::new(); keys.len()];
-        let mut positions = Vec::with_capacity(items.len());
+        let mut idempotency: Vec<Vec<(&str, u64, u64)>> = vec![Vec::new(); keys.len()];
+        let mut answers = Vec::with_capacity(items.len());
         for (key, msg) in items {
-            let i = index(key).map_err(|_| HistoryError::Rule("unreachable: key".to_owned()))?;
+            let sk = store_key(key);
+            let i = index(&sk).map_err(|_| HistoryError::Rule("unreachable: key".to_owned()))?;
             let log = guards[i]
                 .as_ref()
                 .ok_or(HistoryError::Rule("unreachable: log not loaded".to_owned()))?;
+            let position = |offset| Position {
+                epoch: log.epoch.clone(),
+                offset,
+            };
+            if let Some(k) = msg.idempotency_key {
+                let earlier = idempotency[i].iter().find(|(used, _, _)| *used == k);
+                let used = match earlier {
+                    Some((_, _, offset)) => Some(*offset),
+                    None => self.backend.idempotent_offset(&sk, k, now)?,
+                };
+                if let Some(offset) = used {
+                    answers.push(Appended::Duplicate(position(offset)));
+                    continue;
+                }
+            }
             let offset = log.top + 1 + records[i].len() as u64;
             records[i].push(Record {
                 offset,
@@ -628,10 +589,10 @@ impl History {
                 raw: msg.raw,
                 payload: msg.payload.to_vec(),
             });
-            positions.push(Position {
-                epoch: log.epoch.clone(),
-                offset,
-            });
+            if let Some(k) = msg.idempotency_key {
+                idempotency[i].push((k, expires, offset));
+            }
+            answers.push(Appended::New(position(offset)));
         }
         let mut plans = Vec::with_capacity(keys.len());
         for (i, guard) in guards.iter().enumerate() {
@@ -655,26 +616,34 @@ impl History {
         let appends: Vec<AppendMany<'_>> = keys
             .iter()
             .zip(plans.iter())
-            .zip(records.iter())
-            .map(|(((sk, _), (meta, evict, _, _)), records)| AppendMany {
-                channel: sk,
-                meta,
-                records,
-                evict: evict.clone(),
-            })
+            .zip(records.iter().zip(idempotency.iter()))
+            .filter(|(_, (records, _))| !records.is_empty())
+            .map(
+                |(((sk, _), (meta, evict, _, _)), (records, idempotency))| AppendMany {
+                    channel: sk,
+                    meta,
+                    records,
+                    evict: evict.clone(),
+                    idempotency,
+                },
+            )
             .collect();
+        if appends.is_empty() && marker.is_none() {
+            return Ok(answers);
+        }
         self.backend.append_many(&appends, marker)?;
-        for (guard, (_, _, top, first)) in guards.iter_mut().zip(plans.iter()) {
+        let mut retained = self.retained.lock();
+        for (i, (guard, (_, _, top, first))) in guards.iter_mut().zip(plans.iter()).enumerate() {
+            if records[i].is_empty() {
+                continue;
+            }
             if let Some(log) = guard.as_mut() {
                 log.top = *top;
                 log.first = (*first).min(*top);
             }
+            retained.1.insert(keys[i].1.clone());
         }
-        self.retained
-            .lock()
-            .1
-            .extend(keys.iter().map(|(_, k)| (*k).clone()));
-        Ok(positions)
+        Ok(answers)
     }
 
     /// A marker set by [`History::append_batch`].
@@ -682,29 +651,38 @@ impl History {
         Ok(self.backend.marker(name)?)
     }
 
-    /// Reads what a client missed and, under the channel's lock, runs `subscribe`.
-    pub fn recover<R>(
+    /// Reads what a client missed, up to the channel's top at the moment of the call. Holds no lock
+    /// while it reads the store: the position is copied first, and only records up to it are read.
+    /// Messages appended after that reach a recovering subscriber live (the hub holds them until
+    /// the replay is out), so the replay and the live messages meet without a gap or a repeat.
+    pub fn read_missed(
         &self,
         key: &ChannelKey,
         request: &RecoverRequest,
-        subscribe: impl FnOnce() -> R,
-    ) -> Result<(Recovery, R), HistoryError> {
-        let slot = self.slot(key);
-        let mut guard = slot.lock();
-        let log = self.load(key, &mut guard)?;
+    ) -> Result<Recovery, HistoryError> {
+        let (epoch, first, top) = {
+            let slot = self.slot(key);
+            let mut guard = slot.lock();
+            let log = self.load(key, &mut guard)?;
+            (log.epoch.clone(), log.first, log.top)
+        };
         let sk = store_key(key);
         let (recovered, records) = match request {
-            RecoverRequest::After { epoch, offset } => {
-                let behind = log.top.saturating_sub(*offset);
-                let whole = *epoch == *log.epoch
-                    && *offset <= log.top
-                    && offset.saturating_add(1) >= log.first
+            RecoverRequest::After {
+                epoch: known,
+                offset,
+            } => {
+                let behind = top.saturating_sub(*offset);
+                let whole = *known == *epoch
+                    && *offset <= top
+                    && offset.saturating_add(1) >= first
                     && behind as usize <= self.settings.max_replay;
                 if whole {
                     let records = self.backend.read_after(&sk, *offset, behind as usize)?;
                     // Never a partial replay: the store must hold every offset in the gap.
                     let complete = records.len() as u64 == behind
-                        && records.first().is_none_or(|r| r.offset == offset + 1);
+                        && records.first().is_none_or(|r| r.offset == offset + 1)
+                        && records.last().is_none_or(|r| r.offset == top);
                     if complete {
                         (true, records)
                     } else {
@@ -714,20 +692,23 @@ impl History {
                     (false, Vec::new())
                 }
             }
-            RecoverRequest::Since { since_ms, limit } => (
-                true,
-                self.backend
-                    .read_since(&sk, *since_ms, (*limit).min(self.settings.max_replay))?,
-            ),
+            RecoverRequest::Since { since_ms, limit } => {
+                let mut records = self.backend.read_since(
+                    &sk,
+                    *since_ms,
+                    (*limit).min(self.settings.max_replay),
+                )?;
+                // Appended after the position was copied: those arrive live.
+                records.retain(|r| r.offset <= top);
+                (true, records)
+            }
         };
-        let recovery = Recovery {
+        Ok(Recovery {
             recovered,
-            epoch: log.epoch.clone(),
-            top: log.top,
+            epoch,
+            top,
             records,
-        };
-        let out = subscribe();
-        Ok((recovery, out))
+        })
     }
 
     /// The channel's current position (creating its log if needed).
@@ -816,6 +797,16 @@ mod tests {
         History::new(Arc::new(store), settings, Clock::new())
     }
 
+    fn append(h: &History, key: &ChannelKey, m: &NewMessage<'_>) -> Appended {
+        h.append_group(&[(key.clone(), m.clone())], None)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn recover(h: &History, key: &ChannelKey, request: &RecoverRequest) -> Recovery {
+        h.read_missed(key, request).unwrap()
+    }
+
     fn msg(id: &str) -> NewMessage<'_> {
         NewMessage {
             id,
@@ -845,10 +836,10 @@ mod tests {
             epoch: first.epoch.to_string(),
             offset: 0,
         };
-        let (recovery, ()) = h.recover(&key, &request, || ()).unwrap();
+        let recovery = recover(&h, &key, &request);
         assert!(recovery.recovered);
         // Its first message keeps the epoch the channel showed while empty.
-        let (appended, _) = h.append(&key, &msg("m1"), |_| ()).unwrap();
+        let appended = append(&h, &key, &msg("m1"));
         assert_eq!(
             appended,
             Appended::New(Position {
@@ -874,7 +865,7 @@ mod tests {
         };
         let h = history(dir.path(), settings.clone());
         let (a, b) = (ChannelKey::new("a", true), ChannelKey::new("b", true));
-        h.append(&a, &msg("a1"), |_| ()).unwrap();
+        append(&h, &a, &msg("a1"));
         let items: Vec<(ChannelKey, NewMessage<'_>)> = ["a2", "b1", "a3", "a4", "a5"]
             .iter()
             .map(|id| {
@@ -888,8 +879,14 @@ mod tests {
                 )
             })
             .collect();
-        let positions = h.append_batch(&items, Some(("m", b"42"))).unwrap();
-        let offsets: Vec<u64> = positions.iter().map(|p| p.offset).collect();
+        let positions = h.append_group(&items, Some(("m", b"42"))).unwrap();
+        let offsets: Vec<u64> = positions
+            .iter()
+            .map(|p| match p {
+                Appended::New(p) => p.offset,
+                Appended::Duplicate(_) => 0,
+            })
+            .collect();
         assert_eq!(offsets, vec![2, 1, 3, 4, 5]);
         // Retention of 3: a1 and a2 are gone, a3..a5 kept in order.
         let kept: Vec<String> = h
@@ -908,7 +905,7 @@ mod tests {
             epoch: h.position(&a).unwrap().epoch.to_string(),
             offset: 1,
         };
-        let (r, ()) = h.recover(&a, &request, || ()).unwrap();
+        let r = recover(&h, &a, &request);
         assert!(!r.recovered, "offset 2 was evicted: no partial replay");
     }
 
@@ -938,36 +935,32 @@ mod tests {
         );
         let k = ChannelKey::new("short:a", false);
         for i in 1..=5 {
-            let (a, _) = h.append(&k, &msg(&format!("m{i}")), |_| ()).unwrap();
+            let a = append(&h, &k, &msg(&format!("m{i}")));
             assert!(matches!(a, Appended::New(p) if p.offset == i));
         }
         // Count: only 3..=5 kept.
         let epoch = h.position(&k).unwrap().epoch.to_string();
-        let (r, ()) = h
-            .recover(
-                &k,
-                &RecoverRequest::After {
-                    epoch: epoch.clone(),
-                    offset: 2,
-                },
-                || (),
-            )
-            .unwrap();
+        let r = recover(
+            &h,
+            &k,
+            &RecoverRequest::After {
+                epoch: epoch.clone(),
+                offset: 2,
+            },
+        );
         assert!(r.recovered);
         assert_eq!(
             r.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
             [3, 4, 5]
         );
-        let (r, ()) = h
-            .recover(
-                &k,
-                &RecoverRequest::After {
-                    epoch: epoch.clone(),
-                    offset: 1,
-                },
-                || (),
-            )
-            .unwrap();
+        let r = recover(
+            &h,
+            &k,
+            &RecoverRequest::After {
+                epoch: epoch.clone(),
+                offset: 1,
+            },
+        );
         assert!(
             !r.recovered && r.records.is_empty(),
             "a partial replay must not be served"
@@ -975,22 +968,18 @@ mod tests {
         // Age: after 11 s everything is gone, and the position is kept.
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(h.sweep().unwrap(), 3);
-        let (r, ()) = h
-            .recover(
-                &k,
-                &RecoverRequest::After {
-                    epoch: epoch.clone(),
-                    offset: 5,
-                },
-                || (),
-            )
-            .unwrap();
+        let r = recover(
+            &h,
+            &k,
+            &RecoverRequest::After {
+                epoch: epoch.clone(),
+                offset: 5,
+            },
+        );
         assert!(r.recovered && r.records.is_empty() && r.top == 5);
-        let (r, ()) = h
-            .recover(&k, &RecoverRequest::After { epoch, offset: 4 }, || ())
-            .unwrap();
+        let r = recover(&h, &k, &RecoverRequest::After { epoch, offset: 4 });
         assert!(!r.recovered);
-        let (a, _) = h.append(&k, &msg("m6"), |_| ()).unwrap();
+        let a = append(&h, &k, &msg("m6"));
         assert!(matches!(a, Appended::New(p) if p.offset == 6));
     }
 
@@ -1004,10 +993,26 @@ mod tests {
                 idempotency_key: Some("k"),
                 ..msg("a")
             };
-            let (first, delivered) = h.append(&k, &m, |_| 1).unwrap();
-            assert_eq!(delivered, Some(1));
-            let (again, delivered) = h.append(&k, &m, |_| 1).unwrap();
-            assert_eq!(delivered, None);
+            let first = append(&h, &k, &m);
+            let again = append(&h, &k, &m);
+            // A repeat within one group is a duplicate too.
+            let twice = h
+                .append_group(&[(k.clone(), m.clone()), (k.clone(), m.clone())], None)
+                .unwrap();
+            assert!(matches!(
+                &twice[..],
+                [Appended::Duplicate(_), Appended::Duplicate(_)]
+            ));
+            let fresh = NewMessage {
+                idempotency_key: Some("k2"),
+                ..msg("b")
+            };
+            let pair = h
+                .append_group(&[(k.clone(), fresh.clone()), (k.clone(), fresh)], None)
+                .unwrap();
+            assert!(
+                matches!(&pair[..], [Appended::New(a), Appended::Duplicate(b)] if a == b && a.offset == 2)
+            );
             let (Appended::New(p1), Appended::Duplicate(p2)) = (first, again) else {
                 panic!()
             };
@@ -1021,7 +1026,7 @@ mod tests {
                 h.position(&k).unwrap(),
                 Position {
                     epoch: Arc::from(epoch.as_str()),
-                    offset: 1
+                    offset: 2
                 }
             );
         }
@@ -1030,9 +1035,7 @@ mod tests {
         let h = history(dir.path(), HistorySettings::default());
         let p = h.position(&k).unwrap();
         assert_ne!(&*p.epoch, epoch.as_str());
-        let (r, ()) = h
-            .recover(&k, &RecoverRequest::After { epoch, offset: 1 }, || ())
-            .unwrap();
+        let r = recover(&h, &k, &RecoverRequest::After { epoch, offset: 1 });
         assert!(!r.recovered);
     }
 }

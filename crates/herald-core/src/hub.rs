@@ -1,4 +1,9 @@
-//! The hub: the one place where subscriptions are made and messages are published.
+//! The hub: where a node's subscriptions are made, and where publishes enter the broker.
+//!
+//! Everything published (broadcasts from any transport, `realtime.send` from SQL, presence diffs)
+//! goes to the broker; what the broker hands back reaches subscribers through its event handler
+//! only. The hub keeps the node's registry and presence, and tells the broker which channels the
+//! node listens to, in order with the registry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -6,20 +11,21 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::backplane::{Backplane, BackplaneError, InProcess};
+use crate::broker::Broker;
+pub use crate::broker::{PublishError, Published};
 use crate::channel::ChannelKey;
-use crate::history::{
-    Appended, History, HistoryError, NewMessage, Position, RecoverRequest, Recovery,
-};
-use crate::message::{Body, Broadcast, ChannelEvent, Origin};
+use crate::delivery::EventHandler;
+use crate::embedded::Embedded;
+use crate::history::{History, HistoryError, RecoverRequest, Recovery};
+use crate::message::{Broadcast, ChannelEvent};
 use crate::presence::{Presence, TrackOutcome};
-use crate::registry::{Fanout, Registry, Subscriber};
+use crate::registry::{Gate, Registry, Subscriber};
 use crate::stats::Stats;
 
 /// Settings of a hub.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
-    /// This node's id (owner of its presences).
+    /// This node's id (owner of its presences, and part of every sender identity).
     pub node_id: String,
     /// Presence changes within this window go out as one diff (zero: one diff per change).
     pub presence_batch: Duration,
@@ -43,43 +49,44 @@ impl Default for HubSettings {
 /// The reply to a join refused because the node has `max_channels` channels open.
 pub const NODE_CHANNEL_LIMIT: &str = "NodeChannelLimitReached: Too many channels on this node";
 
-/// What a publish did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Published {
-    /// Delivered (and stored at `position` when the channel keeps history).
-    Delivered {
-        /// The message's place in history.
-        position: Option<Position>,
-        /// Local fan-out counts.
-        fanout: Fanout,
-    },
-    /// A repeat of an idempotency key: accepted, not delivered again.
-    Duplicate {
-        /// Where the original was stored.
-        position: Position,
-    },
+/// A recovering subscription whose live messages are held until [`Live::open`] (or its drop):
+/// queue the replay first, then open, and the subscriber sees every message once, in order.
+#[derive(Debug)]
+pub struct Live {
+    registry: Arc<Registry>,
+    key: ChannelKey,
+    id: u64,
+    gate: Arc<Gate>,
+    replayed: u64,
+    opened: bool,
 }
 
-/// Why a publish failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// The backplane failed.
-    #[error(transparent)]
-    Backplane(#[from] BackplaneError),
-    /// The history store failed; nothing was delivered.
-    #[error(transparent)]
-    History(#[from] HistoryError),
-    /// A name or key of the message is too long; nothing was stored or delivered. No retry helps.
-    #[error(transparent)]
-    Invalid(#[from] crate::limits::LengthError),
+impl Live {
+    /// Releases what was held while the replay was read (skipping what the replay carried).
+    pub fn open(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if !std::mem::replace(&mut self.opened, true) {
+            self.registry
+                .open_gate(&self.key, self.id, &self.gate, self.replayed);
+        }
+    }
 }
 
-/// Routes messages between publishers and local subscribers, through the backplane.
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Routes messages between publishers and local subscribers, through the broker.
 pub struct Hub {
     registry: Arc<Registry>,
-    backplane: Arc<dyn Backplane>,
+    broker: Arc<dyn Broker>,
     presence: Presence,
-    history: Option<History>,
+    history: Option<Arc<History>>,
     settings: HubSettings,
     stats: Stats,
     next_id: AtomicU64,
@@ -95,14 +102,36 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A single-node hub with the in-process backplane.
-    pub fn in_process(stats: Stats, settings: HubSettings, history: Option<History>) -> Arc<Hub> {
+    /// A single-node hub with the embedded broker (and its history, when given).
+    pub fn embedded(stats: Stats, settings: HubSettings, history: Option<History>) -> Arc<Hub> {
+        let history = history.map(Arc::new);
+        let kept = history.clone();
+        Hub::build(stats, settings, kept, move |handler| {
+            Arc::new(Embedded::new(handler, history)) as Arc<dyn Broker>
+        })
+    }
+
+    /// A hub over a broker made by `broker` from this node's event handler.
+    pub fn with_broker(
+        stats: Stats,
+        settings: HubSettings,
+        broker: impl FnOnce(Arc<EventHandler>) -> Arc<dyn Broker>,
+    ) -> Arc<Hub> {
+        Hub::build(stats, settings, None, broker)
+    }
+
+    fn build(
+        stats: Stats,
+        settings: HubSettings,
+        history: Option<Arc<History>>,
+        broker: impl FnOnce(Arc<EventHandler>) -> Arc<dyn Broker>,
+    ) -> Arc<Hub> {
         let node: Arc<str> = Arc::from(settings.node_id.as_str());
         let registry = Arc::new(Registry::new(stats.clone(), node.clone()));
-        let backplane = Arc::new(InProcess::new(registry.clone()));
+        let broker = broker(Arc::new(EventHandler::new(registry.clone(), stats.clone())));
         Arc::new_cyclic(|me| Hub {
             registry,
-            backplane,
+            broker,
             presence: Presence::new(&settings.node_id, settings.max_presence_members),
             history,
             settings,
@@ -136,6 +165,11 @@ impl Hub {
         &self.stats
     }
 
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
     /// Whether a subscription to `key` may be made: the channel is open already, or the node has
     /// fewer than `max_channels` open. Checked before subscribing; joins racing on other threads may
     /// pass it together, so the cap can be exceeded by as many joins as run at once.
@@ -147,17 +181,15 @@ impl Hub {
     /// Subscribes a session to a channel; returns the subscription id.
     pub fn subscribe(&self, key: &ChannelKey, subscriber: Subscriber) -> u64 {
         let id = self.next_id();
-        if self.registry.add(key, id, subscriber) {
-            self.backplane.interest(key, true);
-        }
+        self.registry
+            .add(key, id, subscriber, || self.broker.subscribe(key));
         id
     }
 
     /// Ends a subscription (and its presence, if it tracked one).
     pub fn unsubscribe(&self, key: &ChannelKey, id: u64) {
-        if self.registry.remove(key, id) {
-            self.backplane.interest(key, false);
-        }
+        self.registry
+            .remove(key, id, || self.broker.unsubscribe(key));
         self.presence_untrack(key, id);
     }
 
@@ -221,93 +253,69 @@ impl Hub {
         });
     }
 
-    /// Sends the pending presence diff of a channel to its members.
+    /// Sends the pending presence diff of a channel, through the broker, to its members on every
+    /// node.
     pub fn flush_presence(&self, key: &ChannelKey) {
         if let Some(diff) = self.presence.take_diff(key) {
-            self.stats.presence_diffs.increment(1);
-            let fanout =
-                self.registry
-                    .deliver(&ChannelEvent::new(key.clone(), "presence_diff", diff));
-            self.stats.presence_frames.increment(fanout.queued as u64);
+            self.broker
+                .emit(ChannelEvent::new(key.clone(), "presence_diff", diff));
             self.stats.presences.set(self.presence.total() as f64);
         }
     }
 
     /// Publishes a broadcast to every subscriber of its channel, on every node. When the channel keeps
     /// history, the message is durably appended (and given its position) before anyone receives it.
-    pub async fn publish(&self, mut msg: Broadcast) -> Result<Published, PublishError> {
+    pub async fn publish(&self, msg: Broadcast) -> Result<Published, PublishError> {
         crate::limits::check_broadcast(
             &msg.channel.name,
             &msg.event,
             msg.id.as_deref(),
             msg.idempotency_key.as_deref(),
         )?;
-        let Some(history) = self.history.as_ref().filter(|h| h.enabled(&msg.channel)) else {
-            let fanout = self.backplane.publish(Arc::new(msg)).await?;
-            return Ok(Published::Delivered {
-                position: None,
-                fanout,
-            });
-        };
-        let id = msg
-            .id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let (raw, payload): (bool, &[u8]) = match &msg.body {
-            Body::Raw(b) => (true, b),
-            Body::Json(j) => (false, j.get().as_bytes()),
-        };
-        let payload = payload.to_vec();
-        let event = msg.event.clone();
-        let idempotency_key = msg.idempotency_key.take();
-        let new = NewMessage {
-            id: &id,
-            event: &event,
-            origin: u8::from(msg.origin == Origin::Binary),
-            raw,
-            payload: &payload,
-            idempotency_key: idempotency_key.as_deref(),
-        };
-        let key = msg.channel.clone();
-        let registry = &self.registry;
-        let (appended, fanout) = history.append(&key, &new, |position| {
-            msg.id = Some(id.clone());
-            msg.position = Some(position.clone());
-            // Delivered under the channel's lock, so deliveries follow offsets.
-            registry.deliver(&msg)
-        })?;
-        Ok(match appended {
-            Appended::New(position) => Published::Delivered {
-                position: Some(position),
-                fanout: fanout.unwrap_or_default(),
-            },
-            Appended::Duplicate(position) => Published::Duplicate { position },
-        })
+        self.broker.publish(msg).await
     }
 
     /// True when the channel keeps history.
     pub fn history_enabled(&self, key: &ChannelKey) -> bool {
-        self.history.as_ref().is_some_and(|h| h.enabled(key))
+        self.broker.keeps_history(key)
     }
 
-    /// The history, if the node keeps one.
+    /// The embedded history, if the node keeps one (for its administration: sweeps, counts).
     pub fn history(&self) -> Option<&History> {
-        self.history.as_ref()
+        self.history.as_deref()
     }
 
-    /// Subscribes like [`Hub::subscribe`], after reading what the client missed. The replayed messages
-    /// are exactly those before the subscription took effect; live delivery starts right after them.
-    pub fn subscribe_recovering(
+    /// Subscribes like [`Hub::subscribe`], and reads what the client missed. The subscription's
+    /// live messages are held from the start; the replay holds everything up to the channel's
+    /// top when it was read, and [`Live::open`] releases the held messages after it (skipping
+    /// those the replay carried). No lock is held while history is read.
+    pub async fn subscribe_recovering(
         &self,
         key: &ChannelKey,
         subscriber: Subscriber,
         request: &RecoverRequest,
-    ) -> Result<(u64, Option<Recovery>), HistoryError> {
-        let Some(history) = self.history.as_ref().filter(|h| h.enabled(key)) else {
+    ) -> Result<(u64, Option<(Recovery, Live)>), HistoryError> {
+        if !self.broker.keeps_history(key) {
             return Ok((self.subscribe(key, subscriber), None));
+        }
+        let gate = Gate::new(subscriber.capacity());
+        let id = self.subscribe(key, subscriber.gated(gate.clone()));
+        let recovery = match self.broker.recover(key.clone(), request.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.unsubscribe(key, id);
+                return Err(e);
+            }
         };
-        let (recovery, id) = history.recover(key, request, || self.subscribe(key, subscriber))?;
-        Ok((id, Some(recovery)))
+        let live = Live {
+            registry: self.registry.clone(),
+            key: key.clone(),
+            id,
+            gate,
+            replayed: recovery.top,
+            opened: false,
+        };
+        Ok((id, Some((recovery, live))))
     }
 
     /// Local subscribers of a channel.
@@ -325,6 +333,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::message::{Body, Origin};
+    use crate::registry::Fanout;
     use crate::session::SessionHandle;
     use axum::extract::ws::Message;
     use herald_protocol::Vsn;
@@ -343,7 +352,7 @@ mod tests {
 
     #[tokio::test]
     async fn fans_out_and_honours_self() {
-        let hub = Hub::in_process(Stats::new(), HubSettings::default(), None);
+        let hub = Hub::embedded(Stats::new(), HubSettings::default(), None);
         let key = ChannelKey::new("room", false);
         let a = SessionHandle::new(1, Vsn::V2, 8);
         let b = SessionHandle::new(2, Vsn::V1, 8);
@@ -387,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn raw_bytes_skip_v1_and_empty_channels_cost_nothing() {
-        let hub = Hub::in_process(Stats::new(), HubSettings::default(), None);
+        let hub = Hub::embedded(Stats::new(), HubSettings::default(), None);
         let key = ChannelKey::new("room", false);
         let f = hub
             .publish(Broadcast::new(

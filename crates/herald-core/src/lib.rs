@@ -1,9 +1,12 @@
-//! Herald's core: the hub and its channels, the backplane trait, the message model, authentication,
-//! channel policy and limits. Transports (WebSocket, HTTP) live in `herald-server` and call in here.
+//! Herald's core: the hub and its channels, the broker seam (and the embedded broker), the one
+//! event handler that delivers, the message model, authentication, channel policy and limits.
+//! Transports (WebSocket, SSE, HTTP) live in `herald-server` and call in here.
 
 pub mod auth;
-pub mod backplane;
+pub mod broker;
 pub mod channel;
+pub mod delivery;
+pub mod embedded;
 pub mod history;
 pub mod hub;
 pub mod keys;
@@ -17,8 +20,10 @@ pub mod session;
 pub mod stats;
 
 pub use auth::{AuthError, Authenticator, Claims};
+pub use broker::{Broker, Event, PublishError, Published};
 pub use channel::ChannelKey;
-pub use hub::{Hub, HubSettings};
+pub use delivery::EventHandler;
+pub use hub::{Hub, HubSettings, Live};
 pub use limits::{Limits, RateLimiter};
 pub use message::{Body, Broadcast, Origin};
 pub use registry::{Sink, Subscriber};

@@ -101,6 +101,11 @@ impl<T> FrameQueue<T> {
         self.ready.notify_one();
     }
 
+    /// Most items it holds.
+    pub fn capacity(&self) -> usize {
+        self.max
+    }
+
     /// Items waiting.
     pub fn len(&self) -> usize {
         self.state.lock().items.len()

@@ -2,6 +2,10 @@
 //!
 //! The map is sharded by channel so joins on different channels do not contend; fan-out holds a read
 //! lock on one shard and never awaits. A channel without subscribers has no entry at all.
+//!
+//! A recovering subscription comes with a [`Gate`]: while its replay is being read, what the
+//! broker delivers for it is held, and released (without what the replay already carried) once the
+//! replay is queued.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -9,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indexmap::IndexMap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::broker::Event;
 use crate::channel::ChannelKey;
 use crate::message::Outgoing;
 use crate::session::{Delivery, SessionHandle, SseHandle, SseItem};
@@ -39,6 +44,45 @@ pub struct Subscriber {
     /// Whether it receives broadcasts (a private channel's member whose policies grant only
     /// presence read does not).
     pub broadcast: bool,
+    /// Holds its deliveries while its replay is read.
+    gate: Option<Arc<Gate>>,
+}
+
+/// Holds a recovering subscription's deliveries until its replay is queued.
+#[derive(Debug)]
+pub struct Gate {
+    holding: std::sync::atomic::AtomicBool,
+    held: Mutex<Vec<Event>>,
+    /// Most events held; past it the subscriber is closed as a slow consumer.
+    max: usize,
+}
+
+impl Gate {
+    /// A closed gate holding at most `max` events.
+    pub fn new(max: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            holding: std::sync::atomic::AtomicBool::new(true),
+            held: Mutex::new(Vec::new()),
+            max: max.max(1),
+        })
+    }
+
+    /// Queues what was held (skipping events at or below offset `replayed`, which the replay
+    /// carried) to `sub`, and lets later deliveries through. Deliveries racing with this wait for
+    /// it, so the order is the broker's.
+    pub(crate) fn open(&self, sub: &Subscriber, replayed: u64) {
+        let mut held = self.held.lock();
+        let mut out = Fanout::default();
+        for event in held.drain(..) {
+            if event.offset().is_some_and(|o| o <= replayed) {
+                continue;
+            }
+            offer(sub, event.outgoing(), None, &mut out);
+        }
+        self.holding
+            .store(false, std::sync::atomic::Ordering::Release);
+        *held = Vec::new();
+    }
 }
 
 impl Subscriber {
@@ -49,6 +93,7 @@ impl Subscriber {
             self_broadcast,
             presence,
             broadcast: true,
+            gate: None,
         }
     }
 
@@ -59,6 +104,7 @@ impl Subscriber {
             self_broadcast: false,
             presence,
             broadcast: true,
+            gate: None,
         }
     }
 
@@ -66,6 +112,30 @@ impl Subscriber {
     pub fn with_broadcasts(mut self, broadcast: bool) -> Subscriber {
         self.broadcast = broadcast;
         self
+    }
+
+    /// Most messages its sink queues.
+    pub(crate) fn capacity(&self) -> usize {
+        match &self.sink {
+            Sink::Ws(s) => s.queue_capacity(),
+            Sink::Sse(s) => s.queue_capacity(),
+        }
+    }
+
+    /// The same subscription, held behind `gate` until its replay is queued.
+    pub(crate) fn gated(mut self, gate: Arc<Gate>) -> Subscriber {
+        self.gate = Some(gate);
+        self
+    }
+
+    fn close_slow(&self) {
+        match &self.sink {
+            Sink::Ws(s) => s.close_with(
+                crate::session::close::SLOW_CONSUMER,
+                "slow consumer: outbound queue full",
+            ),
+            Sink::Sse(s) => s.end(),
+        }
     }
 
     fn id(&self) -> u64 {
@@ -118,37 +188,56 @@ impl Registry {
         &self.shards[i]
     }
 
-    /// Adds a subscription; true when the channel had no local subscriber before.
-    pub fn add(&self, key: &ChannelKey, id: u64, sub: Subscriber) -> bool {
+    /// Adds a subscription. When the channel had no local subscriber before, `first` runs (the
+    /// broker's interest), under the shard's lock, so that it is ordered with the `last` of a
+    /// racing removal.
+    pub(crate) fn add(&self, key: &ChannelKey, id: u64, sub: Subscriber, first: impl FnOnce()) {
         let mut shard = self.shard(key).write();
         let created = !shard.contains_key(key);
         shard.entry(key.clone()).or_default().insert(id, sub);
         if created {
             self.open.fetch_add(1, Ordering::Relaxed);
             self.stats.channels.increment(1.0);
+            first();
         }
-        created
     }
 
-    /// Removes a subscription; true when the channel has no local subscriber left.
-    pub fn remove(&self, key: &ChannelKey, id: u64) -> bool {
+    /// Removes a subscription; when it was the channel's last, `last` runs under the shard's lock.
+    /// Returns the removed subscription.
+    pub(crate) fn remove(
+        &self,
+        key: &ChannelKey,
+        id: u64,
+        last: impl FnOnce(),
+    ) -> Option<Subscriber> {
         let mut shard = self.shard(key).write();
-        let Some(subs) = shard.get_mut(key) else {
-            return false;
-        };
-        subs.swap_remove(&id);
+        let subs = shard.get_mut(key)?;
+        let removed = subs.swap_remove(&id);
         if subs.is_empty() {
             shard.remove(key);
             self.open.fetch_sub(1, Ordering::Relaxed);
             self.stats.channels.decrement(1.0);
-            true
+            last();
+        }
+        removed
+    }
+
+    /// Opens a recovering subscription's gate: what was held goes out after the replay.
+    pub(crate) fn open_gate(&self, key: &ChannelKey, id: u64, gate: &Gate, replayed: u64) {
+        let shard = self.shard(key).read();
+        if let Some(sub) = shard.get(key).and_then(|subs| subs.get(&id)) {
+            gate.open(sub, replayed);
         } else {
-            false
+            // Gone already: nothing to release.
+            gate.holding.store(false, Ordering::Release);
+            *gate.held.lock() = Vec::new();
         }
     }
 
-    /// Queues the message for every local subscriber of its channel.
-    pub fn deliver(&self, msg: &dyn Outgoing) -> Fanout {
+    /// Queues the event for every local subscriber of its channel. Only the broker's event
+    /// handler calls this.
+    pub(crate) fn deliver(&self, event: &Event) -> Fanout {
+        let msg = event.outgoing();
         let mut out = Fanout::default();
         let shard = self.shard(msg.channel()).read();
         let Some(subs) = shard.get(msg.channel()) else {
@@ -159,37 +248,7 @@ impl Registry {
             if !sub.self_broadcast && sender == Some(sub.id()) {
                 continue;
             }
-            if msg.is_presence() {
-                if !sub.presence {
-                    continue;
-                }
-            } else if !sub.broadcast {
-                continue;
-            }
-            let delivery = match &sub.sink {
-                Sink::Ws(session) => {
-                    let Some(frame) = msg.frame(session.vsn) else {
-                        out.incompatible += 1;
-                        continue;
-                    };
-                    session.push(frame.clone())
-                }
-                Sink::Sse(stream) => {
-                    let Some(data) = msg.sse_frame() else {
-                        continue;
-                    };
-                    stream.push(SseItem {
-                        channel: msg.channel().clone(),
-                        position: msg.position().cloned(),
-                        data: data.clone(),
-                    })
-                }
-            };
-            match delivery {
-                Delivery::Queued => out.queued += 1,
-                Delivery::Closed => {}
-                Delivery::Overflow => out.overflowed += 1,
-            }
+            offer(sub, msg, Some(event), &mut out);
         }
         drop(shard);
         if out.incompatible > 0 {
@@ -226,5 +285,57 @@ impl Registry {
         }
         all.sort();
         all
+    }
+}
+
+/// Offers one message to one subscriber: held behind its gate (when `event` is given and the gate
+/// is closed), skipped when the subscription does not take its kind, else queued.
+fn offer(sub: &Subscriber, msg: &dyn Outgoing, event: Option<&Event>, out: &mut Fanout) {
+    if msg.is_presence() {
+        if !sub.presence {
+            return;
+        }
+    } else if !sub.broadcast {
+        return;
+    }
+    if let (Some(gate), Some(event)) = (&sub.gate, event)
+        && gate.holding.load(Ordering::Acquire)
+    {
+        let mut held = gate.held.lock();
+        if gate.holding.load(Ordering::Acquire) {
+            if held.len() >= gate.max {
+                drop(held);
+                sub.close_slow();
+                out.overflowed += 1;
+            } else {
+                held.push(event.clone());
+                out.queued += 1;
+            }
+            return;
+        }
+    }
+    let delivery = match &sub.sink {
+        Sink::Ws(session) => {
+            let Some(frame) = msg.frame(session.vsn) else {
+                out.incompatible += 1;
+                return;
+            };
+            session.push(frame.clone())
+        }
+        Sink::Sse(stream) => {
+            let Some(data) = msg.sse_frame() else {
+                return;
+            };
+            stream.push(SseItem {
+                channel: msg.channel().clone(),
+                position: msg.position().cloned(),
+                data: data.clone(),
+            })
+        }
+    };
+    match delivery {
+        Delivery::Queued => out.queued += 1,
+        Delivery::Closed => {}
+        Delivery::Overflow => out.overflowed += 1,
     }
 }

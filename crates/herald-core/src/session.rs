@@ -82,6 +82,11 @@ impl SessionHandle {
         self.queue.try_pop()
     }
 
+    /// Most frames its queue holds.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
     /// Stops accepting frames (the connection is gone).
     pub fn close_queue(&self) {
         self.queue.close();
@@ -189,6 +194,11 @@ impl SseHandle {
         self.queue.try_pop()
     }
 
+    /// Most items its queue holds.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
     /// Stops accepting items (the stream is gone).
     pub fn close_queue(&self) {
         self.queue.close();
@@ -210,6 +220,12 @@ impl SseHandle {
                 Delivery::Overflow
             }
         }
+    }
+
+    /// Ends the stream (a slow consumer): drops what waits and refuses more.
+    pub fn end(&self) {
+        self.closer.cancel();
+        self.queue.close();
     }
 
     /// Resolves once the stream must end.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::ws::Message;
 use deadpool_postgres::Pool;
-use herald_core::history::{NewMessage, Position, RecoverRequest};
+use herald_core::history::{Position, RecoverRequest};
 use herald_core::{Body, Broadcast, ChannelKey, Hub, Origin, SessionHandle};
 use herald_protocol::Vsn;
 use serde::{Deserialize, Serialize};
@@ -633,7 +633,7 @@ impl Processor {
             return;
         };
         metrics::counter!("herald_pg_changes_total").increment(changes.len() as u64);
-        let positions = match self.log(&changes, commit_lsn, last_seq) {
+        let positions = match self.log(&changes, commit_lsn, last_seq).await {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "could not log changes; delivered without positions");
@@ -652,56 +652,46 @@ impl Processor {
         self.deliver(staged, None, xid).await;
     }
 
-    fn log(
+    /// Publishes the changes to their tables' logs through the broker, with the progress marker,
+    /// as one atomic step; returns each change's position (`None` where the log is off).
+    async fn log(
         &mut self,
         changes: &[(Change, u64)],
         commit_lsn: u64,
         last_seq: u64,
-    ) -> Result<Vec<Option<Position>>, herald_core::history::HistoryError> {
-        let Some(history) = self.hub.history() else {
-            return Ok(vec![None; changes.len()]);
-        };
-        let stored: Vec<(ChannelKey, Vec<u8>, bool)> = changes
+    ) -> Result<Vec<Option<Position>>, herald_core::PublishError> {
+        let broker = self.hub.broker().clone();
+        let msgs: Vec<Broadcast> = changes
             .iter()
-            .map(|(c, _)| {
+            .map(|(c, seq)| {
                 let key = log_key(&c.table.log_name());
-                let on = history.enabled(&key);
-                (key, if on { c.to_stored() } else { Vec::new() }, on)
-            })
-            .collect();
-        let ids: Vec<String> = changes
-            .iter()
-            .map(|(_, seq)| format!("{commit_lsn:x}/{seq}"))
-            .collect();
-        let items: Vec<(ChannelKey, NewMessage<'_>)> = stored
-            .iter()
-            .zip(changes.iter())
-            .zip(ids.iter())
-            .filter(|((s, _), _)| s.2)
-            .map(|(((key, payload, _), (c, _)), id)| {
-                (
-                    key.clone(),
-                    NewMessage {
-                        id,
-                        event: c.kind.as_str(),
-                        origin: 0,
-                        raw: false,
-                        payload,
-                        idempotency_key: None,
-                    },
-                )
+                let stored = if broker.keeps_history(&key) {
+                    c.to_stored()
+                } else {
+                    Vec::new()
+                };
+                let mut msg = Broadcast::new(
+                    key,
+                    c.kind.as_str().to_owned(),
+                    Body::Raw(bytes::Bytes::from(stored)),
+                    Origin::Text,
+                    None,
+                );
+                msg.id = Some(format!("{commit_lsn:x}/{seq}"));
+                msg
             })
             .collect();
         let mut marker = [0u8; 16];
         marker[..8].copy_from_slice(&commit_lsn.to_be_bytes());
         marker[8..].copy_from_slice(&last_seq.to_be_bytes());
-        let positions = history.append_batch(&items, Some((PROGRESS, &marker)))?;
+        fail::fail_point!("pg-before-handoff", |_| Err(
+            herald_core::PublishError::Unavailable("failpoint pg-before-handoff".to_owned())
+        ));
+        let published = broker
+            .publish_group(msgs, Some((PROGRESS.to_owned(), marker.to_vec())))
+            .await?;
         self.progress = (commit_lsn, last_seq);
-        let mut positions = positions.into_iter();
-        Ok(stored
-            .iter()
-            .map(|(_, _, on)| if *on { positions.next() } else { None })
-            .collect())
+        Ok(published.iter().map(|p| p.position().cloned()).collect())
     }
 
     async fn publish_sent(&self, sent: Sent, key: String) {
@@ -1061,12 +1051,15 @@ impl Processor {
                             epoch: epoch.clone(),
                             offset: *offset,
                         });
-                    let result = match &request {
-                        Some(r) => history
-                            .recover(&key, r, || ())
-                            .map(|(rec, ())| (rec.recovered, rec.epoch, rec.top, rec.records)),
-                        None => history
-                            .position(&key)
+                    let broker = self.hub.broker();
+                    let result = match request {
+                        Some(r) => broker
+                            .recover(key, r)
+                            .await
+                            .map(|rec| (rec.recovered, rec.epoch, rec.top, rec.records)),
+                        None => broker
+                            .position(key)
+                            .await
                             .map(|p| (true, p.epoch, p.offset, Vec::new())),
                     };
                     match result {

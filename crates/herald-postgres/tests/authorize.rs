@@ -29,7 +29,7 @@ async fn database(label: &str) -> String {
     let url = format!("{base}/{name}");
     let mut db = connect(&url).await;
     db.batch_execute(
-        "do $$ begin create role authenticated nologin; exception when duplicate_object then null; end $$;",
+        "do $$ begin create role authenticated nologin; exception when duplicate_object or unique_violation then null; end $$;",
     )
     .await
     .unwrap();

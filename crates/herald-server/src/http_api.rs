@@ -605,7 +605,7 @@ async fn history(
     };
     let after = number("after", 0)?;
     let limit = number("limit", 100)?.clamp(1, 1000) as usize;
-    let Some(history) = app.hub.history().filter(|_| app.hub.history_enabled(&key)) else {
+    if !app.hub.history_enabled(&key) {
         return Err(message(
             StatusCode::NOT_FOUND,
             "This channel keeps no history",
@@ -621,8 +621,12 @@ async fn history(
             )
         }
     };
-    let position = history.position(&key).map_err(internal)?;
-    let records = history.read_after(&key, after, limit).map_err(internal)?;
+    let broker = app.hub.broker();
+    let position = broker.position(key.clone()).await.map_err(internal)?;
+    let records = broker
+        .read_after(key, after, limit)
+        .await
+        .map_err(internal)?;
     let messages: Vec<StoredMessage> = records
         .into_iter()
         .map(|r| {

@@ -362,6 +362,7 @@ pub async fn prepare(
         .pending
         .push_back(Bytes::from(format!("retry: {RETRY_MS}\n: connected\n\n")));
     let mut replays = Vec::new();
+    let mut lives = Vec::new();
     for (k, permitted) in keys.into_iter().zip(permissions) {
         let hash = cursor::channel_hash(k.private, &k.name);
         let known = match &entries {
@@ -385,17 +386,17 @@ pub async fn prepare(
             presence && permitted.is_none_or(|p| p.presence_read),
         )
         .with_broadcasts(permitted.is_none_or(|p| p.broadcast_read));
-        let (subscription, recovery) = match app.hub.subscribe_recovering(&k, subscriber, &request)
-        {
-            Ok(done) => done,
-            Err(e) => {
-                warn!(%remote, error = %e, "history read failed");
-                return Err(Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "History unavailable; retry",
-                ));
-            }
-        };
+        let (subscription, recovery) =
+            match app.hub.subscribe_recovering(&k, subscriber, &request).await {
+                Ok(done) => done,
+                Err(e) => {
+                    warn!(%remote, error = %e, "history read failed");
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "History unavailable; retry",
+                    ));
+                }
+            };
         let mut channel = Channel {
             key: k.clone(),
             hash,
@@ -403,7 +404,8 @@ pub async fn prepare(
             position: None,
         };
         match recovery {
-            Some(r) => {
+            Some((r, live)) => {
+                lives.push(live);
                 let recovered = r.recovered && known.is_some();
                 if presented.is_some() && !recovered {
                     stream.system_unrecovered(&k);
@@ -458,6 +460,8 @@ pub async fn prepare(
         .pending
         .push_back(Bytes::from(format!("event: ready\ndata: {ready}\n")));
     stream.push_id();
+    // What arrived while the replays were read goes out after them.
+    lives.into_iter().for_each(herald_core::Live::open);
     info!(conn = id, %remote, topics = ?topics, resumed = presented.is_some(), "sse open");
     Ok(stream)
 }

@@ -94,7 +94,7 @@ impl AppState {
             max_presence_members: config.limits.max_presence_members,
             max_channels: config.limits.max_channels,
         };
-        let hub = Hub::in_process(stats, settings, history);
+        let hub = Hub::embedded(stats, settings, history);
         let shutdown = CancellationToken::new();
         let postgres = match &config.postgres {
             None => None,

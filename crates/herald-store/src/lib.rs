@@ -141,6 +141,8 @@ pub struct AppendMany<'a> {
     pub records: &'a [Record],
     /// Remove records with offsets in this range (retention by count).
     pub evict: Option<std::ops::Range<u64>>,
+    /// Idempotency keys to remember: `(key, expires_ms, offset)`.
+    pub idempotency: &'a [(&'a str, u64, u64)],
 }
 
 /// The store.
@@ -309,6 +311,11 @@ impl Store {
             let newest = a.records.first().map_or(u64::MAX, |r| r.offset);
             for offset in evict.filter(|o| *o < newest) {
                 batch.remove(&self.log, log_key(a.channel, offset)?);
+            }
+            for (key, expires_ms, offset) in a.idempotency {
+                let mut v = expires_ms.to_be_bytes().to_vec();
+                v.extend_from_slice(&offset.to_be_bytes());
+                batch.insert(&self.idem, idempotency_key(a.channel, key)?, v);
             }
         }
         if let Some((name, value)) = marker {

@@ -507,12 +507,17 @@ impl Session {
                 None,
             ),
             Some(request) => {
-                match self.app.hub.subscribe_recovering(
-                    &key,
-                    Subscriber::ws(self.handle.clone(), config.broadcast_self, reads_presence)
-                        .with_broadcasts(reads_broadcast),
-                    request,
-                ) {
+                match self
+                    .app
+                    .hub
+                    .subscribe_recovering(
+                        &key,
+                        Subscriber::ws(self.handle.clone(), config.broadcast_self, reads_presence)
+                            .with_broadcasts(reads_broadcast),
+                        request,
+                    )
+                    .await
+                {
                     Ok(done) => done,
                     Err(e) => {
                         warn!(conn = self.id, topic, error = %e, "history read failed");
@@ -557,12 +562,14 @@ impl Session {
         // replay was empty still knows where to recover from.
         if config.recover.is_some() || config.replay.is_some() {
             response["recovery"] = match &recovery {
-                Some(r) => json!({"recovered": r.recovered, "epoch": &*r.epoch, "offset": r.top}),
+                Some((r, _)) => {
+                    json!({"recovered": r.recovered, "epoch": &*r.epoch, "offset": r.top})
+                }
                 None => json!({"recovered": false, "epoch": null, "offset": 0}),
             };
         }
         self.reply(join_ref.as_deref(), ref_, topic, "ok", response);
-        if let Some(recovery) = recovery {
+        if let Some((recovery, live)) = recovery {
             let replayed = recovery.records.len();
             let key = ChannelKey::new(&name, config.private);
             for record in recovery.records {
@@ -572,6 +579,8 @@ impl Session {
                     self.out.push(frame.clone());
                 }
             }
+            // What arrived meanwhile goes out after the replay.
+            live.open();
             info!(
                 conn = self.id,
                 topic,
