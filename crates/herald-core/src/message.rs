@@ -94,6 +94,24 @@ impl Broadcast {
         }
     }
 
+    /// A copy without the encodings made so far (for a publish that is tried again).
+    pub fn clone_unencoded(&self) -> Broadcast {
+        Broadcast {
+            channel: self.channel.clone(),
+            event: self.event.clone(),
+            body: self.body.clone(),
+            id: self.id.clone(),
+            position: self.position.clone(),
+            replayed: self.replayed,
+            idempotency_key: self.idempotency_key.clone(),
+            origin: self.origin,
+            sender: self.sender.clone(),
+            v1: OnceLock::new(),
+            v2: OnceLock::new(),
+            sse: OnceLock::new(),
+        }
+    }
+
     /// The SSE lines of this message: `event: broadcast` and one `data:` line with
     /// `{"topic","event","payload","meta"}` (raw bytes as base64 with `"encoding":"base64"`).
     pub fn sse_frame(&self) -> Option<&Bytes> {

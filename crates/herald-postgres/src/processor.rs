@@ -164,6 +164,10 @@ pub struct Processor {
     batch: Vec<(Item, u64)>,
     spills: HashMap<u32, Spill>,
     last_done: u64,
+    /// Shutdown, as a hand-off that keeps failing sees it.
+    stop: CancellationToken,
+    /// True once a hand-off was abandoned at shutdown: nothing more is acknowledged.
+    halted: bool,
     /// The last change logged (commit position, number in its transaction), kept with the log.
     progress: (u64, u64),
     /// The slot exists and streams (since the first start).
@@ -280,6 +284,8 @@ impl Processor {
             batch: Vec::new(),
             spills: HashMap::new(),
             last_done: 0,
+            stop: CancellationToken::new(),
+            halted: false,
             progress: (0, 0),
             streaming: false,
             parked: Vec::new(),
@@ -341,6 +347,7 @@ impl Processor {
         mut commands: mpsc::UnboundedReceiver<Command>,
         shutdown: CancellationToken,
     ) {
+        self.stop = shutdown.clone();
         if !self.prepare(&shutdown).await {
             return;
         }
@@ -513,6 +520,9 @@ impl Processor {
     }
 
     fn finish(&mut self, commit_lsn: u64, end_lsn: u64) {
+        if self.halted {
+            return;
+        }
         self.last_done = self.last_done.max(commit_lsn);
         self.feedback.done(end_lsn);
         metrics::counter!("herald_pg_transactions_total").increment(1);
@@ -633,12 +643,25 @@ impl Processor {
             return;
         };
         metrics::counter!("herald_pg_changes_total").increment(changes.len() as u64);
-        let positions = match self.log(&changes, commit_lsn, last_seq).await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "could not log changes; delivered without positions");
-                herald_core::stats::error("pg_history");
-                vec![None; changes.len()]
+        // The slot's position moves only past changes the broker took: until it takes them, they
+        // are offered again (PostgreSQL keeps the rest of the stream meanwhile).
+        let mut delay = Duration::from_millis(100);
+        let positions = loop {
+            match self.log(&changes, commit_lsn, last_seq).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    warn!(error = %e, retry_ms = delay.as_millis() as u64, "the broker did not take the changes; retrying");
+                    herald_core::stats::error("pg_history");
+                    tokio::select! {
+                        () = self.stop.cancelled() => {
+                            // Shutting down: nothing past these changes is acknowledged.
+                            self.halted = true;
+                            return;
+                        }
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
         };
         let mut staged: Vec<(Change, Option<Position>, Hits)> = Vec::new();
@@ -694,7 +717,7 @@ impl Processor {
         Ok(published.iter().map(|p| p.position().cloned()).collect())
     }
 
-    async fn publish_sent(&self, sent: Sent, key: String) {
+    async fn publish_sent(&mut self, sent: Sent, key: String) {
         let (body, origin) = match sent.body {
             SentBody::Json(text) => match serde_json::value::RawValue::from_string(text) {
                 Ok(raw) => (Body::Json(raw), Origin::Text),
@@ -720,10 +743,31 @@ impl Processor {
         );
         msg.id = sent.id;
         msg.idempotency_key = Some(key);
-        if let Err(e) = self.hub.publish(msg).await {
-            warn!(topic = %sent.topic, error = %e, "could not publish a message sent from SQL");
-        } else {
-            metrics::counter!("herald_pg_sent_total").increment(1);
+        // Retried (under the same idempotency key) until the broker takes it; a message no retry
+        // can help (a name over its limit) is dropped with a warning.
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.hub.publish(msg.clone_unencoded()).await {
+                Ok(_) => {
+                    metrics::counter!("herald_pg_sent_total").increment(1);
+                    return;
+                }
+                Err(e @ herald_core::PublishError::Invalid(_)) => {
+                    warn!(topic = %sent.topic, error = %e, "a message sent from SQL was refused");
+                    return;
+                }
+                Err(e) => {
+                    warn!(topic = %sent.topic, error = %e, "could not publish a message sent from SQL; retrying");
+                    tokio::select! {
+                        () = self.stop.cancelled() => {
+                            self.halted = true;
+                            return;
+                        }
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
 

@@ -700,6 +700,10 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     let connections = app.connections.load(std::sync::atomic::Ordering::Relaxed);
     let channels = app.hub.channels().len();
     let mut body = json!({ "status": "ok", "connections": connections, "channels": channels });
+    if let Some(h) = app.hub.history() {
+        // Channel logs held in memory: those in use and those holding messages.
+        body["history_channels"] = json!(h.cached_channels());
+    }
     if let Some(pg) = &app.postgres {
         body["postgres"] = json!({
             "ready": pg.ready(),
